@@ -1,0 +1,27 @@
+"""ptx_keras: pneumothorax segmentation and diagnosis on chest X-rays.
+
+Implements MS_scSE_FC-DenseNet (FC-DenseNet with a multi-scale first convolution and scSE attention), the
+spatially weighted cross-entropy loss, the paper's metrics and its area-threshold diagnosis rule.
+
+Heavy submodules (Keras, TensorFlow) are imported lazily so that data preparation workers and command-line
+help stay fast.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": ("ptx_keras.models", "build_model"),
+    "list_models": ("ptx_keras.models", "list_models"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        return getattr(importlib.import_module(module_name), attr)
+    raise AttributeError(f"module 'ptx_keras' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "build_model", "list_models"]

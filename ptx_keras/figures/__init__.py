@@ -1,0 +1,1 @@
+"""Matplotlib figures (Agg backend): weight maps, phantoms, evaluation overlays, curves."""

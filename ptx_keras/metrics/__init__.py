@@ -1,0 +1,1 @@
+"""Evaluation metrics: in-graph Keras metrics and NumPy evaluation metrics."""

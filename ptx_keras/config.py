@@ -1,0 +1,408 @@
+"""Run configuration: YAML -> dataclasses, validation and `--set key.sub=value` overrides.
+
+This is the only module that reads YAML. A configuration file holds any subset of the sections below; what is
+missing takes the defaults of `ptx_keras.constants`. Unknown or misspelt keys are errors that name the key, list
+the valid ones and suggest the nearest.
+
+Example:
+
+```yaml
+name: my_run
+data: {path: /data/siim, image_size: 256}
+model: {name: ms_scse_fc_densenet103, options: {growth_rate: 12}}
+loss: {name: sw_cel}
+train: {epochs: 200, batch_size: 4}
+```
+"""
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from ptx_keras import constants as C
+from ptx_keras.errors import ConfigError
+
+CONFIG_FILENAME = "config.yaml"
+
+
+@dataclass
+class PhantomConfig:
+    """The synthetic phantom data set used when `data.path` is empty (quick start, tests)."""
+
+    n: int = 400
+    size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is prepared and streamed.
+
+    `path` is a raw source (image/mask folder, CSV manifest, SIIM-ACR layout), an already prepared directory, or
+    empty for the built-in phantoms. Raw sources are prepared into `cache_dir` (default: `<output_dir>/data_cache`)
+    and reused by later runs with the same settings.
+    """
+
+    path: Optional[str] = None
+    cache_dir: Optional[str] = None
+    prepared_dir: Optional[str] = None  # filled in when the run resolves its data
+    image_size: int = C.IMAGE_SIZE
+    channels: int = 3
+    bit_depth: int = C.IMAGE_BIT_DEPTH
+    boundary_width: int = C.BOUNDARY_WIDTH
+    normalize: Optional[str] = C.WEIGHT_NORMALIZE
+    clip: Optional[float] = C.WEIGHT_CLIP
+    weight_dtype: str = C.WEIGHT_DTYPE
+    split_fractions: Tuple[float, float, float] = C.SPLIT_FRACTIONS
+    split_seed: int = C.SPLIT_SEED
+    shard_size: int = C.SHARD_SIZE
+    skip_bad: bool = False
+    workers: Optional[int] = None
+    flip: bool = True
+    shuffle_buffer: int = 512
+    phantoms: PhantomConfig = field(default_factory=PhantomConfig)
+
+
+@dataclass
+class ModelConfig:
+    """`name` is a `ptx_keras.build_model` preset; `options` are its keyword overrides (e.g. growth_rate)."""
+
+    name: str = "ms_scse_fc_densenet103"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """`name` is one of `ptx_keras.losses.get_loss` (sw_cel, wce, ce, dice, ...); `options` its arguments."""
+
+    name: str = "sw_cel"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule, callbacks and execution (paper: Adam 1e-4, weight decay 1e-4, 200 epochs)."""
+
+    epochs: int = C.EPOCHS
+    batch_size: int = 4  # global batch size, split across replicas
+    learning_rate: float = C.LEARNING_RATE
+    beta_1: float = C.BETA_1
+    beta_2: float = C.BETA_2
+    weight_decay: float = C.WEIGHT_DECAY
+    early_stopping_patience: Optional[int] = C.EARLY_STOPPING_PATIENCE
+    monitor: str = "val_dsc1"
+    steps_per_epoch: Optional[int] = None
+    validation_steps: Optional[int] = None
+    mixed_precision: str = "auto"  # auto (on with a GPU), on, off
+    jit_compile: str = "auto"  # auto (measured fastest), on, off
+    deterministic: bool = False
+    seed: int = 0
+    strategy: str = "auto"  # auto, default, mirrored, multi_worker
+    tensorboard: bool = True
+    evaluate: bool = True  # evaluate the test split at the end of training
+    export: bool = True  # export a SavedModel at the end of training
+
+
+@dataclass
+class DiagnosisConfig:
+    """The paper's rule: pneumothorax if the predicted mask has more than `min_area` pixels at 256 x 256."""
+
+    min_area: float = C.DIAGNOSIS_MIN_AREA
+    mask_threshold: float = C.MASK_THRESHOLD
+    reference_size: int = C.DIAGNOSIS_REFERENCE_SIZE
+
+
+@dataclass
+class EvaluationConfig:
+    """How `evaluate.py` runs by default."""
+
+    split: str = "test"
+    batch_size: int = 8
+    search_thresholds: bool = False
+    objective: str = "f1"
+
+
+@dataclass
+class Config:
+    """A whole run. `name` names the run directory `<output_dir>/<name>`."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    @property
+    def run_dir(self):
+        return os.path.join(self.output_dir, self.name)
+
+
+_CHOICES = {
+    "train.mixed_precision": ("auto", "on", "off"),
+    "train.jit_compile": ("auto", "on", "off"),
+    "train.strategy": ("auto", "default", "mirrored", "multi_worker"),
+    "data.normalize": (None, "mean"),
+    "data.weight_dtype": ("float16", "float32"),
+    "data.bit_depth": (8, 16),
+    "data.channels": (1, 3),
+    "evaluation.split": C.SPLITS,
+    "evaluation.objective": ("f1", "youden"),
+}
+_POSITIVE = (
+    "data.image_size",
+    "data.shard_size",
+    "data.shuffle_buffer",
+    "data.phantoms.n",
+    "data.phantoms.size",
+    "train.epochs",
+    "train.batch_size",
+    "train.learning_rate",
+    "evaluation.batch_size",
+    "diagnosis.reference_size",
+)
+
+
+def _suggest(key, valid):
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(tp):
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value, tp, where):
+    """Converts a YAML value to the annotated type, raising ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping of keys. Received: {value!r}")
+        return _from_dict(tp, value, where + ".")
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list. Received: {value!r}")
+        if args and args[-1] is not Ellipsis and len(value) != len(args):
+            raise ConfigError(f"{where} must have {len(args)} values. Received: {value!r}")
+        return tuple(_coerce(v, args[0] if args else Any, where) for v in value)
+    if origin in (dict, Dict):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping. Received: {value!r}")
+        return dict(value)
+    if origin in (list, List):
+        return list(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false. Received: {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where} must be an integer. Received: {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number. Received: {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string. Received: {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls, values, prefix=""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            where = f"{prefix}{key}"
+            raise ConfigError(
+                f"Unknown configuration key {where!r}.{_suggest(str(key), names)} "
+                f"Valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg):
+    """Returns the configuration as plain Python types (tuples as lists), ready for YAML."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def _deep_merge(base, update):
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options":
+            out[k] = _deep_merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text):
+    """Parses one `--set key.sub=value` into `(["key", "sub"], value)`; the value is read as YAML.
+
+    Raises:
+        ConfigError: if there is no `=` or the key is empty.
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value (e.g. train.epochs=5). Received: {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects key=value with a dotted key. Received: {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+    return key.split("."), value
+
+
+def _apply_override(tree, parts, value):
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"Configuration file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections. Received: {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        data = _deep_merge(_read_yaml(base_path), data)
+    return data
+
+
+def load_config(path=None, overrides=(), extra=None):
+    """Loads a configuration file, applies `--set` overrides and validates the result.
+
+    A file may name another as `base: other.yaml` (relative to itself); its keys are merged under this file's.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: Iterable of `"key.sub=value"` strings (values parsed as YAML).
+        extra: Optional dict merged last (used by the CLIs for --data and --output-dir).
+
+    Returns:
+        A validated `Config`.
+
+    Raises:
+        ConfigError: on a missing file, invalid YAML, unknown key (with the nearest valid key) or bad value.
+    """
+    tree = _read_yaml(path) if path else {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(tree, parts, value)
+    if extra:
+        tree = _deep_merge(tree, extra)
+    where = f"{path}: " if path else ""
+    try:
+        cfg = _from_dict(Config, tree)
+        validate_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+    return cfg
+
+
+def validate_config(cfg):
+    """Checks value ranges and choices; raises ConfigError naming the key and the value."""
+    flat = _flatten(config_to_dict(cfg))
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key} must be one of {list(choices)}. Received: {flat[key]!r}")
+    for key in _POSITIVE:
+        if flat[key] is not None and flat[key] <= 0:
+            raise ConfigError(f"{key} must be positive. Received: {flat[key]!r}")
+    fr = cfg.data.split_fractions
+    if any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+        raise ConfigError(f"data.split_fractions must be 3 non-negative numbers summing to 1. Received: {list(fr)}")
+    if cfg.data.clip is not None and cfg.data.clip <= 0:
+        raise ConfigError(f"data.clip must be positive or null. Received: {cfg.data.clip!r}")
+    if cfg.data.boundary_width < 0:
+        raise ConfigError(f"data.boundary_width must be >= 0. Received: {cfg.data.boundary_width!r}")
+    if not 0.0 < cfg.diagnosis.mask_threshold < 1.0:
+        raise ConfigError(f"diagnosis.mask_threshold must be in (0, 1). Received: {cfg.diagnosis.mask_threshold!r}")
+    if cfg.diagnosis.min_area < 0:
+        raise ConfigError(f"diagnosis.min_area must be >= 0. Received: {cfg.diagnosis.min_area!r}")
+    if not cfg.name or os.sep in cfg.name:
+        raise ConfigError(f"name must be a non-empty directory name. Received: {cfg.name!r}")
+
+
+def _flatten(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != "options":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def save_config(cfg, path):
+    """Writes the resolved configuration as YAML (the run directory's `config.yaml`)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+def load_run_config(run_dir):
+    """Loads `RUN_DIR/config.yaml` written by training.
+
+    Raises:
+        ConfigError: if the run directory has no config.yaml.
+    """
+    path = os.path.join(run_dir, CONFIG_FILENAME)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir} is not a run directory: it has no {CONFIG_FILENAME}")
+    return load_config(path)

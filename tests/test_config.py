@@ -1,0 +1,88 @@
+import pytest
+
+from ptx_keras import config as cfgmod
+from ptx_keras import constants as C
+from ptx_keras.errors import ConfigError
+
+
+def _write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_follow_the_paper():
+    cfg = cfgmod.load_config()
+    assert cfg.model.name == "ms_scse_fc_densenet103"
+    assert cfg.loss.name == "sw_cel"
+    assert cfg.train.learning_rate == C.LEARNING_RATE == 1e-4
+    assert cfg.train.weight_decay == 1e-4
+    assert (cfg.train.beta_1, cfg.train.beta_2) == (0.9, 0.999)
+    assert cfg.train.epochs == 200 and cfg.train.early_stopping_patience == 20
+    assert cfg.train.monitor == "val_dsc1"
+    assert cfg.data.split_fractions == (0.64, 0.16, 0.20)
+    assert cfg.diagnosis.min_area == 50
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = _write(tmp_path, "name: x\ntrain: {epochs: 3}\nmodel: {name: unet, options: {base_filters: 8}}\n")
+    cfg = cfgmod.load_config(path, ["train.batch_size=2", "model.options.depth=3", "data.clip=10"])
+    assert cfg.name == "x" and cfg.train.epochs == 3 and cfg.train.batch_size == 2
+    assert cfg.model.options == {"base_filters": 8, "depth": 3}
+    assert cfg.data.clip == 10.0 and isinstance(cfg.data.clip, float)
+
+
+def test_base_file_is_merged(tmp_path):
+    _write(tmp_path, "train: {epochs: 7, batch_size: 3}\nmodel: {options: {growth_rate: 4}}\n", "base.yaml")
+    path = _write(tmp_path, "base: base.yaml\ntrain: {epochs: 9}\n")
+    cfg = cfgmod.load_config(path)
+    assert cfg.train.epochs == 9 and cfg.train.batch_size == 3
+    assert cfg.model.options == {"growth_rate": 4}
+
+
+def test_typo_names_key_and_suggests(tmp_path):
+    path = _write(tmp_path, "train: {epohcs: 3}\n")
+    with pytest.raises(ConfigError) as e:
+        cfgmod.load_config(path)
+    msg = str(e.value)
+    assert "train.epohcs" in msg and "Did you mean 'epochs'" in msg and "batch_size" in msg
+    assert path in msg
+    with pytest.raises(ConfigError, match="Did you mean 'train'"):
+        cfgmod.load_config(overrides=["trian.epochs=3"])
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.epochs=0", "train.epochs must be positive"),
+        ("train.epochs=abc", "train.epochs must be an integer"),
+        ("train.strategy=gpu", "train.strategy must be one of"),
+        ("data.split_fractions=[0.5,0.5,0.5]", "data.split_fractions"),
+        ("data.channels=2", "data.channels must be one of"),
+        ("diagnosis.mask_threshold=1.5", "diagnosis.mask_threshold"),
+        ("train.deterministic=maybe", "true or false"),
+        ("train", "key=value"),
+    ],
+)
+def test_bad_values_are_refused(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
+        cfgmod.load_config(overrides=[override])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        cfgmod.load_config(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        cfgmod.load_config(_write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        cfgmod.load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    cfg = cfgmod.load_config(overrides=["name=r1", "output_dir=" + str(tmp_path), "model.options.growth_rate=4"])
+    run_dir = tmp_path / "r1"
+    cfgmod.save_config(cfg, str(run_dir / "config.yaml"))
+    again = cfgmod.load_run_config(str(run_dir))
+    assert again == cfg
+    with pytest.raises(ConfigError, match="not a run directory"):
+        cfgmod.load_run_config(str(tmp_path))

@@ -16,6 +16,7 @@ _LAZY = {
     "rle_encode": "ptx_keras.data.rle",
     # DICOM
     "read_dicom": "ptx_keras.data.dicom",
+    "write_dicom": "ptx_keras.data.dicom",
     # readers
     "discover_source": "ptx_keras.data.readers",
     "read_folder": "ptx_keras.data.readers",
@@ -23,6 +24,7 @@ _LAZY = {
     "read_siim": "ptx_keras.data.readers",
     "load_sample": "ptx_keras.data.readers",
     "read_image": "ptx_keras.data.readers",
+    "read_mask": "ptx_keras.data.readers",
     # phantoms
     "make_phantom": "ptx_keras.data.phantoms",
     "write_phantom_dataset": "ptx_keras.data.phantoms",

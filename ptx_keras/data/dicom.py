@@ -1,0 +1,277 @@
+"""Reading and writing single-frame grayscale DICOM radiographs.
+
+`read_dicom` returns a display-ready image (higher values are brighter) with the metadata that preparation
+and evaluation need (pixel spacing for Hausdorff distances in millimetres, the stored bit depth for
+intensity scaling). `write_dicom` writes the kind of file SIIM-ACR ships (a Secondary Capture object with
+modality CR, optionally JPEG Baseline compressed) so that phantoms and tests exercise the same path as real
+data.
+"""
+
+import io
+import os
+
+import numpy as np
+
+from ptx_keras.errors import DataError
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+JPEG_QUALITY = 95  # high enough that the lossy round trip stays within a few grey levels
+PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+
+
+def _pydicom():
+    # pydicom is imported lazily: reading PNG folders must not depend on it.
+    import pydicom
+
+    return pydicom
+
+
+def _spacing(ds):
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        try:
+            row_mm, col_mm = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row_mm > 0 and col_mm > 0 and np.isfinite(row_mm) and np.isfinite(col_mm):
+            return (row_mm, col_mm)
+    return None
+
+
+def _rescale(ds):
+    """Returns (slope, intercept) when the modality LUT is present and not the identity, else None."""
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is None and intercept is None:
+        return None
+    try:
+        slope = 1.0 if slope is None else float(slope)
+        intercept = 0.0 if intercept is None else float(intercept)
+    except (TypeError, ValueError):
+        return None
+    if slope == 0 or not np.isfinite(slope) or not np.isfinite(intercept):
+        return None  # a zero or broken slope carries no information: keep the stored values
+    if slope == 1.0 and intercept == 0.0:
+        return None
+    return slope, intercept
+
+
+def read_dicom(path):
+    """Reads a single-frame grayscale DICOM image.
+
+    Compressed transfer syntaxes are decoded by pydicom's pixel handlers (JPEG Baseline through
+    pylibjpeg). Values are masked to `BitsStored`; signed data is shifted to start at 0; `MONOCHROME1`
+    is inverted (`2**BitsStored - 1 - value`) so that higher values are always brighter. A modality LUT
+    (`RescaleSlope`/`RescaleIntercept`) is applied only when present and not the identity; the image is
+    then float32 and `info["value_range"]` gives its possible range.
+
+    Args:
+        path: The DICOM file.
+
+    Returns:
+        `(image, info)`: `image` is a 2-D array `(rows, cols)`, uint8 if `BitsStored <= 8`, else uint16
+        (float32 after a non-identity rescale). `info` holds `spacing` (`(row_mm, col_mm)` from
+        `PixelSpacing`, else `ImagerPixelSpacing`, else None), `bits_stored`, `photometric`, `rows`,
+        `cols`, `value_range` (`(low, high)` the image can take), `patient_id` (or None) and
+        `transfer_syntax`.
+
+    Raises:
+        DataError: If the file is missing, not DICOM, truncated, undecodable, multi-frame, colour, or has
+            no pixel data; the message names the file.
+    """
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    path = os.fspath(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: DICOM file not found") from None
+    except InvalidDicomError as exc:
+        raise DataError(f"{path}: not a DICOM file ({exc})") from None
+    except Exception as exc:  # truncated headers raise EOFError, struct.error, ValueError, ...
+        raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
+
+    if "PixelData" not in ds:
+        raise DataError(f"{path}: DICOM has no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; expected one image")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if samples != 1 or photometric not in PHOTOMETRICS:
+        raise DataError(
+            f"{path}: colour DICOM (PhotometricInterpretation={photometric}, SamplesPerPixel={samples}) "
+            "is not supported; expected MONOCHROME1 or MONOCHROME2 grayscale"
+        )
+    try:
+        bits_allocated = int(ds.BitsAllocated)
+        bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: DICOM lacks a valid Rows/Columns/BitsAllocated ({exc})") from None
+    if not 1 <= bits_stored <= min(bits_allocated, 16):
+        raise DataError(
+            f"{path}: unsupported BitsStored={bits_stored} (BitsAllocated={bits_allocated}); expected 1..16"
+        )
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # truncated or corrupt pixel data, missing decoder plugin
+        transfer = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise DataError(
+            f"{path}: cannot decode pixel data (transfer syntax {transfer}): {type(exc).__name__}: {exc}"
+        ) from None
+    if stored.shape != (rows, cols):
+        raise DataError(f"{path}: decoded pixel array has shape {stored.shape}, expected ({rows}, {cols})")
+
+    max_value = (1 << bits_stored) - 1
+    values = stored.astype(np.int64)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        # Two's complement over BitsStored: shift so the smallest representable value is 0.
+        values = values + (1 << (bits_stored - 1))
+    values &= max_value
+    if photometric == "MONOCHROME1":
+        values = max_value - values
+    dtype = np.uint8 if bits_stored <= 8 else np.uint16
+    image = values.astype(dtype)
+    value_range = (0.0, float(max_value))
+    rescale = _rescale(ds)
+    if rescale is not None:
+        slope, intercept = rescale
+        image = (values * slope + intercept).astype(np.float32)
+        value_range = tuple(sorted((intercept, max_value * slope + intercept)))
+    info = {
+        "spacing": _spacing(ds),
+        "bits_stored": bits_stored,
+        "photometric": photometric,
+        "rows": rows,
+        "cols": cols,
+        "value_range": value_range,
+        "patient_id": str(ds.PatientID) if ds.get("PatientID") not in (None, "") else None,
+        "transfer_syntax": str(getattr(ds.file_meta, "TransferSyntaxUID", "")),
+    }
+    return image, info
+
+
+def _encode_jpeg(image):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def write_dicom(
+    path,
+    image,
+    *,
+    photometric="MONOCHROME2",
+    spacing=None,
+    compress=None,
+    patient_id=None,
+    sop_instance_uid=None,
+    bits_stored=None,
+):
+    """Writes a display-ready grayscale image as a single-frame DICOM file.
+
+    The object is a Secondary Capture with modality CR, as in SIIM-ACR. `read_dicom(path)` returns
+    `image` again (exactly when uncompressed): for `MONOCHROME1` the stored values are inverted
+    (`2**bits_stored - 1 - image`) and `read_dicom` inverts them back.
+
+    Args:
+        path: Output file (parent folders are created).
+        image: 2-D array `(rows, cols)`, uint8 or uint16, higher values brighter.
+        photometric: `"MONOCHROME2"` or `"MONOCHROME1"`.
+        spacing: Optional `(row_mm, col_mm)` written as `PixelSpacing`.
+        compress: None (Explicit VR Little Endian) or `"jpeg"` (JPEG Baseline 1.2.840.10008.1.2.4.50,
+            lossy, encoded with Pillow; 8-bit images only).
+        patient_id: `PatientID` (default `"ANONYMOUS"`).
+        sop_instance_uid: `SOPInstanceUID` (default a new UID).
+        bits_stored: Significant bits (default 8 for uint8, 16 for uint16); the image must fit.
+
+    Returns:
+        The path written, as a string.
+
+    Raises:
+        ValueError: If an argument is invalid (naming it and the received value).
+    """
+    pydicom = _pydicom()
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    image = np.asarray(image)
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"image must be a non-empty 2-D array (rows, cols). Received: shape={image.shape}")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"image must be uint8 or uint16. Received: dtype={image.dtype}")
+    if photometric not in PHOTOMETRICS:
+        raise ValueError(f"photometric must be one of {PHOTOMETRICS}. Received: photometric={photometric!r}")
+    if compress not in (None, "jpeg"):
+        raise ValueError(f"compress must be None or 'jpeg'. Received: compress={compress!r}")
+    bits_allocated = 8 * image.dtype.itemsize
+    bits_stored = bits_allocated if bits_stored is None else int(bits_stored)
+    if not 1 <= bits_stored <= bits_allocated:
+        raise ValueError(
+            f"bits_stored must be in 1..{bits_allocated} for {image.dtype}. Received: bits_stored={bits_stored}"
+        )
+    max_value = (1 << bits_stored) - 1
+    if int(image.max()) > max_value:
+        raise ValueError(
+            f"image values up to {int(image.max())} do not fit bits_stored={bits_stored} (max {max_value})"
+        )
+    if compress == "jpeg" and (image.dtype != np.uint8 or bits_stored != 8):
+        raise ValueError(
+            f"compress='jpeg' (JPEG Baseline) needs an 8-bit uint8 image. Received: dtype={image.dtype}, "
+            f"bits_stored={bits_stored}"
+        )
+    if spacing is not None:
+        spacing = tuple(float(v) for v in spacing)
+        if len(spacing) != 2 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be (row_mm, col_mm) > 0. Received: spacing={spacing}")
+
+    stored = (max_value - image.astype(np.int64)).astype(image.dtype) if photometric == "MONOCHROME1" else image
+    stored = np.ascontiguousarray(stored)
+    sop_instance_uid = sop_instance_uid or generate_uid()
+    transfer = JPEG_BASELINE if compress == "jpeg" else EXPLICIT_VR_LITTLE_ENDIAN
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CR"
+    ds.ConversionType = "WSD"
+    ds.BodyPartExamined = "CHEST"
+    ds.PatientID = patient_id or "ANONYMOUS"
+    ds.PatientName = ds.PatientID
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = image.shape
+    ds.BitsAllocated = bits_allocated
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    if spacing is not None:
+        ds.PixelSpacing = [f"{v:.6g}" for v in spacing]
+    if compress == "jpeg":
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
+        ds.PixelData = encapsulate([_encode_jpeg(stored)])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = stored.astype(stored.dtype.newbyteorder("<"), copy=False).tobytes()
+        ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    return path

@@ -53,3 +53,7 @@ UNET_DEPTH = 4
 
 # --- Statistics --------------------------------------------------------------------------------------
 SIGNIFICANCE_LEVEL = 0.05
+
+# --- Losses (ptx_keras.losses) ---------------------------------------------------------------------------
+LOSS_EPSILON = 1e-7  # probabilities are clipped to [eps, 1 - eps] before the log (as keras.backend.epsilon())
+DICE_SMOOTH = 1.0  # added to the soft Dice numerator and denominator: empty truth + empty prediction -> loss 0

@@ -115,18 +115,21 @@ def test_imager_pixel_spacing_fallback(tmp_path):
     assert read_dicom(path)[1]["spacing"] == pytest.approx((0.2, 0.25))
 
 
-def test_rescale_identity_is_ignored_and_other_applied(tmp_path):
+def test_rescale_keeps_stored_values_and_negative_slope_inverts(tmp_path):
     image = np.array([[0, 10], [20, 255]], dtype=np.uint8)
     path = write_dicom(tmp_path / "r.dcm", image)
     _edit(path, RescaleSlope="1", RescaleIntercept="0")
-    out, _ = read_dicom(path)
-    assert out.dtype == np.uint8
+    out, info = read_dicom(path)
+    assert out.dtype == np.uint8 and info["rescale"] is None
+    np.testing.assert_array_equal(out, image)
+    # A positive slope is a monotone linear map: scaled to [0, 255] downstream it is the stored image.
     _edit(path, RescaleSlope="2", RescaleIntercept="-10")
     out, info = read_dicom(path)
-    # value * 2 - 10: 0 -> -10, 10 -> 10, 20 -> 30, 255 -> 500.
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, [[-10, 10], [30, 500]])
-    assert info["value_range"] == (-10.0, 500.0)
+    assert out.dtype == np.uint8 and info["rescale"] == (2.0, -10.0)
+    np.testing.assert_array_equal(out, image)
+    # A negative slope makes high stored values dark: 255 - value.
+    _edit(path, RescaleSlope="-1", RescaleIntercept="255")
+    np.testing.assert_array_equal(read_dicom(path)[0], [[255, 245], [235, 0]])
 
 
 def test_truncated_file_refused(tmp_path):

@@ -125,3 +125,17 @@ def test_invalid_arguments():
         rle_encode(np.zeros((2, 2, 2)))
     with pytest.raises(DataError, match="string"):
         rle_decode(12, 4, 4)
+
+
+def test_validate_counts_pixels_and_checks_extent():
+    from ptx_keras.data.rle import rle_validate
+
+    # "1 2 6 1": runs of 2 and 1 pixels -> 3 pixels; the last run ends at 1 + 2 + 6 + 1 = 10.
+    assert rle_validate(HAND_RLE) == 3
+    assert rle_validate(HAND_RLE, 4, 4) == 3
+    assert rle_validate(" -1") == 0
+    assert rle_validate("0 0") == 0
+    with pytest.raises(DataError, match="past the end"):
+        rle_validate(HAND_RLE, 3, 3)  # 10 > 9 pixels
+    with pytest.raises(DataError, match="odd number"):
+        rle_validate("1 2 3")

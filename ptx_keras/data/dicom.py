@@ -65,18 +65,20 @@ def read_dicom(path):
     Compressed transfer syntaxes are decoded by pydicom's pixel handlers (JPEG Baseline through
     pylibjpeg). Values are masked to `BitsStored`; signed data is shifted to start at 0; `MONOCHROME1`
     is inverted (`2**BitsStored - 1 - value`) so that higher values are always brighter. A modality LUT
-    (`RescaleSlope`/`RescaleIntercept`) is applied only when present and not the identity; the image is
-    then float32 and `info["value_range"]` gives its possible range.
+    (`RescaleSlope`/`RescaleIntercept`), when present and not the identity, is linear: since images are
+    scaled from `[0, 2**BitsStored - 1]` to the model's range downstream, applying it would change
+    nothing but its sign, so a negative slope inverts the image and a positive one leaves it as stored
+    (keeping the integer type and `BitsStored` range exact). It is reported in `info["rescale"]`.
 
     Args:
         path: The DICOM file.
 
     Returns:
-        `(image, info)`: `image` is a 2-D array `(rows, cols)`, uint8 if `BitsStored <= 8`, else uint16
-        (float32 after a non-identity rescale). `info` holds `spacing` (`(row_mm, col_mm)` from
-        `PixelSpacing`, else `ImagerPixelSpacing`, else None), `bits_stored`, `photometric`, `rows`,
-        `cols`, `value_range` (`(low, high)` the image can take), `patient_id` (or None) and
-        `transfer_syntax`.
+        `(image, info)`: `image` is a 2-D array `(rows, cols)`, uint8 if `BitsStored <= 8`, else uint16.
+        `info` holds `spacing` (`(row_mm, col_mm)` from `PixelSpacing`, else `ImagerPixelSpacing`, else
+        None), `bits_stored`, `photometric`, `rows`,
+        `cols`, `value_range` (`(0, 2**BitsStored - 1)`), `rescale` (`(slope, intercept)` or None when
+        absent or the identity), `patient_id` (or None) and `transfer_syntax`.
 
     Raises:
         DataError: If the file is missing, not DICOM, truncated, undecodable, multi-frame, colour, or has
@@ -135,21 +137,20 @@ def read_dicom(path):
     values &= max_value
     if photometric == "MONOCHROME1":
         values = max_value - values
-    dtype = np.uint8 if bits_stored <= 8 else np.uint16
-    image = values.astype(dtype)
-    value_range = (0.0, float(max_value))
     rescale = _rescale(ds)
-    if rescale is not None:
-        slope, intercept = rescale
-        image = (values * slope + intercept).astype(np.float32)
-        value_range = tuple(sorted((intercept, max_value * slope + intercept)))
+    if rescale is not None and rescale[0] < 0:
+        # The modality LUT is linear and images are scaled to their full range downstream, so its only
+        # effect on a display-ready image is its sign: a negative slope makes high stored values dark.
+        values = max_value - values
+    image = values.astype(np.uint8 if bits_stored <= 8 else np.uint16)
     info = {
         "spacing": _spacing(ds),
         "bits_stored": bits_stored,
         "photometric": photometric,
         "rows": rows,
         "cols": cols,
-        "value_range": value_range,
+        "value_range": (0.0, float(max_value)),
+        "rescale": rescale,
         "patient_id": str(ds.PatientID) if ds.get("PatientID") not in (None, "") else None,
         "transfer_syntax": str(getattr(ds.file_meta, "TransferSyntaxUID", "")),
     }

@@ -56,6 +56,38 @@ def _parse(rle, where):
     return offsets, lengths
 
 
+def rle_validate(rle, height=None, width=None, *, where=None):
+    """Checks a SIIM-ACR run-length string without building the mask.
+
+    Args:
+        rle: The run-length string (empty values as in `rle_decode`).
+        height: Image rows, or None to skip the extent check.
+        width: Image columns, or None to skip the extent check.
+        where: Optional text naming the origin (file, row) prefixed to error messages.
+
+    Returns:
+        The number of foreground pixels the string describes (0 for an empty mask).
+
+    Raises:
+        DataError: As `rle_decode` (the extent check only when `height` and `width` are given).
+    """
+    prefix = f"{where}: " if where else ""
+    if _is_empty(rle):
+        return 0
+    offsets, lengths = _parse(rle, prefix)
+    if height is not None and width is not None:
+        _check_extent(int(offsets.sum() + lengths.sum()), int(height), int(width), prefix)
+    return int(lengths.sum())
+
+
+def _check_extent(end, height, width, prefix):
+    if end > height * width:
+        raise DataError(
+            f"{prefix}malformed RLE: a run ends at pixel {end}, past the end of the "
+            f"{height}x{width} image ({height * width} pixels)"
+        )
+
+
 def rle_decode(rle, height, width, *, where=None):
     """Decodes one SIIM-ACR (relative, column-major) run-length string into a mask.
 
@@ -84,11 +116,8 @@ def rle_decode(rle, height, width, *, where=None):
     # Absolute start of run i = sum of offsets up to i + sum of lengths before i.
     starts = np.cumsum(offsets) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
     ends = starts + lengths
-    if ends.size and ends[-1] > size:
-        raise DataError(
-            f"{prefix}malformed RLE: a run ends at pixel {int(ends[-1])}, past the end of the "
-            f"{height}x{width} image ({size} pixels)"
-        )
+    if ends.size:
+        _check_extent(int(ends[-1]), height, width, prefix)
     # +1 at each start, -1 at each end; the running sum is 1 inside a run (runs cannot overlap).
     edges = np.bincount(starts, minlength=size + 1) - np.bincount(ends, minlength=size + 1)
     flat = np.cumsum(edges[:size]) > 0

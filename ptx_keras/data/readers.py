@@ -1,0 +1,674 @@
+"""Source readers: a folder of images and masks, a CSV manifest, SIIM-ACR (DICOM + RLE), and sample loading.
+
+A reader turns a source into `SampleRecord`s (`ptx_keras.data.records`) without reading pixels; preparation
+workers then call `load_sample(record)`. Readers return a `SourceRecords` list, which also carries what
+the source held but the records do not (files without labels, samples skipped with `skip_bad=True`), so
+that preparation can report them instead of dropping them silently.
+
+Accepted layouts (`discover_source`):
+
+* **folder**: `ROOT/images/<stem>.<ext>` and `ROOT/masks/<stem>.<ext>` (or `<stem>_mask.<ext>`), any
+  image extension (PNG, JPEG, TIFF, BMP, DICOM) on either side. An image without a mask file is a
+  **negative** (label 0, empty mask): datasets commonly store only the masks of positive images. A mask
+  without an image is an error.
+* **csv**: a CSV file with column `image` and optional `mask`, `label` (0/1), `split`
+  (train/val/test; also validation/valid), `group` (or `patient_id`) and `id`. Paths are relative to the
+  CSV. A row without mask is a negative unless its label says 1 (an error: a positive needs a mask).
+* **siim**: a folder with DICOM files (`*.dcm`, searched recursively) and a run-length CSV (`*rle*.csv`,
+  e.g. `train-rle.csv`, columns `ImageId` and `" EncodedPixels"`). DICOM files without a CSV row (e.g.
+  the challenge's test images) are listed in `SourceRecords.unlabelled`, not returned as samples.
+"""
+
+import logging
+import os
+
+import numpy as np
+
+from ptx_keras.constants import SIIM_SIZE, SPLITS
+from ptx_keras.data.dicom import read_dicom
+from ptx_keras.data.records import LoadedSample, SampleRecord
+from ptx_keras.data.rle import rle_decode, rle_validate
+from ptx_keras.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") + DICOM_EXTENSIONS
+MASK_SUFFIX = "_mask"
+SPLIT_ALIASES = {"validation": "val", "valid": "val"}
+LAYOUTS = (
+    "a CSV manifest file (column 'image', optional 'mask', 'label', 'split', 'group')",
+    "a folder with 'images/' and 'masks/' subfolders",
+    "a SIIM-ACR folder with *.dcm files and a '*rle*.csv' (ImageId, EncodedPixels)",
+)
+
+
+class SourceRecords(list):
+    """A list of `SampleRecord`s with what the source held besides them.
+
+    Attributes:
+        format: `"folder"`, `"csv"` or `"siim"`.
+        source: The path that was read.
+        unlabelled: Paths of images the source has no labels for (not in the list).
+        skipped: `(sample id or path, reason)` for samples dropped because `skip_bad=True`.
+        notes: Human-readable remarks for the preparation report (e.g. how many negatives had no mask).
+    """
+
+    def __init__(self, records=(), *, format, source, unlabelled=(), skipped=(), notes=()):
+        super().__init__(records)
+        self.format = format
+        self.source = os.fspath(source)
+        self.unlabelled = list(unlabelled)
+        self.skipped = list(skipped)
+        self.notes = list(notes)
+
+
+# --- Pixels ---------------------------------------------------------------------------------------------
+
+
+def is_dicom(path):
+    """True if `path` has a DICOM extension or the `DICM` magic at byte 128."""
+    path = os.fspath(path)
+    if path.lower().endswith(DICOM_EXTENSIONS):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _open_pillow(path, what):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        if getattr(image, "n_frames", 1) > 1:
+            raise DataError(f"{path}: {what} has {image.n_frames} frames; expected a single image")
+        image.load()  # decode now, so that truncated files fail here
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable {what} (unknown or corrupt image format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise DataError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+    return image
+
+
+def _pillow_array(image, path):
+    """Returns the pixels of a Pillow image as a 2-D grayscale array (or 3-D for colour modes)."""
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image, dtype=np.uint8) * np.uint8(255)
+    if mode in ("L", "P"):
+        return np.asarray(image)
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)
+    if mode == "I":
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(
+                f"{path}: 32-bit integer image with values {values.min()}..{values.max()}; expected 0..65535"
+            )
+        return values.astype(np.uint16)
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    if mode in ("LA", "La"):
+        return np.asarray(image)[..., 0]
+    if mode in ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
+        return np.asarray(image.convert("RGB"))
+    raise DataError(f"{path}: unsupported image mode {mode!r}")
+
+
+def read_image(path):
+    """Reads a grayscale image from PNG/JPEG/TIFF/BMP (Pillow) or DICOM.
+
+    DICOM is recognised by the extension `.dcm`/`.dicom` or the `DICM` magic and read with `read_dicom`.
+    Colour images become grayscale: exactly when all channels are equal, else with the ITU-R 601 luma
+    (Pillow's `L` conversion); palette images are mapped through their palette.
+
+    Args:
+        path: The image file.
+
+    Returns:
+        `(image, info)`: `image` is a 2-D array `(height, width)`, uint8, uint16 (16-bit PNG/TIFF, DICOM
+        with more than 8 bits) or float32 (floating-point TIFF, scaled per image to [0, 1]). `info` holds
+        `spacing` (`(row_mm, col_mm)` or None), `bits_stored`, `photometric` (DICOM only, else None),
+        `rows`, `cols` and `value_range` (`(low, high)` the image type can take).
+
+    Raises:
+        DataError: If the file is missing, unreadable, truncated, multi-frame or of an unsupported kind.
+    """
+    path = os.fspath(path)
+    if is_dicom(path):
+        return read_dicom(path)
+    image = _open_pillow(path, "image")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    values = _pillow_array(image, path)
+    if values.ndim == 3:
+        rgb = values[..., :3]
+        if (rgb == rgb[..., :1]).all():
+            values = np.ascontiguousarray(rgb[..., 0])
+        else:
+            from PIL import Image
+
+            values = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+    if values.dtype == np.uint8:
+        bits, value_range = 8, (0.0, 255.0)
+    elif values.dtype == np.uint16:
+        bits, value_range = 16, (0.0, 65535.0)
+    else:
+        # Floating-point files have no natural range: scale each image to [0, 1].
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        values = ((values - low) / (high - low) if high > low else np.zeros_like(values)).astype(np.float32)
+        bits, value_range = 32, (0.0, 1.0)
+    info = {
+        "spacing": None,
+        "bits_stored": bits,
+        "photometric": None,
+        "rows": int(values.shape[0]),
+        "cols": int(values.shape[1]),
+        "value_range": value_range,
+    }
+    return values, info
+
+
+def read_mask(path, expected_shape=None):
+    """Reads a binary mask image.
+
+    Accepted values: a subset of {0, 1}, {0, 255} or {0, 65535} (8- or 16-bit PNG/TIFF/BMP, or 1-bit).
+    Palette images are read by palette index (their indices are the labels). Colour masks are accepted only
+    when all colour channels are equal (alpha is ignored).
+
+    Args:
+        path: The mask file.
+        expected_shape: Optional `(height, width)` the mask must have (its image's shape).
+
+    Returns:
+        Bool array `(height, width)`.
+
+    Raises:
+        DataError: If the file is unreadable, has differing colour channels, holds other values (listed; a
+            JPEG mask usually does, being lossy) or has a shape other than `expected_shape` (both named).
+    """
+    path = os.fspath(path)
+    image = _open_pillow(path, "mask")
+    values = _pillow_array(image, path)
+    if values.ndim == 3:
+        rgb = values[..., :3]
+        if not (rgb == rgb[..., :1]).all():
+            raise DataError(f"{path}: colour mask with differing channels; expected a grayscale 0/1 or 0/255 mask")
+        values = rgb[..., 0]
+    if expected_shape is not None and tuple(values.shape) != tuple(expected_shape):
+        raise DataError(
+            f"{path}: mask shape {tuple(values.shape)} differs from the image shape {tuple(expected_shape)}"
+        )
+    present = np.unique(values)
+    for allowed in ((0, 1), (0, 255), (0, 65535)):
+        if np.isin(present, allowed).all():
+            return values != 0
+    offending = [v.item() for v in present if v not in (0, 1, 255)][:10] or [v.item() for v in present]
+    hint = " (JPEG is lossy: store masks as PNG)" if path.lower().endswith((".jpg", ".jpeg")) else ""
+    raise DataError(
+        f"{path}: mask is not binary: values {sorted(present.tolist())[:12]} found, offending {offending}; "
+        f"expected 0/1 or 0/255{hint}"
+    )
+
+
+# --- Readers --------------------------------------------------------------------------------------------
+
+
+def _kind(path):
+    return "dicom" if is_dicom(path) else "image"
+
+
+def _files_by_stem(folder, what):
+    stems, ignored = {}, []
+    for name in sorted(os.listdir(folder)):
+        full = os.path.join(folder, name)
+        if name.startswith(".") or not os.path.isfile(full):
+            continue
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            ignored.append(name)
+            continue
+        if stem in stems:
+            raise DataError(
+                f"{folder}: two {what} files share the name {stem!r} ({os.path.basename(stems[stem])} and "
+                f"{name}); names must be unique without extension"
+            )
+        stems[stem] = os.path.abspath(full)
+    return stems, ignored
+
+
+def read_folder(path):
+    """Reads a folder with `images/` and `masks/` subfolders (matched by file name without extension).
+
+    A mask matches an image with the same stem or the stem plus `_mask`. Images without a mask file are
+    negatives (label 0): their count is given in `notes`. Files with other extensions are ignored and
+    counted in `notes`.
+
+    Args:
+        path: The folder.
+
+    Returns:
+        `SourceRecords` (format `"folder"`), one record per image, sorted by name; `label` is None for
+        images with a mask (read from the mask when loading), 0 for those without.
+
+    Raises:
+        DataError: If a subfolder is missing, there are no images, two files share a stem, a mask has no
+            image, or a mask matches ambiguously.
+    """
+    root = os.path.abspath(os.fspath(path))
+    image_dir, mask_dir = os.path.join(root, "images"), os.path.join(root, "masks")
+    for folder in (image_dir, mask_dir):
+        if not os.path.isdir(folder):
+            raise DataError(f"{root}: folder layout needs an '{os.path.basename(folder)}/' subfolder")
+    images, ignored_images = _files_by_stem(image_dir, "image")
+    masks, ignored_masks = _files_by_stem(mask_dir, "mask")
+    if not images:
+        raise DataError(f"{image_dir}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    records, used, negatives = [], set(), 0
+    for stem, image_path in images.items():
+        candidates = [s for s in (stem, stem + MASK_SUFFIX) if s in masks]
+        if len(candidates) > 1:
+            raise DataError(
+                f"{mask_dir}: image {stem!r} matches two masks ({stem} and {stem}{MASK_SUFFIX}); keep one"
+            )
+        mask_path = masks[candidates[0]] if candidates else None
+        used.update(candidates)
+        negatives += mask_path is None
+        records.append(
+            SampleRecord(
+                sample_id=stem,
+                image_path=image_path,
+                kind=_kind(image_path),
+                mask_path=mask_path,
+                label=None if mask_path else 0,
+                source=root,
+            )
+        )
+    orphans = sorted(set(masks) - used)
+    if orphans:
+        raise DataError(
+            f"{mask_dir}: {len(orphans)} mask(s) without an image in {image_dir}: {', '.join(orphans[:5])}"
+            + (" ..." if len(orphans) > 5 else "")
+        )
+    notes = []
+    if negatives:
+        notes.append(f"{negatives} image(s) without a mask file taken as negatives (label 0)")
+    ignored = len(ignored_images) + len(ignored_masks)
+    if ignored:
+        notes.append(f"{ignored} file(s) with non-image extensions ignored")
+        logger.warning("%s: ignored %d non-image file(s)", root, ignored)
+    return SourceRecords(records, format="folder", source=root, notes=notes)
+
+
+def _read_csv(csv_path):
+    import pandas as pd
+
+    try:
+        # Strings throughout: ids and RLE must not be parsed as numbers; empty cells stay "".
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=False)
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: CSV file not found") from None
+    except Exception as exc:  # pandas raises several parser error types
+        raise DataError(f"{csv_path}: unreadable CSV ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_label(value, where):
+    text = value.strip().lower()
+    if text == "":
+        return None
+    if text in ("0", "1", "0.0", "1.0", "true", "false"):
+        return int(text in ("1", "1.0", "true"))
+    raise DataError(f"{where}: label {value!r} is not 0 or 1")
+
+
+def _parse_split(value, where):
+    text = value.strip().lower()
+    if text == "":
+        return None
+    text = SPLIT_ALIASES.get(text, text)
+    if text not in SPLITS:
+        raise DataError(f"{where}: unknown split {value!r}; expected one of {', '.join(SPLITS)}")
+    return text
+
+
+def read_csv_manifest(csv_path):
+    """Reads a CSV manifest.
+
+    Columns: `image` (required), `mask`, `label` (0/1), `split` (train/val/test, also validation/valid),
+    `group` or `patient_id` (the grouping key for the split), `id` (sample id; default the image file
+    name without extension, or its relative path when names collide). Paths are relative to the CSV's
+    folder (absolute paths allowed). A row without a mask is a negative (label 0) unless its label is 1.
+
+    Args:
+        csv_path: The CSV file.
+
+    Returns:
+        `SourceRecords` (format `"csv"`), in row order.
+
+    Raises:
+        DataError: Naming the CSV line: a missing `image` column, an empty file, a missing image or mask
+            file, a bad label or split, a positive label without a mask, or duplicate ids.
+    """
+    csv_path = os.path.abspath(os.fspath(csv_path))
+    base = os.path.dirname(csv_path)
+    frame = _read_csv(csv_path)
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    if "image" not in frame.columns:
+        raise DataError(f"{csv_path}: CSV manifest needs an 'image' column; found {list(frame.columns)}")
+    if frame.empty:
+        raise DataError(f"{csv_path}: CSV manifest has no rows")
+    group_column = "group" if "group" in frame.columns else ("patient_id" if "patient_id" in frame.columns else None)
+
+    rows = []
+    for index, row in enumerate(frame.to_dict("records")):
+        where = f"{csv_path}: line {index + 2}"  # line 1 is the header
+        if not row["image"].strip():
+            raise DataError(f"{where}: empty 'image' path")
+        image_rel = row["image"].strip()
+        image_path = os.path.normpath(os.path.join(base, image_rel))
+        if not os.path.isfile(image_path):
+            raise DataError(f"{where}: image file not found: {image_path}")
+        mask_rel = row.get("mask", "").strip()
+        mask_path = os.path.normpath(os.path.join(base, mask_rel)) if mask_rel else None
+        if mask_path and not os.path.isfile(mask_path):
+            raise DataError(f"{where}: mask file not found: {mask_path}")
+        label = _parse_label(row.get("label", ""), where)
+        if mask_path is None:
+            if label == 1:
+                raise DataError(f"{where}: label 1 (pneumothorax) but no mask; a positive sample needs a mask")
+            label = 0
+        rows.append(
+            dict(
+                id=row.get("id", "").strip(),
+                image_rel=image_rel,
+                image_path=image_path,
+                mask_path=mask_path,
+                label=label,
+                split=_parse_split(row.get("split", ""), where),
+                group=(row[group_column].strip() or None) if group_column else None,
+                line=index + 2,
+            )
+        )
+
+    stems = [os.path.splitext(os.path.basename(r["image_rel"]))[0] for r in rows]
+    stems_unique = len(set(stems)) == len(stems)
+    records, seen = [], {}
+    for r, stem in zip(rows, stems):
+        sample_id = r["id"] or (
+            stem if stems_unique else os.path.splitext(os.path.normpath(r["image_rel"]))[0].replace(os.sep, "__")
+        )
+        if sample_id in seen:
+            raise DataError(
+                f"{csv_path}: line {r['line']}: sample id {sample_id!r} already used on line {seen[sample_id]}"
+            )
+        seen[sample_id] = r["line"]
+        records.append(
+            SampleRecord(
+                sample_id=sample_id,
+                image_path=r["image_path"],
+                kind=_kind(r["image_path"]),
+                mask_path=r["mask_path"],
+                label=r["label"],
+                group=r["group"],
+                split=r["split"],
+                source=csv_path,
+            )
+        )
+    return SourceRecords(records, format="csv", source=csv_path)
+
+
+def _find_files(root, extensions, first_only=False):
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.lower().endswith(extensions) and not name.startswith("."):
+                found.append(os.path.join(folder, name))
+                if first_only:
+                    return found
+    return found
+
+
+def _rle_csvs(root):
+    return sorted(
+        os.path.join(root, name)
+        for name in os.listdir(root)
+        if name.lower().endswith(".csv") and "rle" in name.lower() and os.path.isfile(os.path.join(root, name))
+    )
+
+
+def _siim_columns(frame, csv_path):
+    columns = {str(c).strip().lower(): c for c in frame.columns}
+    if "imageid" not in columns or "encodedpixels" not in columns:
+        raise DataError(
+            f"{csv_path}: SIIM-ACR RLE CSV needs columns 'ImageId' and 'EncodedPixels'; found {list(frame.columns)}"
+        )
+    return columns["imageid"], columns["encodedpixels"]
+
+
+def _dicom_header(path):
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        size = (int(ds.Rows), int(ds.Columns))
+    except Exception as exc:  # unreadable header: reported by the caller
+        raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+    patient = str(ds.get("PatientID", "") or "").strip() or None
+    return size, patient
+
+
+def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
+    """Reads the SIIM-ACR pneumothorax layout: DICOM files and a run-length CSV.
+
+    The ImageId of a DICOM file is its name without extension. The CSV (`ImageId`, `" EncodedPixels"`, the
+    leading space optional) may hold several rows per image: their masks are unioned; `-1` is empty. Each
+    RLE is checked here (syntax, and extent against the DICOM's Rows x Columns when headers are read).
+
+    Args:
+        root: Folder searched recursively for `*.dcm`.
+        rle_csv: The RLE CSV; default the single `*rle*.csv` in `root`.
+        skip_bad: If True, images whose CSV rows are malformed, whose DICOM is missing or whose header
+            is unreadable are left out and listed in `skipped`; if False they raise.
+        read_headers: Read each DICOM header (without pixels) for its size and PatientID (the record's
+            `mask_size` and `group`). If False, `mask_size` is `(SIIM_SIZE, SIIM_SIZE)`, checked again
+            against the image at load time, and `group` is None.
+
+    Returns:
+        `SourceRecords` (format `"siim"`) in CSV order; `unlabelled` lists DICOM files without a CSV row.
+
+    Raises:
+        DataError: If the CSV is missing, ambiguous or lacks columns, an ImageId appears in two DICOM
+            files, or (without `skip_bad`) an RLE is malformed or an ImageId has no DICOM; also when no
+            sample remains.
+    """
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: SIIM-ACR root folder not found")
+    if rle_csv is None:
+        candidates = _rle_csvs(root)
+        if len(candidates) != 1:
+            found = ", ".join(os.path.basename(c) for c in candidates) or "none"
+            raise DataError(f"{root}: expected exactly one '*rle*.csv' file (found {found}); pass rle_csv")
+        rle_csv = candidates[0]
+    rle_csv = os.path.abspath(os.fspath(rle_csv))
+    frame = _read_csv(rle_csv)
+    id_column, rle_column = _siim_columns(frame, rle_csv)
+
+    dicoms = {}
+    for path in _find_files(root, DICOM_EXTENSIONS):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in dicoms:
+            raise DataError(f"{root}: ImageId {stem!r} has two DICOM files: {dicoms[stem]} and {path}")
+        dicoms[stem] = path
+
+    runs, lines, order = {}, {}, []
+    for index, (image_id, rle) in enumerate(zip(frame[id_column], frame[rle_column])):
+        image_id = image_id.strip()
+        if not image_id:
+            raise DataError(f"{rle_csv}: line {index + 2}: empty ImageId")
+        if image_id not in runs:
+            runs[image_id], lines[image_id] = [], []
+            order.append(image_id)
+        runs[image_id].append(rle.strip())
+        lines[image_id].append(index + 2)
+    if not order:
+        raise DataError(f"{rle_csv}: RLE CSV has no rows")
+
+    records, skipped = [], []
+
+    def bad(image_id, message):
+        if not skip_bad:
+            raise DataError(message)
+        skipped.append((image_id, message))
+
+    for image_id in order:
+        path = dicoms.get(image_id)
+        if path is None:
+            bad(image_id, f"{rle_csv}: line {lines[image_id][0]}: ImageId {image_id!r} has no DICOM file under {root}")
+            continue
+        size, group = (SIIM_SIZE, SIIM_SIZE), None
+        try:
+            if read_headers:
+                size, group = _dicom_header(path)
+            pixels = sum(
+                rle_validate(rle, *size, where=f"{rle_csv}: line {line} ({image_id})")
+                for rle, line in zip(runs[image_id], lines[image_id])
+            )
+        except DataError as exc:
+            bad(image_id, str(exc))
+            continue
+        records.append(
+            SampleRecord(
+                sample_id=image_id,
+                image_path=os.path.abspath(path),
+                kind="dicom",
+                rle=tuple(r for r in runs[image_id] if rle_validate(r) > 0),
+                mask_size=size,
+                label=int(pixels > 0),
+                group=group,
+                source=rle_csv,
+            )
+        )
+    unlabelled = sorted(os.path.abspath(p) for stem, p in dicoms.items() if stem not in runs)
+    notes = []
+    if unlabelled:
+        notes.append(f"{len(unlabelled)} DICOM file(s) without a row in {os.path.basename(rle_csv)} (unlabelled)")
+        logger.warning("%s: %d DICOM file(s) have no RLE row and are not used", root, len(unlabelled))
+    if skipped:
+        notes.append(f"{len(skipped)} image(s) skipped as bad")
+    if not records:
+        raise DataError(
+            f"{root}: no usable SIIM-ACR samples ({len(order)} ImageIds in {rle_csv}, {len(dicoms)} DICOM files, "
+            f"{len(skipped)} skipped)"
+        )
+    return SourceRecords(
+        records, format="siim", source=root, unlabelled=unlabelled, skipped=skipped, notes=notes
+    )
+
+
+def discover_source(path):
+    """Detects the layout of a data source and reads it.
+
+    Args:
+        path: A CSV manifest, a SIIM-ACR RLE CSV, or a folder (SIIM-ACR: `*rle*.csv` plus `*.dcm`
+            files; folder layout: `images/` and `masks/`).
+
+    Returns:
+        `(format_name, records)` with `format_name` one of `"csv"`, `"siim"`, `"folder"` and `records` a
+        non-empty `SourceRecords`.
+
+    Raises:
+        DataError: If the path does not exist, matches no accepted layout (the message lists them), or
+            the source holds no samples.
+    """
+    path = os.path.abspath(os.fspath(path))
+    accepted = "; ".join(LAYOUTS)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: data source not found")
+    if os.path.isfile(path):
+        if not path.lower().endswith(".csv"):
+            raise DataError(f"{path}: not a recognised data source; accepted: {accepted}")
+        columns = [str(c).strip().lower() for c in _read_csv(path).columns]
+        if "imageid" in columns and "encodedpixels" in columns:
+            records = read_siim(os.path.dirname(path), rle_csv=path)
+        else:
+            records = read_csv_manifest(path)
+    elif _rle_csvs(path) and _find_files(path, DICOM_EXTENSIONS, first_only=True):
+        records = read_siim(path)
+    elif os.path.isdir(os.path.join(path, "images")) and os.path.isdir(os.path.join(path, "masks")):
+        records = read_folder(path)
+    else:
+        raise DataError(f"{path}: not a recognised data source; accepted: {accepted}")
+    if not records:
+        raise DataError(f"{path}: the {records.format} source holds no samples")
+    return records.format, records
+
+
+# --- Loading --------------------------------------------------------------------------------------------
+
+
+def load_sample(record):
+    """Loads one record's image and mask at native resolution.
+
+    The mask comes from the mask file, the union of the record's RLE strings decoded at the image's size,
+    or is empty for a negative. A record's label, when given, must agree with the mask.
+
+    Args:
+        record: A `SampleRecord`.
+
+    Returns:
+        A `LoadedSample`; `meta` holds `value_min`/`value_max` (the range the image type can take, for
+        intensity scaling), `photometric` (DICOM) and `image_path`.
+
+    Raises:
+        DataError: Naming the file(s): unreadable image or mask, mask shape differing from the image
+            shape, RLE size differing from the image size, non-binary mask, malformed RLE, or a label
+            that disagrees with the mask.
+    """
+    image, info = (read_dicom if record.kind == "dicom" else read_image)(record.image_path)
+    if image.ndim != 2:
+        raise DataError(f"{record.image_path}: expected a 2-D grayscale image, got shape {image.shape}")
+    shape = tuple(image.shape)
+    if record.mask_path:
+        try:
+            mask = read_mask(record.mask_path, expected_shape=shape)
+        except DataError as exc:
+            raise DataError(f"{exc} [image {record.image_path}]") from None
+    elif record.rle:
+        if record.mask_size is not None and tuple(record.mask_size) != shape:
+            raise DataError(
+                f"{record.image_path}: image is {shape[0]}x{shape[1]} but the RLE in {record.source} "
+                f"is for {record.mask_size[0]}x{record.mask_size[1]}"
+            )
+        mask = np.zeros(shape, dtype=bool)
+        for rle in record.rle:
+            mask |= rle_decode(rle, *shape, where=f"{record.source} ({record.sample_id})")
+    else:
+        mask = np.zeros(shape, dtype=bool)
+    label = int(mask.any())
+    if record.label is not None and int(record.label) != label:
+        described = record.mask_path or (f"RLE in {record.source}" if record.rle else "no mask")
+        raise DataError(
+            f"{record.image_path}: label {record.label} disagrees with the mask ({described}), which is "
+            f"{'non-empty' if label else 'empty'}"
+        )
+    meta = {"value_min": float(info["value_range"][0]), "value_max": float(info["value_range"][1])}
+    meta["image_path"] = record.image_path
+    if info.get("photometric"):
+        meta["photometric"] = info["photometric"]
+    return LoadedSample(
+        sample_id=record.sample_id,
+        image=image,
+        mask=mask,
+        label=label,
+        spacing=info.get("spacing"),
+        bits_stored=int(info["bits_stored"]),
+        meta=meta,
+    )

@@ -47,12 +47,14 @@ def _check_y_pred(y_pred):
 class _PixelCrossEntropy(keras.losses.Loss):
     """Per-image mean of `w * CE` over the pixels; subclasses choose the weights `w`."""
 
+    default_name = None
+
     def __init__(self, from_logits=False, epsilon=LOSS_EPSILON, reduction="sum_over_batch_size", name=None):
         _check_from_logits(from_logits)
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 0.5:
             raise ValueError(f"epsilon must be a number in (0, 0.5). Received: epsilon={epsilon!r}")
         # Always float32, whatever the global policy: the per-pixel sums must not run in float16.
-        super().__init__(name=name, reduction=reduction, dtype="float32")
+        super().__init__(name=name or self.default_name, reduction=reduction, dtype="float32")
         self.from_logits = from_logits
         self.epsilon = float(epsilon)
 
@@ -90,7 +92,7 @@ class SpatialWeightedCE(_PixelCrossEntropy):
             probabilities.
         epsilon: Probabilities are clipped to `[epsilon, 1 - epsilon]` before the log.
         reduction: Keras reduction over the per-image losses (default `"sum_over_batch_size"`, the mean).
-        name: Loss name.
+        name: Loss name (default `"sw_cel"`).
 
     Call arguments:
         y_true: `(batch, height, width, 2)`: mask and weight map (`ptx_keras.targets.pack_targets`).
@@ -100,8 +102,7 @@ class SpatialWeightedCE(_PixelCrossEntropy):
         ValueError: for an invalid argument, or tensors of the wrong shape.
     """
 
-    def __init__(self, from_logits=False, epsilon=LOSS_EPSILON, reduction="sum_over_batch_size", name="sw_cel"):
-        super().__init__(from_logits=from_logits, epsilon=epsilon, reduction=reduction, name=name)
+    default_name = "sw_cel"
 
     def pixel_weights(self, mask, weight_map):
         return weight_map
@@ -115,18 +116,10 @@ class WeightedCE(_PixelCrossEntropy):
     weight channel is ignored); an absent class contributes nothing. Same as `SpatialWeightedCE` fed
     `ptx_keras.data.class_weight_map(mask)`.
 
-    Args:
-        from_logits: Whether `y_pred` holds logits instead of probabilities.
-        epsilon: Probabilities are clipped to `[epsilon, 1 - epsilon]` before the log.
-        reduction: Keras reduction over the per-image losses.
-        name: Loss name.
-
-    Raises:
-        ValueError: for an invalid argument, or tensors of the wrong shape.
+    Args, call arguments and errors: as `SpatialWeightedCE` (default name `"wce"`).
     """
 
-    def __init__(self, from_logits=False, epsilon=LOSS_EPSILON, reduction="sum_over_batch_size", name="wce"):
-        super().__init__(from_logits=from_logits, epsilon=epsilon, reduction=reduction, name=name)
+    default_name = "wce"
 
     def pixel_weights(self, mask, weight_map):
         pixels = ops.sum(ops.ones_like(mask), axis=_PIXEL_AXES, keepdims=True)
@@ -142,18 +135,10 @@ class WeightedCE(_PixelCrossEntropy):
 class CE(_PixelCrossEntropy):
     """Plain pixel-wise cross-entropy (the paper's CEL); the weight channel of `y_true` is ignored.
 
-    Args:
-        from_logits: Whether `y_pred` holds logits instead of probabilities.
-        epsilon: Probabilities are clipped to `[epsilon, 1 - epsilon]` before the log.
-        reduction: Keras reduction over the per-image losses.
-        name: Loss name.
-
-    Raises:
-        ValueError: for an invalid argument, or tensors of the wrong shape.
+    Args, call arguments and errors: as `SpatialWeightedCE` (default name `"ce"`).
     """
 
-    def __init__(self, from_logits=False, epsilon=LOSS_EPSILON, reduction="sum_over_batch_size", name="ce"):
-        super().__init__(from_logits=from_logits, epsilon=epsilon, reduction=reduction, name=name)
+    default_name = "ce"
 
     def pixel_weights(self, mask, weight_map):
         return ops.ones_like(mask)

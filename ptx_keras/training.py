@@ -1,0 +1,416 @@
+"""Training: data resolution, distribution strategy, compile, callbacks, resume, and the end-of-run steps.
+
+`train(cfg)` is what `python train.py` runs. A run directory `<output_dir>/<name>/` receives:
+
+* `config.yaml` — the resolved configuration (including where the prepared data is);
+* `history.csv` — one row per finished epoch, kept consistent across interruptions;
+* `checkpoints/backup/` — `BackupAndRestore` state, so that the same command resumes a killed run;
+* `best.keras` — the model at the best validation DSC1;
+* `logs/` — TensorBoard;
+* `training_curves.png` — loss and metrics per epoch;
+* `eval/<split>/` and `saved_model/` — written by evaluation and export at the end (when enabled).
+"""
+
+import csv
+import os
+import time
+
+from ptx_keras import constants as C
+from ptx_keras.config import CONFIG_FILENAME, save_config
+from ptx_keras.errors import ConfigError, DataError, PtxError
+
+HISTORY_FILENAME = "history.csv"
+BEST_MODEL_FILENAME = "best.keras"
+CURVES_FILENAME = "training_curves.png"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+def _prep_kwargs(data_cfg):
+    return dict(
+        image_size=data_cfg.image_size,
+        bit_depth=data_cfg.bit_depth,
+        boundary_width=data_cfg.boundary_width,
+        normalize=data_cfg.normalize,
+        clip=data_cfg.clip,
+        weight_dtype=data_cfg.weight_dtype,
+        split_fractions=tuple(data_cfg.split_fractions),
+        seed=data_cfg.split_seed,
+        shard_size=data_cfg.shard_size,
+        skip_bad=data_cfg.skip_bad,
+        workers=data_cfg.workers,
+    )
+
+
+def _settings_tag(data_cfg):
+    import hashlib
+    import json
+
+    blob = json.dumps(_prep_kwargs(data_cfg), sort_keys=True, default=str).encode()
+    return f"{data_cfg.image_size}px-{hashlib.sha1(blob).hexdigest()[:8]}"
+
+
+def resolve_data(cfg):
+    """Returns the prepared directory for `cfg.data`, generating and preparing data when needed.
+
+    * empty `data.path`: the synthetic phantoms are written to `<cache>/phantoms-...` and prepared;
+    * a prepared directory: used as it is, after checking its resolution matches `data.image_size`;
+    * a raw source (folder, CSV, SIIM-ACR): prepared into `<cache>/<source name>-<size>px-<hash>` and reused.
+
+    Raises:
+        DataError: if the path does not exist, or prepared data has another resolution than the config asks.
+    """
+    from ptx_keras.data import prepare as prep
+
+    data_cfg = cfg.data
+    cache = data_cfg.cache_dir or os.path.join(cfg.output_dir, "data_cache")
+    kwargs = _prep_kwargs(data_cfg)
+    if not data_cfg.path:
+        from ptx_keras.data.phantoms import write_phantom_dataset
+
+        ph = data_cfg.phantoms
+        source = os.path.join(cache, f"phantoms-n{ph.n}-{ph.size}px-seed{ph.seed}")
+        print(f"Data: synthetic phantoms ({ph.n} images, {ph.size}x{ph.size}) in {source}")
+        write_phantom_dataset(source, ph.n, size=ph.size, format="png", seed=ph.seed)
+    else:
+        source = data_cfg.path
+        if not os.path.exists(source):
+            raise DataError(f"Data path does not exist: {source}")
+        if prep.is_prepared_dir(source):
+            info = prep.load_prepared_info(source)
+            if int(info["image_size"]) != int(data_cfg.image_size):
+                raise DataError(
+                    f"{source} was prepared at {info['image_size']}x{info['image_size']} but the configuration asks for "
+                    f"data.image_size={data_cfg.image_size}; prepare it again at that size or set "
+                    f"data.image_size={info['image_size']}"
+                )
+            return os.path.abspath(source)
+    name = os.path.basename(os.path.normpath(source)) or "data"
+    prepared = os.path.join(cache, f"{name}-prepared-{_settings_tag(data_cfg)}")
+    prep.prepare_dataset(source, prepared, **kwargs)
+    return os.path.abspath(prepared)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Execution settings
+# --------------------------------------------------------------------------------------------------------------
+def _gpus():
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def choose_strategy(name):
+    """Returns a `tf.distribute.Strategy` for `train.strategy`.
+
+    `auto` uses `MirroredStrategy` when several GPUs are visible and the default strategy otherwise;
+    `multi_worker` needs the `TF_CONFIG` environment variable (see docs/training.md).
+
+    Raises:
+        ConfigError: for `multi_worker` without TF_CONFIG, or an unknown name.
+    """
+    import tensorflow as tf
+
+    if name == "auto":
+        name = "mirrored" if len(_gpus()) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("train.strategy=multi_worker needs the TF_CONFIG environment variable (docs/training.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"Unknown train.strategy: {name!r}")
+
+
+def configure_execution(train_cfg):
+    """Sets seeds, determinism and the mixed-precision policy; returns `(mixed_precision_on, jit_compile)`."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(train_cfg.seed)
+    if train_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    has_gpu = bool(_gpus())
+    mp = {"auto": has_gpu, "on": True, "off": False}[train_cfg.mixed_precision]
+    keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
+    # XLA: measured faster for these convolution stacks on CPU and GPU (docs/benchmarks.md); Keras' "auto"
+    # falls back to no XLA for models that cannot compile.
+    jit = {"auto": "auto", "on": True, "off": False}[train_cfg.jit_compile]
+    return mp, jit
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------------------------------------------
+def _read_history(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _callback_classes():
+    import keras
+    import numpy as np
+
+    class HistoryCSV(keras.callbacks.Callback):
+        """CSV of one row per finished epoch that stays consistent when a run resumes.
+
+        On a resumed run (`BackupAndRestore` set the initial epoch), rows of epochs that will be run again are
+        dropped, so a run killed between the CSV write and the backup neither loses nor duplicates an epoch.
+        """
+
+        def __init__(self, path):
+            super().__init__()
+            self.path = path
+            self.keys = None
+
+        def on_train_begin(self, logs=None):
+            start = int(getattr(self.model, "_initial_epoch", None) or 0)
+            rows = [r for r in _read_history(self.path) if int(r["epoch"]) < start]
+            self.keys = list(rows[0].keys())[1:] if rows else None
+            self._rewrite(rows)
+
+        def _rewrite(self, rows):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                if rows:
+                    w = csv.DictWriter(f, fieldnames=["epoch"] + self.keys)
+                    w.writeheader()
+                    w.writerows(rows)
+            os.replace(tmp, self.path)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            if self.keys is None:
+                self.keys = sorted(logs)
+            rows = _read_history(self.path)
+            rows.append({"epoch": epoch, **{k: _fmt(logs.get(k, "")) for k in self.keys}})
+            self._rewrite(rows)
+
+    class ResumeBest(keras.callbacks.Callback):
+        """Restores the best monitored value and the patience counter of a resumed run from `history.csv`.
+
+        `EarlyStopping` and `ModelCheckpoint` forget their state when a process restarts; without this the first
+        resumed epoch would overwrite `best.keras` with a worse model and patience would start again.
+        """
+
+        def __init__(self, path, monitor, early_stopping, checkpoint):
+            super().__init__()
+            self.path, self.monitor = path, monitor
+            self.early_stopping, self.checkpoint = early_stopping, checkpoint
+
+        def on_train_begin(self, logs=None):
+            start = int(getattr(self.model, "_initial_epoch", None) or 0)
+            rows = [r for r in _read_history(self.path) if int(r["epoch"]) < start and r.get(self.monitor)]
+            if not rows:
+                return
+            values = np.array([float(r[self.monitor]) for r in rows])
+            best_i = int(np.nanargmax(values))
+            self.checkpoint.best = float(values[best_i])
+            if self.early_stopping is not None:
+                self.early_stopping.best = float(values[best_i])
+                self.early_stopping.best_epoch = best_i
+                self.early_stopping.wait = len(values) - 1 - best_i
+            print(f"Resuming at epoch {start + 1}: best {self.monitor} so far {values[best_i]:.4f} (epoch {best_i + 1})")
+
+    return HistoryCSV, ResumeBest
+
+
+def _fmt(v):
+    try:
+        return f"{float(v):.6g}"
+    except (TypeError, ValueError):
+        return v
+
+
+def make_callbacks(cfg, run_dir):
+    """The run's callbacks, in the order their `on_train_begin` must run (backup first)."""
+    import keras
+
+    HistoryCSV, ResumeBest = _callback_classes()
+    history_path = os.path.join(run_dir, HISTORY_FILENAME)
+    monitor = cfg.train.monitor
+    mode = "min" if monitor.endswith("loss") else "max"
+    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, "checkpoints", "backup"), delete_checkpoint=False)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        os.path.join(run_dir, BEST_MODEL_FILENAME), monitor=monitor, mode=mode, save_best_only=True, verbose=0
+    )
+    early = None
+    if cfg.train.early_stopping_patience:
+        early = keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience, restore_best_weights=True, verbose=1
+        )
+    callbacks = [backup, HistoryCSV(history_path), keras.callbacks.TerminateOnNaN(), checkpoint]
+    if early is not None:
+        callbacks.append(early)
+    callbacks.append(ResumeBest(history_path, monitor, early, checkpoint))
+    if cfg.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
+    return callbacks
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------
+def build_and_compile(cfg, jit_compile="auto"):
+    """Builds `cfg.model`, compiles it with AdamW (paper: Adam, lr 1e-4, weight decay 1e-4) and the configured loss.
+
+    Raises:
+        ConfigError: for an unknown model or loss name, or options the model does not take.
+    """
+    import keras
+
+    from ptx_keras.losses import get_loss
+    from ptx_keras.metrics import DSC1, MPA
+    from ptx_keras.models import build_model
+
+    size = cfg.data.image_size
+    try:
+        model = build_model(
+            cfg.model.name, input_shape=(size, size, cfg.data.channels), num_classes=C.NUM_CLASSES, **cfg.model.options
+        )
+    except TypeError as e:
+        raise ConfigError(f"model.options for {cfg.model.name!r}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"model {cfg.model.name!r} at data.image_size={size}: {e}") from None
+    try:
+        loss = get_loss(cfg.loss.name, **cfg.loss.options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"loss: {e}") from None
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        beta_1=cfg.train.beta_1,
+        beta_2=cfg.train.beta_2,
+    )
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[DSC1(), MPA()], jit_compile=jit_compile)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------------------------
+def plot_history(history_path, out_path):
+    """Writes the training curves (loss and every metric, train and validation) as a PNG; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(history_path)
+    names = [c for c in df.columns if c != "epoch" and not c.startswith("val_") and c != "learning_rate"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.plot(df["epoch"] + 1, df[name], label="train")
+        if f"val_{name}" in df:
+            ax.plot(df["epoch"] + 1, df[f"val_{name}"], label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------------------------
+def _check_writable(run_dir):
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PtxError(f"Cannot write to the output directory {run_dir}: {e.strerror}") from None
+
+
+def train(cfg, verbose=1):
+    """Trains `cfg` end to end; running the same configuration again resumes an interrupted run.
+
+    Args:
+        cfg: A validated `ptx_keras.config.Config`.
+        verbose: Keras progress-bar verbosity (1: bar, 2: one line per epoch, 0: silent).
+
+    Returns:
+        dict with `run_dir`, `best_model`, `history`, `epochs`, `seconds`, and `evaluation` / `export` results
+        when those steps ran.
+
+    Raises:
+        PtxError: for user-caused problems (data path, resolution, config, permissions).
+    """
+    t0 = time.time()
+    run_dir = cfg.run_dir
+    _check_writable(run_dir)
+    prepared = resolve_data(cfg)
+    cfg.data.prepared_dir = prepared
+    save_config(cfg, os.path.join(run_dir, CONFIG_FILENAME))
+
+    mixed, jit = configure_execution(cfg.train)
+    strategy = choose_strategy(cfg.train.strategy)
+    from ptx_keras.data.pipeline import count_examples, make_dataset
+
+    replicas = strategy.num_replicas_in_sync
+    if cfg.train.batch_size % replicas:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch size and must be divisible by the "
+            f"{replicas} replicas of the {cfg.train.strategy} strategy"
+        )
+    common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
+    train_ds = make_dataset(
+        prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer, flip=cfg.data.flip, **common
+    )
+    val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
+    n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+    print(
+        f"Run {run_dir}: model {cfg.model.name}, loss {cfg.loss.name}, {n_train} train / {n_val} val images at "
+        f"{cfg.data.image_size}px, batch {cfg.train.batch_size} on {replicas} replica(s), "
+        f"mixed precision {'on' if mixed else 'off'}, XLA {jit}"
+    )
+    with strategy.scope():
+        model = build_and_compile(cfg, jit_compile=jit)
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+        validation_steps=cfg.train.validation_steps,
+        callbacks=make_callbacks(cfg, run_dir),
+        verbose=verbose,
+    )
+    history_path = os.path.join(run_dir, HISTORY_FILENAME)
+    best = os.path.join(run_dir, BEST_MODEL_FILENAME)
+    if not os.path.isfile(best):  # no epoch produced a finite monitored value (e.g. NaN loss)
+        model.save(best)
+    result = {
+        "run_dir": run_dir,
+        "best_model": best,
+        "history": history_path,
+        "epochs": len(_read_history(history_path)),
+    }
+    if result["epochs"]:
+        result["curves"] = plot_history(history_path, os.path.join(run_dir, CURVES_FILENAME))
+    if cfg.train.evaluate:
+        from ptx_keras.evaluation import evaluate_run
+
+        result["evaluation"] = evaluate_run(run_dir, split=cfg.evaluation.split)
+    if cfg.train.export:
+        from ptx_keras.export import export_saved_model
+
+        result["export"] = export_saved_model(run_dir)
+    result["seconds"] = time.time() - t0
+    del history
+    return result

@@ -1,0 +1,175 @@
+"""Training end to end on tiny phantoms: run directory, resume after SIGKILL, mirrored strategy, CLI errors."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ptx_keras.cli.train import main as train_main
+from ptx_keras.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+
+# Shrinks the quick-start configuration to seconds: 24 phantoms at 64 px, a tiny FC-DenseNet.
+TINY = [
+    "data.phantoms.n=24",
+    "data.phantoms.size=64",
+    "data.image_size=64",
+    "data.shard_size=8",
+    "data.workers=1",
+    "model.name=fc_densenet56",
+    "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
+    "train.batch_size=4",
+    "train.tensorboard=false",
+    "train.jit_compile=off",
+]
+
+
+def _history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _args(tmp_path, *extra, cache=None):
+    cache = cache or str(tmp_path / "cache")
+    sets = TINY + [f"data.cache_dir={cache}"] + list(extra)
+    out = ["--config", QUICKSTART, "--output-dir", str(tmp_path / "runs"), "--verbose", "0"]
+    for s in sets:
+        out += ["--set", s]
+    return out
+
+
+@pytest.mark.slow
+def test_two_epochs_end_to_end_writes_the_run_directory(tmp_path):
+    rc = train_main(_args(tmp_path, "train.epochs=2", "name=e2e"))
+    assert rc == 0
+    run = tmp_path / "runs" / "e2e"
+    for name in ("config.yaml", "history.csv", "best.keras", "training_curves.png"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "backup").is_dir()
+    rows = _history(str(run))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"loss", "dsc1", "mpa", "val_loss", "val_dsc1", "val_mpa"} <= set(rows[0])
+    cfg = load_config(str(run / "config.yaml"))
+    assert cfg.data.prepared_dir and os.path.isfile(os.path.join(cfg.data.prepared_dir, "dataset.json"))
+    import keras
+
+    model = keras.models.load_model(str(run / "best.keras"))
+    assert model.output_shape[-1] == 2
+    if (run / "eval").exists():
+        assert (run / "eval" / "test" / "summary.json").is_file()
+    if (run / "saved_model").exists():
+        assert (run / "saved_model" / "1").is_dir()
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, keras
+    from ptx_keras.cli import train as t
+    # Slow each training step a little so that the parent can kill the process in the middle of an epoch.
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.25)
+    import ptx_keras.training as tr
+    _orig = tr.make_callbacks
+    tr.make_callbacks = lambda cfg, run_dir: _orig(cfg, run_dir) + [Slow()]
+    sys.exit(t.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_without_lost_or_repeated_epochs(tmp_path):
+    epochs = 4
+    args = _args(tmp_path, f"train.epochs={epochs}", "name=resume", "train.evaluate=false", "train.export=false",
+                 "train.early_stopping_patience=null")
+    run = tmp_path / "runs" / "resume"
+    cmd = [sys.executable, "-c", _KILL_SCRIPT] + args
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (run / "history.csv").is_file() and len(_history(str(run))) >= 2:
+            break
+        if proc.poll() is not None:
+            pytest.fail("training ended before it could be killed: " + proc.stderr.read().decode()[-2000:])
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("training did not reach epoch 2 in time")
+    time.sleep(0.6)  # now inside epoch 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(_history(str(run)))
+    assert done_before < epochs
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = _history(str(run))
+    assert [int(r["epoch"]) for r in rows] == list(range(epochs))
+
+
+_MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import sys, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from ptx_keras.cli import train as t
+    sys.exit(t.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    args = _args(tmp_path, "train.epochs=1", "name=mirrored", "train.strategy=mirrored", "train.evaluate=false",
+                 "train.export=false")
+    res = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT] + args, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 replica(s)" in res.stdout
+    assert len(_history(str(tmp_path / "runs" / "mirrored"))) == 1
+
+
+def test_config_typo_gives_one_line_with_suggestion(tmp_path, capsys):
+    rc = train_main(["--config", QUICKSTART, "--output-dir", str(tmp_path), "--set", "train.epohcs=1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.count("\n") == 0 and err.startswith("error:")
+    assert "Did you mean 'epochs'" in err
+
+
+def test_missing_data_path_is_one_line_error(tmp_path, capsys):
+    rc = train_main(_args(tmp_path, "name=x") + ["--data", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Data path does not exist" in err and "nowhere" in err
+
+
+def test_unwritable_output_dir_is_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rc = train_main(["--config", QUICKSTART, "--output-dir", str(blocker), "--verbose", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Cannot write to the output directory" in err
+
+
+@pytest.mark.slow
+def test_resolution_mismatch_and_indivisible_size(tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    # Prepare the tiny phantoms once (through a 0-epoch-free path: run one epoch without eval/export).
+    assert train_main(_args(tmp_path, "train.epochs=1", "name=p", "train.evaluate=false", "train.export=false",
+                            cache=cache)) == 0
+    prepared = load_config(str(tmp_path / "runs" / "p" / "config.yaml")).data.prepared_dir
+    capsys.readouterr()
+    rc = train_main(_args(tmp_path, "name=q", "data.image_size=96", cache=cache) + ["--data", prepared])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "prepared at 64x64" in err and "data.image_size=96" in err
+    rc = train_main(_args(tmp_path, "name=r", "model.options={growth_rate: 2, num_pools: 5}", cache=cache)
+                    + ["--data", prepared])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "64" in err and err.count("\n") == 0

@@ -54,6 +54,63 @@ UNET_DEPTH = 4
 # --- Statistics --------------------------------------------------------------------------------------
 SIGNIFICANCE_LEVEL = 0.05
 
+# --- Data preparation and the tf.data pipeline -----------------------------------------------------------
+SHUFFLE_BUFFER = 512  # examples held by the training shuffle buffer (serialized, about 100-300 KB each)
+
 # --- Losses (ptx_keras.losses) ---------------------------------------------------------------------------
 LOSS_EPSILON = 1e-7  # probabilities are clipped to [eps, 1 - eps] before the log (as keras.backend.epsilon())
 DICE_SMOOTH = 1.0  # added to the soft Dice numerator and denominator: empty truth + empty prediction -> loss 0
+
+# --- Comparison baselines (paper Table 2; ptx_keras.models.segnet / deeplab / denseaspp) -----------------
+SEGNET_BASE_FILTERS = 64  # VGG16 widths 64, 128, 256, 512, 512
+DEEPLAB_BACKBONE = "resnet101"
+DEEPLAB_OUTPUT_STRIDE = 16
+DEEPLAB_ASPP_RATES = (6, 12, 18)  # at output stride 16; doubled at output stride 8 (Chen et al. 2018)
+DEEPLAB_ASPP_FILTERS = 256
+DEEPLAB_LOW_LEVEL_FILTERS = 48
+DEEPLAB_DROPOUT_RATES = (0.5, 0.1)  # after the ASPP projection / decoder convs (as jfzhang95's reference code)
+DENSEASPP_BACKBONE = "densenet161"
+DENSEASPP_RATES = (3, 6, 12, 18, 24)
+DENSEASPP_OUTPUT_STRIDE = 8
+DENSEASPP_DROPOUT_RATE = 0.1
+
+# --- Model family details (appended by the models issue) ------------------------------------------------
+FCDENSENET_NUM_POOLS = 5
+FCDENSENET67_GROWTH_RATE = 16  # Jegou et al.'s FC-DenseNet67
+UNET_BATCH_NORM = True  # BN after every U-Net conv: 7,766,018 trainable params vs the paper's 7,764,098
+SCSE_PLACEMENT = "per_layer"  # on the new maps of every dense layer; alternative "per_block"
+SCSE_FUSION = "add"  # eq. 2; alternative "max" (Roy et al.'s code)
+
+# Paper Table 2: (parameters, "GFLOPS") per compared method, keyed by the paper's method name.
+PAPER_TABLE2_COMPLEXITY = {
+    "U-Net": (7_764_098, 11.59),
+    "SegNet": (29_444_162, 40.14),
+    "DeepLab v3+": (59_351_458, 61.07),
+    "DenseASPP": (35_365_762, 39.11),
+    "FC-DenseNet": (5_415_278, 15.39),
+    "MS_scSE_U-Net": (8_204_011, 11.6),
+    "MS_scSE_FC-DenseNet": (5_989_096, 15.59),
+}
+
+# --- Diagnosis threshold search on the validation split (ptx_keras.diagnosis.search_thresholds) ----------
+SEARCH_MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SEARCH_MIN_AREAS = (0, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)  # pixels at DIAGNOSIS_REFERENCE_SIZE
+
+# --- Synthetic phantoms (ptx_keras.data.phantoms) ---------------------------------------------------------
+PHANTOM_VERSION = 1  # bump when the generator's output changes (phantoms.json records it)
+PHANTOM_MIN_SIZE = 32  # smallest image side the generator renders
+PHANTOM_POSITIVE_FRACTION = 0.5
+PHANTOM_SPACING_MM = 0.14  # pixel spacing at SIIM_SIZE (SIIM-ACR radiographs are about 0.14 mm/pixel)
+PHANTOM_FORMATS = ("png", "csv", "siim")
+
+# --- The paper's results for MS_scSE_FC-DenseNet (Tables 2-3, test set), shown beside ours --------------------
+PAPER_SEGMENTATION = {"mpa": (0.93, 0.13), "pa1": (0.86, 0.27), "dsc": (0.92, 0.14), "dsc1": (0.84, 0.27)}
+PAPER_DIAGNOSIS = {
+    "accuracy": 0.9345,
+    "sensitivity": 0.8855,
+    "specificity": 0.9814,
+    "ppv": 0.9786,
+    "npv": 0.8994,
+    "f1": 0.9297,
+}
+EVAL_CASES_PER_SIZE = 3  # best, median, worst

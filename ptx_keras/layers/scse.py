@@ -1,0 +1,82 @@
+"""Concurrent spatial and channel squeeze & excitation (scSE), paper eqs. 2-4 (Roy et al. 2018)."""
+
+import keras
+from keras import ops
+
+from ptx_keras.constants import SCSE_FUSION, SCSE_REDUCTION
+from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int
+
+SCSE_FUSIONS = ("add", "max")
+
+
+@keras.saving.register_keras_serializable(package="ptx_keras")
+class SCSEBlock(keras.layers.Layer):
+    """Recalibrates feature maps along space and channels (paper Fig. 3).
+
+    `U_sSE = sigmoid(W_s * U) * U` (eq. 3): a 1x1 convolution to one channel, a sigmoid, times U.
+    `U_cSE = sigmoid(W_1 relu(W_2 g(U))) * U` (eq. 4): global average pooling g, Dense(C / reduction,
+    ReLU), Dense(C, sigmoid), times U. `U_scSE = U_sSE + U_cSE` (eq. 2, `fusion="add"`) or their
+    elementwise maximum (`fusion="max"`, as in Roy et al.'s later code).
+
+    Args:
+        reduction: Channel reduction ratio r of the cSE bottleneck (paper: 2). The hidden width is
+            `max(1, channels // reduction)`.
+        fusion: `"add"` (eq. 2) or `"max"`.
+        use_bias: Whether the 1x1 convolution and both Dense layers have biases.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        `(batch, height, width, channels)`.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: for a non-positive `reduction`, an unknown `fusion` or a non-bool `use_bias`.
+    """
+
+    def __init__(self, reduction=SCSE_REDUCTION, fusion=SCSE_FUSION, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = check_positive_int("reduction", reduction)
+        self.fusion = check_choice("fusion", fusion, SCSE_FUSIONS)
+        self.use_bias = check_bool("use_bias", use_bias)
+        self.spatial_conv = keras.layers.Conv2D(
+            1, 1, activation="sigmoid", use_bias=use_bias, dtype=self.dtype_policy, name="sse_conv"
+        )
+        # The Dense widths depend on the channel count, known only in build().
+        self.squeeze = None
+        self.excite = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                "SCSEBlock expects inputs of shape (batch, height, width, channels) with a known "
+                f"channel count. Received: input_shape={input_shape}"
+            )
+        channels = input_shape[-1]
+        hidden = max(1, channels // self.reduction)
+        self.squeeze = keras.layers.Dense(
+            hidden, activation="relu", use_bias=self.use_bias, dtype=self.dtype_policy, name="cse_squeeze"
+        )
+        self.excite = keras.layers.Dense(
+            channels, activation="sigmoid", use_bias=self.use_bias, dtype=self.dtype_policy, name="cse_excite"
+        )
+        self.spatial_conv.build(input_shape)
+        self.squeeze.build((input_shape[0], 1, 1, channels))
+        self.excite.build((input_shape[0], 1, 1, hidden))
+
+    def call(self, inputs):
+        u_sse = inputs * self.spatial_conv(inputs)
+        z = ops.mean(inputs, axis=(1, 2), keepdims=True)
+        u_cse = inputs * self.excite(self.squeeze(z))
+        if self.fusion == "add":
+            return u_sse + u_cse
+        return ops.maximum(u_sse, u_cse)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"reduction": self.reduction, "fusion": self.fusion, "use_bias": self.use_bias})
+        return config

@@ -33,6 +33,12 @@ def _mask(shape=(16, 20), box=(2, 6, 3, 9)):
     return mask
 
 
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    return path
+
+
 def _save(path, array, **kwargs):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(array).save(path, **kwargs)
@@ -107,9 +113,7 @@ def test_read_image_dicom_by_extension_and_magic(tmp_path):
 
 
 def test_read_image_bad_files(tmp_path):
-    path = _save(tmp_path / "t.png", _image((64, 64)))
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
+    path = _truncate(_save(tmp_path / "t.png", _image((64, 64))))
     with pytest.raises(DataError, match="t.png.*unreadable"):
         read_image(path)
     (tmp_path / "x.png").write_text("not an image")
@@ -119,10 +123,15 @@ def test_read_image_bad_files(tmp_path):
         read_image(tmp_path / "none.png")
 
 
+def test_read_image_multi_frame_refused(tmp_path):
+    frames = [Image.fromarray(_image(seed=s)) for s in range(2)]
+    frames[0].save(tmp_path / "two.tif", save_all=True, append_images=frames[1:])
+    with pytest.raises(DataError, match="two.tif: image has 2 frames"):
+        read_image(tmp_path / "two.tif")
+
+
 def test_read_image_truncated_dicom(tmp_path):
-    path = write_dicom(tmp_path / "t.dcm", _image((64, 64)))
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
+    path = _truncate(write_dicom(tmp_path / "t.dcm", _image((64, 64))))
     with pytest.raises(DataError, match="t.dcm"):
         read_image(path)
 
@@ -261,9 +270,7 @@ def test_load_sample_non_binary_mask(tmp_path):
 
 
 def test_load_sample_truncated_image(tmp_path):
-    path = _save(tmp_path / "images" / "a.png", _image((64, 64)))
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
+    _truncate(_save(tmp_path / "images" / "a.png", _image((64, 64))))
     (tmp_path / "masks").mkdir()
     (record,) = read_folder(tmp_path)
     with pytest.raises(DataError, match="a.png.*unreadable"):

@@ -84,8 +84,7 @@ def _open_pillow(path, what):
 
     try:
         image = Image.open(path)
-        if getattr(image, "n_frames", 1) > 1:
-            raise DataError(f"{path}: {what} has {image.n_frames} frames; expected a single image")
+        frames = getattr(image, "n_frames", 1)
         image.load()  # decode now, so that truncated files fail here
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
@@ -93,6 +92,8 @@ def _open_pillow(path, what):
         raise DataError(f"{path}: not a readable {what} (unknown or corrupt image format)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise DataError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+    if frames > 1:
+        raise DataError(f"{path}: {what} has {frames} frames; expected a single image")
     return image
 
 

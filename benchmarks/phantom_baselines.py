@@ -1,0 +1,162 @@
+"""How hard and how learnable are the synthetic phantoms? Cheap checks, no deep models.
+
+Prints one JSON line per measurement:
+
+- `render_time`: seconds per image at several sizes.
+- `threshold_dice`: the best brightness threshold *per image* (an oracle: chosen with the true mask) and the
+  Dice of "pixel <= threshold" against the pneumothorax mask, on positive images; over the whole image, inside
+  the true pleural cavity (lung + pneumothorax, also an oracle), and inside the cavity after Gaussian smoothing
+  (which removes noise and vessels and keeps only mean darkness). Low numbers mean brightness alone does not
+  find the pneumothorax.
+- `texture_dice`: the same oracle threshold on a local texture-energy map (low energy = pneumothorax) inside
+  the cavity: the information is in the missing texture.
+- `region_means`: per image mean intensity of the pneumothorax and of the normal lung; `auc` is the
+  probability that a random image's normal-lung mean is brighter than another random image's pneumothorax
+  mean (0.5 = the ranges overlap completely, 1 = separable by one global threshold).
+- `texture_ratio`: high-pass standard deviation inside the pneumothorax / inside the normal lung (per image).
+- `pleural_line`: contrast of the visceral pleural line over the air band beside it, in noise standard
+  deviations, at each size.
+
+Usage: `python benchmarks/phantom_baselines.py [--n 80] [--sizes 128 256]`
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ptx_keras.data.phantoms import _make_phantom_layers, make_phantom  # noqa: E402
+
+
+def machine():
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def emit(name, **values):
+    print(json.dumps({"measurement": name, **values, **machine()}, default=float), flush=True)
+
+
+def best_threshold_dice(values, mask, within=None):
+    """Best Dice of `values <= t` against `mask` over every threshold t (values integer 0..255)."""
+    if within is not None:
+        values, mask = values[within], mask[within]
+    values = np.clip(np.asarray(values).ravel(), 0, 255).astype(np.int64)
+    mask = np.asarray(mask).ravel()
+    below = np.cumsum(np.bincount(values, minlength=256))
+    true_below = np.cumsum(np.bincount(values[mask], minlength=256))
+    dice = 2.0 * true_below / (below + mask.sum())
+    return float(dice.max())
+
+
+def quantise(field, within):
+    lo, hi = np.percentile(field[within], [0.5, 99.5])
+    return np.rint(np.clip((field - lo) / (hi - lo + 1e-9), 0, 1) * 255).astype(np.int64)
+
+
+def texture_energy(image, size):
+    image = image.astype(np.float32)
+    sigma = max(0.7, size / 256.0)
+    detail = image - ndimage.gaussian_filter(image, 2.0 * sigma)
+    return ndimage.gaussian_filter(np.abs(detail), 2.0 * sigma)
+
+
+def auc(low, high):
+    low, high = np.asarray(low), np.asarray(high)
+    return float((high[:, None] > low[None, :]).mean() + 0.5 * (high[:, None] == low[None, :]).mean())
+
+
+def summary(values):
+    values = np.asarray(values, float)
+    return {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values))}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=80, help="positive images per size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    for size in (128, 256, 512, 1024):
+        count = 20 if size <= 256 else 4
+        make_phantom(size, seed=0)
+        start = time.perf_counter()
+        for i in range(count):
+            make_phantom(size, seed=i)
+        emit("render_time", size=size, seconds_per_image=(time.perf_counter() - start) / count)
+
+    for size in args.sizes:
+        rows = []
+        for i in range(args.n):
+            image, mask, info, lung = _make_phantom_layers(
+                size, None, positive=True, seed=[args.seed, i], bit_depth=8
+            )
+            cavity = lung | mask
+            smooth = ndimage.gaussian_filter(image.astype(np.float32), max(1.0, 2.0 * size / 256))
+            energy = texture_energy(image, size)
+            # Compare texture away from the edges (the pleural line and lung borders are edges).
+            core = ndimage.binary_erosion(mask, iterations=2)
+            lung_core = ndimage.binary_erosion(lung, iterations=3)
+            detail = image.astype(np.float32) - ndimage.gaussian_filter(image.astype(np.float32), 1.0)
+            line = ndimage.binary_dilation(mask) & ~mask & lung
+            band = mask & ~ndimage.binary_erosion(mask, iterations=2)
+            rows.append(
+                {
+                    "size_class": info["size_class"],
+                    "whole_image": best_threshold_dice(image, mask),
+                    "cavity": best_threshold_dice(image, mask, cavity),
+                    "cavity_smoothed": best_threshold_dice(quantise(smooth, cavity), mask, cavity),
+                    "texture": best_threshold_dice(quantise(energy, cavity), mask, cavity),
+                    "ptx_mean": float(image[mask].mean()) / 255.0,
+                    "lung_mean": float(image[lung].mean()) / 255.0,
+                    "texture_ratio": float(detail[core].std() / detail[lung_core].std()) if core.any() else None,
+                    "line_contrast": float(
+                        (image[line].mean() - image[band].mean()) / (detail[lung_core].std() + 1e-6)
+                    ),
+                }
+            )
+        for subset in ("all", "small", "moderate", "large"):
+            chosen = [r for r in rows if subset == "all" or r["size_class"] == subset]
+            if not chosen:
+                continue
+            emit(
+                "threshold_dice",
+                size=size,
+                subset=subset,
+                images=len(chosen),
+                **{key: summary([r[key] for r in chosen]) for key in ("whole_image", "cavity", "cavity_smoothed")},
+            )
+            emit("texture_dice", size=size, subset=subset, images=len(chosen), **summary([r["texture"] for r in chosen]))
+        ptx_means = [r["ptx_mean"] for r in rows]
+        lung_means = [r["lung_mean"] for r in rows]
+        emit(
+            "region_means",
+            size=size,
+            images=len(rows),
+            ptx_range=[min(ptx_means), max(ptx_means)],
+            lung_range=[min(lung_means), max(lung_means)],
+            auc=auc(ptx_means, lung_means),
+            within_image_darker=float(np.mean(np.array(lung_means) - np.array(ptx_means))),
+        )
+        ratios = [r["texture_ratio"] for r in rows if r["texture_ratio"] is not None]
+        emit("texture_ratio", size=size, images=len(ratios), **summary(ratios))
+        contrasts = [r["line_contrast"] for r in rows]
+        emit("pleural_line", size=size, images=len(contrasts), **summary(contrasts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -223,7 +223,9 @@ def _coerce(value, tp, where):
             raise ConfigError(f"{where} must be a number. Received: {value!r}")
         return float(value)
     if tp is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML reads on/off/yes/no as booleans
+            return "on" if value else "off"
+        if isinstance(value, (int, float)):
             return str(value)
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string. Received: {value!r}")

@@ -297,34 +297,6 @@ def build_and_compile(cfg, jit_compile="auto"):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------------------------
-def plot_history(history_path, out_path):
-    """Writes the training curves (loss and every metric, train and validation) as a PNG; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    df = pd.read_csv(history_path)
-    names = [c for c in df.columns if c != "epoch" and not c.startswith("val_") and c != "learning_rate"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        ax.plot(df["epoch"] + 1, df[name], label="train")
-        if f"val_{name}" in df:
-            ax.plot(df["epoch"] + 1, df[f"val_{name}"], label="validation")
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The whole run
 # --------------------------------------------------------------------------------------------------------------
 def _check_writable(run_dir):
@@ -402,6 +374,8 @@ def train(cfg, verbose=1):
         "epochs": len(_read_history(history_path)),
     }
     if result["epochs"]:
+        from ptx_keras.figures.evaluation import plot_history
+
         result["curves"] = plot_history(history_path, os.path.join(run_dir, CURVES_FILENAME))
     if cfg.train.evaluate:
         from ptx_keras.evaluation import evaluate_run

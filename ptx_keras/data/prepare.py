@@ -1,0 +1,755 @@
+"""Data preparation: a source (folder, CSV, SIIM-ACR, phantoms) -> split, sharded TFRecords.
+
+`prepare_dataset` loads every sample, resizes it to `image_size x image_size`, computes the spatial weight
+map of eq. 6 from the resized mask, splits the samples (stratified 64 / 16 / 20 %, `ptx_keras.data.split`) and
+writes
+
+* `<split>-<index:05d>-of-<count:05d>.tfrecord` shards, one `tf.train.Example` per sample with the features
+  `image` (PNG, 8 or 16 bit grayscale), `mask` (PNG, uint8 0/1), `weight` (raw little-endian float16 or
+  float32, row-major `(height, width)`), `sample_id`, `label`, `height`, `width`;
+* `manifest.csv`: one row per sample (`MANIFEST_COLUMNS`), in shard order;
+* `dataset.json`: the settings, their fingerprint, the counts per split and label, the shard names, the
+  bad samples and where the data came from. It is written last: its presence marks a complete data set.
+
+Decisions:
+
+* **Aspect ratio.** Images are resized to a square without padding or cropping, as the paper feeds a fixed
+  256x256 input; chest radiographs are close to square (SIIM-ACR is 1024x1024), so the distortion of other
+  sources is small. The original size is kept in the manifest and the pixel spacing is scaled per axis.
+* **Resampling.** Images: Pillow's antialiased bilinear filter (its support widens with the reduction
+  factor), computed in float32 on the original values and rounded once to the output bit depth, so a
+  source already at the prepared size comes through bit-exactly. Masks: the area fraction of each output
+  pixel (box filter) thresholded at 0.5, so they stay binary and the pneumothorax keeps its area.
+* **Bit depth.** `bit_depth=8` scales the range the source type can take (`LoadedSample.meta["value_max"]`,
+  else `2**bits_stored - 1`; `[0, 1]` for float images) onto `[0, 255]`; `bit_depth=16` onto `[0, 65535]`
+  (a 16-bit PNG is kept as it is, a 12-bit DICOM is stretched to the full range). The pipeline divides by
+  255 or 65535.
+* **Labels.** The label is the source's (a pneumothorax too small to survive the resize keeps label 1;
+  `dataset.json` lists such samples under `positive_empty_after_resize`).
+
+Idempotency and resumption: the settings and the source's records are hashed into a fingerprint. Running
+again with the same fingerprint does nothing; a different fingerprint in an existing output directory is a
+`DataError` (or, with `overwrite=True`, the old data set is removed). While running, each processed sample
+is cached under `.prepare-work/` and each shard is written to a hidden `.*.partial` file and renamed
+atomically, so an interrupted run continues where it stopped and a half-written shard is never read; the
+assignment of samples to shards is a deterministic function of the labels and the seed, so a shard written
+by an earlier run holds exactly what the new run would write.
+
+Worker processes (`multiprocessing`, spawn) never import TensorFlow: they encode each example with the
+small protobuf writer below; only the parent process imports TensorFlow, to write the TFRecord framing.
+"""
+
+import csv
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+from PIL import Image
+
+from ptx_keras import __version__, constants
+from ptx_keras.data.records import SampleRecord
+from ptx_keras.data.split import stratified_split, validate_fractions
+from ptx_keras.errors import DataError
+
+FORMAT_VERSION = 1
+DATASET_JSON = "dataset.json"
+MANIFEST_CSV = "manifest.csv"
+WORK_DIR = ".prepare-work"
+PARTIAL_SUFFIX = ".partial"
+BIT_DEPTHS = (8, 16)
+WEIGHT_DTYPES = ("float16", "float32")
+# zlib level 1: the shards are about 5 % larger than at Pillow's default 6, and encoding is ~3x faster.
+PNG_COMPRESS_LEVEL = 1
+# Area fraction at which a resized mask pixel counts as pneumothorax (float32 sums of 1/k may land a hair
+# below an exact 0.5, hence the tolerance).
+MASK_AREA_THRESHOLD = 0.5 - 1e-6
+# The settings `prepare_arrays` takes (the rest only affect the split and the sharding).
+ARRAY_SETTINGS = ("image_size", "bit_depth", "boundary_width", "normalize", "clip", "weight_dtype")
+FEATURES = ("image", "mask", "weight", "sample_id", "label", "height", "width")
+MANIFEST_COLUMNS = (
+    "sample_id",
+    "split",
+    "label",
+    "area_pixels",
+    "source",
+    "shard",
+    "orig_height",
+    "orig_width",
+    "spacing_row_mm",
+    "spacing_col_mm",
+)
+_SHARD_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord$")
+
+
+# --- Minimal protobuf writer for tf.train.Example (no TensorFlow in the workers) ---------------------------
+
+
+def _varint(value):
+    if value < 0:
+        value += 1 << 64  # int64 two's complement, as protobuf encodes negative int64
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_example(features):
+    """Serializes a `tf.train.Example` without TensorFlow.
+
+    `Example{features=1: Features{feature=1: map<string, Feature>}}`, `Feature{bytes_list=1, int64_list=3}`,
+    `BytesList{value=1}`, `Int64List{value=1 (packed)}`. `tf.io.parse_single_example` reads the result
+    exactly like `tf.train.Example(...).SerializeToString()` (the tests check it).
+
+    Args:
+        features: dict of feature name -> `bytes`, `str` (UTF-8 encoded) or int / list of ints.
+
+    Returns:
+        The serialized example, bytes.
+    """
+    entries = []
+    for key, value in features.items():
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            feature = _field(1, _field(1, bytes(value)))
+        else:
+            values = [value] if isinstance(value, (int, np.integer)) else list(value)
+            feature = _field(3, _field(1, b"".join(_varint(int(v)) for v in values)))
+        entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, feature)))
+    return _field(1, b"".join(entries))
+
+
+# --- Per-sample work (runs in the workers) -------------------------------------------------------------------
+
+
+def resize_image(image, size, value_max=None, bit_depth=constants.IMAGE_BIT_DEPTH):
+    """Resizes a grayscale image to `size x size` and converts it to `bit_depth` bits.
+
+    `[0, value_max]` is mapped onto `[0, 2**bit_depth - 1]` after resampling, with a single rounding.
+
+    Args:
+        image: 2-D array `(height, width)`, uint8, uint16 or float.
+        size: Output height and width.
+        value_max: The largest value the input type can take (a 12-bit DICOM: 4095); default 255 for
+            uint8, 65535 for uint16 and 1.0 for floats.
+        bit_depth: 8 or 16, the output depth.
+
+    Returns:
+        uint8 (`bit_depth=8`) or uint16 array `(size, size)`.
+    """
+    image = np.asarray(image)
+    if value_max is None:
+        value_max = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+    pixels = image.astype(np.float32)
+    if pixels.shape != (size, size):
+        pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+    out_max = float(2**bit_depth - 1)
+    if float(value_max) != out_max:
+        pixels = pixels * np.float32(out_max / float(value_max))
+    return np.clip(np.rint(pixels), 0, out_max).astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def resize_mask(mask, size):
+    """Resizes a binary mask to `size x size`: a pixel is set when at least half its area is.
+
+    Args:
+        mask: 2-D array `(height, width)`, bool or 0/1.
+        size: Output height and width.
+
+    Returns:
+        bool array `(size, size)`.
+    """
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape == (size, size):
+        return mask.copy()
+    fraction = Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.Resampling.BOX)
+    return np.asarray(fraction) >= MASK_AREA_THRESHOLD
+
+
+def png_bytes(array):
+    """PNG-encodes a 2-D uint8 or uint16 array (grayscale, 8 or 16 bit)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def prepare_arrays(loaded, image_size, bit_depth, boundary_width, normalize, clip, weight_dtype):
+    """Resizes a loaded sample and computes its weight map from the resized mask.
+
+    Args:
+        loaded: A `LoadedSample`.
+        image_size, bit_depth, boundary_width, normalize, clip, weight_dtype: As in `prepare_dataset`.
+
+    Returns:
+        `(image, mask, weight)`: uint8/uint16 `(size, size)`, uint8 0/1 `(size, size)`, `weight_dtype`
+        `(size, size)`.
+
+    Raises:
+        DataError: if the image is not 2-D, is empty or the mask does not have the image's shape.
+    """
+    from ptx_keras.data.weight_maps import spatial_weight_map
+
+    image = np.asarray(loaded.image)
+    mask = np.asarray(loaded.mask)
+    if image.ndim != 2 or image.size == 0:
+        raise DataError(f"image must be a non-empty 2-D grayscale array. Received: shape={image.shape}")
+    if mask.shape != image.shape:
+        raise DataError(f"mask shape {mask.shape} differs from image shape {image.shape}")
+    resized_mask = resize_mask(mask, image_size)
+    weight = spatial_weight_map(resized_mask, boundary_width=boundary_width, normalize=normalize, clip=clip)
+    value_max = loaded.meta.get("value_max")
+    if value_max is None and np.issubdtype(image.dtype, np.integer):
+        value_max = 2 ** int(loaded.bits_stored) - 1
+    return (
+        resize_image(image, image_size, value_max, bit_depth),
+        resized_mask.astype(np.uint8),
+        weight.astype(weight_dtype),
+    )
+
+
+def _atomic_write(path, data):
+    temp = f"{path}.{os.getpid()}{PARTIAL_SUFFIX}"
+    with open(temp, "wb") as f:
+        f.write(data)
+    os.replace(temp, path)
+
+
+def _work_paths(work_dir, index):
+    return os.path.join(work_dir, f"{index:07d}.example"), os.path.join(work_dir, f"{index:07d}.json")
+
+
+def _work_one(task):
+    """Loads, resizes and encodes one sample; writes `<index>.example` then `<index>.json` to the work dir.
+
+    Returns `(index, meta)`; a bad sample gives `meta = {"bad": reason}` and writes nothing, so that a fixed
+    file is read again on the next run.
+    """
+    index, record, settings, work_dir = task
+    from ptx_keras.data.readers import load_sample
+
+    try:
+        loaded = load_sample(record)
+        image, mask, weight = prepare_arrays(loaded, **settings)
+        label = int(loaded.label)
+        if label not in (0, 1):
+            raise DataError(f"label must be 0 or 1. Received: label={loaded.label!r}")
+    except Exception as e:  # noqa: BLE001 - every failure of one sample is reported with its file, not hidden
+        return index, {"bad": f"{type(e).__name__}: {e}"}
+    size = settings["image_size"]
+    example = encode_example(
+        {
+            "image": png_bytes(image),
+            "mask": png_bytes(mask),
+            "weight": weight.astype(weight.dtype.newbyteorder("<"), copy=False).tobytes(),
+            "sample_id": record.sample_id,
+            "label": label,
+            "height": size,
+            "width": size,
+        }
+    )
+    orig_height, orig_width = np.asarray(loaded.image).shape
+    spacing = loaded.spacing
+    area = int(np.count_nonzero(mask))
+    meta = {
+        "sample_id": record.sample_id,
+        "label": label,
+        "area_pixels": area,
+        "source": record.image_path,
+        "orig_height": int(orig_height),
+        "orig_width": int(orig_width),
+        "spacing_row_mm": None if spacing is None else float(spacing[0]) * orig_height / size,
+        "spacing_col_mm": None if spacing is None else float(spacing[1]) * orig_width / size,
+    }
+    example_path, meta_path = _work_paths(work_dir, index)
+    _atomic_write(example_path, example)
+    _atomic_write(meta_path, json.dumps(meta).encode("utf-8"))
+    return index, meta
+
+
+# --- Output directory bookkeeping ---------------------------------------------------------------------------
+
+
+def shard_name(split, index, count):
+    """The file name of shard `index` (0-based) of `count` for `split`."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def is_prepared_dir(path):
+    """True if `path` holds a complete prepared data set (a readable `dataset.json`)."""
+    try:
+        load_prepared_info(path)
+    except (DataError, OSError):
+        return False
+    return True
+
+
+def load_prepared_info(prepared_dir):
+    """Reads the `dataset.json` of a prepared data set.
+
+    Args:
+        prepared_dir: Output directory of `prepare_dataset`.
+
+    Returns:
+        dict, the description written by `prepare_dataset` (see the module docstring).
+
+    Raises:
+        DataError: if the directory has no (valid) `dataset.json`.
+    """
+    path = os.path.join(os.fspath(prepared_dir), DATASET_JSON)
+    if not os.path.isfile(path):
+        raise DataError(
+            f"{prepared_dir} is not a prepared data set (no {DATASET_JSON}); "
+            f"run `ptx-prepare SOURCE {prepared_dir}` first"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not a valid prepared data set description: {e}") from None
+    if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path} has format version {info.get('format_version') if isinstance(info, dict) else None!r}; "
+            f"this version of ptx_keras reads version {FORMAT_VERSION}. Prepare the data again."
+        )
+    return info
+
+
+def _read_manifest(prepared_dir):
+    with open(os.path.join(prepared_dir, MANIFEST_CSV), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _our_entries(output_dir):
+    names = []
+    for name in os.listdir(output_dir):
+        if name in (DATASET_JSON, MANIFEST_CSV, WORK_DIR) or _SHARD_RE.match(name) or name.endswith(PARTIAL_SUFFIX):
+            names.append(name)
+    return names
+
+
+def _clear_output(output_dir):
+    for name in _our_entries(output_dir):
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def _check_output(output_dir, fingerprint, overwrite):
+    """Returns `"complete"`, `"resume"` or `"new"` for the output directory."""
+    os.makedirs(output_dir, exist_ok=True)
+    state_path = os.path.join(output_dir, WORK_DIR, "state.json")
+    found = None
+    if os.path.exists(os.path.join(output_dir, DATASET_JSON)):
+        found, status = load_prepared_info(output_dir).get("fingerprint"), "complete"
+    elif os.path.exists(state_path):
+        with open(state_path, encoding="utf-8") as f:
+            found, status = json.load(f).get("fingerprint"), "resume"
+    else:
+        foreign = sorted(set(os.listdir(output_dir)) - set(_our_entries(output_dir)))
+        if foreign:
+            raise DataError(
+                f"Output directory {output_dir} is not empty and holds no prepared data set "
+                f"(found {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                "choose an empty or new directory"
+            )
+        _clear_output(output_dir)
+        return "new"
+    if found == fingerprint:
+        return status
+    if not overwrite:
+        raise DataError(
+            f"Output directory {output_dir} holds a data set prepared from another source or with other settings "
+            f"(fingerprint {found} != {fingerprint}). Choose another output directory, delete this one, "
+            "or pass overwrite=True (ptx-prepare --overwrite)"
+        )
+    _clear_output(output_dir)
+    return "new"
+
+
+# --- Planning -----------------------------------------------------------------------------------------------
+
+
+def _plan(records, metas, good, fractions, seed, shard_size):
+    """Deterministic split and shard assignment: `{shard_name: [record indices]}` in split order."""
+    splits = stratified_split(
+        [metas[i]["label"] for i in good],
+        groups=[records[i].group for i in good],
+        fractions=fractions,
+        seed=seed,
+        given=[records[i].split for i in good],
+    )
+    plan = {}
+    for k, split in enumerate(constants.SPLITS):
+        members = [i for i, s in zip(good, splits) if s == split]
+        # Shuffle once (seeded) so that every shard mixes labels and sources; shards are then contiguous runs.
+        members = [members[j] for j in np.random.default_rng([seed, k]).permutation(len(members))]
+        count = math.ceil(len(members) / shard_size)
+        for j in range(count):
+            plan[shard_name(split, j, count)] = members[j * shard_size : (j + 1) * shard_size]
+    return plan
+
+
+def _fingerprint(settings, records):
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(dataclasses.asdict(record), sort_keys=True).encode("utf-8"))
+    payload = {"format_version": FORMAT_VERSION, "settings": settings, "records": digest.hexdigest()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def resolve_source(source):
+    """Reads a source into records sorted by sample id.
+
+    Args:
+        source: A path (auto-detected by `discover_source`) or a list of `SampleRecord`.
+
+    Returns:
+        `(path or None, format_name, records, extra)`; `extra` holds what the reader saw but did not
+        return (`unlabelled`, `reader_skipped`, `notes`).
+
+    Raises:
+        FileNotFoundError: if the path does not exist.
+        DataError: if the source is unreadable, an item is not a `SampleRecord` or a sample id repeats.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        from ptx_keras.data.readers import discover_source
+
+        path = os.path.abspath(os.fspath(source))
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Data source not found: {path}")
+        format_name, records = discover_source(path)
+    else:
+        path, format_name, records = None, "records", list(source)
+        for record in records:
+            if not isinstance(record, SampleRecord):
+                raise DataError(f"source must be a path or a list of SampleRecord. Received an item {record!r}")
+    # What a reader saw but did not return as samples (readers.SourceRecords), reported in dataset.json.
+    extra = {
+        "unlabelled": [str(p) for p in getattr(records, "unlabelled", [])],
+        "reader_skipped": [list(map(str, s)) for s in getattr(records, "skipped", [])],
+        "notes": [str(n) for n in getattr(records, "notes", [])],
+    }
+    records = sorted(records, key=lambda r: r.sample_id)
+    for a, b in zip(records, records[1:]):
+        if a.sample_id == b.sample_id:
+            raise DataError(f"Duplicate sample id {a.sample_id!r} ({a.image_path} and {b.image_path})")
+    return path, format_name, records, extra
+
+
+def validate_settings(
+    image_size, bit_depth, boundary_width, normalize, clip, weight_dtype, fractions, seed, shard_size
+):
+    """Checks the preparation settings (see `prepare_dataset`) and returns them as a JSON-ready dict.
+
+    Raises:
+        ValueError: naming the first invalid setting.
+    """
+    from ptx_keras.data.weight_maps import spatial_weight_map
+
+    for name, value in (("image_size", image_size), ("shard_size", shard_size), ("seed", seed)):
+        minimum = 0 if name == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            kind = "non-negative" if minimum == 0 else "positive"
+            raise ValueError(f"{name} must be a {kind} integer. Received: {name}={value!r}")
+    if bit_depth not in BIT_DEPTHS:
+        raise ValueError(f"bit_depth must be one of {BIT_DEPTHS}. Received: bit_depth={bit_depth!r}")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {WEIGHT_DTYPES}. Received: weight_dtype={weight_dtype!r}")
+    # The weight-map function owns its argument checks; a 1-pixel call runs them before any work starts.
+    spatial_weight_map(np.zeros((1, 1), bool), boundary_width=boundary_width, normalize=normalize, clip=clip)
+    return {
+        "image_size": int(image_size),
+        "bit_depth": int(bit_depth),
+        "boundary_width": int(boundary_width),
+        "normalize": normalize,
+        "clip": None if clip is None else float(clip),
+        "weight_dtype": weight_dtype,
+        "split_fractions": list(validate_fractions(fractions)),
+        "seed": int(seed),
+        "shard_size": int(shard_size),
+    }
+
+
+# --- Running ------------------------------------------------------------------------------------------------
+
+
+def _process(records, indices, work_settings, work_dir, workers, progress, desc):
+    """Runs `_work_one` over `indices` (in a spawn pool when `workers > 1`), yielding `(index, meta)`."""
+    from tqdm.auto import tqdm
+
+    tasks = [(i, records[i], work_settings, work_dir) for i in indices]
+    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress or not tasks, file=sys.stderr)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield _work_one(task)
+                bar.update()
+        else:
+            chunksize = max(1, min(8, len(tasks) // (workers * 8)))
+            # spawn, not fork: the parent may hold TensorFlow's threads, which do not survive a fork.
+            with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+                for result in pool.imap_unordered(_work_one, tasks, chunksize=chunksize):
+                    yield result
+                    bar.update()
+    finally:
+        bar.close()
+
+
+def _bad_error(record, reason):
+    return DataError(
+        f"Bad sample {record.sample_id!r} ({record.image_path}"
+        f"{'' if record.mask_path is None else ', mask ' + record.mask_path}): {reason}. "
+        "Fix or remove it, or pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples"
+    )
+
+
+def _write_shard(output_dir, work_dir, name, indices):
+    import tensorflow as tf
+
+    final = os.path.join(output_dir, name)
+    temp = os.path.join(output_dir, f".{name}{PARTIAL_SUFFIX}")
+    with tf.io.TFRecordWriter(temp) as writer:
+        for i in indices:
+            with open(_work_paths(work_dir, i)[0], "rb") as f:
+                writer.write(f.read())
+    os.replace(temp, final)
+
+
+def _describe(settings, fingerprint, source_path, format_name, records, plan, metas, bad, source_extra):
+    counts = {}
+    for split in constants.SPLITS:
+        members = [i for name, idx in plan.items() if name.startswith(split + "-") for i in idx]
+        positives = sum(metas[i]["label"] for i in members)
+        counts[split] = {"total": len(members), "positive": positives, "negative": len(members) - positives}
+    counts["all"] = {key: sum(counts[s][key] for s in constants.SPLITS) for key in ("total", "positive", "negative")}
+    return {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": fingerprint,
+        "settings": settings,
+        "image_size": settings["image_size"],
+        "bit_depth": settings["bit_depth"],
+        "weight_map": {k: settings[k] for k in ("boundary_width", "normalize", "clip")},
+        "weight_dtype": settings["weight_dtype"],
+        "source": dict(source_extra, path=source_path, format=format_name, records=len(records)),
+        "counts": counts,
+        "shards": {s: [n for n in plan if n.startswith(s + "-")] for s in constants.SPLITS},
+        "features": list(FEATURES),
+        "bad_samples": bad,
+        "positive_empty_after_resize": sorted(
+            metas[i]["sample_id"]
+            for idx in plan.values()
+            for i in idx
+            if metas[i]["label"] and not metas[i]["area_pixels"]
+        ),
+    }
+
+
+def _write_manifest(output_dir, plan, metas):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for name, indices in plan.items():
+        for i in indices:
+            row = dict(metas[i], split=name.split("-", 1)[0], shard=name)
+            writer.writerow({k: "" if row[k] is None else row[k] for k in MANIFEST_COLUMNS})
+    _atomic_write(os.path.join(output_dir, MANIFEST_CSV), buffer.getvalue().encode("utf-8"))
+
+
+def _from_manifest(output_dir, records, info):
+    """The per-sample metadata and the shard plan of a complete data set, from its manifest."""
+    by_id = {r.sample_id: i for i, r in enumerate(records)}
+    metas, plan = {}, {}
+    for row in _read_manifest(output_dir):
+        meta = {k: row[k] for k in ("sample_id", "source")}
+        for k in ("label", "area_pixels", "orig_height", "orig_width"):
+            meta[k] = int(row[k])
+        for k in ("spacing_row_mm", "spacing_col_mm"):
+            meta[k] = float(row[k]) if row[k] else None
+        metas[by_id[row["sample_id"]]] = meta
+        plan.setdefault(row["shard"], []).append(by_id[row["sample_id"]])
+    for entry in info.get("bad_samples", []):
+        metas[by_id[entry["sample_id"]]] = {"bad": entry["reason"]}
+    return metas, plan
+
+
+def _metas_from_work(work_dir):
+    metas = {}
+    for path in glob.glob(os.path.join(work_dir, "*.json")):
+        stem = os.path.basename(path)[: -len(".json")]
+        if stem.isdigit() and os.path.exists(_work_paths(work_dir, int(stem))[0]):
+            with open(path, encoding="utf-8") as f:
+                metas[int(stem)] = json.load(f)
+    return metas
+
+
+def prepare_dataset(
+    source,
+    output_dir,
+    *,
+    image_size=constants.IMAGE_SIZE,
+    bit_depth=constants.IMAGE_BIT_DEPTH,
+    boundary_width=constants.BOUNDARY_WIDTH,
+    normalize=constants.WEIGHT_NORMALIZE,
+    clip=constants.WEIGHT_CLIP,
+    weight_dtype=constants.WEIGHT_DTYPE,
+    split_fractions=constants.SPLIT_FRACTIONS,
+    seed=constants.SPLIT_SEED,
+    shard_size=constants.SHARD_SIZE,
+    skip_bad=False,
+    workers=None,
+    progress=True,
+    overwrite=False,
+):
+    """Prepares a source as split, sharded TFRecords with precomputed weight maps (see the module docstring).
+
+    Args:
+        source: A path (folder, CSV manifest, SIIM-ACR folder, auto-detected by `discover_source`) or a list of
+            `SampleRecord`.
+        output_dir: Directory to write; created if missing. It must be empty, or hold an (interrupted or
+            complete) preparation of the same source with the same settings.
+        image_size: Output height and width (images are resized to a square).
+        bit_depth: 8 or 16 bits per stored image pixel.
+        boundary_width, normalize, clip: Weight-map settings (`spatial_weight_map`, eq. 6).
+        weight_dtype: `"float16"` (half the size) or `"float32"`.
+        split_fractions: Train, validation, test fractions (splits given by the source are kept).
+        seed: Seed of the split and of the order within shards.
+        shard_size: Examples per shard.
+        skip_bad: False: stop at the first bad sample with a `DataError`. True: skip bad samples and list them
+            (file and reason) in `dataset.json` and the summary.
+        workers: Worker processes (default `os.cpu_count()`); 1 works in this process.
+        progress: Show a progress bar.
+        overwrite: Replace a data set prepared with other settings or from another source in `output_dir`.
+
+    Returns:
+        dict: the contents of `dataset.json` plus `output_dir`, `status` (`"prepared"`, `"resumed"`,
+        `"repaired"` or `"unchanged"`), `shards_written` and `seconds`.
+
+    Raises:
+        DataError: on a bad sample (unless `skip_bad`), no usable sample, or an output directory that holds
+            something else.
+        FileNotFoundError: if the source path does not exist.
+        ValueError: if a setting is invalid.
+    """
+    start = time.perf_counter()
+    settings = validate_settings(
+        image_size, bit_depth, boundary_width, normalize, clip, weight_dtype, split_fractions, seed, shard_size
+    )
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
+    source_path, format_name, records, source_extra = resolve_source(source)
+    if not records:
+        raise DataError(f"No samples found in {source_path or 'the given records'}")
+    fingerprint = _fingerprint(settings, records)
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    status = _check_output(output_dir, fingerprint, overwrite)
+    for stale in glob.glob(os.path.join(output_dir, f".*{PARTIAL_SUFFIX}")):
+        os.remove(stale)  # a shard a killed run was writing; it is rewritten below
+
+    work_dir = os.path.join(output_dir, WORK_DIR)
+    os.makedirs(work_dir, exist_ok=True)
+    work_settings = {k: settings[k] for k in ARRAY_SETTINGS}
+    metas, old_plan = {}, {}
+    if status == "complete":
+        info = load_prepared_info(output_dir)
+        metas, old_plan = _from_manifest(output_dir, records, info)
+    else:
+        _atomic_write(os.path.join(work_dir, "state.json"), json.dumps({"fingerprint": fingerprint}).encode("utf-8"))
+        if os.path.exists(os.path.join(work_dir, "plan.json")):
+            with open(os.path.join(work_dir, "plan.json"), encoding="utf-8") as f:
+                old_plan = json.load(f)
+    metas.update(_metas_from_work(work_dir))
+
+    todo = [i for i in range(len(records)) if i not in metas]
+    for i, meta in _process(records, todo, work_settings, work_dir, workers, progress, "prepare"):
+        if "bad" in meta and not skip_bad:
+            raise _bad_error(records[i], meta["bad"])
+        metas[i] = meta
+    bad_indices = sorted(i for i, m in metas.items() if "bad" in m)
+    if bad_indices and not skip_bad and status != "complete":
+        raise _bad_error(records[bad_indices[0]], metas[bad_indices[0]]["bad"])
+    bad = [
+        {
+            "sample_id": records[i].sample_id,
+            "file": records[i].image_path,
+            "mask_file": records[i].mask_path,
+            "reason": metas[i]["bad"],
+        }
+        for i in bad_indices
+    ]
+    good = [i for i in range(len(records)) if i not in set(bad_indices)]
+    if not good:
+        raise DataError(
+            f"No usable samples in {source_path or 'the given records'}: all {len(records)} are bad "
+            f"(first: {bad[0]['file']}: {bad[0]['reason']})"
+        )
+
+    plan = _plan(records, metas, good, settings["split_fractions"], settings["seed"], settings["shard_size"])
+    for name in os.listdir(output_dir):
+        if _SHARD_RE.match(name) and old_plan.get(name) != plan.get(name):
+            os.remove(os.path.join(output_dir, name))  # written for another plan (e.g. a sample was fixed)
+    if status != "complete":
+        _atomic_write(os.path.join(work_dir, "plan.json"), json.dumps(plan).encode("utf-8"))
+    missing = [name for name in plan if not os.path.exists(os.path.join(output_dir, name))]
+
+    if status == "complete" and not missing:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        print(f"{output_dir} is already prepared with these settings (fingerprint {fingerprint}); nothing to do")
+        seconds = time.perf_counter() - start
+        return dict(info, output_dir=output_dir, status="unchanged", shards_written=0, seconds=seconds)
+
+    # Samples of missing shards without a cached example (a complete data set with a deleted shard).
+    redo = [i for name in missing for i in plan[name] if not os.path.exists(_work_paths(work_dir, i)[0])]
+    for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair"):
+        if "bad" in meta:
+            raise DataError(
+                f"Cannot rebuild the missing shards of {output_dir}: {_bad_error(records[i], meta['bad'])}. "
+                "Prepare the data set again (overwrite=True)"
+            )
+    for name in missing:
+        _write_shard(output_dir, work_dir, name, plan[name])
+
+    if status == "complete":
+        result_status = "repaired"
+    else:
+        info = _describe(settings, fingerprint, source_path, format_name, records, plan, metas, bad, source_extra)
+        _write_manifest(output_dir, plan, metas)
+        _atomic_write(os.path.join(output_dir, DATASET_JSON), json.dumps(info, indent=2).encode("utf-8"))
+        result_status = "prepared" if status == "new" else "resumed"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    if bad:
+        listed = os.path.join(output_dir, DATASET_JSON)
+        print(f"skipped {len(bad)} bad sample(s); they are listed in {listed}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    return dict(info, output_dir=output_dir, status=result_status, shards_written=len(missing), seconds=seconds)
+
+
+if __name__ == "__main__":
+    from ptx_keras.cli.prepare import main
+
+    sys.exit(main())

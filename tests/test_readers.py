@@ -499,3 +499,73 @@ def test_discover_source_empty_dataset(tmp_path):
     (tmp_path / "masks").mkdir()
     with pytest.raises(DataError, match="no images"):
         discover_source(tmp_path)
+
+
+# --- Phantoms in each layout ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phantom_sets(tmp_path_factory):
+    from ptx_keras.data import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("phantoms")
+    return {
+        fmt: write_phantom_dataset(root / fmt, 6, 64, format=fmt, seed=5, progress=False)
+        for fmt in ("png", "siim", "csv")
+    }
+
+
+def _loaded(source):
+    fmt, records = discover_source(source)
+    return fmt, {r.sample_id: load_sample(r) for r in records}
+
+
+def test_phantoms_folder_layout(phantom_sets):
+    summary = phantom_sets["png"]
+    fmt, loaded = _loaded(summary["path"])
+    assert fmt == "folder" and len(loaded) == 6
+    assert sum(s.label for s in loaded.values()) == summary["positives"] == 3
+    for sample in loaded.values():
+        assert sample.image.shape == sample.mask.shape == (64, 64) and sample.image.dtype == np.uint8
+        assert sample.label == int(sample.mask.any())
+
+
+def test_phantoms_siim_layout_matches_png(phantom_sets):
+    fmt, records = discover_source(phantom_sets["siim"]["path"])
+    _, png = _loaded(phantom_sets["png"]["path"])
+    # SIIM ImageIds are UIDs; the phantom id is the PatientID, read into the record's group.
+    siim = {r.group: load_sample(r) for r in records}
+    assert fmt == "siim" and sorted(siim) == sorted(png)
+    for sample_id, sample in siim.items():
+        # The RLE rows (one per region, unioned) give exactly the PNG mask of the same phantom.
+        np.testing.assert_array_equal(sample.mask, png[sample_id].mask)
+        assert np.abs(sample.image.astype(float) - png[sample_id].image).mean() < 3  # JPEG Baseline
+        assert sample.spacing == pytest.approx((0.14 * 1024 / 64,) * 2)
+
+
+def test_phantoms_csv_written_over_png_layout(phantom_sets, tmp_path):
+    root = phantom_sets["png"]["path"]
+    names = sorted(os.listdir(os.path.join(root, "images")))
+    # A manifest beside (not inside) the data: paths relative to the CSV, a split and patient groups.
+    manifest = _csv(
+        tmp_path,
+        {
+            "image": [os.path.relpath(os.path.join(root, "images", n), tmp_path) for n in names],
+            "mask": [os.path.relpath(os.path.join(root, "masks", n), tmp_path) for n in names],
+            "split": ["train", "train", "val", "val", "test", "test"],
+            "group": ["g0", "g0", "g1", "g1", "g2", "g2"],
+        },
+    )
+    fmt, loaded = _loaded(manifest)
+    _, png = _loaded(root)
+    assert fmt == "csv" and sorted(loaded) == sorted(png)
+    for sample_id, sample in loaded.items():
+        np.testing.assert_array_equal(sample.image, png[sample_id].image)
+        np.testing.assert_array_equal(sample.mask, png[sample_id].mask)
+
+
+def test_phantoms_own_csv_layout(phantom_sets):
+    summary = phantom_sets["csv"]
+    fmt, loaded = _loaded(summary["manifest"])
+    assert fmt == "csv" and len(loaded) == 6
+    assert sum(s.label for s in loaded.values()) == summary["positives"]

@@ -4,7 +4,7 @@ For each positive phantom: the three terms (background |N|/|T_bg|, pneumothorax 
 |N|/|B|), the min / max / mean of the map, and the maximum after `normalize="mean"`. Prints one JSON line
 per group (all positives, then each size class; negatives have weight 1 everywhere) and, with
 `--markdown`, the table for the documentation. `--figure PATH` writes a Fig.-4-style PNG of the first
-moderate-size positive phantom.
+moderate-size positive phantom, and PATH_zoom.png cropped around its pneumothorax.
 
     python benchmarks/weight_map_stats.py [--n 200] [--size 256] [--boundary-width 1] \
         [--figure docs/img/weight_map_phantom.png] [--markdown]
@@ -103,6 +103,16 @@ def main(argv=None):
             title = (f"Phantom seed {seed} ({info['kind']}, {info['size_class']}), {args.size}x{args.size}: "
                      f"w_bg {row['background']:.3f}, w_PTX {row['ptx']:.1f}, w_boundary {row['boundary']:.1f}")
             plot_weight_map(image, mask, weights, path=args.figure, title=title)
+            # The band is a few pixels wide: a second figure zooms on the pneumothorax (the map is still the
+            # whole image's, only the view is cropped).
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            half = max(rows[-1] - rows[0], cols[-1] - cols[0]) // 2 + 8  # a square view, 8 px margin
+            starts = [min(max((lo + hi) // 2 - half, 0), max(n - 2 * half, 0))
+                      for lo, hi, n in ((rows[0], rows[-1], mask.shape[0]), (cols[0], cols[-1], mask.shape[1]))]
+            box = (slice(starts[0], starts[0] + 2 * half), slice(starts[1], starts[1] + 2 * half))
+            root, ext = os.path.splitext(args.figure)
+            plot_weight_map(image[box], mask[box], weights[box], path=f"{root}_zoom{ext}",
+                            title=f"Phantom seed {seed}, zoomed on the pneumothorax", log_scale=False)
             figure_done = True
 
     groups = {"all positives": positives}

@@ -1,0 +1,240 @@
+"""The tf.data input pipeline: prepared TFRecord shards -> `(image, y_true)` batches.
+
+Each batch is `image` float32 `(batch, height, width, channels)` with intensities in [0, 1] (the stored PNG
+divided by 255 or 65535, as `dataset.json` says) and grayscale replicated to `channels`, and `y_true`
+float32 `(batch, height, width, 2)` packed by `ptx_keras.targets.pack_targets` (mask, weight map). Training
+adds the paper's random horizontal flip, applied to the image, the mask and the weight map together, and a
+seeded shuffle.
+
+`make_dataset_from_source` skips preparation: it reads a raw source and computes resizing and weight maps
+inside the pipeline (`tf.numpy_function`, serialised by Python's GIL). It is much slower than reading
+prepared shards (see `docs/benchmarks.md`) and meant for quick looks at small data sets.
+"""
+
+import csv
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ptx_keras import constants
+from ptx_keras.data.prepare import ARRAY_SETTINGS, MANIFEST_CSV, load_prepared_info, prepare_arrays
+from ptx_keras.errors import DataError
+from ptx_keras.targets import pack_targets
+
+CHANNELS = (1, 3)
+
+_FEATURE_SPEC = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "mask": tf.io.FixedLenFeature([], tf.string),
+    "weight": tf.io.FixedLenFeature([], tf.string),
+    "sample_id": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def _check_split(split):
+    if split not in constants.SPLITS:
+        raise DataError(f"Unknown split; expected one of {constants.SPLITS}. Received: split={split!r}")
+
+
+def _check_options(batch_size, channels, shuffle_buffer):
+    for name, value in (("batch_size", batch_size), ("shuffle_buffer", shuffle_buffer)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {CHANNELS}. Received: channels={channels!r}")
+
+
+def count_examples(prepared_dir, split):
+    """Number of examples of `split` in a prepared data set, from its manifest (for `steps_per_epoch`).
+
+    Raises:
+        DataError: if `split` is unknown or `prepared_dir` is not a prepared data set.
+    """
+    _check_split(split)
+    load_prepared_info(prepared_dir)
+    with open(os.path.join(os.fspath(prepared_dir), MANIFEST_CSV), newline="", encoding="utf-8") as f:
+        return sum(1 for row in csv.DictReader(f) if row["split"] == split)
+
+
+def _finalize(image, mask, weight, sample_id, coin, channels, with_ids):
+    """Flips (when `coin` is 1), replicates channels and packs the targets of one example."""
+    flip = tf.equal(coin, 1)
+    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    mask = tf.cond(flip, lambda: tf.reverse(mask, axis=[1]), lambda: mask)
+    weight = tf.cond(flip, lambda: tf.reverse(weight, axis=[1]), lambda: weight)
+    if channels != 1:
+        image = tf.tile(image, [1, 1, channels])
+    y_true = pack_targets(mask, weight)
+    return (image, y_true, sample_id) if with_ids else (image, y_true)
+
+
+def _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode):
+    """Adds the flip coin, decodes, finalizes, batches and prefetches."""
+    if training and flip:
+        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % 2)
+    else:
+        coins = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
+    ds = tf.data.Dataset.zip((ds, coins))
+
+    def example(item, coin):
+        image, mask, weight, sample_id = decode(item)
+        return _finalize(image, mask, weight, sample_id, coin, channels, with_ids)
+
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(
+    prepared_dir,
+    split,
+    batch_size,
+    training,
+    *,
+    channels=3,
+    seed=constants.SPLIT_SEED,
+    shuffle_buffer=constants.SHUFFLE_BUFFER,
+    repeat=False,
+    drop_remainder=False,
+    with_ids=False,
+    cache=False,
+    flip=True,
+):
+    """Reads one split of a prepared data set as batches for training or evaluation.
+
+    Args:
+        prepared_dir: Output directory of `prepare_dataset`.
+        split: `"train"`, `"val"` or `"test"`.
+        batch_size: Examples per batch.
+        training: Shuffle (files and examples, seeded) and, with `flip`, flip horizontally at random.
+        channels: 1, or 3 to replicate grayscale (the paper preset's input).
+        seed: Seed of the shuffles and the flips; each epoch draws a new order and new flips from it.
+        shuffle_buffer: Examples in the shuffle buffer (serialized examples, ~0.1-0.3 MB each at 256x256).
+        repeat: Repeat forever (then pass `steps_per_epoch`, see `count_examples`).
+        drop_remainder: Drop the last, smaller batch.
+        with_ids: Yield `(image, y_true, sample_id)` for evaluation and prediction loops. Do not pass such a
+            data set to `Model.fit`, which would take the ids for sample weights.
+        cache: Keep the serialized examples in memory after the first epoch.
+        flip: Random horizontal flips when training (the paper's augmentation).
+
+    Returns:
+        `tf.data.Dataset` of `(image, y_true)`: float32 `(batch, H, W, channels)` in [0, 1] and float32
+        `(batch, H, W, 2)` (mask, weight map); or `(image, y_true, sample_id)` with `with_ids`.
+
+    Raises:
+        DataError: if the split is unknown or empty, the directory is not a prepared data set, or a shard is
+            missing.
+        ValueError: if `batch_size`, `channels` or `shuffle_buffer` is invalid.
+    """
+    _check_split(split)
+    _check_options(batch_size, channels, shuffle_buffer)
+    info = load_prepared_info(prepared_dir)
+    names = info["shards"][split]
+    if not names or info["counts"][split]["total"] == 0:
+        raise DataError(f"Split {split!r} of {prepared_dir} is empty (counts: {info['counts'][split]})")
+    paths = [os.path.join(os.fspath(prepared_dir), name) for name in names]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"Shard {path} is missing; run ptx-prepare again on the same source to rebuild it")
+
+    size = info["image_size"]
+    image_dtype = tf.uint8 if info["bit_depth"] == 8 else tf.uint16
+    full_scale = float(2 ** info["bit_depth"] - 1)
+    weight_dtype = tf.as_dtype(info["weight_dtype"])
+
+    def decode(serialized):
+        features = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
+        image = tf.io.decode_png(features["image"], channels=1, dtype=image_dtype)
+        image = tf.ensure_shape(tf.cast(image, tf.float32) / full_scale, (size, size, 1))
+        mask = tf.ensure_shape(tf.io.decode_png(features["mask"], channels=1)[..., 0], (size, size))
+        weight = tf.reshape(tf.io.decode_raw(features["weight"], weight_dtype, little_endian=True), (size, size))
+        return image, mask, tf.cast(weight, tf.float32), features["sample_id"]
+
+    files = tf.data.Dataset.list_files(paths, shuffle=training, seed=seed)
+    ds = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(paths), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode)
+
+
+def make_dataset_from_source(
+    source,
+    batch_size,
+    training,
+    image_size=constants.IMAGE_SIZE,
+    channels=3,
+    *,
+    bit_depth=constants.IMAGE_BIT_DEPTH,
+    boundary_width=constants.BOUNDARY_WIDTH,
+    normalize=constants.WEIGHT_NORMALIZE,
+    clip=constants.WEIGHT_CLIP,
+    seed=constants.SPLIT_SEED,
+    shuffle_buffer=constants.SHUFFLE_BUFFER,
+    repeat=False,
+    drop_remainder=False,
+    with_ids=False,
+    flip=True,
+):
+    """On-the-fly pipeline: reads a raw source and computes weight maps while iterating (clearly slower).
+
+    Every sample of the source is used (no split); resizing and the weight map are exactly those of
+    `prepare_dataset` with the same settings (weights kept in float32). A bad sample stops the iteration
+    with its error.
+
+    Args:
+        source: A source path (auto-detected) or a list of `SampleRecord`.
+        batch_size, training, channels, seed, shuffle_buffer, repeat, drop_remainder, with_ids, flip: As in
+            `make_dataset`.
+        image_size, bit_depth, boundary_width, normalize, clip: As in `prepare_dataset`.
+
+    Returns:
+        `tf.data.Dataset` with the same elements as `make_dataset`.
+
+    Raises:
+        DataError: if the source holds no samples.
+        ValueError: if an option is invalid.
+    """
+    from ptx_keras.data.prepare import resolve_source, validate_settings
+    from ptx_keras.data.readers import load_sample
+
+    _check_options(batch_size, channels, shuffle_buffer)
+    settings = validate_settings(
+        image_size, bit_depth, boundary_width, normalize, clip, "float32", constants.SPLIT_FRACTIONS, seed, 1
+    )
+    source_path, _, records, _ = resolve_source(source)
+    if not records:
+        raise DataError(f"No samples found in {source_path or 'the given records'}")
+    work_settings = {k: settings[k] for k in ARRAY_SETTINGS}
+    full_scale = np.float32(2**bit_depth - 1)
+
+    def load(index):
+        record = records[int(index)]
+        image, mask, weight = prepare_arrays(load_sample(record), **work_settings)
+        return image.astype(np.float32)[..., None] / full_scale, mask, weight, record.sample_id.encode("utf-8")
+
+    def decode(index):
+        image, mask, weight, sample_id = tf.numpy_function(
+            load, [index], [tf.float32, tf.uint8, tf.float32, tf.string], stateful=False
+        )
+        return (
+            tf.ensure_shape(image, (image_size, image_size, 1)),
+            tf.ensure_shape(mask, (image_size, image_size)),
+            tf.ensure_shape(weight, (image_size, image_size)),
+            tf.ensure_shape(sample_id, ()),
+        )
+
+    ds = tf.data.Dataset.range(len(records))
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode)

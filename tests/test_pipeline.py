@@ -1,0 +1,193 @@
+import csv
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ptx_keras.data.pipeline import count_examples, make_dataset, make_dataset_from_source
+from ptx_keras.data.prepare import MANIFEST_CSV, load_prepared_info, prepare_dataset
+from ptx_keras.data.weight_maps import spatial_weight_map
+from ptx_keras.errors import DataError
+from ptx_keras.targets import MASK_CHANNEL, WEIGHT_CHANNEL
+
+SIZE = 32
+
+
+def _asymmetric(i):
+    """A left-right asymmetric image and mask at the prepared size (so preparation does not resample)."""
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    image = ((cols * 7 + rows * 3 + i * 11) % 256).astype(np.uint8)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    if i % 2:
+        mask[4 + i % 5 : 20, 2 : 9 + i % 4] = 1  # on the left side only
+    return image, mask
+
+
+def _write_source(root, n, dtype=np.uint8):
+    os.makedirs(os.path.join(root, "images"))
+    os.makedirs(os.path.join(root, "masks"))
+    expected = {}
+    for i in range(n):
+        image, mask = _asymmetric(i)
+        if dtype == np.uint16:
+            image = image.astype(np.uint16) * 251 + i
+        Image.fromarray(image).save(os.path.join(root, "images", f"a{i:02d}.png"))
+        Image.fromarray(mask * 255).save(os.path.join(root, "masks", f"a{i:02d}.png"))
+        full = 255.0 if dtype == np.uint8 else 65535.0
+        expected[f"a{i:02d}"] = (image.astype(np.float32) / np.float32(full), mask.astype(np.float32))
+    return expected
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    expected = _write_source(str(root / "src"), 20)
+    out = str(root / "out")
+    prepare_dataset(str(root / "src"), out, image_size=SIZE, workers=1, shard_size=4, progress=False)
+    for key, (image, mask) in expected.items():
+        weight = spatial_weight_map(mask).astype(np.float16).astype(np.float32)
+        expected[key] = (image, mask, weight)
+    return out, expected, str(root / "src")
+
+
+def _by_id(ds):
+    out = {}
+    for images, y_true, ids in ds:
+        for image, y, sample_id in zip(images.numpy(), y_true.numpy(), ids.numpy()):
+            out.setdefault(sample_id.decode(), []).append((image, y))
+    return out
+
+
+def test_batches_shapes_dtypes_and_values(prepared):
+    out, expected, _ = prepared
+    ds = make_dataset(out, "train", 5, training=False, with_ids=True)
+    assert ds.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
+    assert ds.element_spec[1].shape.as_list() == [None, SIZE, SIZE, 2]
+    shapes = []
+    for images, y_true, _ in ds:
+        assert images.dtype == "float32" and y_true.dtype == "float32"
+        shapes.append(images.shape[0])
+    # 10 samples per label -> 6.4, 1.6, 2.0 -> 6 / 2 / 2 per label, so 12 in train.
+    assert count_examples(out, "train") == 12 == sum(shapes) and shapes == [5, 5, 2]
+    seen = _by_id(ds)
+    assert len(seen) == 12
+    for sample_id, [(image, y)] in seen.items():
+        exp_image, exp_mask, exp_weight = expected[sample_id]
+        for c in range(3):
+            np.testing.assert_array_equal(image[..., c], exp_image)
+        np.testing.assert_array_equal(y[..., MASK_CHANNEL], exp_mask)
+        np.testing.assert_array_equal(y[..., WEIGHT_CHANNEL], exp_weight)
+
+
+def test_one_channel_and_sixteen_bit(tmp_path):
+    expected = _write_source(str(tmp_path / "src"), 6, dtype=np.uint16)
+    out = str(tmp_path / "out")
+    prepare_dataset(str(tmp_path / "src"), out, image_size=SIZE, bit_depth=16, workers=1, progress=False)
+    ds = make_dataset(out, "train", 8, training=False, channels=1, with_ids=True)
+    seen = _by_id(ds)
+    assert seen
+    for sample_id, [(image, _)] in seen.items():
+        assert image.shape == (SIZE, SIZE, 1)
+        np.testing.assert_array_equal(image[..., 0], expected[sample_id][0])  # value / 65535, exactly
+        assert image.max() > 0.9  # the full 16-bit range, not 8 bits scaled down
+
+
+def test_flip_keeps_image_mask_and_weight_aligned(prepared):
+    out, expected, _ = prepared
+    ds = make_dataset(out, "train", 4, training=True, with_ids=True, seed=1)
+    flipped = kept = 0
+    for _ in range(3):  # epochs
+        for sample_id, items in _by_id(ds).items():
+            exp_image, exp_mask, exp_weight = expected[sample_id]
+            for image, y in items:
+                is_flipped = not np.array_equal(image[..., 0], exp_image)
+                expect = (exp_image, exp_mask, exp_weight)
+                if is_flipped:
+                    expect = tuple(np.fliplr(e) for e in expect)
+                np.testing.assert_array_equal(image[..., 0], expect[0])
+                np.testing.assert_array_equal(y[..., MASK_CHANNEL], expect[1])
+                np.testing.assert_array_equal(y[..., WEIGHT_CHANNEL], expect[2])
+                flipped += is_flipped
+                kept += not is_flipped
+    assert flipped > 0 and kept > 0
+
+
+def test_training_shuffles_with_seed_and_evaluation_does_not(prepared):
+    out, _, _ = prepared
+
+    def order(ds):
+        return [i.decode() for _, _, ids in ds for i in ids.numpy()]
+
+    train = make_dataset(out, "train", 4, training=True, with_ids=True, seed=2)
+    first, second = order(train), order(train)
+    assert sorted(first) == sorted(second) and first != second  # a new order every epoch
+    assert order(make_dataset(out, "train", 4, training=True, with_ids=True, seed=2)) == first
+    evaluation = make_dataset(out, "train", 4, training=False, with_ids=True, cache=True)
+    assert order(evaluation) == order(evaluation)
+
+
+def test_no_flip_when_disabled(prepared):
+    out, expected, _ = prepared
+    ds = make_dataset(out, "train", 6, training=True, with_ids=True, flip=False)
+    for sample_id, [(image, _)] in _by_id(ds).items():
+        np.testing.assert_array_equal(image[..., 0], expected[sample_id][0])
+
+
+def test_repeat_and_drop_remainder(prepared):
+    out, _, _ = prepared
+    ds = make_dataset(out, "val", 3, training=True, repeat=True, drop_remainder=True)
+    assert ds.element_spec[0].shape.as_list() == [3, SIZE, SIZE, 3]
+    batches = list(ds.take(5))  # 4 val examples, repeated
+    assert len(batches) == 5 and all(b[0].shape[0] == 3 for b in batches)
+
+
+def test_count_examples_matches_manifest(prepared):
+    out, _, _ = prepared
+    with open(os.path.join(out, MANIFEST_CSV), newline="") as f:
+        rows = list(csv.DictReader(f))
+    info = load_prepared_info(out)
+    for split in ("train", "val", "test"):
+        assert count_examples(out, split) == sum(r["split"] == split for r in rows) == info["counts"][split]["total"]
+
+
+def test_bad_arguments(prepared, tmp_path):
+    out, _, _ = prepared
+    with pytest.raises(DataError, match="split='validation'"):
+        make_dataset(out, "validation", 4, training=False)
+    with pytest.raises(DataError, match="split='dev'"):
+        count_examples(out, "dev")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        make_dataset(out, "train", 0, training=False)
+    with pytest.raises(ValueError, match="channels=2"):
+        make_dataset(out, "train", 4, training=False, channels=2)
+    with pytest.raises(DataError, match="not a prepared data set"):
+        make_dataset(str(tmp_path), "train", 4, training=False)
+
+
+def test_empty_split_and_missing_shard(tmp_path):
+    _write_source(str(tmp_path / "src"), 4)
+    out = str(tmp_path / "out")
+    prepare_dataset(str(tmp_path / "src"), out, image_size=SIZE, workers=1, progress=False,
+                    split_fractions=(0.5, 0.5, 0.0))
+    with pytest.raises(DataError, match="'test'.*empty"):
+        make_dataset(out, "test", 2, training=False)
+    os.remove(os.path.join(out, load_prepared_info(out)["shards"]["val"][0]))
+    with pytest.raises(DataError, match="missing"):
+        make_dataset(out, "val", 2, training=False)
+
+
+def test_on_the_fly_matches_prepared(tmp_path, prepared):
+    _, _, src = prepared
+    out = str(tmp_path / "out32")
+    prepare_dataset(src, out, image_size=16, weight_dtype="float32", workers=1, progress=False)
+    prepared_items = _by_id(make_dataset(out, "train", 8, training=False, with_ids=True, channels=1))
+    live = make_dataset_from_source(src, 8, training=True, image_size=16, channels=1, with_ids=True, flip=False)
+    live_items = _by_id(live)
+    assert len(live_items) == 20
+    for sample_id, [(image, y)] in prepared_items.items():
+        [(live_image, live_y)] = live_items[sample_id]
+        np.testing.assert_array_equal(live_image, image)
+        np.testing.assert_array_equal(live_y, y)
+    with pytest.raises(ValueError, match="channels=4"):
+        make_dataset_from_source(src, 8, training=False, channels=4)

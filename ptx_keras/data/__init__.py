@@ -33,6 +33,9 @@ _LAZY = {
     "prepare_dataset": "ptx_keras.data.prepare",
     "load_prepared_info": "ptx_keras.data.prepare",
     "make_dataset": "ptx_keras.data.pipeline",
+    "is_prepared_dir": "ptx_keras.data.prepare",
+    "count_examples": "ptx_keras.data.pipeline",
+    "make_dataset_from_source": "ptx_keras.data.pipeline",
     # records
     "SampleRecord": "ptx_keras.data.records",
     "LoadedSample": "ptx_keras.data.records",

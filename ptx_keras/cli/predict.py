@@ -1,0 +1,61 @@
+"""`ptx-predict INPUT...` / `python -m ptx_keras.predict`: segment and diagnose new images (docs/deployment.md).
+
+Exit status: 0 when every file was predicted, 1 when some file could not be read (listed in predictions.csv),
+2 for user errors (no inputs found, missing model, bad arguments).
+"""
+
+import argparse
+
+from ptx_keras.cli.common import run_cli
+
+
+def build_parser():
+    from ptx_keras.predict import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="ptx-predict",
+        description="Predict pneumothorax masks and diagnoses for PNG/JPEG/DICOM images (files or folders, "
+        "searched recursively). Writes predictions.csv, overlay PNGs and optionally masks and a SIIM-ACR "
+        "submission.csv. Research tool: not a certified medical device.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--model", help="run directory or exported SavedModel (default: the latest run under ./runs)")
+    p.add_argument("--output", default="predictions", metavar="DIR", help="output directory (default: predictions)")
+    p.add_argument("--format", default="csv", choices=FORMATS, help="csv, or siim to also write submission.csv")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per model call (default 8)")
+    p.add_argument("--save-masks", action="store_true", help="also write the masks as PNG (0/255)")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _predict(args):
+    from ptx_keras.predict import predict_paths
+
+    s = predict_paths(
+        args.inputs,
+        args.model,
+        args.output,
+        format=args.format,
+        batch_size=args.batch_size,
+        save_masks=args.save_masks,
+        overlays=not args.no_overlays,
+        progress=not args.no_progress,
+    )
+    parts = [f"{s['n_ok']}/{s['n_files']} images predicted, {s['n_positive']} pneumothorax", f"table: {s['predictions']}"]
+    if s["submission"]:
+        parts.append(f"submission: {s['submission']}")
+    print(" | ".join(parts))
+    if s["n_failed"]:
+        print(f"{s['n_failed']} file(s) failed, e.g. {s['failed'][0][0]}: {s['failed'][0][1]} (all listed in the table)")
+        return 1
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return run_cli(_predict, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,449 @@
+"""Prediction on new studies: PNG/JPEG/DICOM files or folders -> CSV, overlays, masks, SIIM-ACR submission.
+
+`predict_paths(inputs, model, output_dir)` runs a trained run directory (`best.keras`) or an exported SavedModel
+(`ptx-export`) on every image found. Each image is read at its own size, preprocessed to the model's `S x S`
+by the same graph functions as the SavedModel's signatures (`ptx_keras.export.GraphPipeline`), batched, and its
+pneumothorax probabilities are resized back to the image's size. The diagnosis uses the paper's area rule at the
+model resolution with the run's thresholds (`eval/val/thresholds.json` when evaluation chose them, else the
+configuration's), exactly as the exported `serving_default` signature does.
+
+Outputs in `output_dir`:
+
+* `predictions.csv`: one row per file (`PREDICTION_COLUMNS`); unreadable files have status `error` and the
+  message, and the run goes on;
+* `overlays/<sample_id>.png`: the predicted mask (filled, with its contour) over the image;
+* `masks/<sample_id>.png` (`save_masks=True`): the mask at the image's size, 0/255;
+* `submission.csv` (`format="siim"`): SIIM-ACR `ImageId,EncodedPixels`, the mask's run-length encoding
+  (`ptx_keras.data.rle.rle_encode`) for images diagnosed pneumothorax and `-1` for the others;
+* `summary.json`: counts, the model and its thresholds.
+
+Run as `ptx-predict` or `python -m ptx_keras.predict`.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from ptx_keras.errors import DataError, ModelError, PtxError
+
+FORMATS = ("csv", "siim")
+PREDICTIONS_FILENAME = "predictions.csv"
+SUBMISSION_FILENAME = "submission.csv"
+SUMMARY_FILENAME = "summary.json"
+OVERLAY_DIRNAME = "overlays"
+MASK_DIRNAME = "masks"
+DEFAULT_RUNS_DIR = "runs"
+PREDICTION_COLUMNS = (
+    "file",
+    "sample_id",
+    "status",
+    "error",
+    "diagnosis",
+    "score",
+    "max_probability",
+    "area_px",
+    "area_mm2",
+    "height",
+    "width",
+    "overlay",
+    "mask",
+)
+_INT_COLUMNS = ("diagnosis", "area_px", "height", "width")
+_OVERLAY_FILL = np.array([255, 40, 40], np.float32)  # red
+_OVERLAY_CONTOUR = np.array([255, 230, 0], np.uint8)  # yellow
+_OVERLAY_ALPHA = 0.35
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------
+class Predictor:
+    """A loaded model with its deployment settings: `(batch, S, S, C)` inputs -> `(batch, S, S)` PTX probabilities.
+
+    Build it with `load_predictor`.
+
+    Attributes:
+        kind: `"run"` (Keras model from a run directory) or `"saved_model"`.
+        path: The run directory or the SavedModel version directory.
+        model_name, image_size, channels, bit_depth, thresholds: As exported.
+        pipeline: The `GraphPipeline` (shared preprocessing and postprocessing).
+    """
+
+    def __init__(self, kind, path, call, model_name, image_size, channels, bit_depth, thresholds):
+        from ptx_keras.export import GraphPipeline
+
+        self.kind, self.path, self._call = kind, path, call
+        self.model_name, self.image_size, self.channels = model_name, int(image_size), int(channels)
+        self.bit_depth = int(bit_depth)
+        self.pipeline = GraphPipeline(image_size, channels, thresholds, bit_depth)
+        self.thresholds = self.pipeline.thresholds
+
+    def probabilities(self, batch):
+        """float32 `(batch, S, S, C)` preprocessed images -> float32 `(batch, S, S)` PTX probabilities."""
+        from ptx_keras.constants import PTX_CLASS
+
+        return np.asarray(self._call(np.asarray(batch, np.float32)))[..., PTX_CLASS]
+
+    def describe(self):
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "model_name": self.model_name,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "bit_depth": self.bit_depth,
+            "thresholds": self.thresholds,
+        }
+
+
+def load_predictor(model):
+    """Loads a run directory or a SavedModel (the base directory with numbered versions, or one version).
+
+    Args:
+        model: Path of a run directory (`config.yaml` + `best.keras`) or of an exported SavedModel.
+
+    Returns:
+        A `Predictor`.
+
+    Raises:
+        ModelError: if the path does not exist or is neither a run directory nor a SavedModel.
+    """
+    from ptx_keras.config import CONFIG_FILENAME
+    from ptx_keras.export import find_saved_model_version, load_run, read_export_metadata
+
+    model = os.fspath(model)
+    if not os.path.exists(model):
+        raise ModelError(f"Model not found: {model} (pass a run directory or an exported SavedModel)")
+    if os.path.isfile(os.path.join(model, CONFIG_FILENAME)):
+        run = load_run(model)
+        keras_model = run["model"]
+        return Predictor(
+            "run",
+            run["run_dir"],
+            keras_model.predict_on_batch,
+            run["model_name"],
+            run["image_size"],
+            run["channels"],
+            run["bit_depth"],
+            run["thresholds"],
+        )
+    version_dir = find_saved_model_version(model)
+    if version_dir is None:
+        raise ModelError(
+            f"{model} is neither a run directory (no {CONFIG_FILENAME}) nor a SavedModel "
+            "(no saved_model.pb, no numbered version directories)"
+        )
+    import tensorflow as tf
+
+    from ptx_keras.export import PREPROCESSED_SIGNATURE
+
+    meta = read_export_metadata(version_dir)
+    try:
+        loaded = tf.saved_model.load(version_dir)
+    except Exception as e:  # TensorFlow raises several unrelated types for a damaged SavedModel
+        raise ModelError(f"{version_dir}: cannot load the SavedModel ({type(e).__name__}: {e})") from None
+    if PREPROCESSED_SIGNATURE not in loaded.signatures:
+        raise ModelError(f"{version_dir}: the SavedModel has no {PREPROCESSED_SIGNATURE!r} signature; export it with ptx-export")
+    signature = loaded.signatures[PREPROCESSED_SIGNATURE]
+
+    def call(batch):
+        # Keep the loaded object alive as long as its signature is used.
+        return signature(images=tf.constant(batch))["probabilities"].numpy() if loaded else None
+
+    return Predictor(
+        "saved_model",
+        os.path.abspath(version_dir),
+        call,
+        meta.get("model_name"),
+        meta["input_size"],
+        meta["channels"],
+        meta.get("bit_depth", 8),
+        meta["thresholds"],
+    )
+
+
+def latest_run(runs_dir=DEFAULT_RUNS_DIR):
+    """The most recently modified run directory under `runs_dir` that holds a trained model, or None."""
+    if not os.path.isdir(runs_dir):
+        return None
+    from ptx_keras.training import BEST_MODEL_FILENAME
+
+    candidates = []
+    for name in os.listdir(runs_dir):
+        best = os.path.join(runs_dir, name, BEST_MODEL_FILENAME)
+        if os.path.isfile(best):
+            candidates.append((os.path.getmtime(best), os.path.join(runs_dir, name)))
+    return max(candidates)[1] if candidates else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------
+def collect_inputs(inputs):
+    """Expands files and folders (recursively; hidden entries skipped) into a sorted list of image files.
+
+    Files named explicitly are kept whatever their extension (a failure to read them is reported per file);
+    inside folders only PNG/JPEG/TIFF/BMP/DICOM extensions are taken (`ptx_keras.data.readers.IMAGE_EXTENSIONS`).
+
+    Returns:
+        List of `(path, sample_id)`: `sample_id` is the file name without extension, or the path relative to
+        its input folder (`/` -> `__`) where two files share a name.
+
+    Raises:
+        DataError: if an input does not exist or no image is found.
+    """
+    from ptx_keras.data.readers import IMAGE_EXTENSIONS
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found = []  # (path, relative name)
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isfile(item):
+            found.append((item, os.path.basename(item)))
+        elif os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                        path = os.path.join(root, name)
+                        found.append((path, os.path.relpath(path, item)))
+        else:
+            raise DataError(f"Input not found: {item}")
+    seen, unique = set(), []
+    for path, rel in found:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, rel))
+    if not unique:
+        exts = ", ".join(IMAGE_EXTENSIONS)
+        raise DataError(f"No images found in {', '.join(map(os.fspath, inputs)) or 'the inputs'} (extensions {exts})")
+    stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in unique]
+    counts = {s: stems.count(s) for s in stems}
+    out = []
+    for (path, rel), stem in zip(unique, stems):
+        sample_id = stem if counts[stem] == 1 else os.path.splitext(rel)[0].replace(os.sep, "__").replace("/", "__")
+        out.append((path, sample_id))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------
+def overlay_image(image, mask, value_max=None, label=None):
+    """Draws a mask (filled, with a contour) over a grayscale image.
+
+    Args:
+        image: 2-D array `(height, width)`.
+        mask: 2-D array of the same shape; nonzero = pneumothorax.
+        value_max: The value shown white (default: that of the dtype, 1.0 for floats).
+        label: Optional text written in the top-left corner.
+
+    Returns:
+        uint8 RGB array `(height, width, 3)`.
+    """
+    from scipy import ndimage
+
+    from ptx_keras.export import DTYPE_VALUE_MAX
+
+    image = np.asarray(image)
+    mask = np.asarray(mask) != 0
+    if value_max is None:
+        value_max = DTYPE_VALUE_MAX.get(image.dtype.name, 1.0)
+    gray = np.clip(image.astype(np.float32) / float(value_max), 0.0, 1.0) * 255.0
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    rgb[mask] = (1 - _OVERLAY_ALPHA) * rgb[mask] + _OVERLAY_ALPHA * _OVERLAY_FILL
+    rgb = rgb.round().astype(np.uint8)
+    if mask.any():
+        # About 1 pixel per 512 of image side, so the contour stays visible on 2-3k radiographs.
+        width = max(1, round(min(mask.shape) / 512))
+        contour = mask & ~ndimage.binary_erosion(mask, iterations=width, border_value=0)
+        rgb[contour] = _OVERLAY_CONTOUR
+    if label:
+        from PIL import Image, ImageDraw
+
+        pil = Image.fromarray(rgb)
+        draw = ImageDraw.Draw(pil)
+        draw.rectangle((0, 0, 8 + 6 * len(label), 16), fill=(0, 0, 0))
+        draw.text((4, 3), label, fill=(255, 255, 255))
+        rgb = np.asarray(pil)
+    return rgb
+
+
+def _save_png(path, array):
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
+
+
+def _progress(total, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="image", desc="predict", disable=not enabled)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------
+def predict_paths(
+    inputs,
+    model=None,
+    output_dir="predictions",
+    *,
+    format="csv",
+    batch_size=8,
+    save_masks=False,
+    overlays=True,
+    progress=True,
+):
+    """Predicts pneumothorax masks and diagnoses for image files and folders.
+
+    Args:
+        inputs: A path or a list of paths: PNG/JPEG/TIFF/DICOM files, or folders searched recursively.
+        model: A run directory, an exported SavedModel directory (with numbered versions, or one version), or
+            a `Predictor`; None takes the most recent run under `./runs`.
+        output_dir: Where the outputs go (created).
+        format: `"csv"` (predictions.csv only) or `"siim"` (also a SIIM-ACR `submission.csv`).
+        batch_size: Images per model call (each image is resized to the model's size first, so sizes may mix).
+        save_masks: Also write the masks as PNG (0/255, the image's size).
+        overlays: Write overlay PNGs.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        dict with `n_files`, `n_ok`, `n_failed`, `n_positive`, `failed` (list of `(file, error)`),
+        `predictions` (the CSV path), `submission` (or None), `overlays_dir`, `masks_dir` (or None),
+        `summary` (summary.json path) and `model` (the predictor's description).
+
+    Raises:
+        ConfigError: for an unknown format or a non-positive batch size.
+        DataError: if an input does not exist or no image is found.
+        ModelError: if the model cannot be found or loaded.
+    """
+    import pandas as pd
+
+    from ptx_keras.errors import ConfigError
+
+    if format not in FORMATS:
+        raise ConfigError(f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    files = collect_inputs(inputs)
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
+        if model is None:
+            model = latest_run()
+            if model is None:
+                raise ModelError(f"No model given and no trained run found under ./{DEFAULT_RUNS_DIR}; pass --model")
+        predictor = load_predictor(model)
+
+    output_dir = os.fspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    overlay_dir = os.path.join(output_dir, OVERLAY_DIRNAME) if overlays else None
+    mask_dir = os.path.join(output_dir, MASK_DIRNAME) if save_masks else None
+    for d in (overlay_dir, mask_dir):
+        if d:
+            os.makedirs(d, exist_ok=True)
+
+    rows, rle_rows = [], []
+    bar = _progress(len(files), progress)
+    try:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            loaded = [_load_one(path, sample_id, predictor) for path, sample_id in chunk]
+            ok = [item for item in loaded if item["status"] == "ok"]
+            if ok:
+                probs = predictor.probabilities(np.stack([item.pop("input") for item in ok]))
+                for item, p in zip(ok, probs):
+                    _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows)
+            rows.extend(_row(item) for item in loaded)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+
+    table = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    for column in _INT_COLUMNS:  # nullable: failed files have no values, the others stay integers in the CSV
+        table[column] = table[column].astype("Int64")
+    predictions_path = os.path.join(output_dir, PREDICTIONS_FILENAME)
+    table.to_csv(predictions_path, index=False)
+    submission_path = None
+    if format == "siim":
+        submission_path = os.path.join(output_dir, SUBMISSION_FILENAME)
+        pd.DataFrame(rle_rows, columns=["ImageId", "EncodedPixels"]).to_csv(submission_path, index=False)
+    failed = [(r["file"], r["error"]) for r in rows if r["status"] != "ok"]
+    summary = {
+        "n_files": len(rows),
+        "n_ok": len(rows) - len(failed),
+        "n_failed": len(failed),
+        "n_positive": int(sum(1 for r in rows if r["status"] == "ok" and r["diagnosis"] == 1)),
+        "failed": failed,
+        "predictions": predictions_path,
+        "submission": submission_path,
+        "overlays_dir": overlay_dir,
+        "masks_dir": mask_dir,
+        "model": predictor.describe(),
+    }
+    summary_path = os.path.join(output_dir, SUMMARY_FILENAME)
+    with open(summary_path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    summary["summary"] = summary_path
+    return summary
+
+
+def _load_one(path, sample_id, predictor):
+    """Reads and preprocesses one file; a failure becomes an error record (the run goes on)."""
+    from ptx_keras.data.readers import read_image
+
+    item = {"file": path, "sample_id": sample_id, "status": "ok", "error": ""}
+    try:
+        image, info = read_image(path)
+        value_max = float(info["value_range"][1]) if info.get("value_range") else None
+        item["input"] = predictor.pipeline.preprocess(image, value_max)
+    except (PtxError, ValueError, OSError) as e:
+        item.update(status="error", error=str(e) if isinstance(e, PtxError) else f"{type(e).__name__}: {e}")
+        return item
+    item.update(image=image, value_max=value_max, spacing=info.get("spacing"))
+    return item
+
+
+def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows):
+    from ptx_keras.data.rle import EMPTY_RLE, rle_encode
+
+    image = item.pop("image")
+    height, width = image.shape
+    out = predictor.pipeline.postprocess(ptx_probability, height, width)
+    mask = out["mask"]
+    item.update(
+        diagnosis=int(out["diagnosis"]),
+        score=float(out["score"]),
+        max_probability=float(out["max_probability"]),
+        area_px=int(out["area"]),
+        height=int(height),
+        width=int(width),
+    )
+    spacing = item.get("spacing")
+    item["area_mm2"] = float(item["area_px"] * spacing[0] * spacing[1]) if spacing else None
+    name = f"{item['sample_id']}.png"
+    if overlay_dir:
+        label = (
+            f"PTX  score {item['score']:.1f}  area {item['area_px']} px" if item["diagnosis"] else "no PTX"
+        )
+        _save_png(os.path.join(overlay_dir, name), overlay_image(image, mask, item["value_max"], label))
+        item["overlay"] = os.path.relpath(os.path.join(overlay_dir, name), output_dir)
+    if mask_dir:
+        _save_png(os.path.join(mask_dir, name), (mask * 255).astype(np.uint8))
+        item["mask"] = os.path.relpath(os.path.join(mask_dir, name), output_dir)
+    rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
+
+
+def _row(item):
+    return {k: item.get(k) for k in PREDICTION_COLUMNS}
+
+
+if __name__ == "__main__":
+    from ptx_keras.cli.predict import main
+
+    raise SystemExit(main())

@@ -28,6 +28,7 @@ _LAZY = {
     # phantoms
     "make_phantom": "ptx_keras.data.phantoms",
     "write_phantom_dataset": "ptx_keras.data.phantoms",
+    "generate_phantoms": "ptx_keras.data.phantoms",
     # split, preparation, pipeline
     "stratified_split": "ptx_keras.data.split",
     "prepare_dataset": "ptx_keras.data.prepare",

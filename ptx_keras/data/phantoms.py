@@ -44,8 +44,8 @@ SIZE_CLASSES = ("small", "moderate", "large")
 SIDES = ("right", "left")  # the patient's sides; "right" is the image's left half
 
 # Depth of the air band between chest wall and lung edge, in units of the image width, per size class.
-_DEPTH_RANGE = {"small": (0.012, 0.024), "moderate": (0.03, 0.05), "large": (0.06, 0.10)}
-_SIZE_P = (0.25, 0.40, 0.35)
+_DEPTH_RANGE = {"small": (0.015, 0.027), "moderate": (0.032, 0.055), "large": (0.06, 0.10)}
+_SIZE_P = (0.2, 0.4, 0.4)
 _KIND_P = {  # (apical, lateral, apicolateral) for unilateral pneumothoraces of each size class
     "small": (0.5, 0.5, 0.0),
     "moderate": (0.3, 0.35, 0.35),
@@ -168,10 +168,10 @@ def _draw_anatomy(rng):
         "a_soft": u(0.55, 0.65),
         "a_air": u(0.3, 0.38),
         "a_bone": u(0.09, 0.14),
-        "a_vessel": u(0.08, 0.12),
-        "a_texture": u(0.015, 0.025),
+        "a_vessel": u(0.096, 0.144),
+        "a_texture": u(0.012, 0.02),
         "ptx_air": u(0.1, 0.35),
-        "a_line": u(0.07, 0.11),
+        "a_line": u(0.09, 0.14),
         # exposure and detector
         "gain": u(0.85, 1.25),
         "offset": u(-0.06, 0.06),
@@ -270,7 +270,8 @@ def _vessel_tree(p, rng, hw):
             u = starts[:, :1] + t * (ends[:, :1] - starts[:, :1])
             y = starts[:, 1:] + t * (ends[:, 1:] - starts[:, 1:])
             rows, cols = _to_pixels(p, hw, sign * u.ravel(), y.ravel())
-            weight = 0.78**gen * (lengths[:, None] * 1.2 / (n_pts - 1) / step).repeat(n_pts, 1).ravel()
+            # per-point weight proportional to the actual spacing: a segment's density is its contrast
+            weight = 0.78**gen * (lengths[:, None] / (n_pts - 1) / step).repeat(n_pts, 1).ravel()
             points[gen < 3].append((rows, cols, weight))
             # two children per segment, diverging; a pull towards lateral keeps trees inside the lung
             spread = np.deg2rad(rng.uniform(14.0, 32.0, n_seg))
@@ -278,14 +279,14 @@ def _vessel_tree(p, rng, hw):
             starts = np.concatenate([ends, ends])
             length *= 0.78
     out = np.zeros(hw, np.float32)
-    for is_thick, sigma in ((True, 0.0032), (False, 0.0016)):
+    for is_thick, sigma, contrast in ((True, 0.0032, 1.0), (False, 0.0016, 0.7)):
         acc = _splat(*(np.concatenate(v) for v in zip(*points[is_thick])), hw)
         sig = (max(0.6, sigma * h), max(0.6, sigma * w))
         # Points 0.7 px apart blurred across the line peak at 1 / (0.7 sqrt(2 pi) sigma): undo that so a
         # vessel's contrast does not depend on the resolution.
         norm = np.sqrt(2.0 * np.pi) * 0.5 * (sig[0] + sig[1]) * 0.7
         blurred = ndimage.gaussian_filter(acc, sig, mode="constant") * norm
-        out += blurred * (1.0 if sigma > 0.002 else 0.7)
+        out += contrast * blurred
     return out
 
 
@@ -337,7 +338,7 @@ def _render(p, regions, rng, hw, bit_depth):
         return np.where(left, np.float32(left_value), np.float32(right))
 
     # --- body: elliptical cross-section below the shoulders, the neck above -------------------------------
-    rise = _smoothstep((ya - 0.01) / p["shoulder_y"]) ** 0.6
+    rise = np.sqrt(np.clip((ya + 0.02) / (p["shoulder_y"] + 0.06), 0.0, 1.0))  # sloping shoulders
     half_width = p["neck_hw"] + (p["body_hw"] - p["neck_hw"]) * rise
     thickness = np.sqrt(np.clip(1.0 - (xa / half_width) ** 2, 0.0, 1.0))
     atten = p["a_soft"] * np.sqrt(thickness) * (0.85 + 0.15 * _smoothstep(ya / 0.3))

@@ -408,3 +408,32 @@ def load_run_config(run_dir):
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir} is not a run directory: it has no {CONFIG_FILENAME}")
     return load_config(path)
+
+
+def load_yaml_mapping(path):
+    """Reads a YAML file whose top level is a mapping, without any `base:` merging or validation.
+
+    For YAML files that are not run configurations (e.g. experiment grids, `ptx_keras.experiments`), so that
+    this module stays the only one that reads YAML.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        dict (empty for an empty file).
+
+    Raises:
+        ConfigError: if the file is missing, is not valid YAML, or its top level is not a mapping.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"File not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping. Received: {type(data).__name__}")
+    return data

@@ -37,7 +37,6 @@ from ptx_keras.errors import ModelError
 
 EXPORT_METADATA_FILENAME = "export.json"
 SAVED_MODEL_DIRNAME = "saved_model"
-THRESHOLDS_RELPATH = os.path.join("eval", "val", "thresholds.json")
 THRESHOLD_KEYS = ("min_area", "mask_threshold", "reference_size")
 # One serving signature per accepted input dtype; the first is `serving_default` (TF Serving's default).
 RAW_SIGNATURES = (("serving_default", "float32"), ("serve_uint8", "uint8"), ("serve_uint16", "uint16"))
@@ -113,25 +112,24 @@ def default_thresholds():
 def run_thresholds(run_dir, cfg=None):
     """The thresholds a run deploys with, and where they came from.
 
-    `RUN_DIR/eval/val/thresholds.json` (chosen on the validation split by evaluation) wins over the run
-    configuration's `diagnosis` section.
+    The same choice as evaluation (`ptx_keras.evaluation.load_thresholds`): `RUN_DIR/eval/val/thresholds.json`
+    (chosen on the validation split) wins over the run configuration's `diagnosis` section.
 
     Returns:
         `(thresholds, source)`: the checked dict and the file it came from.
 
     Raises:
-        ModelError: if thresholds.json exists but is unreadable or invalid.
+        DataError: if thresholds.json exists but is unreadable or invalid.
     """
-    path = os.path.join(run_dir, THRESHOLDS_RELPATH)
-    if os.path.isfile(path):
-        return check_thresholds(_read_json(path, "thresholds file"), path), path
+    from ptx_keras.evaluation import load_thresholds
+
     if cfg is None:
         from ptx_keras.config import load_run_config
 
         cfg = load_run_config(run_dir)
-    d = cfg.diagnosis
-    values = {"min_area": d.min_area, "mask_threshold": d.mask_threshold, "reference_size": d.reference_size}
-    return check_thresholds(values, os.path.join(run_dir, "config.yaml")), os.path.join(run_dir, "config.yaml")
+    found = load_thresholds(run_dir, cfg)
+    source = found.get("file") or os.path.join(run_dir, "config.yaml")
+    return check_thresholds({k: found[k] for k in THRESHOLD_KEYS}, source), source
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,6 +147,7 @@ def load_run(run_dir):
 
     Raises:
         ModelError: if the directory is not a run directory, or its model is missing or cannot be loaded.
+        DataError: if its `eval/val/thresholds.json` is unreadable or invalid.
     """
     from ptx_keras.config import load_run_config
     from ptx_keras.errors import ConfigError
@@ -159,12 +158,13 @@ def load_run(run_dir):
         cfg = load_run_config(run_dir)
     except ConfigError as e:
         raise ModelError(str(e)) from None
+    from ptx_keras.loading import load_model
     from ptx_keras.training import BEST_MODEL_FILENAME
 
     path = os.path.join(run_dir, BEST_MODEL_FILENAME)
     if not os.path.isfile(path):
         raise ModelError(f"{run_dir} has no trained model ({BEST_MODEL_FILENAME}); train it first")
-    model = load_keras_model(path)
+    model = load_model(path)
     thresholds, source = run_thresholds(run_dir, cfg)
     size, channels = _model_input(model, path)
     return {
@@ -178,24 +178,6 @@ def load_run(run_dir):
         "bit_depth": int(cfg.data.bit_depth),
         "run_dir": os.path.abspath(run_dir),
     }
-
-
-def load_keras_model(path):
-    """Loads a `.keras` file written by training (custom layers registered), uncompiled.
-
-    Raises:
-        ModelError: if the file cannot be loaded.
-    """
-    import keras
-
-    import ptx_keras.layers  # noqa: F401  (registers the custom layers for deserialisation)
-    from ptx_keras.models import list_models
-
-    list_models()  # imports every model module, registering their classes
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:  # keras raises ValueError, TypeError, OSError, zipfile errors...
-        raise ModelError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
 
 
 def _model_input(model, where):
@@ -404,6 +386,7 @@ def export_saved_model(run_dir_or_model, output=None, *, version=1, thresholds=N
 
     Raises:
         ModelError: for a bad run directory, model, version or thresholds.
+        DataError: for an unreadable or invalid `eval/val/thresholds.json`.
     """
     import keras
     import tensorflow as tf

@@ -43,21 +43,14 @@ RAW_SIGNATURES = (("serving_default", "float32"), ("serve_uint8", "uint8"), ("se
 PREPROCESSED_SIGNATURE = "serve_preprocessed"
 DTYPE_VALUE_MAX = {"float32": 1.0, "uint8": 255.0, "uint16": 65535.0}  # value_max per signature dtype
 RESIZE_METHOD = "bilinear"  # antialiased when shrinking (model input), plain when enlarging (probabilities)
+# What each output of the raw signatures means (recorded in export.json).
 _RAW_OUTPUTS = {
-    "probability": ("float32", "(batch, height, width)", "pneumothorax probability at the input's size"),
-    "mask": ("uint8", "(batch, height, width)", "1 where probability > mask_threshold, at the input's size"),
-    "area": ("int64", "(batch,)", "mask pixels at the input's size"),
-    "score": (
-        "float32",
-        "(batch,)",
-        "(area at the model resolution + max_probability / 2) * (reference_size / S)^2, as ptx_keras.diagnosis",
-    ),
-    "max_probability": ("float32", "(batch,)", "highest pneumothorax probability"),
-    "diagnosis": (
-        "int32",
-        "(batch,)",
-        "1 if more than min_area * (S / reference_size)^2 pixels exceed mask_threshold at the model resolution",
-    ),
+    "probability": "pneumothorax probability at the input's size",
+    "mask": "1 where probability > mask_threshold, at the input's size",
+    "area": "mask pixels at the input's size",
+    "score": "(area at the model resolution + max_probability / 2) * (reference_size / S)^2, as ptx_keras.diagnosis",
+    "max_probability": "highest pneumothorax probability",
+    "diagnosis": "1 if more than min_area * (S / reference_size)^2 pixels exceed mask_threshold at the model resolution",
 }
 
 
@@ -513,7 +506,7 @@ def _describe_signatures(path):
             "inputs": {k: _spec(v) for k, v in inputs.items()},
             "outputs": {k: _spec(v) for k, v in sorted(fn.structured_outputs.items(), key=_output_order)},
         }
-        for k, (_, _, meaning) in _RAW_OUTPUTS.items():
+        for k, meaning in _RAW_OUTPUTS.items():
             if k in out[name]["outputs"]:
                 out[name]["outputs"][k]["meaning"] = meaning
     return dict(sorted(out.items(), key=lambda kv: (kv[0] != "serving_default", kv[0])))

@@ -100,8 +100,8 @@ def test_markdown_and_main(capsys):
 
     text = to_markdown(pd.DataFrame({"preset": ["a"], "params": [1234567], "paper": [pd.NA]}))
     assert text.splitlines() == ["| preset | params | paper |", "|---|---|---|", "| a | 1,234,567 |  |"]
-    assert main(["fc_densenet56", "--input-size", "32", "--channels", "1"]) == 0
+    assert main(["unet", "--input-size", "32", "--channels", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| preset | trainable_params |") and "| fc_densenet56 |" in out
+    assert out.startswith("| preset | trainable_params |") and "| unet | 7,765,442 |" in out
     assert main(["no_such_model"]) == 1
     assert capsys.readouterr().err.startswith("error: Unknown model name: 'no_such_model'")

@@ -10,6 +10,7 @@ from PIL import Image
 
 from ptx_keras.data.prepare import (
     DATASET_JSON,
+    _box_fraction,
     MANIFEST_COLUMNS,
     MANIFEST_CSV,
     WORK_DIR,
@@ -138,6 +139,10 @@ def test_resize_mask_area_fraction():
     mask[2, 2] = True  # bottom-right block: 1 of 4 -> not set
     out = resize_mask(mask, 2)
     np.testing.assert_array_equal(out, [[True, False], [False, False]])
+    # Whole-block reduction (counted) agrees with the box filter's area fractions.
+    random_mask = np.random.default_rng(0).random((64, 48)) < 0.5
+    np.testing.assert_array_equal(resize_mask(random_mask, 16), _box_fraction(random_mask, 16) >= 0.5 - 1e-6)
+    assert resize_mask(random_mask, 16).sum() > 0
     # Upsampling stays binary and keeps the area in proportion.
     up = resize_mask(np.array([[1, 0], [0, 0]], np.uint8), 4)
     assert up.dtype == bool and up.sum() == 4 and up[:2, :2].all()

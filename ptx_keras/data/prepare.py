@@ -109,9 +109,15 @@ def _varint(value):
             return bytes(out)
 
 
-def _field(number, payload):
-    """A length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def _header(number, length):
+    """The tag and length of a length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _wrap(number, chunks, length):
+    """Wraps `chunks` (total `length` bytes) as field `number`: returns the new chunks and length."""
+    head = _header(number, length)
+    return [head, *chunks], len(head) + length
 
 
 def encode_example(features):
@@ -119,7 +125,8 @@ def encode_example(features):
 
     `Example{features=1: Features{feature=1: map<string, Feature>}}`, `Feature{bytes_list=1, int64_list=3}`,
     `BytesList{value=1}`, `Int64List{value=1 (packed)}`. `tf.io.parse_single_example` reads the result
-    exactly like `tf.train.Example(...).SerializeToString()` (the tests check it).
+    exactly like `tf.train.Example(...).SerializeToString()` (the tests check it). The pieces are joined
+    once at the end, so the large payloads (image, weight map) are copied only once.
 
     Args:
         features: dict of feature name -> `bytes`, `str` (UTF-8 encoded) or int / list of ints.
@@ -127,17 +134,24 @@ def encode_example(features):
     Returns:
         The serialized example, bytes.
     """
-    entries = []
+    chunks, total = [], 0
     for key, value in features.items():
         if isinstance(value, str):
             value = value.encode("utf-8")
         if isinstance(value, (bytes, bytearray, memoryview)):
-            feature = _field(1, _field(1, bytes(value)))
+            value = bytes(value)
+            feature, length = _wrap(1, *_wrap(1, [value], len(value)))
         else:
             values = [value] if isinstance(value, (int, np.integer)) else list(value)
-            feature = _field(3, _field(1, b"".join(_varint(int(v)) for v in values)))
-        entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, feature)))
-    return _field(1, b"".join(entries))
+            packed = b"".join(_varint(int(v)) for v in values)
+            feature, length = _wrap(3, *_wrap(1, [packed], len(packed)))
+        name = key.encode("utf-8")
+        key_field = _header(1, len(name)) + name
+        entry, length = _wrap(2, feature, length)
+        entry, length = _wrap(1, [key_field, *entry], len(key_field) + length)
+        chunks += entry
+        total += length
+    return b"".join(_wrap(1, chunks, total)[0])
 
 
 # --- Per-sample work (runs in the workers) -------------------------------------------------------------------
@@ -181,10 +195,20 @@ def resize_mask(mask, size):
         bool array `(size, size)`.
     """
     mask = np.asarray(mask).astype(bool)
-    if mask.shape == (size, size):
+    height, width = mask.shape
+    if (height, width) == (size, size):
         return mask.copy()
-    fraction = Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.Resampling.BOX)
-    return np.asarray(fraction) >= MASK_AREA_THRESHOLD
+    if height % size == 0 and width % size == 0:
+        # Whole blocks (1024 -> 256): count the pixels of each block exactly, ~10x faster than resampling.
+        fy, fx = height // size, width // size
+        counts = mask.reshape(size, fy, size, fx).sum(axis=(1, 3), dtype=np.int32)
+        return 2 * counts >= fy * fx
+    return _box_fraction(mask, size) >= MASK_AREA_THRESHOLD
+
+
+def _box_fraction(mask, size):
+    """The fraction of each output pixel's area covered by `mask` (Pillow's box filter)."""
+    return np.asarray(Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.Resampling.BOX))
 
 
 def png_bytes(array):

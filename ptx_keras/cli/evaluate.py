@@ -1,4 +1,10 @@
-"""`python evaluate.py RUN_DIR` / `ptx-evaluate`: the paper's metrics, diagnosis table and figures for a run."""
+"""`python evaluate.py RUN_DIR` / `ptx-evaluate`: the paper's metrics, diagnosis table and figures for a run.
+
+    python evaluate.py RUN_DIR [--data PATH] [--split test] [--search-thresholds [--objective f1|youden]]
+    python evaluate.py --compare RUN_A RUN_B ... [--names A B ...] [--split test] [--output DIR]
+
+See docs/evaluation.md for every output.
+"""
 
 import argparse
 
@@ -12,13 +18,20 @@ def build_parser():
     )
     p.add_argument("run_dir", nargs="?", help="run directory written by train.py")
     p.add_argument("--data", help="prepared directory or raw source (default: the run's own prepared data)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--search-thresholds", action="store_true",
-                   help="choose the diagnosis thresholds on the validation split first (never on test)")
-    p.add_argument("--batch-size", type=int, help="prediction batch size")
+    # Checked by the evaluation itself (one-line error), not by argparse choices.
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--search-thresholds", action="store_true", default=None,
+                   help="choose the diagnosis thresholds on the validation split first (never on test); saved to "
+                        "RUN_DIR/eval/val/thresholds.json and reused by later evaluations and the export")
+    p.add_argument("--objective", choices=("f1", "youden"),
+                   help="what the threshold search maximises (default: the run's evaluation.objective)")
+    p.add_argument("--batch-size", type=int, help="prediction batch size (default: the run's evaluation.batch_size)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
-                   help="compare evaluated runs (the first is the reference): mean (std), t-test, paired Wilcoxon")
-    p.add_argument("--output", help="with --compare: output folder")
+                   help="compare evaluated runs (the first is the reference): mean (std), Student's t-test, paired "
+                        "Wilcoxon test; writes CSV + Markdown + a DSC histogram")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="with --compare: display names, one per run")
+    p.add_argument("--output", help="with --compare: output folder (default: FIRST_RUN/eval/<split>/comparison)")
     return p
 
 
@@ -26,13 +39,20 @@ def _evaluate(args, parser):
     from ptx_keras import evaluation
 
     if args.compare:
+        if args.data or args.search_thresholds or args.objective:
+            parser.error("--compare reads existing evaluations; --data, --search-thresholds and --objective "
+                         "do not apply")
         runs = ([args.run_dir] if args.run_dir else []) + args.compare
-        evaluation.compare_runs(runs, split=args.split, output=args.output)
+        evaluation.compare_runs(runs, split=args.split, output=args.output, names=args.names)
         return 0
     if not args.run_dir:
         parser.error("RUN_DIR is required (or --compare RUN_A RUN_B ...)")
-    evaluation.evaluate_run(args.run_dir, data=args.data, split=args.split,
-                            search_thresholds=args.search_thresholds, batch_size=args.batch_size)
+    if args.names or args.output:
+        parser.error("--names and --output only apply with --compare")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1. Received: {args.batch_size}")
+    evaluation.evaluate_run(args.run_dir, data=args.data, split=args.split, search_thresholds=args.search_thresholds,
+                            batch_size=args.batch_size, progress=not args.no_progress, objective=args.objective)
     return 0
 
 

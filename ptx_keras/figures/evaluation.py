@@ -77,6 +77,8 @@ def _contour(ax, mask, color, linewidth=1.4):
         h, w = mask.shape
         ax.contour(np.arange(-1, w + 1), np.arange(-1, h + 1), padded, levels=[0.5], colors=[color],
                    linewidths=linewidth)
+        ax.set_xlim(-0.5, w - 0.5)  # the padded grid must not widen the image's axes
+        ax.set_ylim(h - 0.5, -0.5)
 
 
 def plot_cases(cases, path, title=None, show_image=False):

@@ -432,3 +432,23 @@ def test_module_entry_point_and_phantoms(tmp_path):
     info = load_prepared_info(out)
     assert info["counts"]["all"]["total"] == 8 and info["source"]["format"] == "folder"
     assert os.path.exists(os.path.join(out, DATASET_JSON))
+
+
+def test_siim_phantoms_spacing_and_labels(tmp_path):
+    from ptx_keras.data.phantoms import write_phantom_dataset
+
+    src = str(tmp_path / "siim")
+    written = write_phantom_dataset(src, 6, size=64, format="siim", seed=2, progress=False)
+    out = str(tmp_path / "out")
+    summary = prepare_dataset(src, out, image_size=SIZE, workers=1, progress=False)
+    assert summary["source"]["format"] == "siim"
+    expected_counts = {"total": 6, "positive": written["positives"], "negative": written["negatives"]}
+    assert summary["counts"]["all"] == expected_counts
+    empty_positives = set(summary["positive_empty_after_resize"])
+    # Phantom DICOMs have PixelSpacing 0.14 mm * 1024 / 64 = 2.24 mm; at 32 px each pixel spans twice that.
+    for row in _manifest(out):
+        assert (row["orig_height"], row["orig_width"]) == ("64", "64")
+        assert float(row["spacing_row_mm"]) == pytest.approx(4.48)
+        assert float(row["spacing_col_mm"]) == pytest.approx(4.48)
+        has_area = int(row["area_pixels"]) > 0
+        assert has_area == (row["label"] == "1") or row["sample_id"] in empty_positives

@@ -692,17 +692,18 @@ def prepare_dataset(
     fingerprint = _fingerprint(settings, records)
     output_dir = os.path.abspath(os.fspath(output_dir))
     status = _check_output(output_dir, fingerprint, overwrite)
-    for stale in glob.glob(os.path.join(output_dir, f".*{PARTIAL_SUFFIX}")):
-        os.remove(stale)  # a shard a killed run was writing; it is rewritten below
+    for name in os.listdir(output_dir):
+        if name.endswith(PARTIAL_SUFFIX):
+            os.remove(os.path.join(output_dir, name))  # a file a killed run was writing; it is rewritten below
 
     work_dir = os.path.join(output_dir, WORK_DIR)
-    os.makedirs(work_dir, exist_ok=True)
     work_settings = {k: settings[k] for k in ARRAY_SETTINGS}
     metas, old_plan = {}, {}
     if status == "complete":
         info = load_prepared_info(output_dir)
         metas, old_plan = _from_manifest(output_dir, records, info)
     else:
+        os.makedirs(work_dir, exist_ok=True)
         _atomic_write(os.path.join(work_dir, "state.json"), json.dumps({"fingerprint": fingerprint}).encode("utf-8"))
         if os.path.exists(os.path.join(work_dir, "plan.json")):
             with open(os.path.join(work_dir, "plan.json"), encoding="utf-8") as f:
@@ -748,6 +749,7 @@ def prepare_dataset(
         return dict(info, output_dir=output_dir, status="unchanged", shards_written=0, seconds=seconds)
 
     # Samples of missing shards without a cached example (a complete data set with a deleted shard).
+    os.makedirs(work_dir, exist_ok=True)
     redo = [i for name in missing for i in plan[name] if not os.path.exists(_work_paths(work_dir, i)[0])]
     for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair"):
         if "bad" in meta:

@@ -139,9 +139,9 @@ def configure_execution(train_cfg):
     has_gpu = bool(_gpus())
     mp = {"auto": has_gpu, "on": True, "off": False}[train_cfg.mixed_precision]
     keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
-    # XLA: measured faster for these convolution stacks on CPU and GPU (docs/benchmarks.md); Keras' "auto"
-    # falls back to no XLA for models that cannot compile.
-    jit = {"auto": "auto", "on": True, "off": False}[train_cfg.jit_compile]
+    # XLA: on CPU it made the quick-start train step ~3x slower and its first step ~2x slower to compile
+    # (docs/benchmarks.md), so "auto" uses it only on GPUs.
+    jit = {"auto": has_gpu, "on": True, "off": False}[train_cfg.jit_compile]
     return mp, jit
 
 

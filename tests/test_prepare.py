@@ -452,3 +452,17 @@ def test_siim_phantoms_spacing_and_labels(tmp_path):
         assert float(row["spacing_col_mm"]) == pytest.approx(4.48)
         has_area = int(row["area_pixels"]) > 0
         assert has_area == (row["label"] == "1") or row["sample_id"] in empty_positives
+
+
+def test_float16_weight_maps_saturate_instead_of_overflowing():
+    from ptx_keras.data.prepare import prepare_arrays
+    from ptx_keras.data.records import LoadedSample
+
+    mask = np.zeros((256, 256), bool)
+    mask[10, 10] = True  # |N|/|T| = 65536 > float16 max
+    loaded = LoadedSample("one_pixel", np.zeros((256, 256), np.uint8), mask, 1)
+    _, _, weight = prepare_arrays(loaded, 256, 8, 1, None, None, "float16")
+    assert weight.dtype == np.float16 and np.all(np.isfinite(weight))
+    assert weight[10, 10] == np.finfo(np.float16).max
+    _, _, weight32 = prepare_arrays(loaded, 256, 8, 1, None, None, "float32")
+    assert weight32[10, 10] > 65536

@@ -12,7 +12,7 @@ All three compute with `keras.ops` only and work with unknown (None) batch, heig
 import keras
 from keras import ops
 
-_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
+_INTERPOLATIONS = ("bilinear", "nearest")
 
 
 def _check_pool_size(pool_size):
@@ -156,12 +156,38 @@ class MaxUnpooling2D(keras.layers.Layer):
         return config
 
 
+def _resize_axis(x, size, axis, interpolation):
+    """Resizes `x` along `axis` (1 or 2) to `size` with half-pixel centres, as `tf.image.resize` does.
+
+    Source coordinate of output pixel j: (j + 0.5) * n_in / n_out - 0.5 (bilinear, neighbours clamped to the
+    edge) or floor((j + 0.5) * n_in / n_out) (nearest). Gathers instead of `ops.image.resize`, which needs
+    the target size as Python ints and so cannot follow an input of unknown (None) height or width.
+    """
+    n_in = ops.shape(x)[axis]
+    scale = ops.cast(n_in, "float32") / ops.cast(size, "float32")
+    centres = (ops.cast(ops.arange(size), "float32") + 0.5) * scale
+    last = ops.cast(n_in, "float32") - 1.0
+    if interpolation == "nearest":
+        index = ops.cast(ops.clip(ops.floor(centres), 0.0, last), "int32")
+        return ops.take(x, index, axis=axis)
+    coords = centres - 0.5
+    lower = ops.floor(coords)
+    fraction = ops.cast(coords - lower, x.dtype)
+    low = ops.take(x, ops.cast(ops.clip(lower, 0.0, last), "int32"), axis=axis)
+    high = ops.take(x, ops.cast(ops.clip(lower + 1.0, 0.0, last), "int32"), axis=axis)
+    fraction = ops.reshape(fraction, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
+    return low + fraction * (high - low)
+
+
 @keras.saving.register_keras_serializable(package="ptx_keras")
 class ResizeLike(keras.layers.Layer):
-    """Resizes `x` to the height and width of `reference` (`keras.ops.image.resize`).
+    """Resizes `x` to the height and width of `reference` (bilinear or nearest, half-pixel centres).
+
+    The result equals `keras.ops.image.resize(x, size, interpolation, antialias=False)` (tested), but the
+    size may be unknown until run time, so models built with `input_shape=(None, None, channels)` work.
 
     Args:
-        interpolation: One of "nearest", "bilinear", "bicubic", "area".
+        interpolation: "bilinear" or "nearest".
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -188,9 +214,10 @@ class ResizeLike(keras.layers.Layer):
 
     def call(self, inputs):
         x, reference = inputs
+        x = ops.cast(x, self.compute_dtype)
         shape = ops.shape(reference)
-        resized = ops.image.resize(x, (shape[1], shape[2]), interpolation=self.interpolation)
-        return ops.cast(resized, self.compute_dtype)
+        x = _resize_axis(x, shape[1], 1, self.interpolation)
+        return _resize_axis(x, shape[2], 2, self.interpolation)
 
     def compute_output_shape(self, input_shape):
         x_shape, reference_shape = input_shape

@@ -31,3 +31,6 @@ __all__ = [
     "register_preset",
     "summary_table",
 ]
+from ptx_keras.models import segnet as _segnet  # noqa: E402,F401  (registers the "segnet" preset)
+from ptx_keras.models import deeplab as _deeplab  # noqa: E402,F401  (registers "deeplabv3plus")
+from ptx_keras.models import denseaspp as _denseaspp  # noqa: E402,F401  (registers "denseaspp")

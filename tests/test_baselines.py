@@ -8,11 +8,16 @@ import pytest
 import tensorflow as tf
 
 from ptx_keras import build_model
+from ptx_keras.constants import PAPER_TABLE2_COMPLEXITY
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import MaxPoolingWithIndices2D, MaxUnpooling2D, ResizeLike
 
-# Paper Table 2 trainable parameter counts, and what our presets measure (3 input channels, 2 classes).
-PAPER_PARAMS = {"segnet": 29_444_162, "deeplabv3plus": 59_351_458, "denseaspp": 35_365_762}
+# The paper's Table 2 parameter counts, and what our presets measure (3 input channels, 2 classes).
+PAPER_PARAMS = {
+    "segnet": PAPER_TABLE2_COMPLEXITY["SegNet"][0],  # 29,444,162
+    "deeplabv3plus": PAPER_TABLE2_COMPLEXITY["DeepLab v3+"][0],  # 59,351,458
+    "denseaspp": PAPER_TABLE2_COMPLEXITY["DenseASPP"][0],  # 35,365,762
+}
 MEASURED_PARAMS = {"segnet": 29_444_162, "deeplabv3plus": 59_339_426, "denseaspp": 35_365_762}
 
 # Width-reduced configurations that keep every part of each architecture (fast to build and train).

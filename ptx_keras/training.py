@@ -276,10 +276,8 @@ def build_and_compile(cfg, jit_compile="auto"):
         model = build_model(
             cfg.model.name, input_shape=(size, size, cfg.data.channels), num_classes=C.NUM_CLASSES, **cfg.model.options
         )
-    except TypeError as e:
-        raise ConfigError(f"model.options for {cfg.model.name!r}: {e}") from None
-    except ValueError as e:
-        raise ConfigError(f"model {cfg.model.name!r} at data.image_size={size}: {e}") from None
+    except (TypeError, ValueError) as e:  # ModelError is a ValueError: unknown name, option or input size
+        raise ConfigError(f"model {cfg.model.name!r} (model.options, data.image_size={size}): {e}") from None
     try:
         loss = get_loss(cfg.loss.name, **cfg.loss.options)
     except (TypeError, ValueError) as e:

@@ -311,17 +311,25 @@ class GraphPipeline:
         self._pre = {}
         for dtype in DTYPE_VALUE_MAX:
             self._pre[dtype] = tf.function(
-                lambda x, vmax: preprocess_images(x, self.image_size, self.channels, vmax, self.bit_depth),
+                self._preprocess_graph,
                 input_signature=[tf.TensorSpec([None, None, None], dtype), tf.TensorSpec([], tf.float32)],
+                autograph=False,  # plain TensorFlow ops, no Python control flow to convert
             )
         self._post = tf.function(
-            lambda p, h, w: postprocess_probabilities(p, h, w, self.thresholds),
+            self._postprocess_graph,
+            autograph=False,
             input_signature=[
                 tf.TensorSpec([None, self.image_size, self.image_size], tf.float32),
                 tf.TensorSpec([], tf.int32),
                 tf.TensorSpec([], tf.int32),
             ],
         )
+
+    def _preprocess_graph(self, images, value_max):
+        return preprocess_images(images, self.image_size, self.channels, value_max, self.bit_depth)
+
+    def _postprocess_graph(self, ptx_probability, height, width):
+        return postprocess_probabilities(ptx_probability, height, width, self.thresholds)
 
     def preprocess(self, image, value_max=None):
         """One image -> the model input.
@@ -406,17 +414,24 @@ def export_saved_model(run_dir_or_model, output=None, *, version=1, thresholds=N
         base_thresholds, thresholds_source = check_thresholds(thresholds), "argument"
     th = base_thresholds
 
+    # The network is traced once, as its own function, and called by every signature: tracing it once per
+    # signature made exporting the paper's model take minutes and stored its graph four times.
+    network = tf.function(
+        lambda images: tf.cast(model(images, training=False), tf.float32),
+        input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)],
+        autograph=False,
+    )
+
     def raw_endpoint(value_max):
         def fn(images):
-            x = preprocess_images(images, size, channels, value_max, bit_depth)
-            probs = model(x, training=False)
+            probs = network(preprocess_images(images, size, channels, value_max, bit_depth))
             shape = tf.shape(images)
             return postprocess_probabilities(probs[..., C.PTX_CLASS], shape[1], shape[2], th)
 
         return fn
 
     def preprocessed_fn(images):
-        return {"probabilities": tf.cast(model(images, training=False), tf.float32)}
+        return {"probabilities": network(images)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -559,7 +559,9 @@ def _count(v):
 
 
 def _gmacs(v):
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.2f}" if v >= 1 else f"{v:.3g}"  # three significant digits for the tiny phantom-scale models
 
 
 def segmentation_display(seg, digits=2, latex=False):

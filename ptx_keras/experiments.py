@@ -672,7 +672,8 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
 
     Returns:
         dict of paths: `segmentation_md`, `segmentation_csv`, `segmentation_tex`, `diagnosis_md`,
-        `diagnosis_csv`, `diagnosis_tex`, `histogram`, `cases` (absent when no case could be drawn).
+        `diagnosis_csv`, `diagnosis_tex`, `histogram` and `cases` (the figures are absent while none of
+        `figure_runs` has finished; `cases` also when the test split has no image to draw).
 
     Raises:
         PtxError: if no run has finished.
@@ -718,6 +719,8 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
     )
     paths["diagnosis_tex"] = _write_text(base + ".tex", latex_table(shown, f"{title}: diagnosis. {rule}"))
     fig_runs = [p for p in finished if p.spec.name in figure_names]
+    if not fig_runs:  # none of `figure_runs` has finished yet
+        return paths
     paths["histogram"] = plot_dsc_histogram(
         {p.spec.label: scores[p.spec.name]["dsc"].to_numpy() for p in fig_runs},
         os.path.join(out_dir, "fig6_dsc_histogram.png"),

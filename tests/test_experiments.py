@@ -281,6 +281,28 @@ def test_write_tables_without_finished_runs_is_an_error(tmp_path):
         ex.write_tables(exp, ex.plan_runs(exp, str(tmp_path / "out")), str(tmp_path / "t"))
 
 
+def test_write_tables_of_a_fabricated_finished_run_without_figure_runs(tmp_path):
+    from ptx_keras.models import build_model
+
+    path = _grid(tmp_path, **{"description: Tiny grid": "description: Tiny grid\nfigure_runs: [unet]"})
+    exp = ex.load_experiment(path)
+    planned = ex.plan_runs(exp, str(tmp_path / "out"))
+    fcd = planned[0].config
+    save_config(fcd, os.path.join(fcd.run_dir, "config.yaml"))
+    build_model("fc_densenet56", input_shape=(64, 64, 1), **fcd.model.options).save(
+        os.path.join(fcd.run_dir, "best.keras"))
+    os.makedirs(os.path.join(fcd.run_dir, "eval", "test"))
+    _scores([1.0, 0.5], [1, 0], [1, 1]).to_csv(os.path.join(fcd.run_dir, "eval", "test", "per_image.csv"),
+                                              index=False)
+    paths = ex.write_tables(exp, ex.plan_runs(exp, str(tmp_path / "out")), str(tmp_path / "t"))
+    assert "histogram" not in paths and "cases" not in paths  # the only figure run (unet) has not finished
+    seg = pd.read_csv(paths["segmentation_csv"])
+    assert list(seg["run"]) == ["fcd"] and seg.loc[0, "dsc1_mean"] == 0.75
+    assert seg.loc[0, "trainable_params"] == sum(int(np.prod(w.shape)) for w in build_model(
+        "fc_densenet56", input_shape=(64, 64, 1), **fcd.model.options).trainable_weights)
+    assert "| FC-DenseNet tiny (reference) | 0.75 (0.35) |" in open(paths["segmentation_md"]).read()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # End to end
 # ----------------------------------------------------------------------------------------------------------------

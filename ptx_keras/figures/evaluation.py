@@ -85,7 +85,7 @@ def plot_cases(cases, path, title=None, show_image=False):
     """Image / truth / prediction for selected cases (the paper's Fig. 5), scores written on each case.
 
     Each case is the image with the ground truth (green contour) and the prediction (red, filled and outlined)
-    drawn over it and the case's `caption` written in its top-left corner; with `show_image` the plain image
+    drawn over it and the case's `caption` written in its bottom-left corner; with `show_image` the plain image
     stands beside it, so that what the overlay hides (e.g. a faint pleural line) stays visible.
 
     Args:
@@ -133,7 +133,8 @@ def plot_cases(cases, path, title=None, show_image=False):
                 axes[0].set_xlabel("image", fontsize=8)
                 ax_ovl.set_xlabel("truth / prediction", fontsize=8)
             if case.get("caption"):
-                ax_ovl.text(0.03, 0.97, case["caption"], transform=ax_ovl.transAxes, ha="left", va="top", fontsize=8,
+                # Bottom left: over the abdomen, away from the apical and lateral places of a pneumothorax.
+                ax_ovl.text(0.03, 0.03, case["caption"], transform=ax_ovl.transAxes, ha="left", va="bottom", fontsize=8,
                             color="white", bbox=dict(boxstyle="round,pad=0.25", fc="black", alpha=0.6, lw=0))
             sub.suptitle(case.get("title", ""), fontsize=9)
     handles = [
@@ -189,7 +190,7 @@ def plot_score_histograms(values_by_name, path, metric="DSC", bins=10, title=Non
     ax.set_xlabel(metric)
     ax.set_ylabel("images")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)

@@ -291,6 +291,9 @@ def build_and_compile(cfg, jit_compile="auto"):
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=loss, metrics=[DSC1(), MPA()], jit_compile=jit_compile)
+    # Creating the optimizer slots eagerly (~1 s) instead of inside the first traced step halves the first
+    # step's cost: Keras otherwise traces the step twice (docs/benchmarks.md, "Training step").
+    model.optimizer.build(model.trainable_variables)
     return model
 
 

@@ -95,6 +95,7 @@ class TrainConfig:
     beta_2: float = C.BETA_2
     weight_decay: float = C.WEIGHT_DECAY
     early_stopping_patience: Optional[int] = C.EARLY_STOPPING_PATIENCE
+    bn_momentum: Optional[float] = None  # None keeps the model's (Keras 0.99); short runs want ~0.9
     monitor: str = "val_dsc1"
     steps_per_epoch: Optional[int] = None
     validation_steps: Optional[int] = None
@@ -371,6 +372,8 @@ def validate_config(cfg):
         raise ConfigError(f"data.split_fractions must be 3 non-negative numbers summing to 1. Received: {list(fr)}")
     if cfg.data.clip is not None and cfg.data.clip <= 0:
         raise ConfigError(f"data.clip must be positive or null. Received: {cfg.data.clip!r}")
+    if cfg.train.bn_momentum is not None and not 0.0 <= cfg.train.bn_momentum < 1.0:
+        raise ConfigError(f"train.bn_momentum must be in [0, 1) or null. Received: {cfg.train.bn_momentum!r}")
     if cfg.data.boundary_width < 0:
         raise ConfigError(f"data.boundary_width must be >= 0. Received: {cfg.data.boundary_width!r}")
     if not 0.0 < cfg.diagnosis.mask_threshold < 1.0:

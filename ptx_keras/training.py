@@ -259,6 +259,27 @@ def make_callbacks(cfg, run_dir):
 # --------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------
+def set_bn_momentum(model, momentum):
+    """Sets the moving-average momentum of every BatchNormalization layer, nested ones included.
+
+    Keras' default (0.99) averages over ~100 steps; a run of a few hundred steps then predicts with moving
+    statistics that lag far behind the weights (the validation loss climbs while the training loss falls,
+    and the model predicts empty masks). It matters only while training (a resumed run sets it again); it is
+    not saved for BatchNormalization layers nested inside ptx_keras layers, whose configs rebuild them.
+
+    Returns:
+        The number of layers changed.
+    """
+    import keras
+
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
+
+
 def build_and_compile(cfg, jit_compile="auto"):
     """Builds `cfg.model`, compiles it with AdamW (paper: Adam, lr 1e-4, weight decay 1e-4) and the configured loss.
 
@@ -278,6 +299,8 @@ def build_and_compile(cfg, jit_compile="auto"):
         )
     except (TypeError, ValueError) as e:  # ModelError is a ValueError: unknown name, option or input size
         raise ConfigError(f"model {cfg.model.name!r} (model.options, data.image_size={size}): {e}") from None
+    if cfg.train.bn_momentum is not None:
+        set_bn_momentum(model, cfg.train.bn_momentum)
     try:
         loss = get_loss(cfg.loss.name, **cfg.loss.options)
     except (TypeError, ValueError) as e:

@@ -173,3 +173,24 @@ def test_resolution_mismatch_and_indivisible_size(tmp_path, capsys):
                     + ["--data", prepared])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "64" in err and err.count("\n") == 0
+
+
+def test_bn_momentum_reaches_nested_batchnorm_layers():
+    import keras
+
+    from ptx_keras.models import build_model
+    from ptx_keras.training import set_bn_momentum
+
+    model = build_model("ms_scse_fc_densenet103", input_shape=(32, 32, 1), layers_per_block=1, num_pools=2,
+                        growth_rate=2, first_conv_filters=4, multiscale_filters=2)
+    bns = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    # 5 dense layers (one per block) + 2 transitions down, each with one BatchNormalization.
+    assert set_bn_momentum(model, 0.9) == len(bns) == 7
+    assert {l.momentum for l in bns} == {0.9}
+
+
+def test_bn_momentum_out_of_range_is_refused():
+    from ptx_keras.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.bn_momentum"):
+        load_config(QUICKSTART, ["train.bn_momentum=1.5"])

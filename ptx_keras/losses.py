@@ -209,7 +209,8 @@ class CompoundLoss(keras.losses.Loss):
         losses: Non-empty list of loss instances from this module (or their serialized configs).
         weights: One non-negative number per loss, or None for all ones.
         reduction: Keras reduction over the per-image losses.
-        name: Loss name (default: the components' names joined by "+").
+        name: Loss name (default: the components' names joined by "_plus_"; Keras uses it as a name scope,
+            which may not contain "+").
 
     Raises:
         ValueError: if `losses` is empty, holds something else, or `weights` does not match it.
@@ -224,7 +225,7 @@ class CompoundLoss(keras.losses.Loss):
             raise ValueError(
                 f"weights must hold one non-negative number per loss ({len(losses)}). Received: weights={weights!r}"
             )
-        super().__init__(name=name or "+".join(l.name for l in losses), reduction=reduction, dtype="float32")
+        super().__init__(name=name or "_plus_".join(l.name for l in losses), reduction=reduction, dtype="float32")
         self.losses = losses
         self.weights = weights
 

@@ -154,7 +154,7 @@ def test_get_loss_names_and_compound(rng):
     assert isinstance(L.get_loss("ce", from_logits=True), L.CE) and L.get_loss("ce", from_logits=True).from_logits
     assert L.get_loss("dice", smooth=0.5).smooth == 0.5
     combo = L.get_loss("sw_cel+dice", from_logits=True, smooth=2.0, weights=[1.0, 0.5])
-    assert isinstance(combo, L.CompoundLoss) and combo.name == "sw_cel+dice"
+    assert isinstance(combo, L.CompoundLoss) and combo.name == "sw_cel_plus_dice"
     assert combo.losses[0].from_logits and combo.losses[1].smooth == 2.0
     masks, logits, _ = _batch(rng)
     y_true = pack_targets(masks, np.stack([spatial_weight_map(m) for m in masks]))
@@ -267,3 +267,10 @@ def test_tiny_model_trains_one_step_and_reloads(tmp_path, rng):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True, env=env)
     assert out.stdout.split()[-2:] == ["SpatialWeightedCE", "1e-06"]
+
+
+def test_compound_loss_name_is_a_valid_keras_scope():
+    import re
+
+    loss = L.get_loss("sw_cel+dice")
+    assert re.fullmatch(r"[A-Za-z0-9_.\\/>-]*", loss.name), loss.name

@@ -247,6 +247,22 @@ def test_memory_efficient_matches_default_outputs_gradients_and_statistics(rng):
         np.testing.assert_allclose(wb, wa, rtol=1e-6, atol=1e-7)
 
 
+def test_memory_efficient_matches_default_in_a_compiled_training_step(rng):
+    # Training runs the step as a tf.function (keras.remat becomes tf.recompute_grad in a graph): the
+    # outputs, all gradients and the BN moving statistics must still equal the default model's.
+    default, efficient = _fc_pair(dropout_rate=0.0)
+    x = rng.random((2, 16, 16, 3)).astype("float32")
+    out_a, grads_a = tf.function(lambda x: _training_step(default, x))(x)
+    out_b, grads_b = tf.function(lambda x: _training_step(efficient, x))(x)
+    np.testing.assert_allclose(out_b, out_a, rtol=1e-5, atol=1e-6)
+    scale = max(float(np.abs(g).max()) for g in grads_a)
+    assert scale > 0
+    for ga, gb in zip(grads_a, grads_b):
+        np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-5 * scale)
+    for wa, wb in zip(default.weights, efficient.weights):
+        np.testing.assert_allclose(wb, wa, rtol=1e-6, atol=1e-7)
+
+
 def test_memory_efficient_recomputes_dense_layers(rng):
     _, efficient = _fc_pair(dropout_rate=0.2)
     dense_convs = {id(layer.conv) for layer in efficient._flatten_layers() if isinstance(layer, DenseLayer)}

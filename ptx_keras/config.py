@@ -37,6 +37,7 @@ class PhantomConfig:
     n: int = 400
     size: int = 256
     seed: int = 0
+    conspicuity: float = 1.0  # 1 = calibrated hard phantoms; larger = wider, darker air band (see docs/data.md)
 
 
 @dataclass
@@ -163,6 +164,7 @@ _POSITIVE = (
     "data.shuffle_buffer",
     "data.phantoms.n",
     "data.phantoms.size",
+    "data.phantoms.conspicuity",
     "train.epochs",
     "train.batch_size",
     "train.learning_rate",

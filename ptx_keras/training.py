@@ -70,9 +70,10 @@ def resolve_data(cfg):
         from ptx_keras.data.phantoms import write_phantom_dataset
 
         ph = data_cfg.phantoms
-        source = os.path.join(cache, f"phantoms-n{ph.n}-{ph.size}px-seed{ph.seed}")
-        print(f"Data: synthetic phantoms ({ph.n} images, {ph.size}x{ph.size}) in {source}")
-        write_phantom_dataset(source, ph.n, size=ph.size, format="png", seed=ph.seed)
+        tag = "" if ph.conspicuity == 1.0 else f"-c{ph.conspicuity:g}"
+        source = os.path.join(cache, f"phantoms-n{ph.n}-{ph.size}px-seed{ph.seed}{tag}")
+        print(f"Data: synthetic phantoms ({ph.n} images, {ph.size}x{ph.size}, conspicuity {ph.conspicuity:g}) in {source}")
+        write_phantom_dataset(source, ph.n, size=ph.size, format="png", seed=ph.seed, conspicuity=ph.conspicuity)
     else:
         source = data_cfg.path
         if not os.path.exists(source):

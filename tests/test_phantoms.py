@@ -356,3 +356,34 @@ def test_generate_rejects_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         generate_phantoms(**args)
+
+
+def test_conspicuity_one_is_the_default_and_two_widens_and_darkens_the_band():
+    from ptx_keras.data.phantoms import make_phantom as mk
+
+    base = mk(128, seed=7, positive=True)
+    same = mk(128, seed=7, positive=True, conspicuity=1.0)
+    easy = mk(128, seed=7, positive=True, conspicuity=2.0)
+    np.testing.assert_array_equal(base[0], same[0])
+    # Same anatomy and draws: the band is 1.75x as deep, so the mask grows; the air band is darker.
+    assert easy[2]["regions"][0]["depth"] == pytest.approx(1.75 * base[2]["regions"][0]["depth"])
+    assert easy[1].sum() > base[1].sum()
+    both = base[1] & easy[1]
+    assert easy[0][both].mean() < base[0][both].mean()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "2", True])
+def test_conspicuity_must_be_positive(bad):
+    from ptx_keras.data.phantoms import make_phantom as mk
+
+    with pytest.raises(ValueError, match="conspicuity"):
+        mk(64, seed=0, conspicuity=bad)
+
+
+def test_conspicuity_is_recorded_and_distinguishes_sets(tmp_path):
+    from ptx_keras.data.phantoms import write_phantom_dataset as write
+
+    out = write(tmp_path / "c2", 4, size=64, conspicuity=2.0, progress=False)
+    assert out["written"]
+    with pytest.raises(Exception, match="conspicuity"):
+        write(tmp_path / "c2", 4, size=64, conspicuity=1.0, progress=False)

@@ -20,6 +20,8 @@ def build_parser():
     p.add_argument("--format", choices=PHANTOM_FORMATS, default="png", help="layout (default png)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--bit-depth", type=int, default=8, help="8 or 16 (default 8)")
+    p.add_argument("--conspicuity", type=float, default=1.0,
+                   help="pneumothorax visibility: 1 = calibrated hard setting (default), 2 = the quick start's")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -34,6 +36,7 @@ def _write(args):
     try:
         summary = write_phantom_dataset(
             args.out, args.n, size=size, format=args.format, seed=args.seed, bit_depth=args.bit_depth,
+            conspicuity=args.conspicuity,
             progress=not args.quiet,
         )
     except ValueError as e:

@@ -434,7 +434,7 @@ def _render(p, regions, rng, hw, bit_depth):
     return image, ptx_mask, (lung_sd > 0) & ~ptx_mask
 
 
-def make_phantom(size=IMAGE_SIZE, rng=None, *, positive=None, seed=None, bit_depth=8):
+def make_phantom(size=IMAGE_SIZE, rng=None, *, positive=None, seed=None, bit_depth=8, conspicuity=1.0):
     """Renders one synthetic chest radiograph with its pneumothorax mask.
 
     Args:
@@ -444,6 +444,10 @@ def make_phantom(size=IMAGE_SIZE, rng=None, *, positive=None, seed=None, bit_dep
         positive: True for a pneumothorax, False for none, None to draw it with probability 0.5.
         seed: Integer seed (or anything `numpy.random.default_rng` accepts) for a reproducible image.
         bit_depth: 8 (uint8 image) or 16 (uint16 image, full 0..65535 range).
+        conspicuity: How visible a pneumothorax is; 1 (default) is the calibrated hard setting described in
+            docs/data.md. Larger values widen the air band (x `1 + 0.75 (c - 1)`), darken it (x c) and
+            brighten the pleural line (x `1 + 0.5 (c - 1)`); the anatomy and the random draws are unchanged.
+            The quick start uses 2 so that a small CPU model learns the task in minutes.
 
     Returns:
         `(image, mask, info)`: `image` a 2-D uint8/uint16 array `(height, width)`, `mask` a bool array of the
@@ -456,11 +460,19 @@ def make_phantom(size=IMAGE_SIZE, rng=None, *, positive=None, seed=None, bit_dep
     Raises:
         ValueError: If `size`, `bit_depth` or `positive` is invalid, or both `rng` and `seed` are given.
     """
-    image, mask, info, _ = _make_phantom_layers(size, rng, positive=positive, seed=seed, bit_depth=bit_depth)
+    image, mask, info, _ = _make_phantom_layers(
+        size, rng, positive=positive, seed=seed, bit_depth=bit_depth, conspicuity=conspicuity
+    )
     return image, mask, info
 
 
-def _make_phantom_layers(size, rng, *, positive, seed, bit_depth):
+def _check_conspicuity(conspicuity):
+    if isinstance(conspicuity, bool) or not isinstance(conspicuity, (int, float)) or not conspicuity > 0:
+        raise ValueError(f"conspicuity must be a positive number. Received: conspicuity={conspicuity!r}")
+    return float(conspicuity)
+
+
+def _make_phantom_layers(size, rng, *, positive, seed, bit_depth, conspicuity=1.0):
     """`make_phantom` plus the normal (texture-bearing) lung mask, for the benchmarks and tests."""
     hw = _as_hw(size)
     bit_depth = _check_bit_depth(bit_depth)
@@ -474,8 +486,15 @@ def _make_phantom_layers(size, rng, *, positive, seed, bit_depth):
         raise ValueError(f"rng must be a numpy.random.Generator. Received: rng={rng!r}")
     if positive is None:
         positive = bool(rng.random() < PHANTOM_POSITIVE_FRACTION)
+    conspicuity = _check_conspicuity(conspicuity)
     params = _draw_anatomy(rng)
     regions = _draw_pneumothorax(rng, bool(positive))
+    if conspicuity != 1.0:
+        # Scaled after the draws so that the random streams, hence the anatomy, stay the same.
+        params["ptx_air"] *= conspicuity
+        params["a_line"] *= 1.0 + 0.5 * (conspicuity - 1.0)
+        for region in regions:
+            region["depth"] *= 1.0 + 0.75 * (conspicuity - 1.0)
     image, mask, normal_lung = _render(params, regions, rng, hw, bit_depth)
     if regions:
         kind = "bilateral" if len(regions) > 1 else regions[0]["kind"]
@@ -530,7 +549,7 @@ def generate_phantoms(n, size=IMAGE_SIZE, seed=0, **kwargs):
         n: Number of images (>= 1).
         size: Image side or `(height, width)`, as in `make_phantom`.
         seed: Non-negative integer seed of the whole set.
-        **kwargs: Passed to `make_phantom` (`bit_depth`).
+        **kwargs: Passed to `make_phantom` (`bit_depth`, `conspicuity`).
 
     Yields:
         `(sample_id, image, mask, info)` tuples, ids `"phantom_00000"`, `"phantom_00001"`, ...
@@ -544,10 +563,11 @@ def generate_phantoms(n, size=IMAGE_SIZE, seed=0, **kwargs):
     reserved = sorted(set(kwargs) & {"rng", "seed", "positive"})
     if reserved:
         raise ValueError(f"generate_phantoms sets {reserved} itself. Received: {reserved[0]}={kwargs[reserved[0]]!r}")
-    unknown = sorted(set(kwargs) - {"bit_depth"})
+    unknown = sorted(set(kwargs) - {"bit_depth", "conspicuity"})
     if unknown:
         raise ValueError(f"Unknown argument for make_phantom. Received: {unknown[0]}={kwargs[unknown[0]]!r}")
     _check_bit_depth(kwargs.get("bit_depth", 8))
+    _check_conspicuity(kwargs.get("conspicuity", 1.0))
     labels = _balanced_labels(n, seed)
 
     def samples():
@@ -559,8 +579,10 @@ def generate_phantoms(n, size=IMAGE_SIZE, seed=0, **kwargs):
     return samples()
 
 
-def _settings(n, hw, seed, format, bit_depth):
+def _settings(n, hw, seed, format, bit_depth, conspicuity=1.0):
+    extra = {} if conspicuity == 1.0 else {"conspicuity": conspicuity}  # older sets have no key
     return {
+        **extra,
         "generator": "ptx_keras.data.phantoms",
         "version": PHANTOM_VERSION,
         "n": n,
@@ -583,7 +605,9 @@ def _uid(kind, seed, sample):
     return generate_uid(prefix=_SIIM_STUDY_ROOT, entropy_srcs=[kind, str(seed), sample])
 
 
-def write_phantom_dataset(path, n, size=IMAGE_SIZE, format="png", seed=0, bit_depth=8, progress=True):
+def write_phantom_dataset(
+    path, n, size=IMAGE_SIZE, format="png", seed=0, bit_depth=8, progress=True, conspicuity=1.0
+):
     """Writes a phantom data set in one of the layouts the readers accept.
 
     Layouts (`path` is created):
@@ -609,6 +633,7 @@ def write_phantom_dataset(path, n, size=IMAGE_SIZE, format="png", seed=0, bit_de
         seed: Non-negative integer seed.
         bit_depth: 8 or 16.
         progress: Show a tqdm progress bar.
+        conspicuity: As in `make_phantom` (1 = the calibrated hard setting).
 
     Returns:
         A summary dict: `path`, the settings (`n`, `size`, `seed`, `format`, `bit_depth`, `version`),
@@ -627,7 +652,8 @@ def write_phantom_dataset(path, n, size=IMAGE_SIZE, format="png", seed=0, bit_de
     if format not in PHANTOM_FORMATS:
         raise ValueError(f"format must be one of {PHANTOM_FORMATS}. Received: format={format!r}")
     path = os.path.abspath(os.fspath(path))
-    settings = _settings(n, hw, seed, format, bit_depth)
+    conspicuity = _check_conspicuity(conspicuity)
+    settings = _settings(n, hw, seed, format, bit_depth, conspicuity)
     info_path = os.path.join(path, "phantoms.json")
     if os.path.isfile(info_path):
         try:
@@ -635,12 +661,13 @@ def write_phantom_dataset(path, n, size=IMAGE_SIZE, format="png", seed=0, bit_de
                 existing = json.load(f)
         except (OSError, ValueError) as exc:
             raise DataError(f"{info_path}: unreadable phantom description ({exc}); remove the folder") from None
-        differing = {k: existing.get(k) for k in settings if existing.get(k) != settings[k]}
+        keys = set(settings) | ({"conspicuity"} & set(existing))
+        differing = {k: existing.get(k) for k in sorted(keys) if existing.get(k) != settings.get(k)}
         if not differing:
             return dict(existing["summary"], written=False)
         raise DataError(
             f"{path} already holds a phantom data set with other settings "
-            f"({', '.join(f'{k}={v!r} not {settings[k]!r}' for k, v in differing.items())}); "
+            f"({', '.join(f'{k}={v!r} not {settings.get(k)!r}' for k, v in differing.items())}); "
             "remove it or choose another folder"
         )
 
@@ -650,7 +677,7 @@ def write_phantom_dataset(path, n, size=IMAGE_SIZE, format="png", seed=0, bit_de
     kinds, size_classes, positives = {}, {}, 0
     manifest_rows, rle_rows = [], []
     for sid, image, mask, info in tqdm(
-        generate_phantoms(n, hw, seed, bit_depth=bit_depth),
+        generate_phantoms(n, hw, seed, bit_depth=bit_depth, conspicuity=conspicuity),
         total=n,
         desc=f"phantoms ({format})",
         unit="img",

@@ -117,6 +117,9 @@ class DiagnosisConfig:
     min_area: float = C.DIAGNOSIS_MIN_AREA
     mask_threshold: float = C.MASK_THRESHOLD
     reference_size: int = C.DIAGNOSIS_REFERENCE_SIZE
+    # The framework's final mask is empty when the diagnosis is negative (segmentation -> area classifier);
+    # evaluation scores that mask and keeps the raw mask's Dice as dsc1_ungated.
+    gate_masks: bool = True
 
 
 @dataclass

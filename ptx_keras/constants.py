@@ -93,7 +93,7 @@ PAPER_TABLE2_COMPLEXITY = {
 }
 
 # --- Diagnosis threshold search on the validation split (ptx_keras.diagnosis.search_thresholds) ----------
-SEARCH_MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SEARCH_MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 SEARCH_MIN_AREAS = (0, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)  # pixels at DIAGNOSIS_REFERENCE_SIZE
 
 # --- Synthetic phantoms (ptx_keras.data.phantoms) ---------------------------------------------------------

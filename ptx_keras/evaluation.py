@@ -222,9 +222,12 @@ def _batch_spacings(ids, spacings):
 def score_predictions(predictions, thresholds, spacings=None):
     """Per-image segmentation and diagnosis scores.
 
-    The predicted mask is `prob > thresholds["mask_threshold"]`; the segmentation metrics score that raw mask
-    (eqs. 7-12 with the SIIM-ACR empty policy, `ptx_keras.metrics.segmentation_scores`), and the diagnosis is
-    the paper's area rule (`ptx_keras.diagnosis.diagnose`) on the same probabilities.
+    The predicted mask is `prob > thresholds["mask_threshold"]` and the diagnosis is the paper's area rule
+    (`ptx_keras.diagnosis.diagnose`) on the same probabilities. With `thresholds["gate_masks"]` true (the
+    framework's final output, `diagnosis.gate_masks` in the configuration) the mask of an image diagnosed
+    negative is emptied before scoring, as the paper's pipeline (segmentation -> area classifier) and SIIM-ACR
+    submissions do; the Dice of the raw mask is kept in `dsc1_ungated`. The segmentation metrics follow eqs.
+    7-12 with the SIIM-ACR empty policy (`ptx_keras.metrics.segmentation_scores`).
 
     Args:
         predictions: One dict with `sample_id` (n,), `true` (n, H, W) bool and `prob` (n, H, W) probabilities
@@ -254,9 +257,12 @@ def score_predictions(predictions, thresholds, spacings=None):
                 f"prob and true must both be (n, H, W). Received: prob.shape={prob.shape}, true.shape={true.shape}"
             )
         dx = diagnose(prob, thresholds["min_area"], thresholds["mask_threshold"], thresholds["reference_size"])
-        df = batch_segmentation_scores(
-            true, prob > thresholds["mask_threshold"], spacings=_batch_spacings(ids, spacings), sample_ids=ids
-        )
+        raw = prob > thresholds["mask_threshold"]
+        pred = raw & (np.asarray(dx.label) == 1)[:, None, None] if thresholds.get("gate_masks") else raw
+        df = batch_segmentation_scores(true, pred, spacings=_batch_spacings(ids, spacings), sample_ids=ids)
+        inter = np.count_nonzero(true & raw, axis=(1, 2))
+        total = np.count_nonzero(true, axis=(1, 2)) + np.count_nonzero(raw, axis=(1, 2))
+        df["dsc1_ungated"] = np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
         df.insert(1, "label", (df["true_area"].to_numpy() > 0).astype(int))
         df["diagnosis"] = np.asarray(dx.label, int)
         df["score"] = np.asarray(dx.score, float)
@@ -277,10 +283,11 @@ def _num(v):
 
 
 def _describe_all(df):
-    from ptx_keras.metrics import summarize_scores
+    from ptx_keras.metrics import DISTANCE_METRICS, SEGMENTATION_METRICS, summarize_scores
 
+    metrics = [m for m in dict.fromkeys((*SEGMENTATION_METRICS, *DISTANCE_METRICS, "dsc1_ungated")) if m in df]
     out = {}
-    for row in summarize_scores(df, positive=df["label"].to_numpy() == 1).itertuples():
+    for row in summarize_scores(df, positive=df["label"].to_numpy() == 1, metrics=metrics).itertuples():
         out.setdefault(row.subset, {})[row.metric] = {
             "mean": _num(row.mean),
             "std": _num(row.std),
@@ -369,14 +376,16 @@ def summary_markdown(summary, run_name=""):
         "",
         f"{summary['n_images']} images, {summary['n_positive']} with pneumothorax. Predicted mask: probability > "
         f"{t['mask_threshold']:g}; diagnosis: pneumothorax when the mask has more than {t['min_area']:g} pixels at "
-        f"{t['reference_size']}x{t['reference_size']} (thresholds: {_threshold_source(t)}).",
+        f"{t['reference_size']}x{t['reference_size']} (thresholds: {_threshold_source(t)})."
+        + (" The mask of an image diagnosed negative is emptied before scoring (diagnosis.gate_masks); "
+           "DSC1_UNGATED scores the raw mask." if t.get("gate_masks") else ""),
         "",
         "## Segmentation (mean (std) per image; cf. Table 2)",
         "",
         "| metric | all images | PTX-positive images | paper (MS_scSE_FC-DenseNet) |",
         "|---|---|---|---|",
     ]
-    for metric in ("mpa", "pa1", "dsc", "dsc1", "hd", "hd95", "hd_mm", "hd95_mm"):
+    for metric in ("mpa", "pa1", "dsc", "dsc1", "dsc1_ungated", "hd", "hd95", "hd_mm", "hd95_mm"):
         if metric not in seg.get("all", {}):
             continue
         paper = C.PAPER_SEGMENTATION.get(metric)
@@ -465,12 +474,15 @@ def pick_cases(df):
     return rows
 
 
-def _case_panel(row, data, pick_title, mask_threshold):
+def _case_panel(row, data, pick_title, mask_threshold, gate=False):
     hd = "n/a" if not np.isfinite(row["hd"]) else f"{row['hd']:.1f} px"
+    pred = np.asarray(data["prob"], np.float32) > mask_threshold
+    if gate and not row["diagnosis"]:
+        pred = np.zeros_like(pred)
     return {
         "image": data["image"],
         "true": data["true"],
-        "pred": np.asarray(data["prob"], np.float32) > mask_threshold,
+        "pred": pred,
         "title": f"{pick_title}: {row['sample_id']}",
         "caption": f"DSC1 {row['dsc1']:.2f}\nHD {hd}",
     }
@@ -500,7 +512,7 @@ def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, sp
         rows = [
             [
                 _case_panel(df.iloc[i], case_data[str(df.iloc[i]["sample_id"])], f"{size}, {pick}",
-                            thresholds["mask_threshold"])
+                            thresholds["mask_threshold"], bool(thresholds.get("gate_masks")))
                 for size, pick, i in row
             ]
             for row in picks
@@ -751,6 +763,7 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
         )
     else:
         thresholds = load_thresholds(run_dir, cfg, model_sha)
+    thresholds = {**thresholds, "gate_masks": bool(cfg.diagnosis.gate_masks)}
 
     df = score_predictions(
         iter_predictions(model, prepared, split, batch_size, progress=progress), thresholds,

@@ -167,6 +167,9 @@ def make_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    else:
+        # The manifest knows the count: Keras then shows a progress bar with a total from the first epoch.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(info["counts"][split]["total"])))
     return _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode, full_scale)
 
 

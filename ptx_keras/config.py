@@ -316,15 +316,7 @@ def _apply_override(tree, parts, value):
 def _read_yaml(path):
     if not os.path.isfile(path):
         raise ConfigError(f"Configuration file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections. Received: {type(data).__name__}")
+    data = load_yaml_mapping(path)
     base = data.pop("base", None)
     if base is not None:
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)

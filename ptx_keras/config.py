@@ -357,7 +357,7 @@ def load_config(path=None, overrides=(), extra=None):
 
 def validate_config(cfg):
     """Checks value ranges and choices; raises ConfigError naming the key and the value."""
-    flat = _flatten(config_to_dict(cfg))
+    flat = flatten_tree(config_to_dict(cfg))
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {list(choices)}. Received: {flat[key]!r}")
@@ -381,11 +381,12 @@ def validate_config(cfg):
         raise ConfigError(f"name must be a non-empty directory name. Received: {cfg.name!r}")
 
 
-def _flatten(tree, prefix=""):
+def flatten_tree(tree, prefix=""):
+    """Flattens nested sections into dotted keys (`model.options` stays one value)."""
     out = {}
     for k, v in tree.items():
         if isinstance(v, dict) and k != "options":
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_tree(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

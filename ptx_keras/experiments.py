@@ -291,19 +291,11 @@ def _comparable(cfg):
     return tree
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "options":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_differences(a, b):
     """Dotted keys whose values differ between two configurations, as `{key: (value_in_a, value_in_b)}`."""
-    fa, fb = _flat(_comparable(a)), _flat(_comparable(b))
+    from ptx_keras.config import flatten_tree
+
+    fa, fb = flatten_tree(_comparable(a)), flatten_tree(_comparable(b))
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 

@@ -7,14 +7,7 @@ import keras
 
 from ptx_keras.layers._validation import check_positive_int, check_rate
 from ptx_keras.layers.baselines import ResizeLike
-
-
-def check_num_classes(num_classes):
-    """Returns `num_classes` if it is an integer >= 2 (a softmax needs two classes), else raises `ValueError`."""
-    check_positive_int("num_classes", num_classes)
-    if num_classes < 2:
-        raise ValueError(f"`num_classes` must be at least 2 for a softmax. Received: num_classes={num_classes}")
-    return int(num_classes)
+from ptx_keras.models.common import check_num_classes  # noqa: F401  (re-exported for the baseline builders)
 
 
 def check_int_tuple(name, value, length=None):

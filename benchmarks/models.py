@@ -9,9 +9,12 @@ Prints one JSON line per measurement, each with a machine description:
   seconds the first call took (tracing, graph optimisation or XLA compilation);
 * `train_step`: a training step compiled as `ptx_keras.training` does (AdamW, `sw_cel`, DSC1 + MPA, the
   optimizer built before the first step): images/s, GFLOP/s (forward + backward counted as 3 x forward),
-  the ratio to the reference, the first step's seconds and the peak memory of the process. Each
-  configuration runs in its own subprocess, so the peak resident set size (`VmHWM`, reset after the warm-up
-  step through `/proc/self/clear_refs`) belongs to that configuration alone.
+  the ratio to the reference, the first step's seconds and two peak memories. Each configuration runs in
+  its own subprocess with TensorFlow's BFC allocator on the CPU (`TF_CPU_ALLOCATOR_USE_BFC=true`, the
+  allocator TensorFlow uses on GPUs), so that `peak_tensor_mib` is the most tensor memory live at once
+  during the timed steps (`tf.config.experimental.get_memory_info`): the figure that decides the batch
+  size on a GPU. `peak_rss_steps_mib` is the process's peak resident set (`VmHWM`, reset after the
+  warm-up step through `/proc/self/clear_refs`), which also counts what the allocators keep after a free.
 
 Wall-clock rates depend on what else the machine runs: every line also carries the 1-minute load average
 and the CPU-seconds the process used; the ratios are given both for wall-clock rates (meaningful within one
@@ -38,6 +41,7 @@ from benchmarks._machine import machine  # noqa: E402
 
 MODELS = ("ms_scse_fc_densenet103", "fc_densenet103")
 CHANNELS = 3  # the paper models take grayscale replicated to 3 channels
+BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
 
 
 def _machine_info():
@@ -158,6 +162,18 @@ def _reset_peak_rss():
         return False
 
 
+def _tensor_memory():
+    """`{"current", "peak"}` bytes of live tensors on the CPU, or None (only the BFC allocator counts them)."""
+    import tensorflow as tf
+
+    if os.environ.get(BFC_VARIABLE, "").lower() != "true":
+        return None
+    try:
+        return tf.config.experimental.get_memory_info("CPU:0")
+    except (ValueError, RuntimeError):
+        return None
+
+
 def train_step(name, size, batch, memory_efficient=False, jit_compile=False, steps=3, grappler=True):
     """One configuration's training-step speed and memory (run it in a fresh process for the memory).
 
@@ -201,7 +217,11 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
     peak_first = _proc_status("VmHWM")
     reset = _reset_peak_rss()
     baseline = _proc_status("VmRSS")
+    tensors = _tensor_memory()
+    if tensors is not None:
+        tf.config.experimental.reset_memory_stats("CPU:0")
     calls, wall, cpu = _timed(lambda: model.train_on_batch(x, y), steps, 0.0)
+    peak_tensors = _tensor_memory()
     flops = 3 * 2.0 * macs * batch * calls
     gflops = flops / wall / 1e9
     result = {
@@ -215,6 +235,9 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
         # Peak over the timed steps only (None where VmHWM cannot be reset: then it includes the first step).
         "peak_rss_steps_mib": round(_proc_status("VmHWM")) if reset else None,
         "max_rss_process_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        # Live tensors (None without the BFC allocator): after the first step, and the peak over the timed steps.
+        "tensor_baseline_mib": None if tensors is None else round(tensors["current"] / 2**20),
+        "peak_tensor_mib": None if peak_tensors is None else round(peak_tensors["peak"] / 2**20),
     }
     result["step_peak_over_baseline_mib"] = (
         None if result["peak_rss_steps_mib"] is None else result["peak_rss_steps_mib"] - round(rss_before)
@@ -224,8 +247,9 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
 
 def _train_in_subprocess(config, reference, timeout):
     command = [sys.executable, os.path.abspath(__file__), "--train-worker", json.dumps(config)]
+    env = {**os.environ, BFC_VARIABLE: "true"}  # read when TensorFlow starts: live-tensor accounting
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {**config, "error": f"timed out after {timeout} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -235,6 +259,36 @@ def _train_in_subprocess(config, reference, timeout):
     result = json.loads(lines[-1])
     result.update(_ratios(result["gflops"], result["gflops_per_cpu_s"], reference))
     return result
+
+
+def memory_efficient_comparison(results):
+    """Ratios of the `memory_efficient=True` training step to the default one (same model, no XLA).
+
+    Args:
+        results: `train_step` result dicts.
+
+    Returns:
+        dict with the peak-memory ratios (live tensors and resident set over the pre-step baseline) and
+        the step-time ratios (wall and CPU), or None when either configuration is missing or failed.
+    """
+    def pick(efficient):
+        return next((r for r in results if r.get("memory_efficient") == efficient and not r.get("jit_compile")
+                     and "error" not in r), None)
+
+    default, efficient = pick(False), pick(True)
+    if default is None or efficient is None or default["model"] != efficient["model"]:
+        return None
+
+    def ratio(key):
+        a, b = default.get(key), efficient.get(key)
+        return None if not a or b is None else round(b / a, 3)
+
+    return {
+        "model": default["model"], "peak_tensor_ratio": ratio("peak_tensor_mib"),
+        "peak_rss_over_baseline_ratio": ratio("step_peak_over_baseline_mib"),
+        "step_time_ratio": ratio("s_per_step"), "cpu_time_ratio": ratio("cpu_s_per_step"),
+        "targets": {"peak_tensor_ratio": "<= 0.5", "step_time_ratio": "<= 1.4"},
+    }
 
 
 def plan(quick, models):
@@ -289,10 +343,15 @@ def main(argv=None):
                                repeats=repeats, min_seconds=0.0 if args.quick else 10.0)
             _emit("inference", info, **result)
     if "train" not in args.skip:
+        trained = []
         for config in train_runs:
             config = {"size": args.size, "batch": args.train_batch, "steps": 1 if args.quick else 5,
                       "grappler": not args.quick, **config}
-            _emit("train_step", info, **_train_in_subprocess(config, reference, timeout=900))
+            trained.append(_train_in_subprocess(config, reference, timeout=900))
+            _emit("train_step", info, **trained[-1])
+        comparison = memory_efficient_comparison(trained)
+        if comparison:
+            _emit("memory_efficient_vs_default", info, **comparison)
     if reference is not None and "reference" not in args.skip:
         # Once more at the end: the load may have changed during the run.
         _emit("matmul_reference_end", info, **matmul_reference(min_seconds=2.0 if args.quick else 5.0))

@@ -240,6 +240,34 @@ def test_dense_layer_round_trip(tmp_path, rng):
     _round_trip(DenseLayer(3, memory_efficient=True, name="dense_layer"), x, tmp_path)
 
 
+@pytest.mark.parametrize("layer_class", ["dense", "transition"])
+def test_dropout_drops_the_rate_and_rescales(layer_class):
+    # Both layers draw their own dropout mask (so that a recomputation can reuse it): check that it
+    # behaves as inverted dropout: about `rate` of the values zeroed, the rest scaled by 1 / (1 - rate),
+    # the mean kept, a new mask per call, and no dropout at inference.
+    rate = 0.25
+    if layer_class == "dense":
+        layer = DenseLayer(64, dropout_rate=rate, kernel_initializer="ones")
+        layer.build((4, 16, 16, 1))
+    else:
+        layer = TransitionDown(dropout_rate=rate, kernel_initializer="ones")
+        layer.pool = keras.layers.Identity()  # look at the dropout output itself
+        layer.build((4, 16, 16, 64))
+    x = np.ones((4, 16, 16, 1 if layer_class == "dense" else 64), "float32")
+    # A constant input gives BN output 0 and ELU 0; the bias makes the convolution output constant.
+    layer.conv.bias.assign(np.full(layer.conv.bias.shape, 2.0, "float32"))
+    first = np.asarray(layer(x, training=True))
+    second = np.asarray(layer(x, training=True))
+    assert set(np.unique(first)) <= {0.0, np.float32(2.0 / (1 - rate))}
+    assert abs((first == 0).mean() - rate) < 0.02
+    assert abs(first.mean() - 2.0) < 0.1
+    assert (first != second).any()
+    # Inference: no dropout (BN now uses its moving statistics, so the values are no longer 2).
+    inference = np.asarray(layer(x, training=False))
+    assert (inference > 0).all()
+    np.testing.assert_array_equal(layer(x, training=False), inference)
+
+
 # --- Transitions -------------------------------------------------------------------------------------
 
 
@@ -274,6 +302,7 @@ def test_transition_up_doubles():
     "cls, kwargs, message",
     [
         (TransitionDown, {"dropout_rate": 2}, "dropout_rate=2"),
+        (TransitionDown, {"memory_efficient": "no"}, "memory_efficient='no'"),
         (TransitionUp, {"filters": 0}, "filters=0"),
         (TransitionUp, {"filters": "many"}, "filters='many'"),
     ],
@@ -286,6 +315,7 @@ def test_transition_invalid_arguments(cls, kwargs, message):
 def test_transitions_round_trip(tmp_path, rng):
     x = rng.random((2, 8, 8, 4)).astype("float32")
     _round_trip(TransitionDown(name="td"), x, tmp_path)
+    _round_trip(TransitionDown(memory_efficient=True, name="td_me"), x, tmp_path)
     _round_trip(TransitionUp(filters=2, name="tu"), x, tmp_path)
 
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ptx_keras.errors import ModelError
-from ptx_keras.layers import DenseLayer
+from ptx_keras.layers import DenseLayer, SCSEBlock, TransitionDown
 from ptx_keras.models import FCDenseNet, UNet, build_model, count_parameters, list_models
 
 PAPER_FC_DENSENET = 5_415_278
@@ -219,7 +219,10 @@ def test_mixed_precision_keeps_softmax_float32(rng):
 def _fc_pair(dropout_rate):
     kwargs = dict(input_shape=(16, 16, 3), layers_per_block=2, num_pools=2, growth_rate=3, first_conv_filters=4,
                   scse=True, dropout_rate=dropout_rate)
+    # The same Python seed before each model gives their dropout seed generators the same states.
+    keras.utils.set_random_seed(7)
     default = FCDenseNet(**kwargs)
+    keras.utils.set_random_seed(7)
     efficient = FCDenseNet(memory_efficient=True, **kwargs)
     efficient.set_weights(default.get_weights())
     return default, efficient
@@ -232,8 +235,10 @@ def _training_step(model, x):
     return out, tape.gradient(loss, model.trainable_weights)
 
 
-def test_memory_efficient_matches_default_outputs_gradients_and_statistics(rng):
-    default, efficient = _fc_pair(dropout_rate=0.0)
+@pytest.mark.parametrize("dropout_rate", [0.0, 0.2])
+def test_memory_efficient_matches_default_outputs_gradients_and_statistics(rng, dropout_rate):
+    # With dropout the recomputation must reuse the forward pass's masks, and both models draw the same.
+    default, efficient = _fc_pair(dropout_rate=dropout_rate)
     x = rng.random((2, 16, 16, 3)).astype("float32")
     out_a, grads_a = _training_step(default, x)
     out_b, grads_b = _training_step(efficient, x)
@@ -247,10 +252,11 @@ def test_memory_efficient_matches_default_outputs_gradients_and_statistics(rng):
         np.testing.assert_allclose(wb, wa, rtol=1e-6, atol=1e-7)
 
 
-def test_memory_efficient_matches_default_in_a_compiled_training_step(rng):
+@pytest.mark.parametrize("dropout_rate", [0.0, 0.2])
+def test_memory_efficient_matches_default_in_a_compiled_training_step(rng, dropout_rate):
     # Training runs the step as a tf.function (keras.remat becomes tf.recompute_grad in a graph): the
     # outputs, all gradients and the BN moving statistics must still equal the default model's.
-    default, efficient = _fc_pair(dropout_rate=0.0)
+    default, efficient = _fc_pair(dropout_rate=dropout_rate)
     x = rng.random((2, 16, 16, 3)).astype("float32")
     out_a, grads_a = tf.function(lambda x: _training_step(default, x))(x)
     out_b, grads_b = tf.function(lambda x: _training_step(efficient, x))(x)
@@ -263,26 +269,31 @@ def test_memory_efficient_matches_default_in_a_compiled_training_step(rng):
         np.testing.assert_allclose(wb, wa, rtol=1e-6, atol=1e-7)
 
 
-def test_memory_efficient_recomputes_dense_layers(rng):
+def test_memory_efficient_recomputes_dense_layers_and_transitions_down(rng):
     _, efficient = _fc_pair(dropout_rate=0.2)
-    dense_convs = {id(layer.conv) for layer in efficient._flatten_layers() if isinstance(layer, DenseLayer)}
+    layers = list(efficient._flatten_layers())
+    recomputed = {id(layer.conv) for layer in layers if isinstance(layer, (DenseLayer, TransitionDown))}
+    recomputed |= {id(layer.spatial_conv) for layer in layers if isinstance(layer, SCSEBlock)}
     calls = []
     original = keras.layers.Conv2D.call
 
     def counting_call(self, *args, **kwargs):
-        calls.append(id(self) in dense_convs)
+        calls.append(id(self))
         return original(self, *args, **kwargs)
 
     x = rng.random((1, 16, 16, 3)).astype("float32")
     keras.layers.Conv2D.call = counting_call
     try:
         efficient(x, training=True)
-        forward = sum(calls)
+        forward = list(calls)
         calls.clear()
         _, grads = _training_step(efficient, x)
     finally:
         keras.layers.Conv2D.call = original
-    # 5 blocks x 2 dense layers; each dense-layer conv runs again in the backward pass.
-    assert len(dense_convs) == 10
-    assert forward == 10 and sum(calls) == 20
+    # 5 blocks x 2 dense layers (each with an scSE convolution) and 2 transitions down: every one of
+    # their convolutions runs again in the backward pass; the first convolution does not.
+    assert len(recomputed) == 5 * 2 * 2 + 2
+    assert sorted(forward) == sorted(set(forward))
+    assert {c for c in calls if calls.count(c) == 2} == recomputed
+    assert set(forward) - recomputed == {c for c in calls if calls.count(c) == 1}
     assert all(np.all(np.isfinite(g)) for g in grads)

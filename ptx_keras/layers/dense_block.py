@@ -30,6 +30,53 @@ def _first_shape(input_shape):
     return tuple(input_shape)
 
 
+def _keep_mask(seed_generator, shape, rate):
+    """A dropout keep mask (True with probability `1 - rate`), drawn outside any recomputed function.
+
+    Drawing the mask once and passing it into the recomputed function makes the backward pass's
+    recomputation see the same mask; a boolean mask also costs a quarter of a float one to keep.
+    """
+    return ops.greater_equal(keras.random.uniform(shape, seed=seed_generator), rate)
+
+
+def _drop(x, keep, rate):
+    """Inverted dropout with a given keep mask (`None`: identity); its gradient needs only the mask."""
+    if keep is None:
+        return x
+    return ops.where(keep, x * (1.0 / (1.0 - rate)), ops.zeros_like(x))
+
+
+def _normalize(norm, x, training, update_statistics):
+    """`norm(x)`; with `update_statistics=False` (a recomputation) the moving averages stay as they are."""
+    if update_statistics:
+        return norm(x, training=training)
+    # Same batch statistics, but a momentum of 1 leaves the moving averages exactly as the forward pass
+    # set them (otherwise they would move twice per step).
+    momentum = norm.momentum
+    norm.momentum = 1.0
+    try:
+        return norm(x, training=training)
+    finally:
+        norm.momentum = momentum
+
+
+def _run(function, memory_efficient, training, *tensors):
+    """Calls `function(update_statistics, *tensors)`, rematerialised with `keras.remat` when asked.
+
+    Under `keras.remat` the function runs once in the forward pass and again in the backward pass; only
+    the first run updates BatchNormalization's moving statistics.
+    """
+    if not (memory_efficient and training):
+        return function(True, *tensors)
+    calls = []
+
+    def forward(*args):
+        calls.append(None)
+        return function(len(calls) == 1, *args)
+
+    return keras.remat(forward)(*tensors)
+
+
 @keras.saving.register_keras_serializable(package="ptx_keras")
 class DenseLayer(keras.layers.Layer):
     """One dense-block layer H_l (paper Fig. 1c): BN -> ELU -> 3x3 conv (k filters) -> dropout [-> scSE].
@@ -46,9 +93,10 @@ class DenseLayer(keras.layers.Layer):
         scse_reduction: Reduction ratio of that scSE block.
         scse_fusion: `"add"` or `"max"` (see `SCSEBlock`).
         kernel_initializer: Convolution initializer (paper: HeUniform).
-        memory_efficient: Recompute the concatenation, BN, ELU and convolution in the backward pass
-            instead of storing their outputs (`keras.remat`); outputs and gradients are unchanged and
-            the BN moving statistics are updated once per step.
+        memory_efficient: Recompute the whole layer (concatenation, BN, ELU, convolution, dropout with
+            the same mask, scSE) in the backward pass instead of storing its intermediate tensors
+            (`keras.remat`): only the inputs, the k new maps and a boolean dropout mask are kept.
+            Outputs and gradients are unchanged and the BN moving statistics are updated once per step.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Input shape:
@@ -90,7 +138,9 @@ class DenseLayer(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        # Dropout is drawn here rather than by a Dropout layer so that the mask can be passed into the
+        # recomputed function (memory_efficient) and both modes draw the same masks.
+        self.seed_generator = keras.random.SeedGenerator(name="dropout_seed")
         self.attention = (
             SCSEBlock(scse_reduction, scse_fusion, dtype=self.dtype_policy, name="scse") if scse else None
         )
@@ -103,38 +153,21 @@ class DenseLayer(keras.layers.Layer):
         if self.attention is not None:
             self.attention.build(shape[:-1] + (self.growth_rate,))
 
-    def _bn_elu_conv(self, features, training, update_statistics=True):
-        x = ops.concatenate(features, axis=-1) if len(features) > 1 else features[0]
-        if update_statistics:
-            x = self.norm(x, training=training)
-        else:
-            # Recomputation in the backward pass: same batch statistics, but a momentum of 1 leaves the
-            # moving averages exactly as the forward pass set them (otherwise they would move twice).
-            momentum = self.norm.momentum
-            self.norm.momentum = 1.0
-            try:
-                x = self.norm(x, training=training)
-            finally:
-                self.norm.momentum = momentum
-        return self.conv(ops.elu(x))
-
     def call(self, inputs, training=None):
         features = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        if self.memory_efficient and training:
-            calls = []
+        keep = None
+        if training and self.dropout_rate > 0:
+            shape = tuple(ops.shape(features[0])[:-1]) + (self.growth_rate,)
+            keep = _keep_mask(self.seed_generator, shape, self.dropout_rate)
 
-            def forward(*tensors):
-                calls.append(None)
-                return self._bn_elu_conv(list(tensors), training, update_statistics=len(calls) == 1)
+        def composite(update_statistics, *stack):
+            # `keep` is captured, not passed: the recomputation reuses the forward pass's mask.
+            x = ops.concatenate(list(stack), axis=-1) if len(stack) > 1 else stack[0]
+            x = self.conv(ops.elu(_normalize(self.norm, x, training, update_statistics)))
+            x = _drop(x, keep, self.dropout_rate)
+            return x if self.attention is None else self.attention(x)
 
-            x = keras.remat(forward)(*features)
-        else:
-            x = self._bn_elu_conv(features, training)
-        # Dropout stays outside the recomputed function: a second draw would use a different mask.
-        x = self.dropout(x, training=training)
-        if self.attention is not None:
-            x = self.attention(x)
-        return x
+        return _run(composite, self.memory_efficient, training, *features)
 
     def compute_output_shape(self, input_shape):
         return _first_shape(input_shape)[:-1] + (self.growth_rate,)
@@ -249,6 +282,9 @@ class TransitionDown(keras.layers.Layer):
     Args:
         dropout_rate: Dropout after the convolution (paper: 0.2).
         kernel_initializer: Convolution initializer (paper: HeUniform).
+        memory_efficient: Recompute the layer in the backward pass (`keras.remat`, the dropout mask
+            drawn once and kept as booleans) instead of storing its full-resolution BN, ELU,
+            convolution and dropout tensors; same outputs and gradients.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Input shape:
@@ -258,15 +294,16 @@ class TransitionDown(keras.layers.Layer):
         `(batch, height // 2, width // 2, channels)`.
 
     Raises:
-        ValueError: for a `dropout_rate` outside [0, 1).
+        ValueError: for a `dropout_rate` outside [0, 1) or a non-bool `memory_efficient`.
     """
 
-    def __init__(self, dropout_rate=DROPOUT_RATE, kernel_initializer="he_uniform", **kwargs):
+    def __init__(self, dropout_rate=DROPOUT_RATE, kernel_initializer="he_uniform", memory_efficient=False, **kwargs):
         super().__init__(**kwargs)
         self.dropout_rate = check_rate("dropout_rate", dropout_rate)
+        self.memory_efficient = check_bool("memory_efficient", memory_efficient)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.norm = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn")
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        self.seed_generator = keras.random.SeedGenerator(name="dropout_seed")
         self.pool = keras.layers.MaxPooling2D(2, dtype=self.dtype_policy, name="pool")
         self.conv = None  # its width is the input channel count, known in build()
 
@@ -283,9 +320,15 @@ class TransitionDown(keras.layers.Layer):
         self.conv.build(input_shape)
 
     def call(self, inputs, training=None):
-        x = ops.elu(self.norm(inputs, training=training))
-        x = self.dropout(self.conv(x), training=training)
-        return self.pool(x)
+        keep = None
+        if training and self.dropout_rate > 0:
+            keep = _keep_mask(self.seed_generator, ops.shape(inputs), self.dropout_rate)
+
+        def transition(update_statistics, x):
+            x = ops.elu(_normalize(self.norm, x, training, update_statistics))
+            return self.pool(_drop(self.conv(x), keep, self.dropout_rate))
+
+        return _run(transition, self.memory_efficient, training, inputs)
 
     def compute_output_shape(self, input_shape):
         return self.pool.compute_output_shape(tuple(input_shape))
@@ -296,6 +339,7 @@ class TransitionDown(keras.layers.Layer):
             {
                 "dropout_rate": self.dropout_rate,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "memory_efficient": self.memory_efficient,
             }
         )
         return config

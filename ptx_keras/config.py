@@ -102,6 +102,7 @@ class TrainConfig:
     validation_steps: Optional[int] = None
     mixed_precision: str = "auto"  # auto (on with a GPU), on, off
     jit_compile: str = "auto"  # auto (measured fastest), on, off
+    graph_optimizer: str = "auto"  # TensorFlow's Grappler: auto (off without a GPU, measured faster), on, off
     deterministic: bool = False
     seed: int = 0
     strategy: str = "auto"  # auto, default, mirrored, multi_worker
@@ -153,6 +154,7 @@ class Config:
 _CHOICES = {
     "train.mixed_precision": ("auto", "on", "off"),
     "train.jit_compile": ("auto", "on", "off"),
+    "train.graph_optimizer": ("auto", "on", "off"),
     "train.strategy": ("auto", "default", "mirrored", "multi_worker"),
     "data.normalize": (None, "mean"),
     "data.weight_dtype": ("float16", "float32"),

@@ -130,7 +130,14 @@ def choose_strategy(name):
 
 
 def configure_execution(train_cfg):
-    """Sets seeds, determinism and the mixed-precision policy; returns `(mixed_precision_on, jit_compile)`."""
+    """Sets seeds, determinism, the mixed-precision policy and Grappler.
+
+    Like the mixed-precision policy, the Grappler choice (`train.graph_optimizer`) is process-wide: it
+    applies to every `tf.function` traced afterwards in this process.
+
+    Returns:
+        `(mixed_precision_on, jit_compile, grappler_on)`.
+    """
     import keras
     import tensorflow as tf
 
@@ -143,7 +150,12 @@ def configure_execution(train_cfg):
     # XLA: on CPU it made the quick-start train step ~3x slower and its first step ~2x slower to compile
     # (docs/benchmarks.md), so "auto" uses it only on GPUs.
     jit = {"auto": has_gpu, "on": True, "off": False}[train_cfg.jit_compile]
-    return mp, jit
+    # Grappler: on this CPU it changed neither the step time nor the memory but doubled the first step of
+    # the quick start (25 s -> 14 s without it) and cost ~50 CPU-s per traced step of the paper model
+    # (docs/benchmarks.md); on GPUs its layout and fusion passes matter, so "auto" keeps it there.
+    grappler = {"auto": has_gpu, "on": True, "off": False}[train_cfg.graph_optimizer]
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not grappler})
+    return mp, jit, grappler
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -356,7 +368,7 @@ def train(cfg, verbose=1):
     cfg.data.prepared_dir = prepared
     save_config(cfg, os.path.join(run_dir, CONFIG_FILENAME))
 
-    mixed, jit = configure_execution(cfg.train)
+    mixed, jit, grappler = configure_execution(cfg.train)
     strategy = choose_strategy(cfg.train.strategy)
     from ptx_keras.data.pipeline import count_examples, make_dataset
 
@@ -375,7 +387,7 @@ def train(cfg, verbose=1):
     print(
         f"Run {run_dir}: model {cfg.model.name}, loss {cfg.loss.name}, {n_train} train / {n_val} val images at "
         f"{cfg.data.image_size}px, batch {cfg.train.batch_size} on {replicas} replica(s), "
-        f"mixed precision {'on' if mixed else 'off'}, XLA {jit}"
+        f"mixed precision {'on' if mixed else 'off'}, XLA {jit}, Grappler {'on' if grappler else 'off'}"
     )
     with strategy.scope():
         model = build_and_compile(cfg, jit_compile=jit)

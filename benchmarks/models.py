@@ -19,8 +19,8 @@ Prints one JSON line per measurement, each with a machine description:
 Wall-clock rates depend on what else the machine runs: every line also carries the 1-minute load average
 and the CPU-seconds the process used; the ratios are given both for wall-clock rates (meaningful within one
 run only) and for rates per CPU-second (`ratio_to_matmul_per_cpu_s`, much less dependent on the load).
-`--quick` (about 8 minutes on 2 cores) leaves out XLA at batch 8 and the extra training configurations, times
-fewer calls and trains with Grappler off (see `train_step`); every kind of figure is still printed.
+`--quick` (about 8 minutes on 2 cores) leaves out XLA at batch 8 and the extra training configurations
+(FC-DenseNet103, XLA, Grappler on) and times fewer calls; every kind of figure is still printed.
 
     python benchmarks/models.py [--quick] [--size 256] [--models ms_scse_fc_densenet103 fc_densenet103]
                                 [--skip reference inference train]
@@ -181,8 +181,10 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
     optimisation) is timed separately; the peak resident memory is read after `steps` further steps,
     with the peak reset after the first one so that graph construction does not count.
 
-    `grappler=False` turns TensorFlow's graph optimiser off (`--quick` does): on this CPU it changed neither
-    the step time nor the memory of these models but took ~50 CPU-seconds of the paper model's first step.
+    `grappler=False` turns TensorFlow's graph optimiser off, as `ptx_keras.training` does without a GPU
+    (`train.graph_optimizer: auto`): on this CPU it changed neither the step time nor the memory of these
+    models but took ~50 CPU-seconds of the paper model's first step. The full run adds one configuration
+    with Grappler on.
 
     Returns:
         dict of the measured figures (see the module docstring).
@@ -262,7 +264,7 @@ def _train_in_subprocess(config, reference, timeout):
 
 
 def memory_efficient_comparison(results):
-    """Ratios of the `memory_efficient=True` training step to the default one (same model, no XLA).
+    """Ratios of the `memory_efficient=True` training step to the default one (same model, no XLA or Grappler).
 
     Args:
         results: `train_step` result dicts.
@@ -273,7 +275,7 @@ def memory_efficient_comparison(results):
     """
     def pick(efficient):
         return next((r for r in results if r.get("memory_efficient") == efficient and not r.get("jit_compile")
-                     and "error" not in r), None)
+                     and not r.get("grappler") and "error" not in r), None)
 
     default, efficient = pick(False), pick(True)
     if default is None or efficient is None or default["model"] != efficient["model"]:
@@ -308,6 +310,7 @@ def plan(quick, models):
     if not quick:
         train_runs += [dict(model=name, memory_efficient=False) for name in models[1:]]
         train_runs += [dict(model=models[0], memory_efficient=False, jit_compile=True)]
+        train_runs += [dict(model=models[0], memory_efficient=False, grappler=True)]
     return inference_runs, train_runs
 
 
@@ -345,8 +348,8 @@ def main(argv=None):
     if "train" not in args.skip:
         trained = []
         for config in train_runs:
-            config = {"size": args.size, "batch": args.train_batch, "steps": 1 if args.quick else 5,
-                      "grappler": not args.quick, **config}
+            config = {"size": args.size, "batch": args.train_batch, "steps": 2 if args.quick else 5,
+                      "grappler": False, **config}
             trained.append(_train_in_subprocess(config, reference, timeout=900))
             _emit("train_step", info, **trained[-1])
         comparison = memory_efficient_comparison(trained)

@@ -33,8 +33,8 @@ def _first_shape(input_shape):
 def _keep_mask(seed_generator, shape, rate):
     """A dropout keep mask (True with probability `1 - rate`), drawn outside any recomputed function.
 
-    Drawing the mask once and passing it into the recomputed function makes the backward pass's
-    recomputation see the same mask; a boolean mask also costs a quarter of a float one to keep.
+    The recomputed function captures the mask instead of drawing its own, so the backward pass's
+    recomputation applies the same mask; a boolean mask also costs a quarter of a float one to keep.
     """
     return ops.greater_equal(keras.random.uniform(shape, seed=seed_generator), rate)
 
@@ -138,8 +138,8 @@ class DenseLayer(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        # Dropout is drawn here rather than by a Dropout layer so that the mask can be passed into the
-        # recomputed function (memory_efficient) and both modes draw the same masks.
+        # Dropout is drawn by this layer rather than a Dropout sublayer so that the recomputed function
+        # (memory_efficient) can reuse the mask, and both modes draw the same masks.
         self.seed_generator = keras.random.SeedGenerator(name="dropout_seed")
         self.attention = (
             SCSEBlock(scse_reduction, scse_fusion, dtype=self.dtype_policy, name="scse") if scse else None

@@ -11,6 +11,8 @@ PTX_CLASS = 1  # index of the pneumothorax class in the softmax output
 # --- Diagnosis (paper: "the threshold is empirically set to 50 pixels") ------------------------------
 DIAGNOSIS_MIN_AREA = 50  # pixels, expressed at REFERENCE_SIZE x REFERENCE_SIZE
 DIAGNOSIS_REFERENCE_SIZE = 256
+# The diagnosis scores of Table 3, in the order tables list them.
+DIAGNOSIS_KEYS = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 MASK_THRESHOLD = 0.5
 
 # --- Spatial weight maps (eq. 6) ----------------------------------------------------------------------

@@ -50,7 +50,7 @@ SUMMARY_MD_FILENAME = "summary.md"
 SIZE_CLASSES = ("small", "moderate", "large")
 CASE_PICKS = ("best", "median", "worst")
 COMPARED_METRICS = ("mpa", "pa1", "dsc", "dsc1", "hd", "hd95")
-DIAGNOSIS_KEYS = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+DIAGNOSIS_KEYS = C.DIAGNOSIS_KEYS
 _DIAGNOSIS_NAMES = {
     "accuracy": "Accuracy",
     "sensitivity": "Sensitivity",

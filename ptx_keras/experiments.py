@@ -61,7 +61,7 @@ RESERVED_RUN_NAMES = ("tables", "data_cache")
 RUNNER_KEYS = ("name", "output_dir")
 TABLE_METRICS = ("mpa", "pa1", "dsc", "dsc1", "hd")
 METRIC_TITLES = {"mpa": "MPA", "pa1": "PA1", "dsc": "DSC", "dsc1": "DSC1", "hd": "HD (px)"}
-DIAGNOSIS_KEYS = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+DIAGNOSIS_KEYS = C.DIAGNOSIS_KEYS
 DIAGNOSIS_TITLES = {
     "accuracy": "Accuracy (%)",
     "sensitivity": "Sensitivity (%)",

@@ -2,8 +2,10 @@
 
 Prints one JSON line per measurement, each with a machine description:
 
-* `matmul_reference`: float32 matrix-product GFLOP/s with TensorFlow (2048 x 2048, all cores), measured in
-  the same run, so that every model figure can be given as a ratio to it;
+* `matmul_reference`: float32 matrix-product GFLOP/s with TensorFlow (2048 x 2048, all cores), measured at
+  the start and end of the run and again right before every inference configuration and every timed
+  training loop (in its worker), so that every model figure is a ratio to the machine's speed at that
+  moment (`reference_gflops` on each line: on a shared host it drifts by +-12 % within minutes);
 * `inference`: images/s, GFLOP/s (2 x the package's multiply-accumulate count) and the ratio to the
   reference, per model, batch size and mode (`graph`: `tf.function`; `xla`: `jit_compile=True`), with the
   seconds the first call took (tracing, graph optimisation or XLA compilation);
@@ -139,6 +141,7 @@ def _ratios(gflops, gflops_per_cpu_s, reference):
     if not reference:
         return {}
     return {
+        "reference_gflops": reference["gflops"],
         "ratio_to_matmul": round(gflops / reference["gflops"], 3),
         "ratio_to_matmul_per_cpu_s": round(gflops_per_cpu_s / reference["gflops_per_cpu_s"], 3),
     }
@@ -174,12 +177,14 @@ def _tensor_memory():
         return None
 
 
-def train_step(name, size, batch, memory_efficient=False, jit_compile=False, steps=3, grappler=True):
+def train_step(name, size, batch, memory_efficient=False, jit_compile=False, steps=3, grappler=True, reference=True):
     """One configuration's training-step speed and memory (run it in a fresh process for the memory).
 
     The model is compiled as `ptx_keras.training.build_and_compile` does. The first step (tracing and graph
     optimisation) is timed separately; the peak resident memory is read after `steps` further steps,
-    with the peak reset after the first one so that graph construction does not count.
+    with the peak reset after the first one so that graph construction does not count. With
+    `reference=True` the matmul reference is measured in the same process just before the timed steps
+    (`adjacent_reference`), and the ratios are taken to it.
 
     `grappler=False` turns TensorFlow's graph optimiser off, as `ptx_keras.training` does without a GPU
     (`train.graph_optimizer: auto`): on this CPU it changed neither the step time nor the memory of these
@@ -217,6 +222,8 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
     model.train_on_batch(x, y)
     first, first_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     peak_first = _proc_status("VmHWM")
+    # The machine's speed drifts (other tenants of the host): the reference is measured right before the steps.
+    adjacent = matmul_reference(min_seconds=2.0) if reference else None
     reset = _reset_peak_rss()
     baseline = _proc_status("VmRSS")
     tensors = _tensor_memory()
@@ -241,6 +248,8 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
         "tensor_baseline_mib": None if tensors is None else round(tensors["current"] / 2**20),
         "peak_tensor_mib": None if peak_tensors is None else round(peak_tensors["peak"] / 2**20),
     }
+    if adjacent:
+        result["adjacent_reference"] = adjacent
     result["step_peak_over_baseline_mib"] = (
         None if result["peak_rss_steps_mib"] is None else result["peak_rss_steps_mib"] - round(rss_before)
     )
@@ -259,7 +268,7 @@ def _train_in_subprocess(config, reference, timeout):
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {**config, "error": f"worker exit {done.returncode}: {tail}"}
     result = json.loads(lines[-1])
-    result.update(_ratios(result["gflops"], result["gflops_per_cpu_s"], reference))
+    result.update(_ratios(result["gflops"], result["gflops_per_cpu_s"], result.pop("adjacent_reference", reference)))
     return result
 
 
@@ -342,14 +351,16 @@ def main(argv=None):
             if name not in built:
                 built = {name: _model_and_macs(name, args.size)}  # one model in memory at a time
             repeats = (2 if batch == 1 else 1) if args.quick else 5
-            result = inference(*built[name], args.size, batch, mode, reference,
+            # Measured right before each configuration: the machine's speed drifts during a run.
+            adjacent = matmul_reference(min_seconds=1.0 if args.quick else 3.0) if reference else None
+            result = inference(*built[name], args.size, batch, mode, adjacent,
                                repeats=repeats, min_seconds=0.0 if args.quick else 10.0)
             _emit("inference", info, **result)
     if "train" not in args.skip:
         trained = []
         for config in train_runs:
             config = {"size": args.size, "batch": args.train_batch, "steps": 2 if args.quick else 5,
-                      "grappler": False, **config}
+                      "grappler": False, "reference": reference is not None, **config}
             trained.append(_train_in_subprocess(config, reference, timeout=900))
             _emit("train_step", info, **trained[-1])
         comparison = memory_efficient_comparison(trained)

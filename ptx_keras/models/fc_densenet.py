@@ -102,7 +102,7 @@ def FCDenseNet(
         dropout_rate: Dropout of dense layers and transitions down (paper: 0.2).
         memory_efficient: Recompute every dense layer (concatenation, BN, ELU, convolution, dropout,
             scSE) and every transition down in the backward pass (`keras.remat`) instead of storing
-            their intermediate tensors: 0.42-0.44x the peak of live tensors for 1.26-1.27x the step
+            their intermediate tensors: 0.42-0.46x the peak of live tensors for 1.25-1.37x the step
             time (paper model, 256 x 256, batch 4, docs/benchmarks.md); same outputs and gradients
             (dropout masks are drawn once and reused).
         name: Model name.

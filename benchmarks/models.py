@@ -5,7 +5,7 @@ Prints one JSON line per measurement, each with a machine description:
 * `matmul_reference`: float32 matrix-product GFLOP/s with TensorFlow (2048 x 2048, all cores), measured at
   the start and end of the run and again right before every inference configuration and every timed
   training loop (in its worker), so that every model figure is a ratio to the machine's speed at that
-  moment (`reference_gflops` on each line: on a shared host it drifts by +-12 % within minutes);
+  moment (`reference_gflops` on each line: on this shared host it drifted by up to 25 % within a run);
 * `inference`: images/s, GFLOP/s (2 x the package's multiply-accumulate count) and the ratio to the
   reference, per model, batch size and mode (`graph`: `tf.function`; `xla`: `jit_compile=True`), with the
   seconds the first call took (tracing, graph optimisation or XLA compilation);
@@ -21,7 +21,7 @@ Prints one JSON line per measurement, each with a machine description:
 Wall-clock rates depend on what else the machine runs: every line also carries the 1-minute load average
 and the CPU-seconds the process used; the ratios are given both for wall-clock rates (meaningful within one
 run only) and for rates per CPU-second (`ratio_to_matmul_per_cpu_s`, much less dependent on the load).
-`--quick` (about 8 minutes on 2 cores) leaves out XLA at batch 8 and the extra training configurations
+`--quick` (5-6 minutes on 2 cores) leaves out XLA at batch 8 and the extra training configurations
 (FC-DenseNet103, XLA, Grappler on) and times fewer calls; every kind of figure is still printed.
 
     python benchmarks/models.py [--quick] [--size 256] [--models ms_scse_fc_densenet103 fc_densenet103]

@@ -187,9 +187,8 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
     (`adjacent_reference`), and the ratios are taken to it.
 
     `grappler=False` turns TensorFlow's graph optimiser off, as `ptx_keras.training` does without a GPU
-    (`train.graph_optimizer: auto`): on this CPU it changed neither the step time nor the memory of these
-    models but took ~50 CPU-seconds of the paper model's first step. The full run adds one configuration
-    with Grappler on.
+    (`train.graph_optimizer: auto`): on this CPU the step was no slower without it and needed less memory
+    (docs/benchmarks.md). The full run adds one configuration with Grappler on.
 
     Returns:
         dict of the measured figures (see the module docstring).

@@ -103,6 +103,29 @@ def test_folder_with_a_corrupt_file(run_dir, folder, tmp_path):
     assert s["failed"] == [(str(folder / "corrupt.png"), table.loc["corrupt", "error"])]
 
 
+def test_non_finite_image_is_an_error_row_and_a_constant_one_a_warning(run_dir, tmp_path, caplog):
+    from ptx_keras.predict import predict_paths
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name, special in (("nan", np.nan), ("inf", np.inf)):
+        image = square_image(40, 40, (10, 10, 30, 30)).astype(np.float32) / 255
+        image[0, :3] = special
+        Image.fromarray(image, mode="F").save(d / f"{name}.tif")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(d / "blank.png")
+    with caplog.at_level("WARNING"):
+        s = predict_paths([str(d)], run_dir, str(tmp_path / "out"), format="siim", progress=False)
+    assert (s["n_files"], s["n_ok"], s["n_failed"]) == (3, 1, 2)
+    table = read_table(tmp_path / "out").set_index("sample_id")
+    assert table.loc["nan", "status"] == "error" and "nan.tif: 3 NaN and 0 infinite" in table.loc["nan", "error"]
+    assert table.loc["inf", "status"] == "error" and "0 NaN and 3 infinite" in table.loc["inf", "error"]
+    assert table.loc["nan", "diagnosis"] == table.loc["inf", "diagnosis"] == ""  # never a diagnosis
+    assert table.loc["blank", "status"] == "ok"
+    assert any(str(d / "blank.png") in r.getMessage() and "constant" in r.getMessage() for r in caplog.records)
+    submission = pd.read_csv(tmp_path / "out" / "submission.csv")
+    assert submission.ImageId.tolist() == ["blank"]
+
+
 def test_cli_exit_codes(run_dir, folder, tmp_path, capsys):
     from ptx_keras.cli.predict import main
 

@@ -102,6 +102,37 @@ def test_float_tiff_scaled_to_unit_range(tmp_path):
     assert out.dtype == np.float32 and info["value_range"] == (0.0, 1.0)
 
 
+@pytest.mark.parametrize(
+    "specials, fragment",
+    [((np.nan,), "1 NaN and 0 infinite pixel\\(s\\) of 4"), ((np.inf, -np.inf), "0 NaN and 2 infinite"),
+     ((np.nan, np.inf), "1 NaN and 1 infinite")],
+)
+def test_float_tiff_with_non_finite_pixels_refused(tmp_path, specials, fragment):
+    # Scaling used to zero NaN and, with an infinity, the whole image: such an image has no intensities.
+    values = np.array([[0.0, 0.5], [0.75, 1.0]], dtype=np.float32)
+    values.flat[: len(specials)] = specials
+    with pytest.raises(DataError, match="nonfinite.tif: " + fragment):
+        read_image(_save(tmp_path / "nonfinite.tif", values))
+
+
+@pytest.mark.parametrize("kind", ["png", "float tif", "dicom"])
+def test_constant_image_read_with_a_warning_naming_it(tmp_path, caplog, kind):
+    if kind == "dicom":
+        path = str(tmp_path / "blank.dcm")
+        write_dicom(path, np.zeros((8, 8), np.uint16), bits_stored=12)
+    else:
+        dtype = np.uint8 if kind == "png" else np.float32
+        path = _save(tmp_path / ("blank.png" if kind == "png" else "blank.tif"), np.full((8, 8), 3, dtype))
+    with caplog.at_level("WARNING", logger="ptx_keras.data.readers"):
+        image, _ = read_image(path)
+    assert image.shape == (8, 8)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert path in caplog.records[0].getMessage() and "constant image" in caplog.records[0].getMessage()
+    caplog.clear()
+    read_image(_save(tmp_path / "ramp.png", _image()))
+    assert not caplog.records
+
+
 def test_read_image_dicom_by_extension_and_magic(tmp_path):
     image = _image()
     write_dicom(tmp_path / "d.dcm", image, spacing=(0.2, 0.3))

@@ -122,15 +122,44 @@ def _pillow_array(image, path):
     raise DataError(f"{path}: unsupported image mode {mode!r}")
 
 
-def read_image(path):
+def check_pixels(image, path):
+    """The pixel checks every image read goes through (preparation and prediction alike).
+
+    A NaN or infinite pixel has no intensity: scaling or resizing would silently turn it (or, for an
+    infinity, the whole image) into zeros, so such an image is refused. A constant image (every pixel
+    equal, e.g. a blank export) is legal but carries nothing to segment: it is logged as a warning.
+
+    Args:
+        image: The pixels as read, before any scaling.
+        path: The file, named in the message.
+
+    Raises:
+        DataError: If any pixel is NaN or infinite (the counts are given).
+    """
+    image = np.asarray(image)
+    if image.size and image.dtype.kind == "f":
+        finite = np.isfinite(image)
+        if not finite.all():
+            nans = int(np.count_nonzero(np.isnan(image)))
+            infs = image.size - int(np.count_nonzero(finite)) - nans
+            raise DataError(
+                f"{path}: {nans} NaN and {infs} infinite pixel(s) of {image.size}; image pixels must be finite"
+            )
+    if image.size and image.min() == image.max():
+        logger.warning("%s: constant image (every pixel is %s); it holds nothing to segment", path, image.flat[0])
+
+
+def read_image(path, *, dicom=None):
     """Reads a grayscale image from PNG/JPEG/TIFF/BMP (Pillow) or DICOM.
 
     DICOM is recognised by the extension `.dcm`/`.dicom` or the `DICM` magic and read with `read_dicom`.
     Colour images become grayscale: exactly when all channels are equal, else with the ITU-R 601 luma
-    (Pillow's `L` conversion); palette images are mapped through their palette.
+    (Pillow's `L` conversion); palette images are mapped through their palette. Every image passes
+    `check_pixels` (non-finite pixels refused, constant images logged).
 
     Args:
         path: The image file.
+        dicom: True to read the file as DICOM whatever its name; None to recognise DICOM as above.
 
     Returns:
         `(image, info)`: `image` is a 2-D array `(height, width)`, uint8, uint16 (16-bit PNG/TIFF, DICOM
@@ -139,11 +168,14 @@ def read_image(path):
         `rows`, `cols` and `value_range` (`(low, high)` the image type can take).
 
     Raises:
-        DataError: If the file is missing, unreadable, truncated, multi-frame or of an unsupported kind.
+        DataError: If the file is missing, unreadable, truncated, multi-frame, of an unsupported kind, or
+            has NaN or infinite pixels.
     """
     path = os.fspath(path)
-    if is_dicom(path):
-        return read_dicom(path)
+    if dicom or (dicom is None and is_dicom(path)):
+        image, info = read_dicom(path)
+        check_pixels(image, path)
+        return image, info
     image = _open_pillow(path, "image")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -156,13 +188,14 @@ def read_image(path):
             from PIL import Image
 
             values = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+    check_pixels(values, path)
     if values.dtype == np.uint8:
         bits, value_range = 8, (0.0, 255.0)
     elif values.dtype == np.uint16:
         bits, value_range = 16, (0.0, 65535.0)
     else:
         # Floating-point files have no natural range: scale each image to [0, 1].
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        low, high = float(values.min()), float(values.max())
         values = ((values - low) / (high - low) if high > low else np.zeros_like(values)).astype(np.float32)
         bits, value_range = 32, (0.0, 1.0)
     info = {
@@ -633,7 +666,7 @@ def load_sample(record):
             shape, RLE size differing from the image size, non-binary mask, malformed RLE, or a label
             that disagrees with the mask.
     """
-    image, info = (read_dicom if record.kind == "dicom" else read_image)(record.image_path)
+    image, info = read_image(record.image_path, dicom=(record.kind == "dicom") or None)
     if image.ndim != 2:
         raise DataError(f"{record.image_path}: expected a 2-D grayscale image, got shape {image.shape}")
     shape = tuple(image.shape)

@@ -71,6 +71,73 @@ def _check_reference_size(reference_size):
     return int(reference_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """The diagnosis rule's numbers: the one definition that configuration, evaluation and every export read.
+
+    A pixel is predicted pneumothorax when its probability is strictly above `mask_threshold`; an image is
+    diagnosed pneumothorax when more than `min_area` such pixels are predicted, `min_area` being expressed at
+    `reference_size` x `reference_size` and scaled by area to the prediction size (`min_pixels`).
+
+    Attributes:
+        mask_threshold: In [0, 1) (paper: 0.5, the softmax argmax).
+        min_area: Pixels at `reference_size`^2, >= 0 (paper: 50 at 256 x 256).
+        reference_size: Side of the square image at which `min_area` is expressed (positive int).
+
+    Raises:
+        ValueError: naming the first invalid value.
+    """
+
+    mask_threshold: float = MASK_THRESHOLD
+    min_area: float = DIAGNOSIS_MIN_AREA
+    reference_size: int = DIAGNOSIS_REFERENCE_SIZE
+
+    KEYS = ("mask_threshold", "min_area", "reference_size")
+
+    def __post_init__(self):
+        object.__setattr__(self, "mask_threshold", _check_number(self.mask_threshold, "mask_threshold", 0, 1))
+        object.__setattr__(self, "min_area", _check_number(self.min_area, "min_area", 0))
+        object.__setattr__(self, "reference_size", _check_reference_size(self.reference_size))
+
+    def min_pixels(self, height, width=None):
+        """`min_area` scaled to a `height x width` prediction (`width` defaults to `height`):
+        `min_area * height * width / reference_size**2`."""
+        width = height if width is None else width
+        return self.min_area * (height * width) / self.reference_size**2
+
+    def to_dict(self):
+        """`{"mask_threshold", "min_area", "reference_size"}` as float, float, int (JSON-ready)."""
+        return {k: getattr(self, k) for k in self.KEYS}
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, mapping, where="thresholds"):
+        """Reads thresholds from a mapping (a JSON file, export metadata, a config section).
+
+        Args:
+            mapping: Has the keys of `KEYS` (others are ignored: files also record how they were chosen).
+            where: What the mapping came from (a file path, a config key), named in errors.
+
+        Returns:
+            `Thresholds`.
+
+        Raises:
+            ValueError: naming `where`, for a non-mapping, a missing key or an invalid value.
+        """
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{where}: expected a mapping with {list(cls.KEYS)}. Received: {mapping!r}")
+        missing = [k for k in cls.KEYS if k not in mapping]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}; expected {list(cls.KEYS)}")
+        try:
+            return cls(**{k: mapping[k] for k in cls.KEYS})
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+
+
 def ptx_probabilities(prob_map):
     """Brings probability maps to `(batch, height, width)` PTX probabilities.
 
@@ -109,12 +176,7 @@ def ptx_probabilities(prob_map):
     return p, batched
 
 
-def diagnose(
-    prob_map,
-    min_area=DIAGNOSIS_MIN_AREA,
-    mask_threshold=MASK_THRESHOLD,
-    reference_size=DIAGNOSIS_REFERENCE_SIZE,
-):
+def diagnose(prob_map, min_area=None, mask_threshold=None, reference_size=None, *, thresholds=None):
     """Diagnoses pneumothorax from predicted probabilities with the paper's area rule.
 
     Args:
@@ -124,6 +186,8 @@ def diagnose(
             `reference_size` x `reference_size` (paper: 50).
         mask_threshold: A pixel is predicted pneumothorax when its probability is strictly above this, in [0, 1).
         reference_size: Side of the square image at which `min_area` is expressed.
+        thresholds: A `Thresholds` holding all three (default: the paper's); the individual arguments, when
+            given, override its fields.
 
     Returns:
         `Diagnosis` with scalar fields for one image, `(batch,)` arrays for a batch.
@@ -131,16 +195,21 @@ def diagnose(
     Raises:
         ValueError: on invalid shapes, probabilities or arguments.
     """
-    min_area = _check_number(min_area, "min_area", 0)
-    mask_threshold = _check_number(mask_threshold, "mask_threshold", 0, 1)
-    reference_size = _check_reference_size(reference_size)
+    if thresholds is None:
+        thresholds = Thresholds()
+    elif not isinstance(thresholds, Thresholds):
+        raise ValueError(f"thresholds must be a Thresholds. Received: thresholds={thresholds!r}")
+    given = {"min_area": min_area, "mask_threshold": mask_threshold, "reference_size": reference_size}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given:
+        thresholds = thresholds.replace(**given)
     probs, batched = ptx_probabilities(prob_map)
     _, h, w = probs.shape
-    area = np.count_nonzero(probs > mask_threshold, axis=(1, 2))
+    area = np.count_nonzero(probs > thresholds.mask_threshold, axis=(1, 2))
     max_prob = probs.reshape(len(probs), -1).max(axis=1) if probs.size else np.zeros(len(probs))
-    threshold_area = min_area * (h * w) / reference_size**2
+    threshold_area = thresholds.min_pixels(h, w)
     label = (area > threshold_area).astype(int)
-    score = (area + 0.5 * max_prob) * (reference_size**2 / (h * w))
+    score = (area + 0.5 * max_prob) * (thresholds.reference_size**2 / (h * w))
     if batched:
         return Diagnosis(label, area, score, threshold_area, max_prob)
     return Diagnosis(int(label[0]), int(area[0]), float(score[0]), threshold_area, float(max_prob[0]))

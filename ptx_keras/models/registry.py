@@ -3,6 +3,9 @@
 Each model module registers its presets with `@register_preset("name", description=...)` on a builder
 `fn(**overrides) -> keras.Model`. Every builder accepts at least `input_shape=(height, width, channels)` and
 `num_classes`.
+
+Importing this module imports its package `ptx_keras.models` first (Python imports parent packages), whose
+`__init__` imports every model module: whenever the registry can be reached, every preset is registered.
 """
 
 from ptx_keras.errors import ModelError
@@ -35,7 +38,6 @@ def register_preset(name, description=""):
 
 def list_models():
     """Returns `{name: description}` for every registered preset, sorted by name."""
-    _import_all()
     return {name: _PRESETS[name][1] for name in sorted(_PRESETS)}
 
 
@@ -54,14 +56,8 @@ def build_model(name, **overrides):
     Raises:
         ModelError: if `name` is unknown (the message lists the known names).
     """
-    _import_all()
     if name not in _PRESETS:
         known = ", ".join(sorted(_PRESETS))
         raise ModelError(f"Unknown model name: {name!r}. Known models: {known}")
     fn, _ = _PRESETS[name]
     return fn(**overrides)
-
-
-def _import_all():
-    # Importing the model modules runs their @register_preset decorators.
-    import ptx_keras.models  # noqa: F401

@@ -9,21 +9,18 @@ they are a small fraction and are usually left out of "FLOPs" figures. A custom 
 with `keras.ops` directly instead of through those layers is not seen. The paper's "GFLOPS" for
 FC-DenseNet (15.39) is this MAC count at about 256 x 256 (we count 15.94 G at exactly 256 x 256).
 
-Run `python -m ptx_keras.models.summary [--input-size 256] [--channels 3] [NAME ...]` to print the table
-as Markdown.
+`ptx-summary [--input-size 256] [--channels 3] [NAME ...]` (`python -m ptx_keras.cli.summary`) prints the
+table as Markdown.
 """
 
-import argparse
 import gc
 import math
-import sys
 
 import keras
 import numpy as np
 import pandas as pd
 
 from ptx_keras.constants import IMAGE_SIZE, PAPER_TABLE2_COMPLEXITY
-from ptx_keras.errors import PtxError
 
 # Which row of the paper's Table 2 each preset reproduces (baselines under the names their module uses).
 PAPER_ROW_OF_PRESET = {
@@ -201,39 +198,3 @@ def summary_table(names=None, input_size=IMAGE_SIZE, channels=3):
         gc.collect()
     table = pd.DataFrame(rows)
     return table.astype({"paper_params": "Int64", "paper_gflops": "Float64"})
-
-
-def to_markdown(table):
-    """Formats a DataFrame as a GitHub Markdown table (integers with thousands separators)."""
-
-    def cell(value):
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        if isinstance(value, (int, np.integer)):
-            return f"{int(value):,}"
-        return str(value)
-
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
-    for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    """Prints the summary table as Markdown. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m ptx_keras.models.summary", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="presets (default: all)")
-    parser.add_argument("--input-size", type=int, default=IMAGE_SIZE, help="square input side for the MACs")
-    parser.add_argument("--channels", type=int, default=3, help="input channels")
-    args = parser.parse_args(argv)
-    try:
-        table = summary_table(args.names or None, args.input_size, args.channels)
-    except PtxError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(to_markdown(table))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -185,10 +185,10 @@ def collect_inputs(inputs):
 
     Files named explicitly are kept whatever their extension (a failure to read them is reported per file);
     inside folders only PNG/JPEG/TIFF/BMP/DICOM extensions are taken (`ptx_keras.data.readers.IMAGE_EXTENSIONS`).
+    A file reached twice (named and inside a named folder) is kept once.
 
     Returns:
-        List of `(path, sample_id)`: `sample_id` is the file name without extension, or the path relative to
-        its input folder (`/` -> `__`) where two files share a name.
+        List of `(path, sample_id)` with unique sample ids (`sample_ids`).
 
     Raises:
         DataError: if an input does not exist or no image is found.
@@ -197,36 +197,82 @@ def collect_inputs(inputs):
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    found = []  # (path, relative name)
+    found = []
     for item in inputs:
         item = os.fspath(item)
         if os.path.isfile(item):
-            found.append((item, os.path.basename(item)))
+            found.append(item)
         elif os.path.isdir(item):
             for root, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                        path = os.path.join(root, name)
-                        found.append((path, os.path.relpath(path, item)))
+                        found.append(os.path.join(root, name))
         else:
             raise DataError(f"Input not found: {item}")
     seen, unique = set(), []
-    for path, rel in found:
+    for path in found:
         key = os.path.abspath(path)
         if key not in seen:
             seen.add(key)
-            unique.append((path, rel))
+            unique.append(path)
     if not unique:
         exts = ", ".join(IMAGE_EXTENSIONS)
         raise DataError(f"No images found in {', '.join(map(os.fspath, inputs)) or 'the inputs'} (extensions {exts})")
-    stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in unique]
-    counts = {s: stems.count(s) for s in stems}
-    out = []
-    for (path, rel), stem in zip(unique, stems):
-        sample_id = stem if counts[stem] == 1 else os.path.splitext(rel)[0].replace(os.sep, "__").replace("/", "__")
-        out.append((path, sample_id))
-    return out
+    return list(zip(unique, sample_ids(unique)))
+
+
+def sample_ids(paths):
+    """Unique, deterministic sample ids for image files: they name the overlays, masks and submission rows.
+
+    Each file takes the first of these forms that no other file shares: its name without extension (`x`),
+    its name (`x.png`, when `x.png` and `x.tif` both exist), its path relative to the deepest folder holding
+    all the files without extension (`a__y` for `a/y.png` beside `b/y.png`; `/` becomes `__`), and that path
+    with extension. Ids are compared case-insensitively, since overlays of `X` and `x` would overwrite each
+    other on macOS and Windows. Should all forms clash (names that themselves contain `__`), the later files
+    in input order get `-2`, `-3`, ... appended.
+
+    Args:
+        paths: The image files, in input order.
+
+    Returns:
+        List of ids, one per path.
+    """
+    absolute = [os.path.abspath(os.fspath(p)) for p in paths]
+    if not absolute:
+        return []
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+
+    def forms(path):
+        out = []
+        for text in (os.path.basename(path), os.path.relpath(path, root)):
+            for form in (os.path.splitext(text)[0], text):
+                form = form.replace(os.sep, "__").replace("/", "__")
+                if form not in out:  # a file in `root` itself has two forms only
+                    out.append(form)
+        return out
+
+    choices = [forms(p) for p in absolute]
+    levels = [0] * len(absolute)
+    while True:
+        ids = [c[level] for c, level in zip(choices, levels)]
+        groups = {}
+        for i, sample_id in enumerate(ids):
+            groups.setdefault(sample_id.casefold(), []).append(i)
+        clashing = [i for g in groups.values() if len(g) > 1 for i in g if levels[i] < len(choices[i]) - 1]
+        if not clashing:
+            break
+        for i in clashing:
+            levels[i] += 1
+    taken = set()
+    for i, sample_id in enumerate(ids):
+        candidate, n = sample_id, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{sample_id}-{n}"
+        ids[i] = candidate
+        taken.add(candidate.casefold())
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------------------

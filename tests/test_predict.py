@@ -224,6 +224,47 @@ def test_duplicate_names_get_distinct_ids(tmp_path):
     assert [sid for _, sid in found] == ["y", "a__x", "b__x"]
 
 
+@pytest.mark.parametrize("layout", ["same stem, two extensions", "same name, two folders given as files"])
+def test_colliding_names_give_distinct_outputs_and_no_duplicate_rows(run_dir, tmp_path, layout):
+    from ptx_keras.predict import predict_paths
+
+    d = tmp_path / "in"
+    boxes = [(4, 4, 20, 20), None]  # one positive, one negative: overwriting would show
+    if layout.startswith("same stem"):
+        d.mkdir()
+        paths = [d / "x.png", d / "x.tif"]
+        inputs, expected = [str(d)], ["x.png", "x.tif"]
+    else:
+        paths = [d / "a" / "y.png", d / "b" / "y.png"]
+        inputs, expected = [str(p) for p in paths], ["a__y", "b__y"]
+    for path, box in zip(paths, boxes):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(square_image(48, 48, box)).save(path)
+    out = tmp_path / "out"
+    s = predict_paths(inputs, run_dir, str(out), format="siim", save_masks=True, progress=False)
+    assert s["n_ok"] == 2
+    table = read_table(out)
+    assert sorted(table.sample_id) == expected
+    assert sorted(os.listdir(out / "overlays")) == sorted(os.listdir(out / "masks")) == [f"{i}.png" for i in expected]
+    by_file = table.set_index("file")
+    areas = [(np.asarray(Image.open(out / "masks" / f"{by_file.loc[str(p), 'sample_id']}.png")) > 0).sum() for p in paths]
+    assert areas[0] > 200 and areas[1] == 0  # each file's own mask, none overwritten
+    submission = pd.read_csv(out / "submission.csv")
+    assert sorted(submission.ImageId) == expected and not submission.ImageId.duplicated().any()
+
+
+def test_sample_ids_unique_in_hard_cases():
+    from ptx_keras.predict import sample_ids
+
+    assert sample_ids(["/d/x.png", "/d/x.tif", "/d/y.png"]) == ["x.png", "x.tif", "y"]
+    assert sample_ids(["/d/a/y.png", "/d/b/y.png", "/d/a/y.tif"]) == ["a__y", "b__y", "y.tif"]
+    assert sample_ids(["/d/x.png", "/d/sub/x.png"]) == ["x.png", "sub__x"]
+    assert sample_ids(["/d/X.png", "/d/x.png"]) == ["X.png", "x.png-2"]  # one file on case-insensitive disks
+    ids = sample_ids(["/d/a__b.png", "/d/a/b.png", "/d/b.png"])  # "__" in a name: numbered, still unique
+    assert len({i.casefold() for i in ids}) == 3
+    assert sample_ids(["/d/b/y.png", "/d/a/y.png"]) == ["b__y", "a__y"]  # no dependence on the order
+
+
 def test_overlay_marks_the_mask():
     from ptx_keras.predict import overlay_image
 

@@ -66,3 +66,133 @@ def test_preparation_warns_about_a_constant_image(tmp_path, caplog):
     assert summary["counts"]["all"]["total"] == 7  # kept: constant is legal, only suspicious
     warned = [r.getMessage() for r in caplog.records if "constant image" in r.getMessage()]
     assert len(warned) == 1 and blank in warned[0]
+
+
+# --- 3. skip_bad covers what the readers find ------------------------------------------------------------------
+
+
+def _siim(root, defect):
+    """Six labelled 24x24 DICOMs and `train-rle.csv`, plus one defective row (`defect`)."""
+    from ptx_keras.data import rle_encode, write_dicom
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(6):
+        write_dicom(os.path.join(root, "dicom", f"im{i}.dcm"), rng.integers(0, 256, (24, 24)).astype(np.uint8))
+        mask = np.zeros((24, 24), bool)
+        mask[5:15, 8:16] = i % 2 == 1
+        rows.append(f"im{i}, {rle_encode(mask) if i % 2 else '-1'}")
+    if defect == "missing dicom":
+        rows.insert(2, "ghost, -1")
+        name = "ghost"
+    elif defect == "malformed rle":
+        write_dicom(os.path.join(root, "dicom", "odd.dcm"), np.zeros((24, 24), np.uint8) + 9)
+        rows.insert(2, "odd, 1 2 3")
+        name = "odd"
+    else:  # an ImageId whose DICOM header cannot be read
+        os.makedirs(os.path.join(root, "dicom"), exist_ok=True)
+        with open(os.path.join(root, "dicom", "broken.dcm"), "wb") as f:
+            f.write(b"\0" * 128 + b"DICM" + b"\x02\x00")
+        rows.insert(2, "broken, -1")
+        name = "broken"
+    with open(os.path.join(root, "train-rle.csv"), "w") as f:
+        f.write("ImageId, EncodedPixels\n" + "\n".join(rows) + "\n")
+    return root, name
+
+
+def _csv(root, defect):
+    """A CSV manifest of six PNGs (three with masks) plus one defective row (`defect`)."""
+    _folder(root)
+    lines = ["image,mask,label"]
+    for i in range(6):
+        lines.append(f"images/s{i}.png,{f'masks/s{i}.png' if i % 2 else ''},{i % 2}")
+    bad = {
+        "missing image": ("images/gone.png,,0", "images/gone.png", "image file not found"),
+        "missing mask": ("images/s0.png,masks/nothere.png,", "images/s0.png", "mask file not found"),
+        "bad label": ("images/s2.png,,maybe", "images/s2.png", "label 'maybe' is not 0 or 1"),
+        "positive without mask": ("images/s4.png,,1", "images/s4.png", "label 1 (pneumothorax) but no mask"),
+    }[defect]
+    lines.insert(3, bad[0])
+    with open(os.path.join(root, "manifest.csv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    # The defective row is line 4 (line 1 is the header).
+    return os.path.join(root, "manifest.csv"), os.path.join(root, bad[1]), bad[2]
+
+
+@pytest.mark.parametrize("defect", ["missing dicom", "malformed rle", "unreadable header"])
+def test_siim_reader_problems_stop_without_skip_bad_and_are_skipped_with_it(tmp_path, caplog, defect):
+    from ptx_keras.errors import BadSampleError
+
+    src, name = _siim(str(tmp_path / "siim"), defect)
+    with pytest.raises(BadSampleError, match=f"'?{name}'?") as info:
+        _prepare(src, tmp_path / "out")
+    assert "train-rle.csv: line 4" in str(info.value) or "broken.dcm" in str(info.value)
+    assert str(info.value).endswith("pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples")
+    with caplog.at_level(logging.WARNING, logger="ptx_keras.data.prepare"):
+        summary = _prepare(src, tmp_path / "out2", skip_bad=True)
+    assert summary["counts"]["all"]["total"] == 6
+    skipped = load_prepared_info(str(tmp_path / "out2"))["source"]["reader_skipped"]
+    assert [entry[0] for entry in skipped] == [name] and skipped[0][1] == info.value.problem
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "skipped 1 bad sample(s) (1 while reading the source, 0 while loading)" in logged
+    assert f"{name}: {info.value.problem}" in logged
+
+
+@pytest.mark.parametrize("defect", ["missing image", "missing mask", "bad label", "positive without mask"])
+def test_csv_manifest_problems_stop_without_skip_bad_and_are_skipped_with_it(tmp_path, defect):
+    from ptx_keras.errors import BadSampleError
+
+    manifest, image, reason = _csv(str(tmp_path / "src"), defect)
+    with pytest.raises(BadSampleError, match=f"manifest.csv: line 4: {reason}".replace("(", r"\(").replace(")", r"\)")):
+        _prepare(manifest, tmp_path / "out")
+    summary = _prepare(manifest, tmp_path / "out2", skip_bad=True)
+    skipped = load_prepared_info(str(tmp_path / "out2"))["source"]["reader_skipped"]
+    assert len(skipped) == 1 and skipped[0][0] == image and reason in skipped[0][1]
+    assert summary["counts"]["all"]["total"] == 6
+
+
+def test_csv_duplicate_id_and_empty_image_skipped_and_named(tmp_path):
+    from ptx_keras.data.readers import read_csv_manifest
+
+    root = tmp_path / "src"
+    _folder(str(root))
+    (root / "m.csv").write_text("image,id\nimages/s0.png,a\nimages/s1.png,a\n,b\nimages/s2.png,c\n")
+    records = read_csv_manifest(root / "m.csv", skip_bad=True)
+    assert [r.sample_id for r in records] == ["a", "c"]
+    assert [s[0] for s in records.skipped] == [f"{root / 'm.csv'}: line 4", str(root / "images" / "s1.png")]
+    assert records.skipped[0][1].endswith("line 4: empty 'image' path")
+    assert records.skipped[1][1].endswith("line 3: sample id 'a' already used on line 2")
+    assert records.notes == ["2 row(s) skipped as bad"]
+
+
+def test_folder_problems_skipped_and_named(tmp_path):
+    from ptx_keras.data.readers import read_folder
+    from ptx_keras.errors import BadSampleError
+
+    root = tmp_path / "src"
+    _folder(str(root))
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(root / "images" / "s0.tif")  # s0.png and s0.tif
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(root / "masks" / "s3_mask.png")  # s3 has two masks
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(root / "masks" / "lost.png")  # no image
+    with pytest.raises(BadSampleError, match="two image files share the name 's0'"):
+        read_folder(root)
+    records = read_folder(root, skip_bad=True)
+    assert [r.sample_id for r in records] == ["s1", "s2", "s4", "s5"]
+    names = [s[0] for s in records.skipped]
+    assert names == ["s0", "s3", str(root / "masks" / "lost.png")]
+    assert "matches two masks" in records.skipped[1][1] and "mask without an image" in records.skipped[2][1]
+
+
+def test_prepare_cli_names_the_skipped_manifest_row(tmp_path, capsys, caplog):
+    from ptx_keras.cli.prepare import main
+
+    manifest, image, reason = _csv(str(tmp_path / "src"), "missing image")
+    argv = [manifest, str(tmp_path / "out"), "--size", str(SIZE), "--workers", "1", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:") and image in err and "--skip-bad" in err
+    with caplog.at_level(logging.WARNING):
+        assert main(argv + ["--skip-bad"]) == 0
+    assert "1 bad samples skipped" in capsys.readouterr().out
+    logged = "\n".join(r.getMessage() for r in caplog.records)  # stderr outside pytest (logging's last resort)
+    assert "skipped 1 bad sample(s)" in logged and image in logged and reason in logged

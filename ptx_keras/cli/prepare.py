@@ -71,7 +71,9 @@ def build_parser():
                    help=f"split and shard-order seed (default {constants.SPLIT_SEED})")
     p.add_argument("--shard-size", type=_positive_int, default=constants.SHARD_SIZE,
                    help=f"examples per shard (default {constants.SHARD_SIZE})")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in dataset.json")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad samples (unreadable or non-finite images, missing files, malformed manifest rows) "
+                        "and list them with their reasons in dataset.json")
     p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a data set prepared with other settings or from another source in OUTPUT")
@@ -100,8 +102,9 @@ def _prepare(args):
         overwrite=args.overwrite,
     )
     counts = ", ".join(f"{s} {summary['counts'][s]['total']}" for s in constants.SPLITS)
+    skipped = len(summary["bad_samples"]) + len(summary["source"].get("reader_skipped", []))
     print(
-        f"{summary['status']}: {summary['output_dir']} ({counts}; {len(summary['bad_samples'])} bad samples skipped; "
+        f"{summary['status']}: {summary['output_dir']} ({counts}; {skipped} bad samples skipped; "
         f"{summary['shards_written']} shards written in {summary['seconds']:.1f} s)"
     )
     return 0

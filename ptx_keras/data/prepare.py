@@ -45,6 +45,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -60,7 +61,9 @@ from PIL import Image
 from ptx_keras import __version__, constants
 from ptx_keras.data.records import SampleRecord
 from ptx_keras.data.split import stratified_split, validate_fractions
-from ptx_keras.errors import DataError
+from ptx_keras.errors import BadSampleError, DataError
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
@@ -74,6 +77,10 @@ PNG_COMPRESS_LEVEL = 1
 # Area fraction at which a resized mask pixel counts as pneumothorax (float32 sums of 1/k may land a hair
 # below an exact 0.5, hence the tolerance).
 MASK_AREA_THRESHOLD = 0.5 - 1e-6
+# How to skip bad samples, appended to a bad-sample error by `prepare_dataset` (other entry points name their own).
+SKIP_HINT = "Fix or remove it, or pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples"
+# At most this many skipped samples are named in the log; dataset.json lists all.
+SKIPPED_LOGGED = 10
 # The settings `prepare_arrays` takes (the rest only affect the split and the sharding).
 ARRAY_SETTINGS = ("image_size", "bit_depth", "boundary_width", "normalize", "clip", "weight_dtype")
 FEATURES = ("image", "mask", "weight", "sample_id", "label", "height", "width")
@@ -457,11 +464,13 @@ def _fingerprint(settings, records):
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def resolve_source(source):
+def resolve_source(source, skip_bad=False):
     """Reads a source into records sorted by sample id.
 
     Args:
         source: A path (auto-detected by `discover_source`) or a list of `SampleRecord`.
+        skip_bad: Let the reader leave out the samples it finds bad (missing files, malformed manifest rows);
+            they are returned in `extra["reader_skipped"]`.
 
     Returns:
         `(path or None, format_name, records, extra)`; `extra` holds what the reader saw but did not
@@ -469,7 +478,8 @@ def resolve_source(source):
 
     Raises:
         FileNotFoundError: if the path does not exist.
-        DataError: if the source is unreadable, an item is not a `SampleRecord` or a sample id repeats.
+        DataError: if the source is unreadable, an item is not a `SampleRecord` or a sample id repeats;
+            `BadSampleError` for a bad sample the reader found, without `skip_bad`.
     """
     if isinstance(source, (str, os.PathLike)):
         from ptx_keras.data.readers import discover_source
@@ -477,7 +487,7 @@ def resolve_source(source):
         path = os.path.abspath(os.fspath(source))
         if not os.path.exists(path):
             raise FileNotFoundError(f"Data source not found: {path}")
-        format_name, records = discover_source(path)
+        format_name, records = discover_source(path, skip_bad=skip_bad)
     else:
         path, format_name, records = None, "records", list(source)
         for record in records:
@@ -556,10 +566,24 @@ def _process(records, indices, work_settings, work_dir, workers, progress, desc)
 
 
 def _bad_error(record, reason):
-    return DataError(
+    return BadSampleError(
         f"Bad sample {record.sample_id!r} ({record.image_path}"
-        f"{'' if record.mask_path is None else ', mask ' + record.mask_path}): {reason}. "
-        "Fix or remove it, or pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples"
+        f"{'' if record.mask_path is None else ', mask ' + record.mask_path}): {reason}",
+        SKIP_HINT,
+    )
+
+
+def _log_skipped(bad, reader_skipped, listed):
+    """Names the skipped samples in the log (the first `SKIPPED_LOGGED`); `listed` is where all of them are."""
+    entries = [(name, reason) for name, reason in reader_skipped] + [(b["sample_id"], b["reason"]) for b in bad]
+    if not entries:
+        return
+    lines = [f"  {name}: {reason}" for name, reason in entries[:SKIPPED_LOGGED]]
+    if len(entries) > SKIPPED_LOGGED:
+        lines.append(f"  ... and {len(entries) - SKIPPED_LOGGED} more")
+    logger.warning(
+        "skipped %d bad sample(s) (%d while reading the source, %d while loading); all are listed in %s:\n%s",
+        len(entries), len(reader_skipped), len(bad), listed, "\n".join(lines),
     )
 
 
@@ -679,8 +703,9 @@ def prepare_dataset(
         split_fractions: Train, validation, test fractions (splits given by the source are kept).
         seed: Seed of the split and of the order within shards.
         shard_size: Examples per shard.
-        skip_bad: False: stop at the first bad sample with a `DataError`. True: skip bad samples and list them
-            (file and reason) in `dataset.json` and the summary.
+        skip_bad: False: stop at the first bad sample with a `BadSampleError`. True: skip bad samples and list
+            them (file and reason) in `dataset.json` (`bad_samples`, and `source.reader_skipped` for those the
+            reader found: missing files, malformed manifest rows) and in the logged summary.
         workers: Worker processes (default `os.cpu_count()`); 1 works in this process.
         progress: Show a progress bar.
         overwrite: Replace a data set prepared with other settings or from another source in `output_dir`.
@@ -690,8 +715,8 @@ def prepare_dataset(
         `"repaired"` or `"unchanged"`), `shards_written` and `seconds`.
 
     Raises:
-        DataError: on a bad sample (unless `skip_bad`), no usable sample, or an output directory that holds
-            something else.
+        BadSampleError: on a bad sample (unless `skip_bad`): the message names its file, line or ImageId.
+        DataError: on no usable sample, or an output directory that holds something else.
         FileNotFoundError: if the source path does not exist.
         ValueError: if a setting is invalid.
     """
@@ -702,7 +727,10 @@ def prepare_dataset(
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
-    source_path, format_name, records, source_extra = resolve_source(source)
+    try:
+        source_path, format_name, records, source_extra = resolve_source(source, skip_bad)
+    except BadSampleError as e:
+        raise e.with_hint(SKIP_HINT) from None
     if not records:
         raise DataError(f"No samples found in {source_path or 'the given records'}")
     fingerprint = _fingerprint(settings, records)
@@ -770,7 +798,7 @@ def prepare_dataset(
     for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair"):
         if "bad" in meta:
             raise DataError(
-                f"Cannot rebuild the missing shards of {output_dir}: {_bad_error(records[i], meta['bad'])}. "
+                f"Cannot rebuild the missing shards of {output_dir}: {_bad_error(records[i], meta['bad']).problem}. "
                 "Prepare the data set again (overwrite=True)"
             )
     for name in missing:
@@ -784,9 +812,7 @@ def prepare_dataset(
         _atomic_write(os.path.join(output_dir, DATASET_JSON), json.dumps(info, indent=2).encode("utf-8"))
         result_status = "prepared" if status == "new" else "resumed"
     shutil.rmtree(work_dir, ignore_errors=True)
-    if bad:
-        listed = os.path.join(output_dir, DATASET_JSON)
-        print(f"skipped {len(bad)} bad sample(s); they are listed in {listed}", file=sys.stderr)
+    _log_skipped(bad, source_extra["reader_skipped"], os.path.join(output_dir, DATASET_JSON))
     seconds = time.perf_counter() - start
     return dict(info, output_dir=output_dir, status=result_status, shards_written=len(missing), seconds=seconds)
 

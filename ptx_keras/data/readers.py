@@ -3,7 +3,9 @@
 A reader turns a source into `SampleRecord`s (`ptx_keras.data.records`) without reading pixels; preparation
 workers then call `load_sample(record)`. Readers return a `SourceRecords` list, which also carries what
 the source held but the records do not (files without labels, samples skipped with `skip_bad=True`), so
-that preparation can report them instead of dropping them silently.
+that preparation can report them instead of dropping them silently. A problem with one sample (a missing
+file, a malformed manifest row) raises `BadSampleError` unless `skip_bad=True`; a problem with the source as
+a whole (no such layout, a missing column) raises `DataError` either way.
 
 Accepted layouts (`discover_source`):
 
@@ -28,7 +30,7 @@ from ptx_keras.constants import SIIM_SIZE, SPLITS
 from ptx_keras.data.dicom import read_dicom
 from ptx_keras.data.records import LoadedSample, SampleRecord
 from ptx_keras.data.rle import rle_decode, rle_validate
-from ptx_keras.errors import DataError
+from ptx_keras.errors import BadSampleError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,18 @@ class SourceRecords(list):
         self.unlabelled = list(unlabelled)
         self.skipped = list(skipped)
         self.notes = list(notes)
+
+
+class _Skipper:
+    """Raises `BadSampleError` for a bad sample, or with `skip_bad` records it (`(name, reason)`) and goes on."""
+
+    def __init__(self, skip_bad):
+        self.skip_bad, self.skipped = bool(skip_bad), []
+
+    def __call__(self, name, problem):
+        if not self.skip_bad:
+            raise BadSampleError(problem)
+        self.skipped.append((str(name), str(problem)))
 
 
 # --- Pixels ---------------------------------------------------------------------------------------------
@@ -258,7 +272,8 @@ def _kind(path):
     return "dicom" if is_dicom(path) else "image"
 
 
-def _files_by_stem(folder, what):
+def _files_by_stem(folder, what, skip):
+    """`{stem: path}` of the image files in `folder`; a stem two files share maps to None (reported to `skip`)."""
     stems, ignored = {}, []
     for name in sorted(os.listdir(folder)):
         full = os.path.join(folder, name)
@@ -269,15 +284,19 @@ def _files_by_stem(folder, what):
             ignored.append(name)
             continue
         if stem in stems:
-            raise DataError(
-                f"{folder}: two {what} files share the name {stem!r} ({os.path.basename(stems[stem])} and "
-                f"{name}); names must be unique without extension"
-            )
+            if stems[stem] is not None:
+                skip(
+                    stem,
+                    f"{folder}: two {what} files share the name {stem!r} ({os.path.basename(stems[stem])} and "
+                    f"{name}); names must be unique without extension",
+                )
+            stems[stem] = None
+            continue
         stems[stem] = os.path.abspath(full)
     return stems, ignored
 
 
-def read_folder(path):
+def read_folder(path, *, skip_bad=False):
     """Reads a folder with `images/` and `masks/` subfolders (matched by file name without extension).
 
     A mask matches an image with the same stem or the stem plus `_mask`. Images without a mask file are
@@ -286,33 +305,40 @@ def read_folder(path):
 
     Args:
         path: The folder.
+        skip_bad: If True, images that share a stem, images with two matching masks (or a mask stem two
+            files share) and masks without an image are left out and listed in `skipped`; if False they
+            raise `BadSampleError`.
 
     Returns:
         `SourceRecords` (format `"folder"`), one record per image, sorted by name; `label` is None for
         images with a mask (read from the mask when loading), 0 for those without.
 
     Raises:
-        DataError: If a subfolder is missing, there are no images, two files share a stem, a mask has no
-            image, or a mask matches ambiguously.
+        DataError: If a subfolder is missing or there are no images; `BadSampleError` (without
+            `skip_bad`) if two files share a stem, a mask has no image, or a mask matches ambiguously.
     """
     root = os.path.abspath(os.fspath(path))
     image_dir, mask_dir = os.path.join(root, "images"), os.path.join(root, "masks")
     for folder in (image_dir, mask_dir):
         if not os.path.isdir(folder):
             raise DataError(f"{root}: folder layout needs an '{os.path.basename(folder)}/' subfolder")
-    images, ignored_images = _files_by_stem(image_dir, "image")
-    masks, ignored_masks = _files_by_stem(mask_dir, "mask")
+    skip = _Skipper(skip_bad)
+    images, ignored_images = _files_by_stem(image_dir, "image", skip)
+    masks, ignored_masks = _files_by_stem(mask_dir, "mask", skip)
     if not images:
         raise DataError(f"{image_dir}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
     records, used, negatives = [], set(), 0
     for stem, image_path in images.items():
         candidates = [s for s in (stem, stem + MASK_SUFFIX) if s in masks]
-        if len(candidates) > 1:
-            raise DataError(
-                f"{mask_dir}: image {stem!r} matches two masks ({stem} and {stem}{MASK_SUFFIX}); keep one"
-            )
-        mask_path = masks[candidates[0]] if candidates else None
         used.update(candidates)
+        if image_path is None:
+            continue  # two images share the stem: reported
+        if len(candidates) > 1:
+            skip(stem, f"{mask_dir}: image {stem!r} matches two masks ({stem} and {stem}{MASK_SUFFIX}); keep one")
+            continue
+        if candidates and masks[candidates[0]] is None:
+            continue  # two mask files share the stem: reported
+        mask_path = masks[candidates[0]] if candidates else None
         negatives += mask_path is None
         records.append(
             SampleRecord(
@@ -324,12 +350,14 @@ def read_folder(path):
                 source=root,
             )
         )
-    orphans = sorted(set(masks) - used)
-    if orphans:
-        raise DataError(
+    orphans = sorted(stem for stem in set(masks) - used if masks[stem] is not None)
+    if orphans and not skip_bad:
+        raise BadSampleError(
             f"{mask_dir}: {len(orphans)} mask(s) without an image in {image_dir}: {', '.join(orphans[:5])}"
             + (" ..." if len(orphans) > 5 else "")
         )
+    for stem in orphans:
+        skip(masks[stem], f"{masks[stem]}: mask without an image in {image_dir}")
     notes = []
     if negatives:
         notes.append(f"{negatives} image(s) without a mask file taken as negatives (label 0)")
@@ -337,7 +365,11 @@ def read_folder(path):
     if ignored:
         notes.append(f"{ignored} file(s) with non-image extensions ignored")
         logger.warning("%s: ignored %d non-image file(s)", root, ignored)
-    return SourceRecords(records, format="folder", source=root, notes=notes)
+    if skip.skipped:
+        notes.append(f"{len(skip.skipped)} bad sample(s) or orphan mask(s) skipped")
+    if not records:
+        raise DataError(f"{root}: no usable samples ({len(images)} image names, {len(skip.skipped)} skipped as bad)")
+    return SourceRecords(records, format="folder", source=root, skipped=skip.skipped, notes=notes)
 
 
 def _read_csv(csv_path):
@@ -358,7 +390,7 @@ def _parse_label(value, where):
         return None
     if text in ("0", "1", "0.0", "1.0", "true", "false"):
         return int(text in ("1", "1.0", "true"))
-    raise DataError(f"{where}: label {value!r} is not 0 or 1")
+    raise BadSampleError(f"{where}: label {value!r} is not 0 or 1")
 
 
 def _parse_split(value, where):
@@ -367,11 +399,39 @@ def _parse_split(value, where):
         return None
     text = SPLIT_ALIASES.get(text, text)
     if text not in SPLITS:
-        raise DataError(f"{where}: unknown split {value!r}; expected one of {', '.join(SPLITS)}")
+        raise BadSampleError(f"{where}: unknown split {value!r}; expected one of {', '.join(SPLITS)}")
     return text
 
 
-def read_csv_manifest(csv_path):
+def _manifest_row(row, where, base, group_column):
+    """One CSV manifest row as a dict of record fields; a problem raises `BadSampleError` naming `where`."""
+    image_rel = row["image"].strip()
+    if not image_rel:
+        raise BadSampleError(f"{where}: empty 'image' path")
+    image_path = os.path.normpath(os.path.join(base, image_rel))
+    if not os.path.isfile(image_path):
+        raise BadSampleError(f"{where}: image file not found: {image_path}")
+    mask_rel = row.get("mask", "").strip()
+    mask_path = os.path.normpath(os.path.join(base, mask_rel)) if mask_rel else None
+    if mask_path and not os.path.isfile(mask_path):
+        raise BadSampleError(f"{where}: mask file not found: {mask_path}")
+    label = _parse_label(row.get("label", ""), where)
+    if mask_path is None:
+        if label == 1:
+            raise BadSampleError(f"{where}: label 1 (pneumothorax) but no mask; a positive sample needs a mask")
+        label = 0
+    return dict(
+        id=row.get("id", "").strip(),
+        image_rel=image_rel,
+        image_path=image_path,
+        mask_path=mask_path,
+        label=label,
+        split=_parse_split(row.get("split", ""), where),
+        group=(row[group_column].strip() or None) if group_column else None,
+    )
+
+
+def read_csv_manifest(csv_path, *, skip_bad=False):
     """Reads a CSV manifest.
 
     Columns: `image` (required), `mask`, `label` (0/1), `split` (train/val/test, also validation/valid),
@@ -381,13 +441,16 @@ def read_csv_manifest(csv_path):
 
     Args:
         csv_path: The CSV file.
+        skip_bad: If True, bad rows (below) are left out and listed in `skipped` (image path, or the line
+            when it has none, and the reason); if False the first raises `BadSampleError`.
 
     Returns:
         `SourceRecords` (format `"csv"`), in row order.
 
     Raises:
-        DataError: Naming the CSV line: a missing `image` column, an empty file, a missing image or mask
-            file, a bad label or split, a positive label without a mask, or duplicate ids.
+        DataError: Naming the CSV: a missing `image` column, an empty file, no usable row; and naming the
+            line (`BadSampleError`, without `skip_bad`): a missing image or mask file, a bad label or
+            split, a positive label without a mask, or an id used before.
     """
     csv_path = os.path.abspath(os.fspath(csv_path))
     base = os.path.dirname(csv_path)
@@ -399,36 +462,14 @@ def read_csv_manifest(csv_path):
         raise DataError(f"{csv_path}: CSV manifest has no rows")
     group_column = "group" if "group" in frame.columns else ("patient_id" if "patient_id" in frame.columns else None)
 
-    rows = []
+    skip, rows = _Skipper(skip_bad), []
     for index, row in enumerate(frame.to_dict("records")):
-        where = f"{csv_path}: line {index + 2}"  # line 1 is the header
-        if not row["image"].strip():
-            raise DataError(f"{where}: empty 'image' path")
-        image_rel = row["image"].strip()
-        image_path = os.path.normpath(os.path.join(base, image_rel))
-        if not os.path.isfile(image_path):
-            raise DataError(f"{where}: image file not found: {image_path}")
-        mask_rel = row.get("mask", "").strip()
-        mask_path = os.path.normpath(os.path.join(base, mask_rel)) if mask_rel else None
-        if mask_path and not os.path.isfile(mask_path):
-            raise DataError(f"{where}: mask file not found: {mask_path}")
-        label = _parse_label(row.get("label", ""), where)
-        if mask_path is None:
-            if label == 1:
-                raise DataError(f"{where}: label 1 (pneumothorax) but no mask; a positive sample needs a mask")
-            label = 0
-        rows.append(
-            dict(
-                id=row.get("id", "").strip(),
-                image_rel=image_rel,
-                image_path=image_path,
-                mask_path=mask_path,
-                label=label,
-                split=_parse_split(row.get("split", ""), where),
-                group=(row[group_column].strip() or None) if group_column else None,
-                line=index + 2,
-            )
-        )
+        line = index + 2  # line 1 is the header
+        try:
+            rows.append(dict(_manifest_row(row, f"{csv_path}: line {line}", base, group_column), line=line))
+        except BadSampleError as exc:
+            image = row["image"].strip()
+            skip(os.path.normpath(os.path.join(base, image)) if image else f"{csv_path}: line {line}", exc.problem)
 
     stems = [os.path.splitext(os.path.basename(r["image_rel"]))[0] for r in rows]
     stems_unique = len(set(stems)) == len(stems)
@@ -438,9 +479,8 @@ def read_csv_manifest(csv_path):
             stem if stems_unique else os.path.splitext(os.path.normpath(r["image_rel"]))[0].replace(os.sep, "__")
         )
         if sample_id in seen:
-            raise DataError(
-                f"{csv_path}: line {r['line']}: sample id {sample_id!r} already used on line {seen[sample_id]}"
-            )
+            skip(r["image_path"], f"{csv_path}: line {r['line']}: sample id {sample_id!r} already used on line {seen[sample_id]}")
+            continue
         seen[sample_id] = r["line"]
         records.append(
             SampleRecord(
@@ -454,7 +494,10 @@ def read_csv_manifest(csv_path):
                 source=csv_path,
             )
         )
-    return SourceRecords(records, format="csv", source=csv_path)
+    notes = [f"{len(skip.skipped)} row(s) skipped as bad"] if skip.skipped else []
+    if not records:
+        raise DataError(f"{csv_path}: no usable rows ({len(frame)} rows, {len(skip.skipped)} skipped as bad)")
+    return SourceRecords(records, format="csv", source=csv_path, skipped=skip.skipped, notes=notes)
 
 
 def _find_files(root, extensions, first_only=False):
@@ -508,8 +551,9 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
     Args:
         root: Folder searched recursively for `*.dcm`.
         rle_csv: The RLE CSV; default the single `*rle*.csv` in `root`.
-        skip_bad: If True, images whose CSV rows are malformed, whose DICOM is missing or whose header
-            is unreadable are left out and listed in `skipped`; if False they raise.
+        skip_bad: If True, images whose CSV rows are malformed (bad RLE, empty ImageId), whose DICOM is
+            missing, ambiguous (two files) or has an unreadable header are left out and listed in `skipped`
+            (ImageId, or the CSV line, and the reason); if False the first raises `BadSampleError`.
         read_headers: Read each DICOM header (without pixels) for its size and PatientID (the record's
             `mask_size` and `group`). If False, `mask_size` is `(SIIM_SIZE, SIIM_SIZE)`, checked again
             against the image at load time, and `group` is None.
@@ -518,9 +562,9 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
         `SourceRecords` (format `"siim"`) in CSV order; `unlabelled` lists DICOM files without a CSV row.
 
     Raises:
-        DataError: If the CSV is missing, ambiguous or lacks columns, an ImageId appears in two DICOM
-            files, or (without `skip_bad`) an RLE is malformed or an ImageId has no DICOM; also when no
-            sample remains.
+        DataError: If the CSV is missing, ambiguous or lacks columns, or no sample remains;
+            `BadSampleError` (without `skip_bad`) if an RLE is malformed, an ImageId is empty, has no
+            DICOM or two DICOM files, or a DICOM header is unreadable.
     """
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
@@ -535,37 +579,40 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
     frame = _read_csv(rle_csv)
     id_column, rle_column = _siim_columns(frame, rle_csv)
 
-    dicoms = {}
+    skip = _Skipper(skip_bad)
+    dicoms, duplicates = {}, {}
     for path in _find_files(root, DICOM_EXTENSIONS):
         stem = os.path.splitext(os.path.basename(path))[0]
         if stem in dicoms:
-            raise DataError(f"{root}: ImageId {stem!r} has two DICOM files: {dicoms[stem]} and {path}")
+            if not skip_bad:
+                raise BadSampleError(f"{root}: ImageId {stem!r} has two DICOM files: {dicoms[stem]} and {path}")
+            duplicates.setdefault(stem, [dicoms[stem]]).append(path)
+            continue
         dicoms[stem] = path
 
     runs, lines, order = {}, {}, []
     for index, (image_id, rle) in enumerate(zip(frame[id_column], frame[rle_column])):
         image_id = image_id.strip()
         if not image_id:
-            raise DataError(f"{rle_csv}: line {index + 2}: empty ImageId")
+            skip(f"{rle_csv}: line {index + 2}", f"{rle_csv}: line {index + 2}: empty ImageId")
+            continue
         if image_id not in runs:
             runs[image_id], lines[image_id] = [], []
             order.append(image_id)
         runs[image_id].append(rle.strip())
         lines[image_id].append(index + 2)
-    if not order:
+    if not order and not skip.skipped:
         raise DataError(f"{rle_csv}: RLE CSV has no rows")
 
-    records, skipped = [], []
-
-    def bad(image_id, message):
-        if not skip_bad:
-            raise DataError(message)
-        skipped.append((image_id, message))
-
+    records = []
     for image_id in order:
         path = dicoms.get(image_id)
+        if image_id in duplicates:
+            files = ", ".join(duplicates[image_id])
+            skip(image_id, f"{root}: ImageId {image_id!r} has {len(duplicates[image_id])} DICOM files: {files}")
+            continue
         if path is None:
-            bad(image_id, f"{rle_csv}: line {lines[image_id][0]}: ImageId {image_id!r} has no DICOM file under {root}")
+            skip(image_id, f"{rle_csv}: line {lines[image_id][0]}: ImageId {image_id!r} has no DICOM file under {root}")
             continue
         size, group = (SIIM_SIZE, SIIM_SIZE), None
         try:
@@ -576,7 +623,7 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
                 for rle, line in zip(runs[image_id], lines[image_id])
             )
         except DataError as exc:
-            bad(image_id, str(exc))
+            skip(image_id, str(exc))
             continue
         records.append(
             SampleRecord(
@@ -590,29 +637,33 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
                 source=rle_csv,
             )
         )
-    unlabelled = sorted(os.path.abspath(p) for stem, p in dicoms.items() if stem not in runs)
+    unlabelled = sorted(
+        os.path.abspath(p) for stem, p in dicoms.items() if stem not in runs for p in duplicates.get(stem, [p])
+    )
     notes = []
     if unlabelled:
         notes.append(f"{len(unlabelled)} DICOM file(s) without a row in {os.path.basename(rle_csv)} (unlabelled)")
         logger.warning("%s: %d DICOM file(s) have no RLE row and are not used", root, len(unlabelled))
-    if skipped:
-        notes.append(f"{len(skipped)} image(s) skipped as bad")
+    if skip.skipped:
+        notes.append(f"{len(skip.skipped)} image(s) skipped as bad")
     if not records:
         raise DataError(
             f"{root}: no usable SIIM-ACR samples ({len(order)} ImageIds in {rle_csv}, {len(dicoms)} DICOM files, "
-            f"{len(skipped)} skipped)"
+            f"{len(skip.skipped)} skipped)"
         )
     return SourceRecords(
-        records, format="siim", source=root, unlabelled=unlabelled, skipped=skipped, notes=notes
+        records, format="siim", source=root, unlabelled=unlabelled, skipped=skip.skipped, notes=notes
     )
 
 
-def discover_source(path):
+def discover_source(path, *, skip_bad=False):
     """Detects the layout of a data source and reads it.
 
     Args:
         path: A CSV manifest, a SIIM-ACR RLE CSV, or a folder (SIIM-ACR: `*rle*.csv` plus `*.dcm`
             files; folder layout: `images/` and `masks/`).
+        skip_bad: Passed to the reader: leave out the samples it finds bad (missing files, malformed
+            rows) and list them in `records.skipped`, instead of raising `BadSampleError`.
 
     Returns:
         `(format_name, records)` with `format_name` one of `"csv"`, `"siim"`, `"folder"` and `records` a
@@ -620,7 +671,7 @@ def discover_source(path):
 
     Raises:
         DataError: If the path does not exist, matches no accepted layout (the message lists them), or
-            the source holds no samples.
+            the source holds no samples; `BadSampleError` for a bad sample without `skip_bad`.
     """
     path = os.path.abspath(os.fspath(path))
     accepted = "; ".join(LAYOUTS)
@@ -631,13 +682,13 @@ def discover_source(path):
             raise DataError(f"{path}: not a recognised data source; accepted: {accepted}")
         columns = [str(c).strip().lower() for c in _read_csv(path).columns]
         if "imageid" in columns and "encodedpixels" in columns:
-            records = read_siim(os.path.dirname(path), rle_csv=path)
+            records = read_siim(os.path.dirname(path), rle_csv=path, skip_bad=skip_bad)
         else:
-            records = read_csv_manifest(path)
+            records = read_csv_manifest(path, skip_bad=skip_bad)
     elif _rle_csvs(path) and _find_files(path, DICOM_EXTENSIONS, first_only=True):
-        records = read_siim(path)
+        records = read_siim(path, skip_bad=skip_bad)
     elif os.path.isdir(os.path.join(path, "images")) and os.path.isdir(os.path.join(path, "masks")):
-        records = read_folder(path)
+        records = read_folder(path, skip_bad=skip_bad)
     else:
         raise DataError(f"{path}: not a recognised data source; accepted: {accepted}")
     if not records:

@@ -191,3 +191,118 @@ def test_on_the_fly_matches_prepared(tmp_path, prepared):
         np.testing.assert_array_equal(live_y, y)
     with pytest.raises(ValueError, match="channels=4"):
         make_dataset_from_source(src, 8, training=False, channels=4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Augmentation and oversampling (ptx_keras.data.augment)
+# ---------------------------------------------------------------------------------------------------------
+def _stream(ds, epochs=1):
+    return [(images.numpy(), y.numpy(), [i.decode() for i in ids.numpy()]) for _ in range(epochs)
+            for images, y, ids in ds]
+
+
+def test_evaluation_is_never_augmented(prepared):
+    out, expected, _ = prepared
+    ds = make_dataset(out, "train", 5, training=False, with_ids=True, augment="strong")
+    seen = _by_id(ds)
+    assert len(seen) == 12
+    for sample_id, [(image, y)] in seen.items():
+        np.testing.assert_array_equal(image[..., 0], expected[sample_id][0])
+        np.testing.assert_array_equal(y[..., MASK_CHANNEL], expected[sample_id][1])
+        np.testing.assert_array_equal(y[..., WEIGHT_CHANNEL], expected[sample_id][2])
+
+
+def test_augmented_training_keeps_targets_consistent_and_changes_images(prepared):
+    out, expected, _ = prepared
+    ds = make_dataset(out, "train", 4, training=True, with_ids=True, augment="strong", seed=3)
+    changed = 0
+    for images, y, ids in _stream(ds):
+        for image, target, sample_id in zip(images, y, ids):
+            exp_image, exp_mask, exp_weight = expected[sample_id]
+            mask, weight = target[..., MASK_CHANNEL], target[..., WEIGHT_CHANNEL]
+            assert set(np.unique(mask)) <= {0.0, 1.0} and 0.0 <= image.min() and image.max() <= 1.0
+            # Nearest-neighbour resampling: only stored weights, or the background weight brought in.
+            background = exp_weight[exp_mask == 0].min()
+            assert set(np.unique(weight)) <= set(np.unique(exp_weight)) | {background}
+            changed += not np.array_equal(image[..., 0], exp_image)
+    assert changed == 12
+
+
+def test_augmentation_stream_is_seeded(prepared):
+    out, _, _ = prepared
+
+    def run(seed):
+        return _stream(make_dataset(out, "train", 4, training=True, with_ids=True, augment="standard", seed=seed),
+                       epochs=2)
+
+    first, again, other = run(5), run(5), run(6)
+    for (a_img, a_y, a_ids), (b_img, b_y, b_ids) in zip(first, again):
+        np.testing.assert_array_equal(a_img, b_img)
+        np.testing.assert_array_equal(a_y, b_y)
+        assert a_ids == b_ids
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    assert not np.array_equal(first[0][0], first[3][0])  # epoch 2 draws new parameters
+
+
+def test_flip_switch_overrides_the_preset_and_bad_augment_is_refused(prepared):
+    out, expected, _ = prepared
+    ds = make_dataset(out, "train", 6, training=True, with_ids=True, augment="flip", flip=False)
+    for sample_id, [(image, _)] in _by_id(ds).items():
+        np.testing.assert_array_equal(image[..., 0], expected[sample_id][0])
+    with pytest.raises(ValueError, match="augment: preset must be one of"):
+        make_dataset(out, "train", 4, training=True, augment="heavy")
+    with pytest.raises(ValueError, match=r"augment: rotation must be a number in \[0, 45\]"):
+        make_dataset(out, "train", 4, training=True, augment={"preset": "standard", "rotation": 60})
+
+
+def _positive_ids(expected):
+    return {k for k, (_, mask, _) in expected.items() if mask.any()}
+
+
+def test_positive_fraction_is_reached_within_binomial_tolerance(prepared):
+    out, expected, _ = prepared
+    positives = _positive_ids(expected)
+    info = load_prepared_info(out)
+    assert info["counts"]["train"]["positive"] == 6 == info["counts"]["train"]["negative"]  # natural mix 0.5
+    for fraction in (0.8, 0.25):
+        ds = make_dataset(out, "train", 8, training=True, with_ids=True, positive_fraction=fraction, repeat=True,
+                          seed=7)
+        ids = [i for _, _, batch in _stream(ds.take(50)) for i in batch]  # 400 draws
+        realised = np.mean([i in positives for i in ids])
+        # Draws are independent Bernoulli(fraction): standard error sqrt(f (1 - f) / n) <= 0.025 at n = 400.
+        # Four standard errors: a correct sampler fails with probability < 1e-4 for any seed.
+        tolerance = 4 * np.sqrt(fraction * (1 - fraction) / len(ids))
+        assert abs(realised - fraction) < tolerance, (fraction, realised)
+        assert set(ids) == set(_by_id(make_dataset(out, "train", 12, training=False, with_ids=True)))
+
+
+def test_positive_fraction_epoch_is_the_split_size_and_seeded(prepared):
+    out, expected, _ = prepared
+
+    def epochs(seed):
+        ds = make_dataset(out, "train", 5, training=True, with_ids=True, positive_fraction=0.5, seed=seed)
+        return [[i for _, _, batch in _stream(ds) for i in batch] for _ in range(3)]
+
+    first = epochs(1)
+    assert all(len(epoch) == 12 for epoch in first)  # an epoch is as many images as the split has
+    assert first == epochs(1) and first != epochs(2)
+    assert first[0] != first[1]  # each epoch draws anew
+    ds = make_dataset(out, "train", 5, training=True, positive_fraction=0.5, cache=True)
+    assert sum(int(b[0].shape[0]) for b in ds) == 12 == sum(int(b[0].shape[0]) for b in ds)
+
+
+def test_positive_fraction_bad_values(prepared, tmp_path):
+    out, _, _ = prepared
+    for bad in (0, 1.0, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="positive_fraction must be null or a number in"):
+            make_dataset(out, "train", 4, training=True, positive_fraction=bad)
+    with pytest.raises(ValueError, match="training streams only"):
+        make_dataset(out, "val", 4, training=False, positive_fraction=0.5)
+    _write_source(str(tmp_path / "src"), 4)
+    for name in os.listdir(tmp_path / "src" / "masks"):  # all negative
+        Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(str(tmp_path / "src" / "masks" / name))
+    neg = str(tmp_path / "neg")
+    prepare_dataset(str(tmp_path / "src"), neg, image_size=SIZE, workers=1, progress=False,
+                    split_fractions=(1.0, 0.0, 0.0))
+    with pytest.raises(DataError, match="needs positive and negative examples; the split has 0 positive"):
+        make_dataset(neg, "train", 2, training=True, positive_fraction=0.5)

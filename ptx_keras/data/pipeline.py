@@ -3,8 +3,9 @@
 Each batch is `image` float32 `(batch, height, width, channels)` with intensities in [0, 1] (the stored PNG
 divided by 255 or 65535, as `dataset.json` says) and grayscale replicated to `channels`, and `y_true`
 float32 `(batch, height, width, 2)` packed by `ptx_keras.targets.pack_targets` (mask, weight map). Training
-adds the paper's random horizontal flip, applied to the image, the mask and the weight map together, and a
-seeded shuffle.
+adds a seeded shuffle and seeded augmentation (`ptx_keras.data.augment`; by default the paper's random
+horizontal flip), geometric transforms applied to the image, the mask and the weight map together, and can
+oversample positive images (`positive_fraction`).
 
 `make_dataset_from_source` skips preparation: it reads a raw source and computes resizing and weight maps
 inside the pipeline (`tf.numpy_function`, serialised by Python's GIL). It is much slower than reading
@@ -12,12 +13,15 @@ prepared shards (see `docs/benchmarks.md`) and meant for quick looks at small da
 """
 
 import csv
+import dataclasses
+import numbers
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from ptx_keras import constants
+from ptx_keras.data.augment import as_augmentation, augment_batch
 from ptx_keras.data.prepare import ARRAY_SETTINGS, MANIFEST_CSV, load_prepared_info, prepare_arrays
 from ptx_keras.errors import DataError
 from ptx_keras.targets import pack_targets
@@ -30,6 +34,7 @@ _FEATURE_SPEC = {
     "weight": tf.io.FixedLenFeature([], tf.string),
     "sample_id": tf.io.FixedLenFeature([], tf.string),
 }
+_LABEL_SPEC = {"label": tf.io.FixedLenFeature([], tf.int64)}
 
 
 def _check_split(split):
@@ -57,30 +62,30 @@ def count_examples(prepared_dir, split):
         return sum(1 for row in csv.DictReader(f) if row["split"] == split)
 
 
-def _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode, full_scale):
-    """Decodes examples in parallel, batches them, then flips, scales and packs whole batches.
+def _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode, full_scale):
+    """Decodes examples in parallel, batches them, then augments, scales and packs whole batches.
 
     `decode` maps one element to `(image (H, W, 1) as stored, mask (H, W) uint8, weight (H, W), sample_id)`.
     The per-example work is only decoding; everything else runs vectorised on the batch, which is several
-    times faster than small per-example ops. Each example draws its own flip coin from a seeded random stream
-    (`flip`, when training), so image, mask and weight map of an example are flipped together.
+    times faster than small per-example ops. When training with augmentation, each example carries its own
+    random integer from a seeded stream (its flip coin and, for the first of a batch, the seed of the batch's
+    other parameters: `ptx_keras.data.augment`), so image, mask and weight map are transformed together.
     """
-    flipping = bool(training and flip)
-    if flipping:
+    augmenting = bool(training and augmentation.enabled)
+    if augmenting:
         coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, coins)).map(
-            lambda item, r: (*decode(item), tf.equal(r % 2, 1)), num_parallel_calls=tf.data.AUTOTUNE
+            lambda item, r: (*decode(item), r), num_parallel_calls=tf.data.AUTOTUNE
         )
     else:
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-    def finalize(image, mask, weight, sample_id, flips=None):
-        if flips is not None:  # on the stored dtypes, before casting: less memory to move
-            image = tf.where(flips[:, None, None, None], tf.reverse(image, axis=[2]), image)
-            mask = tf.where(flips[:, None, None], tf.reverse(mask, axis=[2]), mask)
-            weight = tf.where(flips[:, None, None], tf.reverse(weight, axis=[2]), weight)
-        image = tf.cast(image, tf.float32) / full_scale
+    def finalize(image, mask, weight, sample_id, coins=None):
+        if coins is not None:
+            image, mask, weight = augment_batch(augmentation, coins, image, mask, weight, full_scale)
+        else:
+            image = tf.cast(image, tf.float32) / full_scale
         if channels != 1:
             image = tf.tile(image, [1, 1, 1, channels])
         y_true = pack_targets(mask, weight)
@@ -88,6 +93,61 @@ def _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remain
 
     ds = ds.map(finalize, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _augmentation(augment, flip):
+    """The `Augmentation` of `augment` (see `as_augmentation`), with the older `flip` switch applied."""
+    try:
+        augmentation = as_augmentation(augment)
+        if flip is not None:
+            augmentation = dataclasses.replace(augmentation, flip=bool(flip))
+    except ValueError as e:
+        raise ValueError(f"augment: {e}") from None
+    return augmentation
+
+
+def _label(serialized):
+    return tf.io.parse_single_example(serialized, _LABEL_SPEC)["label"]
+
+
+def _oversample(ds, counts, positive_fraction, seed, shuffle_buffer, cache, repeat):
+    """Draws positive examples with probability `positive_fraction` (the rest negative), seeded.
+
+    The serialized stream is split by the stored label into a positive and a negative stream, each
+    shuffled and repeated, and `tf.data.Dataset.sample_from_datasets` picks from them. An epoch is as many
+    examples as the split has (`counts["total"]`), so epochs stay comparable with natural sampling: the
+    positives are then seen `positive_fraction * total / positive` times per epoch on average.
+    """
+    for key in ("positive", "negative"):
+        if not counts[key]:
+            raise DataError(
+                f"positive_fraction={positive_fraction} needs positive and negative examples; the split has "
+                f"{counts['positive']} positive and {counts['negative']} negative"
+            )
+    streams = []
+    for offset, (label, n) in enumerate(((1, counts["positive"]), (0, counts["negative"]))):
+        stream = ds.filter(lambda s, label=label: tf.equal(_label(s), label))
+        if cache:  # per stream: two iterators filling one cache would conflict
+            stream = stream.cache()
+        stream = stream.shuffle(min(shuffle_buffer, n), seed=seed + 1 + offset, reshuffle_each_iteration=True)
+        streams.append(stream.repeat())
+    ds = tf.data.Dataset.sample_from_datasets(
+        streams, weights=[positive_fraction, 1.0 - positive_fraction], seed=seed + 3,
+        rerandomize_each_iteration=True,
+    )
+    return ds if repeat else ds.take(int(counts["total"]))
+
+
+def _check_positive_fraction(positive_fraction, training):
+    if positive_fraction is None:
+        return
+    ok = isinstance(positive_fraction, numbers.Real) and not isinstance(positive_fraction, bool)
+    if not ok or not 0.0 < positive_fraction < 1.0:
+        raise ValueError(
+            f"positive_fraction must be null or a number in (0, 1). Received: positive_fraction={positive_fraction!r}"
+        )
+    if not training:
+        raise ValueError("positive_fraction applies to training streams only (evaluation sees the natural mix)")
 
 
 def make_dataset(
@@ -103,7 +163,9 @@ def make_dataset(
     drop_remainder=False,
     with_ids=False,
     cache=False,
-    flip=True,
+    flip=None,
+    augment=None,
+    positive_fraction=None,
 ):
     """Reads one split of a prepared data set as batches for training or evaluation.
 
@@ -111,16 +173,24 @@ def make_dataset(
         prepared_dir: Output directory of `prepare_dataset`.
         split: `"train"`, `"val"` or `"test"`.
         batch_size: Examples per batch.
-        training: Shuffle (files and examples, seeded) and, with `flip`, flip horizontally at random.
+        training: Shuffle (files and examples, seeded) and augment (`augment`); False reads every example once,
+            in the stored order, unchanged.
         channels: 1, or 3 to replicate grayscale (the paper preset's input).
-        seed: Seed of the shuffles and the flips; each epoch draws a new order and new flips from it.
+        seed: Seed of the shuffles, the augmentation and the oversampling; each epoch draws a new order and new
+            augmentation parameters from it.
         shuffle_buffer: Examples in the shuffle buffer (serialized examples, ~0.1-0.3 MB each at 256x256).
         repeat: Repeat forever (then pass `steps_per_epoch`, see `count_examples`).
         drop_remainder: Drop the last, smaller batch.
         with_ids: Yield `(image, y_true, sample_id)` for evaluation and prediction loops. Do not pass such a
             data set to `Model.fit`, which would take the ids for sample weights.
         cache: Keep the serialized examples in memory after the first epoch.
-        flip: Random horizontal flips when training (the paper's augmentation).
+        flip: None keeps `augment`'s flip; True or False overrides it (the switch of earlier versions).
+        augment: Training-time augmentation: an `ptx_keras.data.augment.Augmentation`, a preset name
+            (`none`, `flip`, `standard`, `strong`), a mapping `{preset: ..., <parameter>: ...}`, or None for
+            the paper's setting (random horizontal flips).
+        positive_fraction: None keeps the natural order; a number in (0, 1) draws positive examples (stored
+            label 1) with that probability, seeded, and makes an epoch as many examples as the split has
+            (training only).
 
     Returns:
         `tf.data.Dataset` of `(image, y_true)`: float32 `(batch, H, W, channels)` in [0, 1] and float32
@@ -129,10 +199,12 @@ def make_dataset(
     Raises:
         DataError: if the split is unknown or empty, the directory is not a prepared data set, or a shard is
             missing.
-        ValueError: if `batch_size`, `channels` or `shuffle_buffer` is invalid.
+        ValueError: if `batch_size`, `channels`, `shuffle_buffer`, `augment` or `positive_fraction` is invalid.
     """
     _check_split(split)
     _check_options(batch_size, channels, shuffle_buffer)
+    augmentation = _augmentation(augment, flip)
+    _check_positive_fraction(positive_fraction, training)
     info = load_prepared_info(prepared_dir)
     names = info["shards"][split]
     if not names or info["counts"][split]["total"] == 0:
@@ -161,16 +233,21 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    counts = info["counts"][split]
+    if positive_fraction is not None:
+        ds = _oversample(ds, counts, positive_fraction, seed, shuffle_buffer, cache, repeat)
     else:
-        # The manifest knows the count: Keras then shows a progress bar with a total from the first epoch.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(int(info["counts"][split]["total"])))
-    return _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode, full_scale)
+        if cache:
+            ds = ds.cache()
+        if training:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        else:
+            # The manifest knows the count: Keras then shows a progress bar with a total from the first epoch.
+            ds = ds.apply(tf.data.experimental.assert_cardinality(int(counts["total"])))
+    return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode,
+                  full_scale)
 
 
 def make_dataset_from_source(
@@ -189,7 +266,8 @@ def make_dataset_from_source(
     repeat=False,
     drop_remainder=False,
     with_ids=False,
-    flip=True,
+    flip=None,
+    augment=None,
 ):
     """On-the-fly pipeline: reads a raw source and computes weight maps while iterating (clearly slower).
 
@@ -199,8 +277,8 @@ def make_dataset_from_source(
 
     Args:
         source: A source path (auto-detected) or a list of `SampleRecord`.
-        batch_size, training, channels, seed, shuffle_buffer, repeat, drop_remainder, with_ids, flip: As in
-            `make_dataset`.
+        batch_size, training, channels, seed, shuffle_buffer, repeat, drop_remainder, with_ids, flip, augment:
+            As in `make_dataset`.
         image_size, bit_depth, boundary_width, normalize, clip: As in `prepare_dataset`.
 
     Returns:
@@ -214,6 +292,7 @@ def make_dataset_from_source(
     from ptx_keras.data.readers import load_sample
 
     _check_options(batch_size, channels, shuffle_buffer)
+    augmentation = _augmentation(augment, flip)
     settings = validate_settings(
         image_size, bit_depth, boundary_width, normalize, clip, "float32", constants.SPLIT_FRACTIONS, seed, 1
     )
@@ -245,4 +324,5 @@ def make_dataset_from_source(
     if repeat:
         ds = ds.repeat()
     full_scale = float(2**bit_depth - 1)
-    return _batch(ds, batch_size, training, flip, seed, channels, with_ids, drop_remainder, decode, full_scale)
+    return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode,
+                  full_scale)

@@ -95,6 +95,7 @@ class TrainConfig:
     beta_1: float = C.BETA_1
     beta_2: float = C.BETA_2
     weight_decay: float = C.WEIGHT_DECAY
+    weight_decay_mode: str = C.WEIGHT_DECAY_MODE  # coupled (L2 in the gradient, PyTorch Adam) or decoupled (AdamW)
     early_stopping_patience: Optional[int] = C.EARLY_STOPPING_PATIENCE
     bn_momentum: Optional[float] = None  # None keeps the model's (Keras 0.99); short runs want ~0.9
     monitor: str = "val_dsc1"
@@ -156,6 +157,7 @@ _CHOICES = {
     "train.jit_compile": ("auto", "on", "off"),
     "train.graph_optimizer": ("auto", "on", "off"),
     "train.strategy": ("auto", "default", "mirrored", "multi_worker"),
+    "train.weight_decay_mode": C.WEIGHT_DECAY_MODES,
     "data.normalize": (None, "mean"),
     "data.weight_dtype": ("float16", "float32"),
     "data.bit_depth": (8, 16),

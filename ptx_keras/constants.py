@@ -35,6 +35,10 @@ LEARNING_RATE = 1e-4
 BETA_1 = 0.9
 BETA_2 = 0.999
 WEIGHT_DECAY = 1e-4
+# "coupled": L2 added to the gradient before Adam's moments (PyTorch Adam(weight_decay=...), the paper's era);
+# "decoupled": Keras' AdamW, a per-step shrink of lr * wd (1e-8 at the paper's values: a float32 no-op).
+WEIGHT_DECAY_MODE = "coupled"
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 EPOCHS = 200
 EARLY_STOPPING_PATIENCE = 20
 DROPOUT_RATE = 0.2

@@ -15,6 +15,7 @@ def register_all():
     import ptx_keras.losses  # noqa: F401
     import ptx_keras.metrics.keras_metrics  # noqa: F401
     import ptx_keras.models  # noqa: F401
+    import ptx_keras.optimizers  # noqa: F401
 
 
 def load_model(path, compile=False):

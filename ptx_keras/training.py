@@ -294,16 +294,15 @@ def set_bn_momentum(model, momentum):
 
 
 def build_and_compile(cfg, jit_compile="auto"):
-    """Builds `cfg.model`, compiles it with AdamW (paper: Adam, lr 1e-4, weight decay 1e-4) and the configured loss.
+    """Builds `cfg.model`, compiles it with `make_optimizer` (paper: Adam, lr 1e-4, weight decay 1e-4) and the loss.
 
     Raises:
         ConfigError: for an unknown model or loss name, or options the model does not take.
     """
-    import keras
-
     from ptx_keras.losses import get_loss
     from ptx_keras.metrics import DSC1, MPA
     from ptx_keras.models import build_model
+    from ptx_keras.optimizers import make_optimizer
 
     size = cfg.data.image_size
     try:
@@ -318,14 +317,16 @@ def build_and_compile(cfg, jit_compile="auto"):
         loss = get_loss(cfg.loss.name, **cfg.loss.options)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss: {e}") from None
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=cfg.train.learning_rate,
-        weight_decay=cfg.train.weight_decay,
-        beta_1=cfg.train.beta_1,
-        beta_2=cfg.train.beta_2,
-    )
-    if keras.mixed_precision.global_policy().name == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    try:  # wrapped in LossScaleOptimizer under mixed_float16
+        optimizer = make_optimizer(
+            learning_rate=cfg.train.learning_rate,
+            weight_decay=cfg.train.weight_decay,
+            weight_decay_mode=cfg.train.weight_decay_mode,
+            beta_1=cfg.train.beta_1,
+            beta_2=cfg.train.beta_2,
+        )
+    except ValueError as e:
+        raise ConfigError(f"train: {e}") from None
     model.compile(optimizer=optimizer, loss=loss, metrics=[DSC1(), MPA()], jit_compile=jit_compile)
     # Creating the optimizer slots eagerly (~1 s) instead of inside the first traced step halves the first
     # step's cost: Keras otherwise traces the step twice (docs/benchmarks.md, "Training step").

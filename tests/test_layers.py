@@ -115,6 +115,77 @@ def test_scse_round_trip(tmp_path, rng):
     _round_trip(SCSEBlock(reduction=3, fusion="max", name="scse"), x, tmp_path)
 
 
+def _kernel_initializers(layer):
+    return {
+        name: type(sub.kernel_initializer).__name__
+        for name, sub in (("sse", layer.spatial_conv), ("squeeze", layer.squeeze), ("excite", layer.excite))
+    }
+
+
+def test_scse_kernels_are_he_uniform_and_configurable():
+    layer = SCSEBlock()
+    layer.build((None, 8, 8, 6))
+    assert _kernel_initializers(layer) == dict.fromkeys(("sse", "squeeze", "excite"), "HeUniform")
+    assert layer.get_config()["kernel_initializer"]["class_name"] == "HeUniform"
+    glorot = SCSEBlock(kernel_initializer="glorot_uniform")
+    glorot.build((None, 8, 8, 6))
+    assert set(_kernel_initializers(glorot).values()) == {"GlorotUniform"}
+    # Each sublayer gets its own instance: a seeded initializer shared by the three would repeat values.
+    seeded = SCSEBlock(kernel_initializer=keras.initializers.HeUniform(seed=1))
+    seeded.build((None, 4, 4, 4))
+    squeeze, excite = np.asarray(seeded.squeeze.kernel), np.asarray(seeded.excite.kernel)
+    assert not np.allclose(squeeze.ravel()[:4], excite.ravel()[:4])
+    with pytest.raises(ValueError, match="nope"):
+        SCSEBlock(kernel_initializer="nope")
+
+
+def test_scse_saved_without_kernel_initializer_still_loads(tmp_path, rng):
+    """A .keras file written before `kernel_initializer` existed (no such key) loads with the default."""
+    import json
+    import zipfile
+
+    x = rng.random((2, 8, 8, 6)).astype("float32")
+    inputs = keras.Input(shape=(8, 8, 6))
+    model = keras.Model(inputs, SCSEBlock(name="scse")(inputs))
+    expected = model(x)
+    new, old = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(new)
+    with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                (layer,) = [lay for lay in config["config"]["layers"] if lay["class_name"] == "SCSEBlock"]
+                del layer["config"]["kernel_initializer"]
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    loaded = keras.saving.load_model(old)
+    assert type(loaded.get_layer("scse").kernel_initializer).__name__ == "HeUniform"
+    np.testing.assert_allclose(loaded(x), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ms_scse_fc_densenet103", "ms_scse_unet"])
+def test_every_kernel_of_the_papers_models_is_he_uniform(name):
+    """Paper: HeUniform initialisation of the network, scSE included (full architecture, 32 x 32 input)."""
+    from ptx_keras.models import build_model
+
+    model = build_model(name, input_shape=(32, 32, 3))
+    with_kernel = []
+    # _flatten_layers walks custom layers' sublayers too; Keras has no public recursive equivalent.
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if hasattr(layer, "kernel_initializer"):  # Conv2D, Dense, Conv2DTranspose and the custom layers
+            assert isinstance(layer.kernel_initializer, keras.initializers.HeUniform), layer.path
+        if getattr(layer, "kernel", None) is not None:
+            with_kernel.append(layer)
+    kernels = [v for v in model.trainable_variables if v.name == "kernel"]
+    assert len(with_kernel) == len(kernels)  # every kernel belongs to a layer checked above
+    assert {type(layer).__name__ for layer in with_kernel} >= {"Conv2D", "Dense"}
+    blocks = [layer for layer in model._flatten_layers() if isinstance(layer, SCSEBlock)]
+    assert blocks and all(
+        any(sub is checked for checked in with_kernel) for b in blocks for sub in (b.spatial_conv, b.squeeze, b.excite)
+    )
+
+
 # --- MultiScaleConv2D --------------------------------------------------------------------------------
 
 

@@ -142,7 +142,15 @@ class DenseLayer(keras.layers.Layer):
         # (memory_efficient) can reuse the mask, and both modes draw the same masks.
         self.seed_generator = keras.random.SeedGenerator(name="dropout_seed")
         self.attention = (
-            SCSEBlock(scse_reduction, scse_fusion, dtype=self.dtype_policy, name="scse") if scse else None
+            SCSEBlock(
+                scse_reduction,
+                scse_fusion,
+                kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                dtype=self.dtype_policy,
+                name="scse",
+            )
+            if scse
+            else None
         )
 
     def build(self, input_shape):

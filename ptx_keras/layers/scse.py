@@ -23,6 +23,9 @@ class SCSEBlock(keras.layers.Layer):
             `max(1, channels // reduction)`.
         fusion: `"add"` (eq. 2) or `"max"`.
         use_bias: Whether the 1x1 convolution and both Dense layers have biases.
+        kernel_initializer: Initializer of the 1x1 convolution's and both Dense layers' kernels (paper:
+            HeUniform for every kernel of the network). Models saved before this argument existed load with
+            the default.
         **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -32,16 +35,26 @@ class SCSEBlock(keras.layers.Layer):
         Same as the input.
 
     Raises:
-        ValueError: for a non-positive `reduction`, an unknown `fusion` or a non-bool `use_bias`.
+        ValueError: for a non-positive `reduction`, an unknown `fusion`, a non-bool `use_bias` or an unknown
+            `kernel_initializer`.
     """
 
-    def __init__(self, reduction=SCSE_REDUCTION, fusion=SCSE_FUSION, use_bias=True, **kwargs):
+    def __init__(
+        self, reduction=SCSE_REDUCTION, fusion=SCSE_FUSION, use_bias=True, kernel_initializer="he_uniform", **kwargs
+    ):
         super().__init__(**kwargs)
         self.reduction = check_positive_int("reduction", reduction)
         self.fusion = check_choice("fusion", fusion, SCSE_FUSIONS)
         self.use_bias = check_bool("use_bias", use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.spatial_conv = keras.layers.Conv2D(
-            1, 1, activation="sigmoid", use_bias=use_bias, dtype=self.dtype_policy, name="sse_conv"
+            1,
+            1,
+            activation="sigmoid",
+            use_bias=use_bias,
+            kernel_initializer=self._new_initializer(),
+            dtype=self.dtype_policy,
+            name="sse_conv",
         )
         # The Dense widths depend on the channel count, known only in build().
         self.squeeze = None
@@ -56,14 +69,29 @@ class SCSEBlock(keras.layers.Layer):
         channels = input_shape[-1]
         hidden = max(1, channels // self.reduction)
         self.squeeze = keras.layers.Dense(
-            hidden, activation="relu", use_bias=self.use_bias, dtype=self.dtype_policy, name="cse_squeeze"
+            hidden,
+            activation="relu",
+            use_bias=self.use_bias,
+            kernel_initializer=self._new_initializer(),
+            dtype=self.dtype_policy,
+            name="cse_squeeze",
         )
         self.excite = keras.layers.Dense(
-            channels, activation="sigmoid", use_bias=self.use_bias, dtype=self.dtype_policy, name="cse_excite"
+            channels,
+            activation="sigmoid",
+            use_bias=self.use_bias,
+            kernel_initializer=self._new_initializer(),
+            dtype=self.dtype_policy,
+            name="cse_excite",
         )
         self.spatial_conv.build(input_shape)
         self.squeeze.build((input_shape[0], 1, 1, channels))
         self.excite.build((input_shape[0], 1, 1, hidden))
+
+    def _new_initializer(self):
+        # One instance per sublayer: a seeded initializer object shared by several kernels would give them
+        # all the same values.
+        return keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
 
     def call(self, inputs):
         u_sse = inputs * self.spatial_conv(inputs)
@@ -78,5 +106,12 @@ class SCSEBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"reduction": self.reduction, "fusion": self.fusion, "use_bias": self.use_bias})
+        config.update(
+            {
+                "reduction": self.reduction,
+                "fusion": self.fusion,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
         return config

@@ -89,10 +89,12 @@ def _siim(root, defect):
         write_dicom(os.path.join(root, "dicom", "odd.dcm"), np.zeros((24, 24), np.uint8) + 9)
         rows.insert(2, "odd, 1 2 3")
         name = "odd"
-    else:  # an ImageId whose DICOM header cannot be read
-        os.makedirs(os.path.join(root, "dicom"), exist_ok=True)
-        with open(os.path.join(root, "dicom", "broken.dcm"), "wb") as f:
-            f.write(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    else:  # an ImageId whose DICOM is cut inside its header
+        path = write_dicom(os.path.join(root, "dicom", "broken.dcm"), np.zeros((24, 24), np.uint8))
+        with open(path, "rb") as f:
+            head = f.read(400)
+        with open(path, "wb") as f:
+            f.write(head)
         rows.insert(2, "broken, -1")
         name = "broken"
     with open(os.path.join(root, "train-rle.csv"), "w") as f:
@@ -119,14 +121,17 @@ def _csv(root, defect):
     return os.path.join(root, "manifest.csv"), os.path.join(root, bad[1]), bad[2]
 
 
-@pytest.mark.parametrize("defect", ["missing dicom", "malformed rle", "unreadable header"])
+@pytest.mark.parametrize("defect", ["missing dicom", "malformed rle", "truncated header"])
 def test_siim_reader_problems_stop_without_skip_bad_and_are_skipped_with_it(tmp_path, caplog, defect):
     from ptx_keras.errors import BadSampleError
 
     src, name = _siim(str(tmp_path / "siim"), defect)
     with pytest.raises(BadSampleError, match=f"'?{name}'?") as info:
         _prepare(src, tmp_path / "out")
-    assert "train-rle.csv: line 4" in str(info.value) or "broken.dcm" in str(info.value)
+    if defect == "truncated header":
+        assert "broken.dcm: truncated or corrupt DICOM" in str(info.value)
+    else:
+        assert "train-rle.csv: line 4" in str(info.value)
     assert str(info.value).endswith("pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples")
     with caplog.at_level(logging.WARNING, logger="ptx_keras.data.prepare"):
         summary = _prepare(src, tmp_path / "out2", skip_bad=True)

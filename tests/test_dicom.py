@@ -136,7 +136,19 @@ def test_truncated_file_refused(tmp_path):
     path = write_dicom(tmp_path / "t.dcm", _ramp(128, 128))
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    with pytest.raises(DataError, match="t.dcm"):
+    with pytest.raises(DataError, match="t.dcm: truncated or corrupt DICOM.*ends inside its pixel data"):
+        read_dicom(path)
+
+
+@pytest.mark.parametrize("compress", [None, "jpeg"])
+@pytest.mark.parametrize("fraction", [0.01, 0.02, 0.03, 0.5, 0.99])
+def test_truncated_file_is_called_truncated_wherever_the_cut(tmp_path, compress, fraction):
+    # pydicom reads a file cut in its header without an error, just without the later elements: this used
+    # to be reported as "has no pixel data", pointing at the wrong problem.
+    path = write_dicom(tmp_path / "cut.dcm", _ramp(128, 128), compress=compress)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: max(140, int(len(data) * fraction))])
+    with pytest.raises(DataError, match="cut.dcm: truncated or corrupt DICOM"):
         read_dicom(path)
 
 
@@ -184,7 +196,8 @@ def test_colour_refused(tmp_path):
 def test_no_pixel_data_refused(tmp_path):
     path = write_dicom(tmp_path / "np.dcm", _ramp(8, 8))
     _edit(path, PixelData=None)
-    with pytest.raises(DataError, match="np.dcm.*no pixel data"):
+    # Well formed, with its image size: the file may have been saved without pixels, or cut right there.
+    with pytest.raises(DataError, match=r"np.dcm: DICOM has no pixel data \(it ends after element \(0028,0103\)"):
         read_dicom(path)
 
 

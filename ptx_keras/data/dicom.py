@@ -59,6 +59,27 @@ def _rescale(ds):
     return slope, intercept
 
 
+def _cut_short(ds, path):
+    """True when the file ends inside a data element, i.e. was truncated.
+
+    pydicom reads a truncated file without an error: it returns the elements before the cut (the last one
+    short, or none at all), so a missing element says nothing by itself. The last element read must end
+    exactly where the file does.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    tags = sorted(ds.keys())
+    if not tags:
+        return True  # nothing after the file meta information
+    last = ds.get_item(tags[-1])
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return False  # a sequence or undefined length: cannot tell, assume a complete file
+    return tell + length != size
+
+
 def read_dicom(path):
     """Reads a single-frame grayscale DICOM image.
 
@@ -81,8 +102,9 @@ def read_dicom(path):
         absent or the identity), `patient_id` (or None) and `transfer_syntax`.
 
     Raises:
-        DataError: If the file is missing, not DICOM, truncated, undecodable, multi-frame, colour, or has
-            no pixel data; the message names the file.
+        DataError: If the file is missing, not DICOM, truncated (said so, whether the cut falls in the header
+            or in the pixel data), undecodable, multi-frame, colour, or complete but without pixel data;
+            the message names the file.
     """
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
@@ -97,8 +119,23 @@ def read_dicom(path):
     except Exception as exc:  # truncated headers raise EOFError, struct.error, ValueError, ...
         raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
 
+    truncated = _cut_short(ds, path)  # before any access converts the raw elements
     if "PixelData" not in ds:
-        raise DataError(f"{path}: DICOM has no pixel data")
+        size = os.path.getsize(path)
+        if truncated:
+            raise DataError(
+                f"{path}: truncated or corrupt DICOM: the file ends inside a data element (after {size} bytes), "
+                "so its pixel data is missing or incomplete"
+            )
+        last = ds[max(ds.keys())]
+        where = f"it ends after element {last.tag} {last.keyword or ''}".rstrip()
+        if "Rows" not in ds or "Columns" not in ds:
+            # A cut between two elements leaves a well-formed but incomplete file: without the image size
+            # as well, a truncation is by far the likelier cause.
+            raise DataError(
+                f"{path}: truncated or corrupt DICOM: no pixel data and no image size ({where}, {size} bytes)"
+            )
+        raise DataError(f"{path}: DICOM has no pixel data ({where}: truncated there, or saved without its image)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; expected one image")
@@ -123,6 +160,11 @@ def read_dicom(path):
         stored = ds.pixel_array
     except Exception as exc:  # truncated or corrupt pixel data, missing decoder plugin
         transfer = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        if truncated:
+            raise DataError(
+                f"{path}: truncated or corrupt DICOM: the file ({os.path.getsize(path)} bytes) ends inside its "
+                f"pixel data ({type(exc).__name__}: {exc})"
+            ) from None
         raise DataError(
             f"{path}: cannot decode pixel data (transfer syntax {transfer}): {type(exc).__name__}: {exc}"
         ) from None

@@ -536,6 +536,7 @@ def _dicom_header(path):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         size = (int(ds.Rows), int(ds.Columns))
     except Exception as exc:  # unreadable header: reported by the caller
+        read_dicom(path)  # raises the precise diagnosis (truncated, not DICOM, ...) where there is one
         raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
     patient = str(ds.get("PatientID", "") or "").strip() or None
     return size, patient

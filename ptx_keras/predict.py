@@ -2,7 +2,7 @@
 
 `predict_paths(inputs, model, output_dir)` runs a trained run directory (`best.keras`) or an exported SavedModel
 (`ptx-export`) on every image found. Each image is read at its own size, preprocessed to the model's `S x S`
-by the same graph functions as the SavedModel's signatures (`ptx_keras.export.GraphPipeline`), batched, and its
+by the same graph functions as the SavedModel's signatures (`ptx_keras.serving.GraphPipeline`), batched, and its
 pneumothorax probabilities are resized back to the image's size. The diagnosis uses the paper's area rule at the
 model resolution with the run's thresholds (`eval/val/thresholds.json` when evaluation chose them, else the
 configuration's), exactly as the exported `serving_default` signature does.
@@ -17,7 +17,7 @@ Outputs in `output_dir`:
   (`ptx_keras.data.rle.rle_encode`) for images diagnosed pneumothorax and `-1` for the others;
 * `summary.json`: counts, the model and its thresholds.
 
-Run as `ptx-predict` or `python -m ptx_keras.predict`.
+Run as `ptx-predict` (`python -m ptx_keras.cli.predict`).
 """
 
 import json
@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from ptx_keras.errors import DataError, ModelError, PtxError
+from ptx_keras.runs import latest_run
 
 FORMATS = ("csv", "siim")
 PREDICTIONS_FILENAME = "predictions.csv"
@@ -59,7 +60,7 @@ _OVERLAY_ALPHA = 0.35
 # Models
 # ---------------------------------------------------------------------------------------------------------
 class Predictor:
-    """A loaded model with its deployment settings: `(batch, S, S, C)` inputs -> `(batch, S, S)` PTX probabilities.
+    """A loaded model with its deployment settings: raw images -> model inputs -> PTX probabilities -> outputs.
 
     Build it with `load_predictor`.
 
@@ -67,23 +68,24 @@ class Predictor:
         kind: `"run"` (Keras model from a run directory) or `"saved_model"`.
         path: The run directory or the SavedModel version directory.
         model_name, image_size, channels, bit_depth, thresholds: As exported.
-        pipeline: The `GraphPipeline` (shared preprocessing and postprocessing).
+        runner: The `ptx_keras.inference.ModelRunner` (the shared prediction loop's model).
+        pipeline: The `ptx_keras.serving.GraphPipeline` (shared preprocessing and postprocessing).
     """
 
     def __init__(self, kind, path, call, model_name, image_size, channels, bit_depth, thresholds):
-        from ptx_keras.export import GraphPipeline
+        from ptx_keras.inference import ModelRunner
+        from ptx_keras.serving import GraphPipeline
 
-        self.kind, self.path, self._call = kind, path, call
+        self.kind, self.path = kind, path
         self.model_name, self.image_size, self.channels = model_name, int(image_size), int(channels)
         self.bit_depth = int(bit_depth)
+        self.runner = ModelRunner(call, image_size, channels, model_name or kind)
         self.pipeline = GraphPipeline(image_size, channels, thresholds, bit_depth)
         self.thresholds = self.pipeline.thresholds
 
     def probabilities(self, batch):
         """float32 `(batch, S, S, C)` preprocessed images -> float32 `(batch, S, S)` PTX probabilities."""
-        from ptx_keras.constants import PTX_CLASS
-
-        return np.asarray(self._call(np.asarray(batch, np.float32)))[..., PTX_CLASS]
+        return self.runner(batch)
 
     def describe(self):
         return {
@@ -93,7 +95,7 @@ class Predictor:
             "image_size": self.image_size,
             "channels": self.channels,
             "bit_depth": self.bit_depth,
-            "thresholds": self.thresholds,
+            "thresholds": self.thresholds.to_dict(),
         }
 
 
@@ -109,25 +111,21 @@ def load_predictor(model):
     Raises:
         ModelError: if the path does not exist or is neither a run directory nor a SavedModel.
     """
-    from ptx_keras.config import CONFIG_FILENAME
-    from ptx_keras.export import find_saved_model_version, load_run, read_export_metadata
+    from ptx_keras.runs import CONFIG_FILENAME, RunDir
+    from ptx_keras.serving import (
+        PREPROCESSED_SIGNATURE,
+        find_saved_model_version,
+        load_deployed_run,
+        read_export_metadata,
+    )
 
     model = os.fspath(model)
     if not os.path.exists(model):
         raise ModelError(f"Model not found: {model} (pass a run directory or an exported SavedModel)")
-    if os.path.isfile(os.path.join(model, CONFIG_FILENAME)):
-        run = load_run(model)
-        keras_model = run["model"]
-        return Predictor(
-            "run",
-            run["run_dir"],
-            keras_model.predict_on_batch,
-            run["model_name"],
-            run["image_size"],
-            run["channels"],
-            run["bit_depth"],
-            run["thresholds"],
-        )
+    if RunDir(model).is_run():
+        run = load_deployed_run(model)
+        return Predictor("run", run.run_dir, run.model.predict_on_batch, run.model_name, run.image_size,
+                         run.channels, run.bit_depth, run.thresholds)
     version_dir = find_saved_model_version(model)
     if version_dir is None:
         raise ModelError(
@@ -135,8 +133,6 @@ def load_predictor(model):
             "(no saved_model.pb, no numbered version directories)"
         )
     import tensorflow as tf
-
-    from ptx_keras.export import PREPROCESSED_SIGNATURE
 
     meta = read_export_metadata(version_dir)
     try:
@@ -161,20 +157,6 @@ def load_predictor(model):
         meta.get("bit_depth", 8),
         meta["thresholds"],
     )
-
-
-def latest_run(runs_dir=DEFAULT_RUNS_DIR):
-    """The most recently modified run directory under `runs_dir` that holds a trained model, or None."""
-    if not os.path.isdir(runs_dir):
-        return None
-    from ptx_keras.training import BEST_MODEL_FILENAME
-
-    candidates = []
-    for name in os.listdir(runs_dir):
-        best = os.path.join(runs_dir, name, BEST_MODEL_FILENAME)
-        if os.path.isfile(best):
-            candidates.append((os.path.getmtime(best), os.path.join(runs_dir, name)))
-    return max(candidates)[1] if candidates else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -292,7 +274,7 @@ def overlay_image(image, mask, value_max=None, label=None):
     """
     from scipy import ndimage
 
-    from ptx_keras.export import DTYPE_VALUE_MAX
+    from ptx_keras.serving import DTYPE_VALUE_MAX
 
     image = np.asarray(image)
     mask = np.asarray(mask) != 0
@@ -366,10 +348,11 @@ def predict_paths(
         ConfigError: for an unknown format or a non-positive batch size.
         DataError: if an input does not exist or no image is found.
         ModelError: if the model cannot be found or loaded.
+        OutputError: if `output_dir` cannot be written.
     """
     import pandas as pd
 
-    from ptx_keras.errors import ConfigError
+    from ptx_keras.errors import ConfigError, writable_dir
 
     if format not in FORMATS:
         raise ConfigError(f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -380,34 +363,43 @@ def predict_paths(
         predictor = model
     else:
         if model is None:
-            model = latest_run()
+            model = latest_run(DEFAULT_RUNS_DIR)
             if model is None:
                 raise ModelError(f"No model given and no trained run found under ./{DEFAULT_RUNS_DIR}; pass --model")
         predictor = load_predictor(model)
 
     output_dir = os.fspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    writable_dir(output_dir, "prediction output directory")
     overlay_dir = os.path.join(output_dir, OVERLAY_DIRNAME) if overlays else None
     mask_dir = os.path.join(output_dir, MASK_DIRNAME) if save_masks else None
     for d in (overlay_dir, mask_dir):
         if d:
             os.makedirs(d, exist_ok=True)
 
-    rows, rle_rows = [], []
+    from ptx_keras.inference import predict_batches
+
+    items, rle_rows = [], []
     bar = _progress(len(files), progress)
-    try:
+
+    def batches():
+        # Files are read and preprocessed a batch at a time; unreadable ones keep their error row and are not
+        # predicted. The model runs through the shared prediction loop.
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             loaded = [_load_one(path, sample_id, predictor) for path, sample_id in chunk]
+            items.extend(loaded)
+            bar.update(len(chunk))
             ok = [item for item in loaded if item["status"] == "ok"]
             if ok:
-                probs = predictor.probabilities(np.stack([item.pop("input") for item in ok]))
-                for item, p in zip(ok, probs):
-                    _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows)
-            rows.extend(_row(item) for item in loaded)
-            bar.update(len(chunk))
+                yield {"image": np.stack([item.pop("input") for item in ok]), "item": np.array(ok, dtype=object)}
+
+    try:
+        for batch in predict_batches(predictor.runner, batches(), progress=False):
+            for item, p in zip(batch["item"], batch["prob"]):
+                _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows)
     finally:
         bar.close()
+    rows = [_row(item) for item in items]
 
     table = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
     for column in _INT_COLUMNS:  # nullable: failed files have no values, the others stay integers in the CSV
@@ -488,8 +480,3 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
 def _row(item):
     return {k: item.get(k) for k in PREDICTION_COLUMNS}
 
-
-if __name__ == "__main__":
-    from ptx_keras.cli.predict import main
-
-    raise SystemExit(main())

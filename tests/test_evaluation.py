@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from ptx_keras import evaluation as ev
+from ptx_keras.diagnosis import Thresholds
+from ptx_keras.runs import RunDir
 from ptx_keras.cli.evaluate import main as evaluate_main
 from ptx_keras.errors import DataError, ModelError, PtxError
 from test_training import TINY as TRAINING_TINY
@@ -22,7 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 
 # min_area 2 at 16 x 16 = the rule "more than 2 predicted pixels" at the images' own size.
-THRESHOLDS = {"min_area": 2.0, "mask_threshold": 0.5, "reference_size": 16, "source": "configuration"}
+THRESHOLDS = Thresholds(min_area=2.0, mask_threshold=0.5, reference_size=16)
+# What a summary records about them (`SavedThresholds.describe()`).
+THRESHOLD_INFO = {**THRESHOLDS.to_dict(), "source": "configuration", "file": "config.yaml", "stale": False}
 
 
 def _square(r0, r1, c0, c1, size=16):
@@ -96,7 +100,7 @@ def test_score_predictions_rejects_bad_input():
 
 
 def test_summarize_all_and_positive_averages_and_diagnosis(scored):
-    s = ev.summarize(scored, THRESHOLDS, "test")
+    s = ev.summarize(scored, THRESHOLD_INFO, "test")
     assert (s["n_images"], s["n_positive"]) == (4, 2)
     seg = s["segmentation"]
     assert seg["all"]["dsc1"]["mean"] == pytest.approx(0.625)
@@ -118,20 +122,22 @@ def test_summarize_all_and_positive_averages_and_diagnosis(scored):
 def test_summarize_marks_undefined_scores_as_null():
     pred = handmade_predictions()
     only_positives = {k: v[:2] for k, v in pred.items()}
-    s = ev.summarize(ev.score_predictions(only_positives, THRESHOLDS), THRESHOLDS, "val")
+    s = ev.summarize(ev.score_predictions(only_positives, THRESHOLDS), THRESHOLD_INFO, "val")
     assert s["diagnosis"]["specificity"] is None and "specificity" in s["diagnosis"]["undefined"]
     assert s["diagnosis"]["roc_auc"] is None
     json.dumps(s, allow_nan=False)
 
 
 def test_summary_markdown_tables(scored):
-    md = ev.summary_markdown(ev.summarize(scored, THRESHOLDS, "test"), "handmade")
+    md = ev.summary_markdown(ev.summarize(scored, THRESHOLD_INFO, "test"), "handmade")
     assert md.startswith("# Evaluation of handmade on the test split")
-    assert "| DSC1 | 0.62 (0.48) | 0.75 (0.35) | 0.84 (0.27) |" in md
-    assert "| HD | 1.00 (1.41) [2 undefined] | 1.00 (1.41) |  |" in md
+    assert "| DSC1 (framework output) | 0.62 (0.48) | 0.75 (0.35) | 0.84 (0.27) |" in md
+    assert "| DSC1 (raw mask) | 0.62 (0.48) | 0.75 (0.35) |  |" in md
+    assert "**Masks scored:** the segmentation metrics score the framework output: mask emptied" in md
+    assert "| HD (px) | 1.00 (1.41) [2 undefined] | 1.00 (1.41) |  |" in md
     assert "| F1 | 80.00 % | 92.97 % |" in md
-    assert "| ROC AUC | 1.0000 | |" in md
-    assert "SIIM-ACR mean Dice (DSC1 with empty = 1, all images): 0.6250" in md
+    assert "| ROC AUC | 1.0000 |  |" in md
+    assert "SIIM-ACR mean Dice (DSC1 with empty = 1, all images, gated masks): 0.6250" in md
     assert "Counts: TP 2, FP 1, TN 1, FN 0." in md
     assert "the run configuration's `diagnosis` section" in md
 
@@ -195,13 +201,6 @@ def test_figure_functions_reject_empty_input(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Thresholds
 # ---------------------------------------------------------------------------------------------------------------
-class _Cfg:
-    """The two configuration sections the threshold helpers read."""
-
-    class diagnosis:
-        min_area, mask_threshold, reference_size = 50, 0.5, 256
-
-
 def _write_thresholds(run, **values):
     path = run / "eval" / "val" / "thresholds.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,29 +208,46 @@ def _write_thresholds(run, **values):
     return path
 
 
-def test_load_thresholds_prefers_the_saved_search_and_flags_a_stale_one(tmp_path, capsys):
-    assert ev.load_thresholds(str(tmp_path), _Cfg) == {
-        "min_area": 50.0, "mask_threshold": 0.5, "reference_size": 256, "source": "configuration"}
+def _config_run(root):
+    """A run directory with only its config.yaml (what reading thresholds needs)."""
+    from ptx_keras.config import Config, save_config
+
+    save_config(Config(), str(root / "config.yaml"))
+    return RunDir(str(root))
+
+
+def test_read_thresholds_prefers_the_saved_search_and_flags_a_stale_one(tmp_path, caplog):
+    run = _config_run(tmp_path)
+    saved = run.read_thresholds()
+    assert saved.thresholds == Thresholds() and saved.source == "configuration"
+    assert saved.file == run.config_file and not saved.stale
     path = _write_thresholds(tmp_path, min_area=20, mask_threshold=0.6, reference_size=256,
                              source="validation search", objective="f1", value=0.9, model_sha256="abc")
-    t = ev.load_thresholds(str(tmp_path), _Cfg, model_sha256="abc")
-    assert (t["min_area"], t["mask_threshold"], t["source"], t["file"]) == (20.0, 0.6, "validation search", str(path))
-    assert "stale" not in t
-    t = ev.load_thresholds(str(tmp_path), _Cfg, model_sha256="def")
-    assert t["stale"] is True
-    assert "earlier best.keras" in capsys.readouterr().err
-    assert "WARNING" in ev.summary_markdown(ev.summarize(ev.score_predictions(handmade_predictions(), t), t, "test"))
+    saved = run.read_thresholds(model_sha256="abc")
+    assert saved.thresholds == Thresholds(0.6, 20, 256)
+    assert (saved.source, saved.file, saved.stale) == ("validation search", str(path), False)
+    assert saved.search["objective"] == "f1" and saved.search["value"] == 0.9
+    with caplog.at_level("WARNING", logger="ptx_keras"):
+        saved = run.read_thresholds(model_sha256="def")
+    assert saved.stale is True
+    assert "earlier best.keras" in caplog.text
+    md = ev.summary_markdown(ev.summarize(ev.score_predictions(handmade_predictions(), saved.thresholds),
+                                          saved.describe(), "test"))
+    assert "WARNING: chosen for an earlier best.keras" in md
 
 
 @pytest.mark.parametrize("values, match", [
-    ({"min_area": 20, "reference_size": 256}, "unreadable"),
-    ({"min_area": 20, "mask_threshold": 1.5, "reference_size": 256}, "out of range"),
-    ({"min_area": "x", "mask_threshold": 0.5, "reference_size": 256}, "unreadable"),
+    ({"min_area": 20, "reference_size": 256}, "missing key"),
+    ({"min_area": 20, "mask_threshold": 1.5, "reference_size": 256}, "mask_threshold"),
+    ({"min_area": "x", "mask_threshold": 0.5, "reference_size": 256}, "min_area"),
 ])
-def test_load_thresholds_rejects_a_bad_file(tmp_path, values, match):
+def test_read_thresholds_rejects_a_bad_file(tmp_path, values, match):
+    from ptx_keras.errors import ConfigError
+
+    run = _config_run(tmp_path)
     _write_thresholds(tmp_path, **values)
-    with pytest.raises(DataError, match=match):
-        ev.load_thresholds(str(tmp_path), _Cfg)
+    with pytest.raises(ConfigError, match=f"thresholds.json.*{match}"):
+        run.read_thresholds()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,22 +273,23 @@ def test_compare_runs_writes_csv_markdown_and_histogram(tmp_path):
     a = _fake_evaluated_run(tmp_path, "paper_model", base)
     b = _fake_evaluated_run(tmp_path, "baseline", np.clip(base - 0.2, 0, 1))
     out = ev.compare_runs([a, b], output=str(tmp_path / "cmp"))
-    table = pd.read_csv(out["csv"])
+    table = pd.read_csv(out.csv)
     assert {"t_pvalue", "t_significant", "wilcoxon_pvalue", "wilcoxon_significant"} <= set(table.columns)
     row = table[(table["run"] == "baseline") & (table["metric"] == "dsc1")].iloc[0]
     assert row["t_significant"] and row["wilcoxon_significant"]
     assert row["mean"] == pytest.approx(np.clip(base - 0.2, 0, 1).mean())
-    md = open(out["markdown"]).read()
+    md = open(out.markdown).read()
     assert "Student's t-test" in md and "Wilcoxon" in md and "*" in md
     assert "reference: paper_model" in md and "## Diagnosis" in md
-    assert os.path.isfile(out["diagnosis_csv"])
-    _load_png(out["histogram"])
+    assert "Segmentation metrics score the framework output" in md
+    assert os.path.isfile(out.diagnosis_csv)
+    _load_png(out.histogram)
 
 
 def test_compare_same_run_under_two_names(tmp_path):
     a = _fake_evaluated_run(tmp_path, "run", [0.2, 0.5, 0.9])
     out = ev.compare_runs([a, a], output=str(tmp_path / "cmp"))
-    assert list(dict.fromkeys(out["table"]["run"])) == ["run", "run (2)"]
+    assert list(dict.fromkeys(out.table["run"])) == ["run", "run (2)"]
     rc = evaluate_main(["--compare", a, a, "--names", "first", "second", "--output", str(tmp_path / "cmp2")])
     assert rc == 0
     table = pd.read_csv(tmp_path / "cmp2" / "comparison.csv")
@@ -296,13 +313,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, evaluate_main(["--compare", a, str(tmp_path / "not_evaluated")]), "not been evaluated")
     _one_line_error(capsys, evaluate_main(["--compare", a]), "at least two")
     _one_line_error(capsys, evaluate_main(["--compare", a, a, "--names", "x"]), "one name per run")
-    _one_line_error(capsys, evaluate_main([str(tmp_path / "no_model")]), "no trained model")
+    _one_line_error(capsys, evaluate_main([str(tmp_path / "no_model")]), "not a run directory")
     _one_line_error(capsys, evaluate_main([str(tmp_path / "missing")]), "not found")
     _one_line_error(capsys, evaluate_main([a, "--split", "testing"]), "Unknown split 'testing'")
     _one_line_error(capsys, evaluate_main(["--compare", a, a, "--split", "tst"]), "Unknown split 'tst'")
 
 
 def test_api_errors_name_the_problem(tmp_path):
+    with pytest.raises(ModelError, match="not a run directory"):
+        ev.evaluate_run(str(tmp_path))
+    _config_run(tmp_path)
     with pytest.raises(ModelError, match="no trained model"):
         ev.evaluate_run(str(tmp_path))
     with pytest.raises(DataError, match="Unknown split"):

@@ -66,7 +66,7 @@ def test_load_experiment_resolves_base_labels_and_references(tmp_path):
     assert [r.name for r in exp.runs] == ["fcd", "unet"]
     assert [r.label for r in exp.runs] == ["FC-DenseNet tiny", "U-Net tiny"]
     assert all(r.reference == "fcd" for r in exp.runs)
-    assert exp.figure_runs == ["fcd", "unet"]
+    assert exp.figure_runs == ("fcd", "unet")
     # The nested `train:` mapping is flattened; the `model.options` mapping stays whole.
     assert exp.common["train.epochs"] == 1 and "train" not in exp.common
     assert exp.runs[1].overrides == {"model.name": "unet", "model.options": {"base_filters": 4, "depth": 3}}
@@ -261,12 +261,14 @@ def test_pick_cases_small_moderate_large_and_negative():
 
 def test_markdown_and_latex_rendering():
     df = pd.DataFrame({"Method": ["A_b & c", "x|y"], "DSC1": ["0.50 (0.10)$^{*}$", "1"]})
-    md = ex.markdown_table(df)
+    from ptx_keras.reports import latex_escape, latex_table, markdown_table
+
+    md = markdown_table(df)
     assert md.splitlines()[:2] == ["| Method | DSC1 |", "|---|---|"] and "x\\|y" in md
-    tex = ex.latex_table(df, "Cap 50%", raw_columns=["DSC1"])
+    tex = latex_table(df, "Cap 50%", raw_columns=["DSC1"])
     assert r"\begin{tabular}{lr}" in tex and r"A\_b \& c & 0.50 (0.10)$^{*}$ \\" in tex
     assert r"\caption{Cap 50\%}" in tex
-    assert ex.latex_escape("a_b^c~") == r"a\_b\^{}c\textasciitilde{}"
+    assert latex_escape("a_b^c~") == r"a\_b\^{}c\textasciitilde{}"
 
 
 def test_dsc_histogram_writes_png(tmp_path):
@@ -338,6 +340,6 @@ def test_two_run_grid_writes_tables_and_resumes_without_retraining(tmp_path, mon
 
     monkeypatch.setattr("ptx_keras.training.train", no_training)
     result = ex.run_experiment(grid, output_dir=str(out), verbose=0, progress=False)
-    assert result["skipped"] == ["fcd", "unet"] and result["trained"] == []
+    assert result.skipped == ["fcd", "unet"] and result.trained == []
     assert best.stat().st_mtime_ns == mtime
     assert (tables / "segmentation.csv").is_file()

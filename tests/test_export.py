@@ -78,7 +78,7 @@ def exported(tmp_path_factory):
 def export_model(model, base, **kwargs):
     from ptx_keras.export import export_saved_model
 
-    return export_saved_model(model, str(base), verbose=False, **kwargs)
+    return export_saved_model(model, str(base), **kwargs)
 
 
 # Runs in a fresh interpreter where `import ptx_keras` fails: what a TF Serving host sees.
@@ -120,7 +120,7 @@ _RELOAD_SCRIPT = textwrap.dedent(
 def test_reload_without_ptx_keras_matches_keras(exported, tmp_path):
     import tensorflow as tf
 
-    from ptx_keras.export import preprocess_images
+    from ptx_keras.serving import preprocess_images
 
     model, result = exported
     rng = np.random.default_rng(0)
@@ -140,7 +140,7 @@ def test_reload_without_ptx_keras_matches_keras(exported, tmp_path):
     )
     np.savez(tmp_path / "in.npz", **inputs)
     proc = subprocess.run(
-        [sys.executable, "-c", _RELOAD_SCRIPT, result["path"], str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        [sys.executable, "-c", _RELOAD_SCRIPT, result.path, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
         cwd=str(tmp_path),
         env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True,
@@ -169,10 +169,10 @@ def test_reload_without_ptx_keras_matches_keras(exported, tmp_path):
 
 
 def test_diagnosis_in_graph_matches_numpy_rule():
-    from ptx_keras.diagnosis import diagnose
-    from ptx_keras.export import GraphPipeline
+    from ptx_keras.diagnosis import Thresholds, diagnose
+    from ptx_keras.serving import GraphPipeline
 
-    th = {"min_area": 50, "mask_threshold": 0.5, "reference_size": 256}
+    th = Thresholds(min_area=50, mask_threshold=0.5, reference_size=256)
     pipeline = GraphPipeline(SIZE, 3, th)
     # At 64 x 64, 50 pixels at 256 x 256 scale to 50 / 16 = 3.125 pixels: 3 is negative, 4 positive.
     for n_pixels, expected in [(0, 0), (3, 0), (4, 1), (40, 1)]:
@@ -180,7 +180,7 @@ def test_diagnosis_in_graph_matches_numpy_rule():
         p.flat[:n_pixels] = 0.9
         p[10, 10] = 0.5 if n_pixels < 40 else 0.9  # exactly at the threshold: not pneumothorax
         out = pipeline.postprocess(p, SIZE, SIZE)
-        ref = diagnose(p, **th)
+        ref = diagnose(p, thresholds=th)
         assert out["diagnosis"] == ref.label == expected
         assert out["score"] == pytest.approx(ref.score, rel=1e-6)
         assert out["max_probability"] == pytest.approx(ref.max_prob)
@@ -188,9 +188,10 @@ def test_diagnosis_in_graph_matches_numpy_rule():
 
 
 def test_postprocess_resizes_to_the_input_size():
-    from ptx_keras.export import GraphPipeline
+    from ptx_keras.diagnosis import Thresholds
+    from ptx_keras.serving import GraphPipeline
 
-    pipeline = GraphPipeline(SIZE, 1, {"min_area": 0, "mask_threshold": 0.5, "reference_size": 256})
+    pipeline = GraphPipeline(SIZE, 1, Thresholds(min_area=0))
     p = np.zeros((SIZE, SIZE), np.float32)
     p[:, SIZE // 2 :] = 1.0  # right half
     out = pipeline.postprocess(p, 128, 256)
@@ -202,9 +203,10 @@ def test_postprocess_resizes_to_the_input_size():
 
 def test_preprocessing_matches_data_preparation():
     from ptx_keras.data.prepare import resize_image
-    from ptx_keras.export import GraphPipeline
+    from ptx_keras.diagnosis import Thresholds
+    from ptx_keras.serving import GraphPipeline
 
-    pipeline = GraphPipeline(SIZE, 3, {"min_area": 50, "mask_threshold": 0.5, "reference_size": 256})
+    pipeline = GraphPipeline(SIZE, 3, Thresholds())
     picture = smooth_picture((300, 417))
     for image, value_max in [
         (np.round(picture * 255).astype(np.uint8), 255),
@@ -221,9 +223,12 @@ def test_preprocessing_matches_data_preparation():
 
 
 def test_preprocess_rejects_bad_images():
-    from ptx_keras.export import GraphPipeline
+    from ptx_keras.diagnosis import Thresholds
+    from ptx_keras.serving import GraphPipeline
 
-    pipeline = GraphPipeline(SIZE, 1, {"min_area": 50, "mask_threshold": 0.5, "reference_size": 256})
+    pipeline = GraphPipeline(SIZE, 1, Thresholds())
+    with pytest.raises(ValueError, match="Thresholds"):
+        GraphPipeline(SIZE, 1, {"min_area": 50, "mask_threshold": 0.5, "reference_size": 256})
     with pytest.raises(ValueError, match="2-D"):
         pipeline.preprocess(np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="value_max"):
@@ -234,23 +239,24 @@ def test_serving_rejects_colour_input(exported):
     import tensorflow as tf
 
     _, result = exported
-    loaded = tf.saved_model.load(result["path"])
+    loaded = tf.saved_model.load(result.path)
     with pytest.raises(tf.errors.InvalidArgumentError, match="grayscale"):
         loaded.signatures["serve_uint8"](images=tf.zeros((1, 40, 40, 3), tf.uint8))
 
 
 def test_metadata_and_layout(exported):
     _, result = exported
-    base = result["base_dir"]
-    assert result["path"] == os.path.join(base, "1") and result["version"] == 1
-    assert os.path.isfile(os.path.join(result["path"], "saved_model.pb"))
-    with open(result["metadata"]) as f:
+    base = result.base_dir
+    assert result.path == os.path.join(base, "1") and result.version == 1
+    assert os.path.isfile(os.path.join(result.path, "saved_model.pb"))
+    with open(result.metadata) as f:
         meta = json.load(f)
-    with open(os.path.join(result["path"], "assets.extra", "export.json")) as f:
+    with open(os.path.join(result.path, "assets.extra", "export.json")) as f:
         assert json.load(f) == meta
     assert meta["model_name"] == "fc_densenet56"
     assert (meta["input_size"], meta["channels"], meta["bit_depth"]) == (SIZE, 3, 8)
     assert meta["thresholds"] == {"min_area": 50.0, "mask_threshold": 0.5, "reference_size": 256}
+    assert meta["thresholds_source"] == "ptx_keras.constants"
     assert meta["min_area_pixels_at_model_size"] == pytest.approx(50 * 64 * 64 / 256**2)
     sigs = meta["signatures"]
     assert list(sigs)[0] == "serving_default"
@@ -273,12 +279,14 @@ def test_reexport_replaces_the_version(tmp_path):
     model = brightness_model()
     base = tmp_path / "models"
     first = export_model(model, base, version=3)
-    marker = os.path.join(first["path"], "stale.txt")
+    from ptx_keras.diagnosis import Thresholds
+
+    marker = os.path.join(first.path, "stale.txt")
     open(marker, "w").close()
-    second = export_model(model, base, version=3, thresholds={"min_area": 10, "mask_threshold": 0.4, "reference_size": 64})
-    assert second["path"] == first["path"] and not os.path.exists(marker)
+    second = export_model(model, base, version=3, thresholds=Thresholds(min_area=10, mask_threshold=0.4, reference_size=64))
+    assert second.path == first.path and not os.path.exists(marker)
     assert sorted(os.listdir(base)) == ["3", "export.json"]  # no temporary directories left
-    with open(second["metadata"]) as f:
+    with open(second.metadata) as f:
         assert json.load(f)["thresholds"] == {"min_area": 10.0, "mask_threshold": 0.4, "reference_size": 64}
 
 
@@ -298,10 +306,10 @@ def test_run_thresholds_are_baked_in(tmp_path):
     images = np.zeros((2, SIZE, SIZE), np.float32)
     images[0, :2, :1] = 1.0
     images[1, 20:24, 20:24] = 1.0
-    result = export_saved_model(run, verbose=False)
-    assert result["path"] == os.path.join(os.path.abspath(run), "saved_model", "1")
-    assert _diagnoses(result["path"], images) == [0, 1]
-    with open(result["metadata"]) as f:
+    result = export_saved_model(run)
+    assert result.path == os.path.join(os.path.abspath(run), "saved_model", "1")
+    assert _diagnoses(result.path, images) == [0, 1]
+    with open(result.metadata) as f:
         meta = json.load(f)
     assert meta["source_run"] == os.path.abspath(run) and meta["model_name"] == "brightness"
     assert meta["thresholds_source"].endswith("config.yaml")
@@ -310,16 +318,16 @@ def test_run_thresholds_are_baked_in(tmp_path):
     os.makedirs(os.path.join(run, "eval", "val"))
     with open(os.path.join(run, "eval", "val", "thresholds.json"), "w") as f:
         json.dump({"min_area": 400, "mask_threshold": 0.5, "reference_size": 256}, f)
-    result = export_saved_model(run, version=2, verbose=False)
-    assert _diagnoses(result["path"], images) == [0, 0]  # 400 / 16 = 25 pixels needed now
-    with open(result["metadata"]) as f:
+    result = export_saved_model(run, version=2)
+    assert _diagnoses(result.path, images) == [0, 0]  # 400 / 16 = 25 pixels needed now
+    with open(result.metadata) as f:
         assert json.load(f)["thresholds"]["min_area"] == 400.0
 
 
 def test_invalid_arguments(tmp_path):
     import keras
 
-    from ptx_keras.export import check_thresholds, export_saved_model
+    from ptx_keras.export import export_saved_model
 
     model = brightness_model()
     for version in (0, -1, 1.5, "1", True):
@@ -340,14 +348,16 @@ def test_invalid_arguments(tmp_path):
     free = keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax")(inp))
     with pytest.raises(ModelError, match="fixed square input"):
         export_saved_model(free, str(tmp_path / "free"))
-    with pytest.raises(ModelError, match="missing key"):
-        check_thresholds({"min_area": 50})
-    with pytest.raises(ModelError, match="mask_threshold"):
-        check_thresholds({"min_area": 50, "mask_threshold": 1.5, "reference_size": 256})
-    with pytest.raises(ModelError, match="min_area"):
-        export_saved_model(model, str(tmp_path), thresholds={"min_area": -1, "mask_threshold": 0.5, "reference_size": 256})
-    with pytest.raises(ModelError, match="reference_size"):
-        check_thresholds({"min_area": 1, "mask_threshold": 0.5, "reference_size": 0})
+    with pytest.raises(ModelError, match="Thresholds"):
+        export_saved_model(model, str(tmp_path), thresholds={"min_area": 50, "mask_threshold": 0.5, "reference_size": 256})
+    # An invalid thresholds file of the run names the file.
+    os.makedirs(os.path.join(run, "eval", "val"))
+    with open(os.path.join(run, "eval", "val", "thresholds.json"), "w") as f:
+        json.dump({"min_area": 50, "mask_threshold": 1.5, "reference_size": 256}, f)
+    keras_model = brightness_model()
+    keras_model.save(os.path.join(run, "best.keras"))
+    with pytest.raises(ModelError, match="thresholds.json.*mask_threshold"):
+        export_saved_model(run)
 
 
 def test_cli(tmp_path, capsys):

@@ -41,7 +41,7 @@ def run_dir(tmp_path_factory):
 def saved_model(run_dir):
     from ptx_keras.export import export_saved_model
 
-    return export_saved_model(run_dir, verbose=False)
+    return export_saved_model(run_dir)
 
 
 def square_image(height, width, box=None, dtype=np.uint8):
@@ -135,6 +135,7 @@ def test_cli_exit_codes(run_dir, folder, tmp_path, capsys):
     assert main([str(folder / "pos.png"), str(folder / "neg.png"), "--model", run_dir, "--output", out,
                  "--no-overlays", "--no-progress"]) == 0
     assert len(read_table(out)) == 2
+    assert "warning:" in capsys.readouterr().err  # neg.png is a constant image: named in a warning
     # User errors: one line on stderr, status 2.
     (tmp_path / "empty").mkdir()
     for argv, text in [
@@ -170,8 +171,8 @@ def test_siim_submission_decodes_to_the_masks(saved_model, folder, tmp_path):
     from ptx_keras.predict import predict_paths
 
     out = tmp_path / "out"
-    s = predict_paths([str(folder)], saved_model["base_dir"], str(out), format="siim", save_masks=True, progress=False)
-    assert s["model"]["kind"] == "saved_model" and s["model"]["path"] == saved_model["path"]
+    s = predict_paths([str(folder)], saved_model.base_dir, str(out), format="siim", save_masks=True, progress=False)
+    assert s["model"]["kind"] == "saved_model" and s["model"]["path"] == saved_model.path
     table = read_table(out).set_index("sample_id")
     sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert list(sub.columns) == ["ImageId", "EncodedPixels"]
@@ -189,7 +190,7 @@ def test_run_dir_and_saved_model_agree(run_dir, saved_model, folder, tmp_path):
     from ptx_keras.predict import predict_paths
 
     # The SavedModel's version directory works as well as its base directory.
-    predict_paths([str(folder)], saved_model["path"], str(tmp_path / "sm"), batch_size=1, overlays=False, progress=False)
+    predict_paths([str(folder)], saved_model.path, str(tmp_path / "sm"), batch_size=1, overlays=False, progress=False)
     predict_paths([str(folder)], run_dir, str(tmp_path / "run"), batch_size=8, overlays=False, progress=False)
     a, b = read_table(tmp_path / "sm"), read_table(tmp_path / "run")
     pd.testing.assert_frame_equal(a.drop(columns=["score", "max_probability"]), b.drop(columns=["score", "max_probability"]))
@@ -203,11 +204,11 @@ def test_prediction_equals_the_serving_signature(saved_model, folder):
 
     from ptx_keras.predict import load_predictor
 
-    predictor = load_predictor(saved_model["base_dir"])
+    predictor = load_predictor(saved_model.base_dir)
     image = np.asarray(Image.open(folder / "pos.png"))
     x = predictor.pipeline.preprocess(image)
     ours = predictor.pipeline.postprocess(predictor.probabilities(x[None])[0], *image.shape)
-    served = tf.saved_model.load(saved_model["path"]).signatures["serve_uint8"](images=tf.constant(image[None]))
+    served = tf.saved_model.load(saved_model.path).signatures["serve_uint8"](images=tf.constant(image[None]))
     for key, value in ours.items():
         np.testing.assert_allclose(value, served[key].numpy()[0], atol=1e-5)
 
@@ -281,7 +282,7 @@ def test_overlay_marks_the_mask():
 def test_module_entry_point(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     proc = subprocess.run(
-        [sys.executable, "-m", "ptx_keras.predict", str(tmp_path / "missing.png"), "--model", str(tmp_path)],
+        [sys.executable, "-m", "ptx_keras.cli.predict", str(tmp_path / "missing.png"), "--model", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert proc.returncode == 2

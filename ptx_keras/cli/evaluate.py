@@ -14,15 +14,18 @@ from ptx_keras.cli.common import run_cli
 def build_parser():
     p = argparse.ArgumentParser(
         prog="ptx-evaluate",
-        description="Evaluate a trained run (writes RUN_DIR/eval/<split>/), or compare evaluated runs.",
+        description="Evaluate a trained run (writes RUN_DIR/eval/<split>/; with --data OTHER, "
+        "RUN_DIR/eval/external/<data>/<split>/, never over the run's own results), or compare evaluated runs.",
     )
     p.add_argument("run_dir", nargs="?", help="run directory written by train.py")
     p.add_argument("--data", help="prepared directory or raw source (default: the run's own prepared data)")
     # Checked by the evaluation itself (one-line error), not by argparse choices.
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--search-thresholds", action="store_true", default=None,
-                   help="choose the diagnosis thresholds on the validation split first (never on test); saved to "
-                        "RUN_DIR/eval/val/thresholds.json and reused by later evaluations and the export")
+                   help="choose the diagnosis thresholds on the validation split of the evaluated data first (never "
+                        "on test); on the run's own data they are saved to RUN_DIR/eval/val/thresholds.json and "
+                        "used by later evaluations and the export; on other data (--data) they are saved beside "
+                        "that data's evaluation and used for it only (default there: the run's thresholds)")
     p.add_argument("--objective", choices=("f1", "youden"),
                    help="what the threshold search maximises (default: the run's evaluation.objective)")
     p.add_argument("--batch-size", type=int, help="prediction batch size (default: the run's evaluation.batch_size)")

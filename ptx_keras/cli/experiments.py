@@ -1,4 +1,4 @@
-"""`python -m ptx_keras.experiments run FILE` / `ptx-experiments run FILE`: reproduce the paper's Tables 2-5."""
+"""`ptx-experiments run FILE` (`python -m ptx_keras.cli.experiments`): reproduce the paper's Tables 2-5."""
 
 import argparse
 
@@ -27,8 +27,10 @@ def build_parser():
 def _run(args):
     from ptx_keras.experiments import run_experiment
 
-    run_experiment(args.file, output_dir=args.output_dir, data=args.data, overrides=args.overrides,
-                   dry_run=args.dry_run, verbose=args.verbose, progress=args.verbose > 0)
+    result = run_experiment(args.file, output_dir=args.output_dir, data=args.data, overrides=args.overrides,
+                            dry_run=args.dry_run, verbose=args.verbose, progress=args.verbose > 0)
+    if args.dry_run:
+        print(result.plan)
     return 0
 
 

@@ -20,12 +20,12 @@ def build_parser():
 def _export(args):
     from ptx_keras.export import export_saved_model
 
-    result = export_saved_model(args.run_dir, args.output, version=args.version, verbose=False)
-    th = result["thresholds"]
+    result = export_saved_model(args.run_dir, args.output, version=args.version)
+    th = result.thresholds
     print(
-        f"SavedModel: {result['path']} (signatures: {', '.join(result['signatures'])}; diagnosis: more than "
-        f"{th['min_area']:g} pixels at {th['reference_size']}x{th['reference_size']} above {th['mask_threshold']:g}) "
-        f"| metadata: {result['metadata']}"
+        f"SavedModel: {result.path} (signatures: {', '.join(result.signatures)}; diagnosis: more than "
+        f"{th.min_area:g} pixels at {th.reference_size}x{th.reference_size} above {th.mask_threshold:g}) "
+        f"| metadata: {result.metadata}"
     )
     return 0
 

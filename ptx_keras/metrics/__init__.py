@@ -18,7 +18,7 @@ from ptx_keras.metrics.segmentation import (
     summarize_scores,
     surface_distances,
 )
-from ptx_keras.metrics.statistics import comparison_table, compare_runs, format_mean_std, write_comparison
+from ptx_keras.metrics.statistics import comparison_table, compare_runs, format_mean_std
 
 _LAZY = {
     "DSC1": "ptx_keras.metrics.keras_metrics",
@@ -52,7 +52,6 @@ __all__ = sorted(
         "segmentation_scores",
         "summarize_scores",
         "surface_distances",
-        "write_comparison",
         *_LAZY,
     ]
 )

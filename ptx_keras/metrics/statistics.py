@@ -9,7 +9,6 @@ Missing values (NaN HD where a mask is empty) are dropped: per run for the mean,
 for the Wilcoxon test, and counted in `n_missing` / `n_pairs_dropped`.
 """
 
-import os
 import warnings
 
 import numpy as np
@@ -213,44 +212,3 @@ def comparison_table(comparison, digits=2, test="t"):
     metrics = list(dict.fromkeys(comparison["metric"]))
     table = cells.pivot(index="run", columns="metric", values="cell")
     return table.loc[runs, metrics]
-
-
-def _markdown(table):
-    header = [table.index.name or "", *map(str, table.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, row in table.iterrows():
-        lines.append("| " + " | ".join([str(name), *map(str, row.tolist())]) + " |")
-    return "\n".join(lines)
-
-
-def write_comparison(comparison, out_dir, digits=2, alpha=SIGNIFICANCE_LEVEL):
-    """Writes a comparison as CSV (full precision) and Markdown (the paper's table layout).
-
-    Args:
-        comparison: DataFrame returned by `compare_runs`.
-        out_dir: Folder to write into (created if needed).
-        digits: Decimal places of the Markdown cells.
-        alpha: Significance level quoted in the Markdown legend (use the one given to `compare_runs`).
-
-    Returns:
-        dict `{"csv": path, "markdown": path}` of `comparison.csv` and `comparison.md`.
-    """
-    os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "comparison.csv")
-    md_path = os.path.join(out_dir, "comparison.md")
-    comparison.to_csv(csv_path, index=False)
-    reference = comparison.loc[comparison["is_reference"], "run"]
-    reference = reference.iloc[0] if len(reference) else "the reference"
-    parts = []
-    for test, title in (("t", "Student's t-test for two independent samples"), ("wilcoxon", "paired Wilcoxon")):
-        parts.append(
-            f"Mean (std) per image; * marks a significant difference from {reference} "
-            f"({title}, p < {alpha}).\n\n{_markdown(comparison_table(comparison, digits, test))}\n"
-        )
-    dropped = comparison[comparison["n_missing"] > 0]
-    if len(dropped):
-        notes = ", ".join(f"{r.run}/{r.metric}: {r.n_missing}" for r in dropped.itertuples())
-        parts.append(f"Missing values (undefined, e.g. HD with an empty mask) left out: {notes}.\n")
-    with open(md_path, "w") as f:
-        f.write("\n".join(parts))
-    return {"csv": csv_path, "markdown": md_path}

@@ -1,0 +1,173 @@
+"""`evaluate_run`: what `python evaluate.py RUN_DIR` does.
+
+It loads `RUN_DIR/best.keras` (the architecture is never rebuilt), predicts a split with a progress bar and
+writes, for the run's own data, `RUN_DIR/eval/<split>/`, and for other data (`data=...`),
+`RUN_DIR/eval/external/<data>/<split>/` (`ptx_keras.runs`), never touching the run's own results:
+
+* `per_image.csv` - one row per image (`ptx_keras.evaluation.scoring.score_predictions`);
+* `summary.json`, `summary.md` - mean (std) over all images and over positives like Table 2 beside the paper's
+  values, the diagnosis table like Table 3 with ROC AUC, the SIIM-ACR mean Dice (empty = 1), missing HD counts,
+  which mask is scored, and the thresholds used with their source;
+* `cases.png` (best / median / worst DSC1 per pneumothorax size, like Fig. 5), `dsc_histogram.png` (Fig. 6),
+  `roc.png`, `training_curves.png` (from the run's `history.csv`).
+
+Thresholds: the run's (its validation search `eval/val/thresholds.json` when it has one, else its
+configuration's). `search_thresholds=True` chooses them first on the validation split of the evaluated data
+(`ptx_keras.evaluation.thresholds`): on the run's own data they become the run's thresholds (the export reads
+them); on other data they are written beside that data's evaluations and used for it only. The test split is
+never used to choose them. On other data the default is to reuse the run's thresholds, whatever the run's
+`evaluation.search_thresholds` says.
+
+Memory: scores are computed batch by batch while predicting, so evaluation holds one batch of probability maps
+plus one table row per image; the few images drawn in `cases.png` are predicted again in a second pass that
+runs the model only on the batches holding them.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+from ptx_keras.errors import DataError, ModelError
+from ptx_keras.evaluation.predictions import (
+    check_input_size,
+    check_split,
+    collect_cases,
+    iter_predictions,
+    spacing_lookup,
+)
+from ptx_keras.evaluation.report import format_stats, pick_cases, summary_markdown, write_figures
+from ptx_keras.evaluation.scoring import score_predictions, summarize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """What `evaluate_run` wrote and found.
+
+    Attributes:
+        summary: The contents of `summary.json` (see `ptx_keras.evaluation.scoring.summarize`).
+        out_dir: The evaluation folder.
+        per_image_csv, summary_json, summary_md: The files written there.
+        figures: `{figure name: path}`.
+        thresholds: The `ptx_keras.runs.SavedThresholds` used.
+        data: None for the run's own data, else the other data's path.
+    """
+
+    summary: dict
+    out_dir: str
+    per_image_csv: str
+    summary_json: str
+    summary_md: str
+    figures: dict
+    thresholds: object
+    data: object = None
+
+
+def _resolve_data(run, cfg, data):
+    """`(prepared_dir, data)`: the prepared data to evaluate, and None when it is the run's own."""
+    from ptx_keras.data.prepare import is_prepared_dir
+    from ptx_keras.data.resolve import resolve_data
+
+    own = run.prepared_dir()
+    if data is None:
+        if not own or not os.path.isdir(own):
+            raise DataError(f"The prepared data of {run.path} is not at {own!r} any more; pass --data PATH")
+        return own, None
+    if not os.path.exists(data):
+        raise DataError(f"Data path does not exist: {data}")
+    if own and os.path.abspath(data) == os.path.abspath(own):
+        return own, None
+    if is_prepared_dir(data):
+        # Used as it is: check_input_size compares its resolution with the model's, not with the config's.
+        return os.path.abspath(data), data
+    cache = cfg.data.cache_dir or run.default_cache_dir
+    resolved = resolve_data(data, cfg.data, cache_dir=cache, skip_bad=cfg.data.skip_bad, workers=cfg.data.workers)
+    return resolved.prepared_dir, data
+
+
+def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch_size=None, progress=True,
+                 objective=None):
+    """Evaluates `RUN_DIR/best.keras` on one split (see the module docstring for what is written where).
+
+    Args:
+        run_dir: A run directory written by training (`config.yaml` and `best.keras`), path or `RunDir`.
+        data: Optional other data: a prepared directory (used as it is; must match the model's input size) or a
+            raw source (prepared with the run's data settings); by default the run's own prepared data.
+        split: The split to evaluate (`"test"` by default).
+        search_thresholds: Choose the diagnosis thresholds on the validation split of the evaluated data first;
+            None follows the run configuration's `evaluation.search_thresholds` for the run's own data and means
+            False for other data.
+        batch_size: Prediction batch size (default: the run's `evaluation.batch_size`).
+        progress: Show progress bars.
+        objective: Objective of the search, "f1" or "youden" (default: the run's `evaluation.objective`).
+
+    Returns:
+        `EvaluationResult`.
+
+    Raises:
+        ModelError: if the run directory or its `best.keras` is missing, or the model cannot be loaded.
+        DataError: for an unknown split, missing data, data at another resolution than the model, or an empty
+            split.
+        ConfigError: if the run directory's `config.yaml` or thresholds file is invalid.
+    """
+    from ptx_keras.errors import ConfigError
+    from ptx_keras.evaluation.thresholds import search_validation_thresholds
+    from ptx_keras.runs import RunDir
+
+    check_split(split)
+    run = RunDir.of(run_dir)
+    run.require_model()
+    try:
+        cfg = run.load_config()
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
+    prepared, other = _resolve_data(run, cfg, data)
+    batch_size = batch_size or cfg.evaluation.batch_size
+    if search_thresholds is None:
+        search_thresholds = bool(cfg.evaluation.search_thresholds) and other is None
+    model = run.load_model()
+    check_input_size(model, prepared)
+    model_sha = run.model_sha256()
+    if search_thresholds:
+        saved = search_validation_thresholds(
+            model, prepared, run, cfg.diagnosis.reference_size, batch_size,
+            objective or cfg.evaluation.objective, progress, model_sha, data=other,
+        )
+    else:
+        saved = run.read_thresholds(cfg, model_sha256=model_sha)
+    thresholds, gate = saved.thresholds, bool(cfg.diagnosis.gate_masks)
+
+    df = score_predictions(
+        iter_predictions(model, prepared, split, batch_size, progress=progress), thresholds,
+        spacings=spacing_lookup(prepared), gate_masks=gate,
+    )
+    out_dir = run.eval_dir(split, other)
+    os.makedirs(out_dir, exist_ok=True)
+    per_image = run.per_image_file(split, other)
+    df.to_csv(per_image, index=False)
+
+    wanted = {df.iloc[i]["sample_id"] for row in pick_cases(df) for _, _, i in row}
+    case_data = collect_cases(iter_predictions(model, prepared, split, batch_size, progress=False, only_ids=wanted))
+    figures = write_figures(df, out_dir, thresholds, case_data, run.history_file, split, gate_masks=gate)
+
+    summary = summarize(df, saved.describe(), split, gate_masks=gate)
+    summary.update(run_dir=os.path.abspath(run.path), model=os.path.abspath(run.best_model), model_sha256=model_sha,
+                   data=os.path.abspath(prepared), data_name=None if other is None else os.fspath(other),
+                   figures={k: os.path.basename(v) for k, v in figures.items()})
+    summary_json = run.summary_file(split, other)
+    with open(summary_json, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    summary_md = run.summary_file(split, other, markdown=True)
+    with open(summary_md, "w", encoding="utf-8") as f:
+        f.write(summary_markdown(summary, run.name))
+    seg, dx = summary["segmentation"], summary["diagnosis"]
+    f1 = "undefined" if dx["f1"] is None else f"{dx['f1']:.4f}"
+    scored = "framework output" if gate else "raw mask"
+    logger.info(
+        "%s: DSC1 %s (all, %s), %s (positives, %s), raw-mask DSC1 %s (positives); diagnosis accuracy %.4f, F1 %s "
+        "-> %s", split, format_stats(seg["all"]["dsc1"]), scored, format_stats(seg.get("positive", {}).get("dsc1")),
+        scored, format_stats(seg.get("positive", {}).get("dsc1_raw")), dx["accuracy"], f1, out_dir,
+    )
+    return EvaluationResult(summary, out_dir, per_image, summary_json, summary_md, figures, saved, other)

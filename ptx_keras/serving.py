@@ -1,0 +1,355 @@
+"""Serving: the graph functions every deployment shares, and what a deployable model is.
+
+* `preprocess_images` / `postprocess_probabilities` (TensorFlow ops) are the only implementation of the
+  deployment preprocessing and of the in-graph diagnosis: the SavedModel export (`ptx_keras.export`) puts them
+  in its graph and `ptx_keras.predict` runs them (`GraphPipeline`), so predicting from a run and from the
+  export agree.
+* `DeployedModel` / `load_deployed_run` gather what a deployment needs from a run directory: the model, its
+  input contract and the diagnosis thresholds the run chose.
+* The export's on-disk contract (`EXPORT_METADATA_FILENAME`, `find_saved_model_version`,
+  `read_export_metadata`): how a reader finds a SavedModel version and its metadata.
+
+Intensity scaling is the training data's (`ptx_keras.data.prepare.resize_image`): the image is divided by the
+largest value its type can take (`value_max`: 255 for uint8, 65535 for uint16, 1.0 for float32, which is
+assumed to be in [0, 1]), resized with an antialiased bilinear filter to the model's `S x S` (the same filter
+as Pillow's, to 1e-6), quantised to the training bit depth (`data.bit_depth`, 8 by default: prepared images
+are stored as 8- or 16-bit PNGs) and replicated to the model's `C` channels. uint8 and uint16 versions of the
+same picture (`v16 = 257 * v8`) therefore give identical inputs. Images whose range is narrower than their type
+(a 12-bit DICOM stored as uint16 has `value_max` 4095) must be sent as float32 `pixels / value_max`;
+`ptx_keras.predict` does this from the DICOM header (`BitsStored`).
+"""
+
+import dataclasses
+import json
+import os
+
+from ptx_keras import constants as C
+from ptx_keras.diagnosis import Thresholds
+from ptx_keras.errors import ConfigError, ModelError
+
+EXPORT_METADATA_FILENAME = "export.json"
+# One serving signature per accepted input dtype; the first is `serving_default` (TF Serving's default).
+RAW_SIGNATURES = (("serving_default", "float32"), ("serve_uint8", "uint8"), ("serve_uint16", "uint16"))
+PREPROCESSED_SIGNATURE = "serve_preprocessed"
+DTYPE_VALUE_MAX = {"float32": 1.0, "uint8": 255.0, "uint16": 65535.0}  # value_max per signature dtype
+RESIZE_METHOD = "bilinear"  # antialiased when shrinking (model input), plain when enlarging (probabilities)
+# What each output of the raw signatures means (recorded in the export metadata).
+RAW_OUTPUTS = {
+    "probability": "pneumothorax probability at the input's size",
+    "mask": "1 where probability > mask_threshold, at the input's size",
+    "area": "mask pixels at the input's size",
+    "score": "(area at the model resolution + max_probability / 2) * (reference_size / S)^2, as ptx_keras.diagnosis",
+    "max_probability": "highest pneumothorax probability",
+    "diagnosis": "1 if more than min_area * (S / reference_size)^2 pixels exceed mask_threshold at the model resolution",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The graph: preprocessing and postprocessing (TensorFlow ops)
+# ---------------------------------------------------------------------------------------------------------
+def preprocess_images(images, image_size, channels, value_max=1.0, bit_depth=C.IMAGE_BIT_DEPTH):
+    """Raw grayscale images of any size -> the model input, as training data preparation makes it.
+
+    Args:
+        images: Tensor `(batch, height, width)` or `(batch, height, width, 1)`, any real dtype.
+        image_size: The model's input size S.
+        channels: The model's input channels C (grayscale is replicated).
+        value_max: The largest value the images' type can take (scalar or `(batch,)`): 255 for 8-bit, 65535
+            for 16-bit, 4095 for a 12-bit DICOM, 1.0 for float images in [0, 1].
+        bit_depth: The training bit depth (8 or 16): values are rounded to `2**bit_depth - 1` levels, as the
+            prepared PNGs were.
+
+    Returns:
+        float32 tensor `(batch, S, S, C)` in [0, 1]:
+        `round(resize(images) * levels / value_max) / levels`, clipped, with `levels = 2**bit_depth - 1`.
+    """
+    import tensorflow as tf
+
+    x = tf.cast(_batch_hw(images), tf.float32)
+    x = tf.image.resize(x[..., None], (image_size, image_size), method=RESIZE_METHOD, antialias=True)
+    levels = float(2 ** int(bit_depth) - 1)
+    value_max = tf.reshape(tf.cast(value_max, tf.float32), [-1, 1, 1, 1])
+    x = tf.clip_by_value(tf.round(x * (levels / value_max)), 0.0, levels) / levels
+    if channels > 1:
+        x = tf.repeat(x, channels, axis=-1)
+    return x
+
+
+def _batch_hw(images):
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    rank = tf.rank(images)
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.Assert(
+            tf.logical_or(tf.equal(rank, 3), tf.equal(rank, 4)),
+            ["images must be (batch, height, width) or (batch, height, width, 1); got shape", shape],
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        shape = tf.identity(shape)
+    checks = [
+        tf.debugging.Assert(
+            tf.logical_or(tf.equal(rank, 3), tf.equal(shape[-1], 1)),
+            ["grayscale images only: the last axis of a 4-D input must be 1; got shape", shape],
+        ),
+        tf.debugging.Assert(tf.reduce_all(shape[1:3] > 0), ["images must not be empty; got shape", shape]),
+    ]
+    with tf.control_dependencies(checks):
+        # A static rank of 3 lets the resize below know its input rank even when the signature's is unknown.
+        return tf.reshape(images, tf.stack([shape[0], shape[1], shape[2]]))
+
+def postprocess_probabilities(ptx_probability, height, width, thresholds):
+    """Model-resolution PTX probabilities -> the deployed outputs at the input's size.
+
+    The diagnosis follows the paper at the prediction (model) resolution: pneumothorax if more than
+    `min_area * S * S / reference_size**2` pixels have probability > `mask_threshold` (50 pixels at 256 x 256).
+    The same rule as `ptx_keras.diagnosis.diagnose`.
+
+    Args:
+        ptx_probability: float32 `(batch, S, S)`, softmax channel 1.
+        height: Output height (scalar int tensor or int).
+        width: Output width.
+        thresholds: The `ptx_keras.diagnosis.Thresholds`.
+
+    Returns:
+        dict of tensors: `probability` float32 `(batch, height, width)`, `mask` uint8 `(batch, height, width)`,
+        `area` int64 `(batch,)` (at the input's size), `score` float32 `(batch,)` (the continuous score of
+        `ptx_keras.diagnosis.diagnose`: `(model_area + max_probability / 2) * reference_size**2 / S**2`, the
+        predicted area in reference pixels with ties broken by the most confident pixel), `max_probability`
+        float32 `(batch,)` and `diagnosis` int32 `(batch,)`.
+    """
+    import tensorflow as tf
+
+    p = tf.cast(ptx_probability, tf.float32)
+    size = int(p.shape[1])
+    threshold = thresholds.mask_threshold
+    min_pixels = thresholds.min_pixels(size)
+    model_area = tf.reduce_sum(tf.cast(p > threshold, tf.float32), axis=[1, 2])
+    diagnosis = tf.cast(model_area > min_pixels, tf.int32)
+    max_probability = tf.reduce_max(p, axis=[1, 2])
+    score = (model_area + 0.5 * max_probability) * (float(thresholds.reference_size) ** 2 / (size * size))
+    full = tf.image.resize(p[..., None], tf.stack([height, width]), method=RESIZE_METHOD)[..., 0]
+    full = tf.clip_by_value(full, 0.0, 1.0)
+    mask = tf.cast(full > threshold, tf.uint8)
+    area = tf.reduce_sum(tf.cast(mask, tf.int64), axis=[1, 2])
+    return {
+        "probability": full,
+        "mask": mask,
+        "area": area,
+        "score": score,
+        "max_probability": max_probability,
+        "diagnosis": diagnosis,
+    }
+
+class GraphPipeline:
+    """Compiled (`tf.function`) pre- and postprocessing for one model, applied image by image.
+
+    One trace per input dtype and one for the postprocessing, whatever the image sizes.
+
+    Args:
+        image_size: The model's input size S.
+        channels: The model's input channels C.
+        thresholds: The `ptx_keras.diagnosis.Thresholds`.
+        bit_depth: The training bit depth (see `preprocess_images`).
+    """
+
+    def __init__(self, image_size, channels, thresholds, bit_depth=C.IMAGE_BIT_DEPTH):
+        import tensorflow as tf
+
+        self.image_size, self.channels, self.bit_depth = int(image_size), int(channels), int(bit_depth)
+        if not isinstance(thresholds, Thresholds):
+            raise ValueError(f"thresholds must be a Thresholds. Received: thresholds={thresholds!r}")
+        self.thresholds = thresholds
+        self._pre = {}
+        for dtype in DTYPE_VALUE_MAX:
+            self._pre[dtype] = tf.function(
+                self._preprocess_graph,
+                input_signature=[tf.TensorSpec([None, None, None], dtype), tf.TensorSpec([], tf.float32)],
+                autograph=False,  # plain TensorFlow ops, no Python control flow to convert
+            )
+        self._post = tf.function(
+            self._postprocess_graph,
+            autograph=False,
+            input_signature=[
+                tf.TensorSpec([None, self.image_size, self.image_size], tf.float32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ],
+        )
+
+    def _preprocess_graph(self, images, value_max):
+        return preprocess_images(images, self.image_size, self.channels, value_max, self.bit_depth)
+
+    def _postprocess_graph(self, ptx_probability, height, width):
+        return postprocess_probabilities(ptx_probability, height, width, self.thresholds)
+
+    def preprocess(self, image, value_max=None):
+        """One image -> the model input.
+
+        Args:
+            image: 2-D array `(height, width)`, uint8, uint16 or float (other types are cast to float32).
+            value_max: The largest value the image's type can take (e.g. `read_image`'s
+                `info["value_range"][1]`); default: that of its dtype (`DTYPE_VALUE_MAX`).
+
+        Returns:
+            float32 array `(S, S, C)`.
+
+        Raises:
+            ValueError: if the image is not 2-D or empty, or value_max is not positive.
+        """
+        import numpy as np
+
+        image = np.asarray(image)
+        if image.ndim != 2 or image.size == 0:
+            raise ValueError(f"expected a non-empty 2-D grayscale image (height, width). Received: shape={image.shape}")
+        if image.dtype.name not in self._pre:
+            image = image.astype(np.float32)
+        value_max = DTYPE_VALUE_MAX[image.dtype.name] if value_max is None else float(value_max)
+        if not value_max > 0:
+            raise ValueError(f"value_max must be > 0. Received: value_max={value_max}")
+        return self._pre[image.dtype.name](image[None], value_max).numpy()[0]
+
+    def postprocess(self, ptx_probability, height, width):
+        """`(S, S)` PTX probabilities -> dict of NumPy outputs for one image of size `(height, width)`."""
+        import numpy as np
+
+        out = self._post(np.asarray(ptx_probability, np.float32)[None], int(height), int(width))
+        return {k: v.numpy()[0] for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a deployment needs from a run
+# ---------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DeployedModel:
+    """A trained model with the input contract and the diagnosis rule it is deployed with.
+
+    Attributes:
+        model: The Keras model (uncompiled), `(batch, S, S, C)` -> `(batch, S, S, 2)` softmax.
+        model_name: The preset name (the run's `model.name`) or the model's own name.
+        image_size: S.
+        channels: C.
+        bit_depth: The training bit depth (8 or 16; see `preprocess_images`).
+        thresholds: The `Thresholds` it diagnoses with.
+        thresholds_source: Where they came from (a thresholds file, the run's config.yaml, an argument).
+        run_dir: The run directory (absolute), or None for a model object.
+    """
+
+    model: object
+    model_name: str
+    image_size: int
+    channels: int
+    bit_depth: int
+    thresholds: Thresholds
+    thresholds_source: str
+    run_dir: object = None
+
+
+def model_input(model, where):
+    """`(S, C)` of a model with a fixed square input `(batch, S, S, C)` and a 2-class softmax output.
+
+    Raises:
+        ModelError: naming `where`, for any other input or output shape.
+    """
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] is None:
+        raise ModelError(
+            f"{where}: expected a model with a fixed square input (batch, S, S, C). Received: input_shape={shape}"
+        )
+    out = tuple(model.output_shape)
+    if len(out) != 4 or out[-1] != C.NUM_CLASSES:
+        raise ModelError(f"{where}: expected a {C.NUM_CLASSES}-class softmax output. Received: output_shape={out}")
+    return int(shape[1]), int(shape[3])
+
+
+def deployed_model(model, thresholds=None, bit_depth=C.IMAGE_BIT_DEPTH):
+    """A `DeployedModel` for a model object (the paper's thresholds unless given)."""
+    size, channels = model_input(model, f"model {model.name!r}")
+    source = "argument" if thresholds is not None else "ptx_keras.constants"
+    return DeployedModel(model, model.name, size, channels, int(bit_depth), thresholds or Thresholds(), source)
+
+
+def load_deployed_run(run):
+    """Loads a run's best model with its input contract and the thresholds it deploys with.
+
+    The thresholds are those evaluation uses (`RunDir.read_thresholds`): the validation search's when the run
+    has one, else its configuration's.
+
+    Args:
+        run: A run directory (path or `ptx_keras.runs.RunDir`) with `config.yaml` and `best.keras`.
+
+    Returns:
+        `DeployedModel`.
+
+    Raises:
+        ModelError: if the directory is not a run, its model is missing or cannot be loaded, or its thresholds
+            file is invalid.
+    """
+    from ptx_keras.runs import RunDir
+
+    run = RunDir.of(run)
+    run.require_model()
+    try:
+        cfg = run.load_config()
+        saved = run.read_thresholds(cfg)
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
+    model = run.load_model()
+    size, channels = model_input(model, run.best_model)
+    return DeployedModel(
+        model, cfg.model.name, size, channels, int(cfg.data.bit_depth), saved.thresholds, saved.file,
+        os.path.abspath(run.path),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading an export back
+# ---------------------------------------------------------------------------------------------------------
+def is_saved_model_dir(path):
+    """True for a SavedModel directory (`saved_model.pb`) or a base directory holding numbered versions."""
+    return find_saved_model_version(path) is not None
+
+
+def find_saved_model_version(path):
+    """The SavedModel directory to load for `path`: itself, or its highest numbered version; None if neither."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        return None
+    versions = [d for d in os.listdir(path) if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+    if not versions:
+        return None
+    return os.path.join(path, max(versions, key=int))
+
+
+def read_export_metadata(version_dir):
+    """The export.json of a SavedModel version: its own `assets.extra` copy, else the one beside the versions.
+
+    Raises:
+        ModelError: if neither exists or it is invalid.
+    """
+    candidates = [
+        os.path.join(version_dir, "assets.extra", EXPORT_METADATA_FILENAME),
+        os.path.join(os.path.dirname(os.path.abspath(version_dir)), EXPORT_METADATA_FILENAME),
+    ]
+    for path in candidates:
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ModelError(f"{path}: unreadable export metadata ({e})") from None
+            missing = [k for k in ("input_size", "channels", "thresholds") if k not in meta]
+            if missing:
+                raise ModelError(f"{path}: export metadata lacks {missing}")
+            try:
+                meta["thresholds"] = Thresholds.from_mapping(meta["thresholds"], f"{path}: thresholds")
+            except ValueError as e:
+                raise ModelError(str(e)) from None
+            return meta
+    raise ModelError(
+        f"{version_dir}: no {EXPORT_METADATA_FILENAME} found (looked in {' and '.join(candidates)}); "
+        "export it with ptx-export"
+    )

@@ -1,5 +1,8 @@
 """Exceptions users can cause. The CLIs print them as one line and exit non-zero."""
 
+import os
+import tempfile
+
 
 class PtxError(Exception):
     """Base class for errors caused by user input (files, configuration, shapes)."""
@@ -33,3 +36,39 @@ class BadSampleError(DataError):
     def with_hint(self, hint):
         """The same problem with another hint (each entry point names its own option)."""
         return type(self)(self.problem, hint)
+
+
+class OutputError(PtxError, OSError):
+    """An output directory or file cannot be written (permissions, read-only file system, a file in the way)."""
+
+
+def writable_dir(path, what="output directory"):
+    """Creates directory `path` (and its parents) if needed and checks that a file can be written in it.
+
+    Called before any work, so that an unwritable output fails at once with its role and path named instead
+    of a bare `[Errno N]` later.
+
+    Args:
+        path: The directory.
+        what: Its role in the message (e.g. `"prepared data directory"`).
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        OutputError: `Cannot write to the <what> <path>: <reason>`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    created = not os.path.exists(path)
+    try:
+        if not created and not os.path.isdir(path):
+            raise NotADirectoryError(0, "a file of that name exists")
+        os.makedirs(path, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as e:
+        if created and os.path.isdir(path):
+            os.rmdir(path)  # made here; a refused output leaves nothing behind
+        raise OutputError(f"Cannot write to the {what} {path}: {e.strerror or e}") from None
+    return path

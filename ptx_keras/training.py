@@ -17,7 +17,7 @@ import time
 
 from ptx_keras import constants as C
 from ptx_keras.config import CONFIG_FILENAME, save_config
-from ptx_keras.errors import ConfigError, DataError, PtxError
+from ptx_keras.errors import BadSampleError, ConfigError, DataError, writable_dir
 
 HISTORY_FILENAME = "history.csv"
 BEST_MODEL_FILENAME = "best.keras"
@@ -337,15 +337,21 @@ def build_and_compile(cfg, jit_compile="auto"):
 # --------------------------------------------------------------------------------------------------------------
 # The whole run
 # --------------------------------------------------------------------------------------------------------------
-def _check_writable(run_dir):
+# How to skip bad samples from a training run (prepare_dataset's own hint names ptx-prepare's option).
+SKIP_HINT = "Fix or remove it, or set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples"
+
+
+def _remove_rejected_run(run_dir):
+    """Removes a run directory this invocation created for a run rejected before training: only what `train`
+    writes there before training (the configuration), and the directory itself once it is empty."""
     try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise PtxError(f"Cannot write to the output directory {run_dir}: {e.strerror}") from None
+        os.remove(os.path.join(run_dir, CONFIG_FILENAME))
+    except OSError:
+        pass
+    try:
+        os.rmdir(run_dir)
+    except OSError:
+        pass  # not empty: something else lives there, leave it
 
 
 def train(cfg, verbose=1):
@@ -360,38 +366,52 @@ def train(cfg, verbose=1):
         when those steps ran.
 
     Raises:
-        PtxError: for user-caused problems (data path, resolution, config, permissions).
+        PtxError: for user-caused problems (data path, resolution, config, permissions), before any data work
+            where the configuration alone is at fault; a run rejected before training leaves no run directory
+            behind (if this call created it) and never writes `config.yaml`.
     """
     t0 = time.time()
     run_dir = cfg.run_dir
-    _check_writable(run_dir)
-    prepared = resolve_data(cfg)
-    cfg.data.prepared_dir = prepared
-    save_config(cfg, os.path.join(run_dir, CONFIG_FILENAME))
+    created = not os.path.exists(run_dir)
+    writable_dir(run_dir, "output directory")
+    try:
+        # What the configuration alone decides is checked first (preparing data can take minutes): the
+        # execution settings, the strategy, and the model itself (an unknown option, an input size its
+        # poolings cannot divide).
+        mixed, jit, grappler = configure_execution(cfg.train)
+        strategy = choose_strategy(cfg.train.strategy)
+        replicas = strategy.num_replicas_in_sync
+        if cfg.train.batch_size % replicas:
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} is the global batch size and must be divisible by the "
+                f"{replicas} replicas of the {cfg.train.strategy} strategy"
+            )
+        with strategy.scope():
+            model = build_and_compile(cfg, jit_compile=jit)
+        try:
+            prepared = resolve_data(cfg)
+        except BadSampleError as e:
+            raise e.with_hint(SKIP_HINT) from None
+        cfg.data.prepared_dir = prepared
+        from ptx_keras.data.pipeline import count_examples, make_dataset
 
-    mixed, jit, grappler = configure_execution(cfg.train)
-    strategy = choose_strategy(cfg.train.strategy)
-    from ptx_keras.data.pipeline import count_examples, make_dataset
-
-    replicas = strategy.num_replicas_in_sync
-    if cfg.train.batch_size % replicas:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} is the global batch size and must be divisible by the "
-            f"{replicas} replicas of the {cfg.train.strategy} strategy"
+        common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
+        train_ds = make_dataset(
+            prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer, flip=cfg.data.flip,
+            **common,
         )
-    common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
-    train_ds = make_dataset(
-        prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer, flip=cfg.data.flip, **common
-    )
-    val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
-    n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+        val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
+        n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+        save_config(cfg, os.path.join(run_dir, CONFIG_FILENAME))  # only now: the run is accepted
+    except BaseException:
+        if created:
+            _remove_rejected_run(run_dir)
+        raise
     print(
         f"Run {run_dir}: model {cfg.model.name}, loss {cfg.loss.name}, {n_train} train / {n_val} val images at "
         f"{cfg.data.image_size}px, batch {cfg.train.batch_size} on {replicas} replica(s), "
         f"mixed precision {'on' if mixed else 'off'}, XLA {jit}, Grappler {'on' if grappler else 'off'}"
     )
-    with strategy.scope():
-        model = build_and_compile(cfg, jit_compile=jit)
     history = model.fit(
         train_ds,
         validation_data=val_ds,

@@ -201,3 +201,139 @@ def test_prepare_cli_names_the_skipped_manifest_row(tmp_path, capsys, caplog):
     assert "1 bad samples skipped" in capsys.readouterr().out
     logged = "\n".join(r.getMessage() for r in caplog.records)  # stderr outside pytest (logging's last resort)
     assert "skipped 1 bad sample(s)" in logged and image in logged and reason in logged
+
+
+# --- 4. Messages that point the right way ----------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+# A tiny quick start (as tests/test_training.py): 24 phantoms at 64 px, a small FC-DenseNet with 3 poolings.
+TINY = [
+    "data.phantoms.n=24",
+    "data.phantoms.size=64",
+    "data.image_size=64",
+    "data.shard_size=8",
+    "data.workers=1",
+    "model.name=fc_densenet56",
+    "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
+    "train.batch_size=4",
+    "train.epochs=1",
+    "train.tensorboard=false",
+    "train.jit_compile=off",
+    "train.evaluate=false",
+    "train.export=false",
+]
+
+
+def _train(tmp_path, *sets, data=None):
+    from ptx_keras.cli.train import main
+
+    argv = ["--config", QUICKSTART, "--output-dir", str(tmp_path / "runs"), "--name", "run", "--verbose", "0"]
+    for s in TINY + [f"data.cache_dir={tmp_path / 'cache'}"] + list(sets):
+        argv += ["--set", s]
+    return main(argv + (["--data", str(data)] if data else []))
+
+
+def _one_line(capsys):
+    """The error line a CLI printed: the last line of stderr (progress bars may precede it), and the only one."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("error:"), lines
+    assert not any(line.startswith(("error:", "Traceback")) for line in lines[:-1]), lines
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    "setting, fragments",
+    [
+        ("model.options.growth_rat=4", ["growth_rat", "Accepted:", "growth_rate"]),
+        ("data.image_size=100", ["Input height 100 is not divisible by 8 (3 poolings)", "96 or 104"]),
+    ],
+)
+def test_configuration_errors_come_before_any_data_work_and_leave_no_run(tmp_path, capsys, setting, fragments):
+    assert _train(tmp_path, setting) == 2
+    err = _one_line(capsys)
+    assert all(f in err for f in fragments), err
+    assert not (tmp_path / "cache").exists()  # no phantoms written, nothing prepared
+    assert not (tmp_path / "runs" / "run").exists()  # in particular no runs/run/config.yaml
+
+
+def test_training_bad_sample_hint_names_the_training_option_and_leaves_no_run(tmp_path, capsys):
+    src = _folder(str(tmp_path / "src"), size=64)
+    bad = _float_tiff(tmp_path / "src" / "images" / "float.tif", np.nan)
+    assert _train(tmp_path, data=src) == 2
+    err = _one_line(capsys)
+    assert bad in err and "1 NaN" in err
+    assert err.endswith("set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples")
+    assert "ptx-prepare" not in err and "skip_bad=True" not in err
+    assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_rejected_run_keeps_an_existing_run_directory_untouched(tmp_path, capsys):
+    run = tmp_path / "runs" / "run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("earlier: run\n")
+    assert _train(tmp_path, "data.image_size=100") == 2
+    capsys.readouterr()
+    assert (run / "config.yaml").read_text() == "earlier: run\n"
+
+
+@pytest.mark.parametrize("blocker", ["the output itself", "its parent"])
+def test_unwritable_prepared_directory_is_one_line_naming_it(tmp_path, capsys, blocker):
+    from ptx_keras.cli.prepare import main
+
+    src = _folder(str(tmp_path / "src"))
+    (tmp_path / "file").write_text("in the way")
+    out = tmp_path / "file" if blocker == "the output itself" else tmp_path / "file" / "prepared"
+    assert main([src, str(out), "--size", str(SIZE), "--workers", "1", "--no-progress"]) == 2
+    err = _one_line(capsys)
+    assert err.startswith(f"error: Cannot write to the prepared data directory {out}: ")
+    assert "[Errno" not in err
+
+
+def test_permission_denied_is_named_with_path_and_reason(tmp_path, capsys, monkeypatch):
+    # Tests run as root here, where chmod cannot make a directory unwritable: the probe write is refused instead.
+    import tempfile
+
+    from ptx_keras.cli.prepare import main
+
+    def refuse(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, ".write-test-x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    out = tmp_path / "out"
+    assert main([_folder(str(tmp_path / "src")), str(out), "--no-progress"]) == 2
+    assert _one_line(capsys) == f"error: Cannot write to the prepared data directory {out}: Permission denied"
+    assert not out.exists()
+
+
+def test_rejected_source_leaves_no_prepared_directory(tmp_path, capsys):
+    from ptx_keras.cli.prepare import main
+
+    manifest, image, _ = _csv(str(tmp_path / "src"), "missing image")
+    out = tmp_path / "new" / "prepared"
+    assert main([manifest, str(out), "--no-progress"]) == 2
+    assert image in _one_line(capsys)
+    assert not out.exists()
+
+
+def test_unwritable_run_directory_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "runs").write_text("in the way")
+    assert _train(tmp_path) == 2
+    err = _one_line(capsys)
+    assert err == f"error: Cannot write to the output directory {tmp_path / 'runs' / 'run'}: Not a directory"
+
+
+def test_other_os_errors_print_reason_and_path_not_errno(capsys):
+    from ptx_keras.cli.common import run_cli
+
+    def disk_full():
+        raise OSError(28, "No space left on device", "/data/prepared/train-00000-of-00001.tfrecord")
+
+    assert run_cli(disk_full) == 2
+    assert _one_line(capsys) == "error: No space left on device: /data/prepared/train-00000-of-00001.tfrecord"
+
+    def bug():
+        raise OSError("no path: a failure of the program, not of the user's input")
+
+    with pytest.raises(OSError, match="no path"):
+        run_cli(bug)

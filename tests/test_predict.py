@@ -153,6 +153,17 @@ def test_cli_exit_codes(run_dir, folder, tmp_path, capsys):
     assert exc.value.code == 2
 
 
+def test_unwritable_output_is_one_line_naming_it(run_dir, folder, tmp_path, capsys):
+    from ptx_keras.cli.predict import main
+
+    (tmp_path / "file").write_text("in the way")
+    for out in (tmp_path / "file", tmp_path / "file" / "predictions"):
+        assert main([str(folder / "pos.png"), "--model", run_dir, "--output", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: Cannot write to the prediction output directory {out}: ")
+        assert "[Errno" not in err[0]
+
+
 def test_invalid_arguments(run_dir, folder, tmp_path):
     from ptx_keras.predict import predict_paths
 

@@ -61,7 +61,7 @@ from PIL import Image
 from ptx_keras import __version__, constants
 from ptx_keras.data.records import SampleRecord
 from ptx_keras.data.split import stratified_split, validate_fractions
-from ptx_keras.errors import BadSampleError, DataError
+from ptx_keras.errors import BadSampleError, DataError, writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -717,6 +717,7 @@ def prepare_dataset(
     Raises:
         BadSampleError: on a bad sample (unless `skip_bad`): the message names its file, line or ImageId.
         DataError: on no usable sample, or an output directory that holds something else.
+        OutputError: if `output_dir` cannot be written (checked before the source is read).
         FileNotFoundError: if the source path does not exist.
         ValueError: if a setting is invalid.
     """
@@ -727,14 +728,21 @@ def prepare_dataset(
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    created = not os.path.exists(output_dir)
+    if not os.path.exists(os.path.join(output_dir, DATASET_JSON)):
+        writable_dir(output_dir, "prepared data directory")  # before reading the source, which can take minutes
     try:
         source_path, format_name, records, source_extra = resolve_source(source, skip_bad)
-    except BadSampleError as e:
-        raise e.with_hint(SKIP_HINT) from None
+    except Exception as e:
+        if created and not os.listdir(output_dir):
+            os.rmdir(output_dir)  # made above for the check: a rejected source leaves nothing behind
+        if isinstance(e, BadSampleError):
+            raise e.with_hint(SKIP_HINT) from None
+        raise
     if not records:
         raise DataError(f"No samples found in {source_path or 'the given records'}")
     fingerprint = _fingerprint(settings, records)
-    output_dir = os.path.abspath(os.fspath(output_dir))
     status = _check_output(output_dir, fingerprint, overwrite)
     for name in os.listdir(output_dir):
         if name.endswith(PARTIAL_SUFFIX):

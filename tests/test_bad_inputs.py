@@ -1,7 +1,6 @@
 """Bad inputs users meet: non-finite and constant images, manifest errors under skip_bad, and messages
 that must name the right file, path or option (issue 13)."""
 
-import json
 import logging
 import os
 
@@ -337,3 +336,17 @@ def test_other_os_errors_print_reason_and_path_not_errno(capsys):
 
     with pytest.raises(OSError, match="no path"):
         run_cli(bug)
+
+
+def test_data_skip_bad_reaches_the_reader_from_a_training_configuration(tmp_path):
+    from ptx_keras.config import load_config
+    from ptx_keras.training import resolve_data
+
+    manifest, image, reason = _csv(str(tmp_path / "src"), "missing mask")
+    sets = [s for s in TINY if not s.startswith("data.image_size")]
+    cfg = load_config(QUICKSTART, sets + [f"data.image_size={SIZE}", "data.skip_bad=true", f"data.path={manifest}",
+                                          f"data.cache_dir={tmp_path / 'cache'}"])
+    prepared = resolve_data(cfg)
+    info = load_prepared_info(prepared)
+    assert info["source"]["reader_skipped"] == [[image, info["source"]["reader_skipped"][0][1]]]
+    assert reason in info["source"]["reader_skipped"][0][1] and info["counts"]["all"]["total"] == 6

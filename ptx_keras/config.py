@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ptx_keras import constants as C
+from ptx_keras import schedules
+from ptx_keras.data import augment
 from ptx_keras.errors import ConfigError
 
 CONFIG_FILENAME = "config.yaml"
@@ -38,6 +40,29 @@ class PhantomConfig:
     size: int = 256
     seed: int = 0
     conspicuity: float = 1.0  # 1 = calibrated hard phantoms; larger = wider, darker air band (see docs/data.md)
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (`ptx_keras.data.augment`): a preset and overrides of its parameters.
+
+    `preset` is `none`, `flip` (the paper's: random horizontal flips; the default), `standard` or `strong`;
+    every parameter left null takes the preset's value. The presets, the parameters' meanings and their
+    valid ranges are defined in `ptx_keras.data.augment` (PRESETS, PARAMETERS); see docs/training.md.
+    """
+
+    preset: str = augment.DEFAULT_PRESET
+    flip: Optional[bool] = None
+    rotation: Optional[float] = None
+    scale: Optional[float] = None
+    translation: Optional[float] = None
+    noise: Optional[float] = None
+    blur: Optional[float] = None
+    sharpen: Optional[float] = None
+    unsharp_sigma: Optional[float] = None
+    gamma: Optional[float] = None
+    contrast: Optional[float] = None
+    brightness: Optional[float] = None
 
 
 @dataclass
@@ -64,9 +89,31 @@ class DataConfig:
     shard_size: int = C.SHARD_SIZE
     skip_bad: bool = False
     workers: Optional[int] = None
-    flip: bool = True
+    flip: Optional[bool] = None  # the older name of augment.flip, kept for older files; null = augment's
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    positive_fraction: Optional[float] = None  # null = natural order; e.g. 0.5: half the training draws positive
     shuffle_buffer: int = 512
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
+
+    def augmentation(self):
+        """The resolved `ptx_keras.data.augment.Augmentation` of `augment` (and the older `flip`).
+
+        Raises:
+            ConfigError: naming the key, for an unknown preset, an invalid value, or `flip` and `augment.flip`
+                set to different values.
+        """
+        values = {name: getattr(self.augment, name) for name in augment.PARAMETERS}
+        if self.flip is not None:
+            if values["flip"] is not None and values["flip"] != self.flip:
+                raise ConfigError(
+                    f"data.flip={self.flip} (the older name of data.augment.flip) contradicts "
+                    f"data.augment.flip={values['flip']}; keep one of them"
+                )
+            values["flip"] = self.flip
+        try:
+            return augment.Augmentation.from_preset(self.augment.preset, **values)
+        except ValueError as e:
+            raise ConfigError(f"data.augment.{e}") from None
 
 
 @dataclass
@@ -92,6 +139,11 @@ class TrainConfig:
     epochs: int = C.EPOCHS
     batch_size: int = 4  # global batch size, split across replicas
     learning_rate: float = C.LEARNING_RATE
+    lr_schedule: str = schedules.LR_SCHEDULE  # constant (paper), cosine, plateau (ptx_keras.schedules)
+    warmup_epochs: int = schedules.WARMUP_EPOCHS  # linear warm-up from 0 (constant, cosine)
+    min_learning_rate: float = schedules.MIN_LEARNING_RATE  # the cosine's end, the plateau's floor
+    plateau_factor: float = schedules.PLATEAU_FACTOR
+    plateau_patience: int = schedules.PLATEAU_PATIENCE
     beta_1: float = C.BETA_1
     beta_2: float = C.BETA_2
     weight_decay: float = C.WEIGHT_DECAY
@@ -381,6 +433,17 @@ def validate_config(cfg):
         raise ConfigError(f"diagnosis.mask_threshold must be in (0, 1). Received: {cfg.diagnosis.mask_threshold!r}")
     if cfg.diagnosis.min_area < 0:
         raise ConfigError(f"diagnosis.min_area must be >= 0. Received: {cfg.diagnosis.min_area!r}")
+    cfg.data.augmentation()
+    pf = cfg.data.positive_fraction
+    if pf is not None and not 0.0 < pf < 1.0:
+        raise ConfigError(f"data.positive_fraction must be null or in (0, 1). Received: {pf!r}")
+    t = cfg.train
+    try:
+        schedules.check_schedule(
+            t.lr_schedule, t.learning_rate, t.warmup_epochs, t.min_learning_rate, t.plateau_factor, t.plateau_patience
+        )
+    except ValueError as e:
+        raise ConfigError(f"train.{e}") from None
     if not cfg.name or os.sep in cfg.name:
         raise ConfigError(f"name must be a non-empty directory name. Received: {cfg.name!r}")
 

@@ -310,3 +310,50 @@ def test_flip_is_the_lowest_bit_of_the_coin_and_moves_all_three():
     np.testing.assert_array_equal(out[0][1, ..., 0], np.fliplr(np.asarray(image)[1, ..., 0]) / np.float32(255))
     np.testing.assert_array_equal(out[1][1], np.fliplr(np.asarray(mask)[1]))
     np.testing.assert_array_equal(out[2][1], np.fliplr(np.asarray(weight)[1]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration files (data.augment, data.flip)
+# ---------------------------------------------------------------------------------------------------------
+def test_config_section_names_every_parameter_and_defaults_to_the_paper():
+    import dataclasses
+
+    from ptx_keras.config import AugmentConfig, load_config
+
+    assert [f.name for f in dataclasses.fields(AugmentConfig)] == ["preset"] + list(PARAMETERS)
+    assert load_config().data.augmentation() == Augmentation.from_preset("flip")
+    cfg = load_config(overrides=["data.augment={preset: standard, rotation: 5}"])
+    assert cfg.data.augmentation() == Augmentation.from_preset("standard", rotation=5.0)
+
+
+def test_older_flip_key_still_works(tmp_path):
+    from ptx_keras.config import load_config
+
+    old = tmp_path / "old.yaml"
+    old.write_text("data: {flip: false}\n")  # a file written before data.augment existed
+    assert load_config(str(old)).data.augmentation() == Augmentation.from_preset("none")
+    cfg = load_config(str(old), ["data.augment.preset=standard"])
+    assert cfg.data.augmentation() == Augmentation.from_preset("standard", flip=False)
+    assert load_config(overrides=["data.flip=true", "data.augment.flip=true"]).data.augmentation().flip
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["data.augment.preset=heavy"], r"data.augment.preset must be one of \['none', 'flip', 'standard', 'strong'\]"),
+        (["data.augment.rotaton=5"], r"Unknown configuration key 'data.augment.rotaton'. Did you mean 'rotation'\? "
+                                     r"Valid keys under data.augment: preset, flip, rotation"),
+        (["data.augment.scale=2"], r"data.augment.scale must be a number in \[0, 1\]"),
+        (["data.flip=false", "data.augment.flip=true"], r"data.flip=False \(the older name of data.augment.flip\) "
+                                                        r"contradicts data.augment.flip=True"),
+        (["data.augment=standard"], r"data.augment must be a mapping of keys"),
+        (["data.positive_fraction=0"], r"data.positive_fraction must be null or in \(0, 1\)"),
+        (["data.positive_fraction=1.5"], r"data.positive_fraction must be null or in \(0, 1\)"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, match):
+    from ptx_keras.config import load_config
+    from ptx_keras.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)

@@ -13,10 +13,12 @@ X = np.random.default_rng(0).normal(size=(12, 2)).astype("float32")
 Y = X.sum(axis=1, keepdims=True)
 
 
-def _model(rate):
+def _model(rate, set_after_build=False):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3 if set_after_build else rate), loss="mse")
     model.optimizer.build(model.trainable_variables)  # as training does: the backup restores into these
+    if set_after_build:  # as training does: the optimizer exists before the steps per epoch are known
+        model.optimizer.learning_rate = rate
     return model
 
 
@@ -52,8 +54,8 @@ class _Score(keras.callbacks.Callback):
         logs["val_score"] = self.values[epoch]
 
 
-def _fit(rate, callbacks, epochs, backup_dir=None, stop_after=None):
-    model = _model(rate)
+def _fit(rate, callbacks, epochs, backup_dir=None, stop_after=None, set_after_build=False):
+    model = _model(rate, set_after_build)
     rates = _Rates()
     cbs = list(callbacks)
     if backup_dir is not None:
@@ -100,13 +102,16 @@ def test_cosine_without_warmup_and_constant_with_warmup():
                                [1e-3 * k / 6 for k in range(6)] + [1e-3] * 6, rtol=1e-6, atol=1e-12)
 
 
-def test_resumed_cosine_continues_at_the_right_step(tmp_path):
+@pytest.mark.parametrize("set_after_build", [False, True])
+def test_resumed_cosine_continues_at_the_right_step(tmp_path, set_after_build):
     peak, epochs = 1e-2, 4
     rate, callbacks = make_schedule("cosine", peak, steps_per_epoch=STEPS, epochs=epochs, warmup_epochs=1)
-    _, first, _ = _fit(rate, callbacks, epochs, backup_dir=tmp_path, stop_after=1)  # "killed" after 2 epochs
+    _, first, _ = _fit(rate, callbacks, epochs, backup_dir=tmp_path, stop_after=1,  # "killed" after 2 epochs
+                       set_after_build=set_after_build)
     assert len(first) == 2 * STEPS
     rate, callbacks = make_schedule("cosine", peak, steps_per_epoch=STEPS, epochs=epochs, warmup_epochs=1)
-    model, second, _ = _fit(rate, callbacks, epochs, backup_dir=tmp_path)  # a new process would do this
+    model, second, _ = _fit(rate, callbacks, epochs, backup_dir=tmp_path,  # a new process would do this
+                            set_after_build=set_after_build)
     expected = [_cosine(k, peak, 0.0, STEPS, STEPS * epochs) for k in range(STEPS * epochs)]
     np.testing.assert_allclose(first + second, expected, rtol=1e-5, atol=1e-9)
     assert int(model.optimizer.iterations) == STEPS * epochs
@@ -178,3 +183,74 @@ def test_steps_and_epochs_must_be_positive():
         make_schedule("cosine", 1e-3, steps_per_epoch=0, epochs=3)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         make_schedule("cosine", 1e-3, steps_per_epoch=3, epochs=None)
+
+
+@pytest.mark.slow
+def test_training_resumes_a_plateau_schedule_from_history_csv(tmp_path, monkeypatch):
+    """The wiring in `ptx_keras.training`: schedule callbacks before the backup, counters from history.csv.
+
+    A tiny run stops after 2 of 4 epochs (its backup written) and the same configuration is run again; the
+    learning rate of every epoch in history.csv must follow Keras' plateau rule (patience 1, factor 0.5)
+    replayed over the run's own validation DSC1 values, as if the run had not stopped.
+    """
+    import csv
+    import os
+
+    import ptx_keras.training as training
+    from ptx_keras.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    overrides = [
+        "data.phantoms.n=24", "data.phantoms.size=64", "data.phantoms.conspicuity=1", "data.image_size=64",
+        "data.shard_size=8", "data.workers=1", "model.name=fc_densenet56",
+        "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
+        "train.batch_size=4", "train.tensorboard=false", "train.jit_compile=off", "train.evaluate=false",
+        "train.export=false", "train.early_stopping_patience=null", "evaluation.search_thresholds=false",
+        "train.epochs=4", "train.learning_rate=0.01", "train.lr_schedule=plateau", "train.plateau_patience=1",
+        f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}", "name=plateau",
+    ]
+    cfg = load_config(os.path.join(root, "configs", "quickstart.yaml"), overrides)
+    original = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks", lambda cfg, run_dir: original(cfg, run_dir) + [_Stop(1)])
+    training.train(cfg, verbose=0)
+    monkeypatch.setattr(training, "make_callbacks", original)
+    training.train(load_config(os.path.join(root, "configs", "quickstart.yaml"), overrides), verbose=0)
+    with open(tmp_path / "runs" / "plateau" / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    best, wait, rate, expected = -math.inf, 0, 0.01, []
+    for r in rows:  # Keras' rule: improvement resets, `patience` epochs without one halve the rate
+        expected.append(rate)
+        value = float(r["val_dsc1"])
+        if value > best:
+            best, wait = value, 0
+        else:
+            wait += 1
+            if wait >= 1:
+                rate, wait = rate * 0.5, 0
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["train.lr_schedule=cosin"], r"train.lr_schedule must be one of \['constant', 'cosine', 'plateau'\]"),
+        (["train.lr_schedule=plateau", "train.warmup_epochs=2"], "train.warmup_epochs needs lr_schedule"),
+        (["train.min_learning_rate=0.5"], r"train.min_learning_rate must be >= 0 and below learning_rate"),
+        (["train.plateau_factor=2"], r"train.plateau_factor must be in \(0, 1\)"),
+        (["train.warmup_epochs=-1"], "train.warmup_epochs must be an integer >= 0"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, match):
+    from ptx_keras.config import load_config
+    from ptx_keras.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)
+
+
+def test_config_defaults_are_the_paper_setting():
+    from ptx_keras.config import load_config
+
+    t = load_config().train
+    assert (t.lr_schedule, t.warmup_epochs, t.learning_rate) == ("constant", 0, 1e-4)

@@ -40,6 +40,7 @@ class PhantomConfig:
     size: int = 256
     seed: int = 0
     conspicuity: float = 1.0  # 1 = calibrated hard phantoms; larger = wider, darker air band (see docs/data.md)
+    style: str = "classic"  # C.PHANTOM_STYLES: classic (one look), varied (randomised), heldout (unseen style)
 
 
 @dataclass
@@ -214,6 +215,7 @@ _CHOICES = {
     "data.weight_dtype": ("float16", "float32"),
     "data.bit_depth": (8, 16),
     "data.channels": (1, 3),
+    "data.phantoms.style": C.PHANTOM_STYLES,
     "evaluation.split": C.SPLITS,
     "evaluation.objective": ("f1", "youden"),
 }

@@ -103,7 +103,9 @@ SEARCH_MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 SEARCH_MIN_AREAS = (0, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)  # pixels at DIAGNOSIS_REFERENCE_SIZE
 
 # --- Synthetic phantoms (ptx_keras.data.phantoms) ---------------------------------------------------------
-PHANTOM_VERSION = 1  # bump when the generator's output changes (phantoms.json records it)
+PHANTOM_VERSION = 1  # the classic style's version: bump when its output changes (phantoms.json records it)
+PHANTOM_STYLES = ("classic", "varied", "heldout")  # one look / the randomised training mix / its held-out twin
+PHANTOM_STYLE_VERSIONS = {"classic": PHANTOM_VERSION, "varied": 1, "heldout": 1}  # bump a style's own on change
 PHANTOM_MIN_SIZE = 32  # smallest image side the generator renders
 PHANTOM_POSITIVE_FRACTION = 0.5
 PHANTOM_SPACING_MM = 0.14  # pixel spacing at SIIM_SIZE (SIIM-ACR radiographs are about 0.14 mm/pixel)

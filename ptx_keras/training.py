@@ -67,13 +67,13 @@ def resolve_data(cfg):
     cache = data_cfg.cache_dir or os.path.join(cfg.output_dir, "data_cache")
     kwargs = _prep_kwargs(data_cfg)
     if not data_cfg.path:
-        from ptx_keras.data.phantoms import write_phantom_dataset
+        from ptx_keras.data.phantoms import phantom_dataset_name, write_phantom_dataset
 
         ph = data_cfg.phantoms
-        tag = "" if ph.conspicuity == 1.0 else f"-c{ph.conspicuity:g}"
-        source = os.path.join(cache, f"phantoms-n{ph.n}-{ph.size}px-seed{ph.seed}{tag}")
-        print(f"Data: synthetic phantoms ({ph.n} images, {ph.size}x{ph.size}, conspicuity {ph.conspicuity:g}) in {source}")
-        write_phantom_dataset(source, ph.n, size=ph.size, format="png", seed=ph.seed, conspicuity=ph.conspicuity)
+        settings = dict(size=ph.size, seed=ph.seed, style=ph.style, conspicuity=ph.conspicuity, format="png", bit_depth=8)
+        source = os.path.join(cache, phantom_dataset_name(ph.n, **settings))
+        print(f"Data: synthetic {ph.style} phantoms ({ph.n} images, {ph.size}x{ph.size}, conspicuity {ph.conspicuity:g}) in {source}")
+        write_phantom_dataset(source, ph.n, **settings)
     else:
         source = data_cfg.path
         if not os.path.exists(source):

@@ -44,3 +44,17 @@ def test_page_rejects_bad_arguments(samples, ncols, match):
         samples = list(generate_phantoms(1, size=32))
     with pytest.raises(ValueError, match=match):
         plot_phantom_page(samples, ncols=ncols)
+
+
+def test_style_page_shows_each_style_with_its_name(tmp_path):
+    from ptx_keras.figures.phantoms import plot_phantom_styles
+
+    path = tmp_path / "styles.png"
+    figure = plot_phantom_styles(path, styles=("varied", "heldout"), per_style=2, size=48)
+    titles = [axis.get_title() for axis in figure.get_axes()]
+    assert len(titles) == 4
+    assert [t.splitlines()[0].endswith("(varied)") for t in titles] == [True, True, False, False]
+    assert all(t.splitlines()[0].endswith("(heldout)") for t in titles[2:])
+    assert path.is_file()
+    with pytest.raises(ValueError, match="Did you mean 'varied'"):
+        plot_phantom_styles(styles=("varid",), per_style=1, size=32)

@@ -1,4 +1,8 @@
-"""Synthetic phantoms: determinism, shapes, balance, variety, hardness properties, writers, CLI, bad input."""
+"""Synthetic phantoms: determinism, shapes, balance, variety, hardness properties, writers, CLI, bad input.
+
+The classic style is pinned by checksums of its output; the randomised styles (`varied`, `heldout`) by their
+properties: seeded, any size, masks equal to the drawn pneumothorax, mimics outside the mask, the two
+styles differing in distribution, and SIIM exports that read back."""
 
 import json
 import os
@@ -297,7 +301,7 @@ def test_write_refuses_a_folder_with_other_settings(tmp_path):
 # --- CLI ----------------------------------------------------------------------------------------------
 def test_cli_writes_and_reports(tmp_path, capsys):
     assert phantoms_main([str(tmp_path), "--n", "4", "--size", "40", "--format", "csv", "--quiet"]) == 0
-    assert "4 phantoms (2 with pneumothorax)" in capsys.readouterr().out
+    assert "4 classic phantoms (2 with pneumothorax)" in capsys.readouterr().out
     assert (tmp_path / "manifest.csv").is_file()
     assert phantoms_main([str(tmp_path / "b"), "--n", "2", "--size", "32", "48", "--quiet"]) == 0
     assert np.asarray(Image.open(next((tmp_path / "b" / "images").iterdir()))).shape == (32, 48)
@@ -387,3 +391,299 @@ def test_conspicuity_is_recorded_and_distinguishes_sets(tmp_path):
     assert out["written"]
     with pytest.raises(Exception, match="conspicuity"):
         write(tmp_path / "c2", 4, size=64, conspicuity=1.0, progress=False)
+
+
+# --- classic: unchanged bit for bit ---------------------------------------------------------------------
+# sha256 (first 16 hex digits) of image and mask bytes, captured from the generator before the randomised
+# styles were added (commit 9b9e82e). Any change here is a change of the classic phantoms, which existing
+# results depend on: bump PHANTOM_VERSION and say why instead of updating these.
+_CLASSIC_CHECKSUMS = {
+    "64_seed3_pos": (dict(size=64, seed=3, positive=True), "c3ce0bcb6d7939f5", "74225ce9e022a575"),
+    "64_seed5_neg": (dict(size=64, seed=5, positive=False), "86d43aa5a89fbb45", "ad7facb2586fc6e9"),
+    "128_seed7_c2": (dict(size=128, seed=7, positive=True, conspicuity=2.0), "b0e18ee03f13db5a", "67b86807dc4c0f98"),
+    "48x80_16bit": (dict(size=(48, 80), seed=11, positive=True, bit_depth=16), "be4b2d4930e4f0bc", "2e1488e68984b6ab"),
+    "32_drawn": (dict(size=32, seed=0), "b998c74546310ab7", "5f70bf18a0860070"),
+}
+_CLASSIC_SET_CHECKSUMS = [  # generate_phantoms(4, size=40, seed=2)
+    ("6628d3a7a492a899", "1d2214222b1482d0"),
+    ("9e54720db143d7ed", "e61f41d57db208c5"),
+    ("e11a805d577c0e3e", "3cd79e6f5e5d95ca"),
+    ("5138c39225624416", "e61f41d57db208c5"),
+]
+
+
+def _sha(array):
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(_CLASSIC_CHECKSUMS))
+def test_classic_is_unchanged_bit_for_bit(name):
+    kwargs, image_sum, mask_sum = _CLASSIC_CHECKSUMS[name]
+    image, mask, info = make_phantom(**kwargs)
+    assert (_sha(image), _sha(mask)) == (image_sum, mask_sum)
+    assert make_phantom(**kwargs, style="classic")[2] == info and info["style"] == "classic"
+
+
+def test_classic_sets_are_unchanged_bit_for_bit():
+    got = [(_sha(image), _sha(mask)) for _, image, mask, _ in generate_phantoms(4, size=40, seed=2)]
+    assert got == _CLASSIC_SET_CHECKSUMS
+
+
+# --- randomised styles ------------------------------------------------------------------------------------
+STYLED = ("varied", "heldout")
+
+
+@pytest.mark.parametrize("style", STYLED)
+def test_styles_are_seeded(style):
+    a = make_phantom(96, seed=4, positive=True, style=style)
+    b = make_phantom(96, seed=4, positive=True, style=style)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2] and a[2]["style"] == style
+    c = make_phantom(96, seed=5, positive=True, style=style)
+    assert not np.array_equal(a[0], c[0])
+    first = [image for _, image, _, _ in generate_phantoms(3, size=48, seed=1, style=style)]
+    again = [image for _, image, _, _ in generate_phantoms(3, size=48, seed=1, style=style)]
+    for x, y in zip(first, again):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_varied_and_heldout_of_one_seed_share_no_stream():
+    varied = make_phantom(64, seed=9, positive=True, style="varied")
+    heldout = make_phantom(64, seed=9, positive=True, style="heldout")
+    classic = make_phantom(64, seed=9, positive=True)
+    assert not np.array_equal(varied[0], heldout[0])
+    assert varied[2]["regions"][0]["depth"] != heldout[2]["regions"][0]["depth"]
+    assert not np.array_equal(varied[1], classic[1])
+
+
+@pytest.mark.parametrize("style", ("classic",) + STYLED)
+@pytest.mark.parametrize("size", [32, 128, (300, 260)])
+def test_every_style_renders_at_any_size(style, size):
+    hw = (size, size) if isinstance(size, int) else size
+    image, mask, info = make_phantom(size, seed=2, positive=True, style=style)
+    assert image.shape == mask.shape == hw and image.dtype == np.uint8 and mask.dtype == bool
+    assert mask.any() and info["positive"] and 0 < info["area_fraction"] < 0.3
+    assert image.std() > 10  # a picture, not a flat field
+    negative, empty, info = make_phantom(size, seed=2, positive=False, style=style, bit_depth=16)
+    assert negative.dtype == np.uint16 and not empty.any() and info["kind"] == "none"
+
+
+@pytest.mark.parametrize("style", STYLED)
+def test_styled_mask_is_exactly_the_drawn_pneumothorax(style):
+    from ptx_keras.data.phantoms import render_phantom
+    from ptx_keras.data.phantoms.generate import sample_stream
+
+    for index in range(8):
+        image, mask, info, layers = render_phantom(
+            96, sample_stream(0, index, style), positive=True, seed=None, bits=8, style=style
+        )
+        assert mask.dtype == bool and mask.any()
+        np.testing.assert_array_equal(mask, layers["ptx_alpha"] >= 0.5)
+        # the band is part of the lung, and the lung outside it is the normal (textured) lung
+        assert not (mask & layers["normal_lung"]).any()
+        assert layers["ptx_alpha"][mask].min() >= 0.5 and layers["ptx_alpha"][~mask].max() < 0.5
+        assert len(info["regions"]) == len(info["sides"]) >= 1
+
+
+@pytest.mark.parametrize("style", STYLED)
+def test_skin_folds_and_other_mimics_never_enter_the_mask(style):
+    from ptx_keras.data.phantoms import render_phantom
+    from ptx_keras.data.phantoms.generate import sample_stream
+
+    folds = 0
+    for index in range(40):
+        positive = index % 2 == 0
+        _, mask, info, layers = render_phantom(
+            64, sample_stream(3, index, style), positive=positive, seed=None, bits=8, style=style
+        )
+        if "skin_fold" in info["mimics"]:
+            folds += 1
+            assert layers["fold"].max() > 0
+        assert not (layers["fold"][mask] > 0).any()
+        assert not layers["mimic"][mask].any()
+        assert mask.any() == positive  # a fold on a negative adds nothing to its (empty) mask
+    assert folds >= 8
+
+
+@pytest.mark.parametrize("style", STYLED)
+def test_styled_sets_are_balanced_and_varied(style):
+    infos = [info for _, _, _, info in generate_phantoms(40, size=48, seed=0, style=style)]
+    assert sum(info["positive"] for info in infos) == 20
+    positives = [info for info in infos if info["positive"]]
+    assert {"apical", "apicolateral"} <= {info["kind"] for info in positives}
+    assert len({info["size_class"] for info in positives}) == 3
+    assert {"skin_fold", "scapula"} <= {name for info in infos for name in info["mimics"]}
+    assert len({name for info in infos for name in info["devices"]}) >= 5
+    drawn = [make_phantom(32, seed=seed, style=style)[2]["positive"] for seed in range(40)]
+    assert 0.3 <= np.mean(drawn) <= 0.7  # positive=None draws with probability 0.5
+
+
+def test_small_pneumothoraces_reach_thin_slivers():
+    slivers = []
+    for seed in range(80):  # the draws do not depend on the size: look at them at 32 px
+        info = make_phantom(32, seed=seed, positive=True, style="varied")[2]
+        if len(info["regions"]) == 1 and info["regions"][0]["depth"] * 256 < 3.0:
+            slivers.append(seed)
+    assert len(slivers) >= 3
+    _, mask, info = make_phantom(256, seed=slivers[0], positive=True, style="varied")
+    widths = mask.sum(axis=1)[mask.any(axis=1)]
+    assert mask.any() and np.median(widths) <= 6  # a sliver a few pixels wide at 256 px
+
+
+def test_heldout_differs_from_varied_in_distribution():
+    stats = {}
+    for style in STYLED:
+        samples = list(generate_phantoms(20, size=128, seed=0, style=style))
+        processing = [info["processing"] for _, _, _, info in samples]
+        high_pass = [np.abs(i / 255.0 - ndimage.gaussian_filter(i / 255.0, 1.0)).mean() for _, i, _, _ in samples]
+        stats[style] = {
+            "radius": [p["unsharp_radius"] for p in processing if p["unsharp_radius"] > 0],
+            "noise": {p["noise"] for p in processing},
+            "devices": {d for _, _, _, info in samples for d in info["devices"]} - {"marker", "label"},
+            "high_pass": np.median(high_pass),
+        }
+    varied, heldout = stats["varied"], stats["heldout"]
+    assert max(varied["radius"]) < min(heldout["radius"])  # large-kernel processing only in heldout
+    assert not varied["noise"] & heldout["noise"]
+    assert not varied["devices"] & heldout["devices"]
+    assert heldout["high_pass"] > 1.2 * varied["high_pass"]  # grainier, multi-frequency processed
+
+
+def test_style_table_is_in_the_docs():
+    from ptx_keras.data.phantoms import style_table
+
+    docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "data.md")
+    with open(docs, encoding="utf-8") as f:
+        assert style_table() in f.read()
+
+
+# --- naming and settings ----------------------------------------------------------------------------------
+def test_dataset_names_tell_settings_apart():
+    from ptx_keras.data.phantoms import phantom_dataset_name
+
+    assert phantom_dataset_name(400, 256, 0) == "phantoms-n400-256px-seed0"  # the name caches always had
+    assert phantom_dataset_name(400, 256, 0, conspicuity=2.0) == "phantoms-n400-256px-seed0-c2"
+    names = {
+        phantom_dataset_name(400, 256, 0, style=style, conspicuity=c, format=f, bit_depth=b)
+        for style in ("classic",) + STYLED
+        for c in (1.0, 2.0)
+        for f in ("png", "siim")
+        for b in (8, 16)
+    }
+    assert len(names) == 24
+    varied = phantom_dataset_name(10, (64, 80), 3, style="varied")
+    assert varied.startswith("phantoms-varied-v1-") and varied.endswith("-n10-64x80px-seed3")
+    assert phantom_dataset_name(10, None, 0, style="heldout", format="siim").endswith("-1024px-seed0-siim-mixedbits")
+    with pytest.raises(ValueError, match="Did you mean 'heldout'"):
+        phantom_dataset_name(10, 64, 0, style="held-out")
+
+
+def test_phantoms_json_records_the_style_and_refuses_another(tmp_path):
+    summary = write_phantom_dataset(tmp_path, 4, size=40, style="varied", progress=False)
+    recorded = json.loads((tmp_path / "phantoms.json").read_text())
+    assert recorded["style"] == summary["style"] == "varied"
+    assert recorded["spec"] and recorded["version"] == 1 and recorded["conspicuity"] == 1.0
+    assert "ptx_depth_small" in recorded["factors"]
+    assert write_phantom_dataset(tmp_path, 4, size=40, style="varied", progress=False)["written"] is False
+    with pytest.raises(DataError, match="style='varied' not 'heldout'"):
+        write_phantom_dataset(tmp_path, 4, size=40, style="heldout", progress=False)
+
+
+def test_a_classic_set_from_before_styles_is_still_recognised(tmp_path):
+    write_phantom_dataset(tmp_path, 2, size=32, progress=False)
+    recorded = json.loads((tmp_path / "phantoms.json").read_text())
+    for key in ("style", "spec", "conspicuity"):  # what older phantoms.json files did not hold
+        recorded.pop(key)
+    (tmp_path / "phantoms.json").write_text(json.dumps(recorded))
+    assert write_phantom_dataset(tmp_path, 2, size=32, progress=False)["written"] is False
+
+
+def test_workers_write_the_same_set(tmp_path):
+    one = write_phantom_dataset(tmp_path / "one", 4, size=48, format="csv", style="varied", workers=1, progress=False)
+    two = write_phantom_dataset(tmp_path / "two", 4, size=48, format="csv", style="varied", workers=2, progress=False)
+    assert {k: v for k, v in one.items() if k not in ("path", "manifest")} == {
+        k: v for k, v in two.items() if k not in ("path", "manifest")
+    }
+    for name in sorted(os.listdir(tmp_path / "one" / "images")):
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / "one" / "images" / name)),
+            np.asarray(Image.open(tmp_path / "two" / "images" / name)),
+        )
+    assert (tmp_path / "one" / "manifest.csv").read_text() == (tmp_path / "two" / "manifest.csv").read_text()
+
+
+# --- SIIM exports like a real archive --------------------------------------------------------------------
+def test_heldout_siim_export_mixes_formats_and_reads_back(tmp_path):
+    from ptx_keras.data.dicom import read_dicom
+    from ptx_keras.data.phantoms import render_phantom
+    from ptx_keras.data.phantoms.generate import balanced_labels, sample_stream
+    from ptx_keras.data.readers import discover_source, load_sample
+
+    n, size = 16, 64
+    summary = write_phantom_dataset(tmp_path, n, size=size, format="siim", style="heldout", seed=1, progress=False)
+    assert summary["bit_depth"] is None
+    _, records = discover_source(summary["manifest"])
+    assert len(records) == n
+    labels = balanced_labels(n, 1)
+    seen = set()
+    for record in records:
+        sample = load_sample(record)
+        _, header = read_dicom(record.image_path)
+        index = int(header["patient_id"][-5:])  # PatientID is the phantom id
+        bits = header["bits_stored"]
+        image, mask, info, _ = render_phantom(
+            size, sample_stream(1, index, "heldout"), positive=bool(labels[index]), seed=None, bits=bits, style="heldout"
+        )
+        seen.add((header["photometric"], bits, header["transfer_syntax"]))
+        assert sample.bits_stored == bits and sample.image.dtype == (np.uint8 if bits == 8 else np.uint16)
+        difference = np.abs(sample.image.astype(int) - image.astype(int))
+        if header["transfer_syntax"] == "1.2.840.10008.1.2.4.50":  # JPEG Baseline: lossy, 8-bit
+            assert difference.mean() < 4
+        else:  # lossless: exact, MONOCHROME1 inverted back by the reader
+            assert difference.max() == 0
+            # and the same picture as the 16-bit rendering, within the quantisation of its bit depth
+            fine = render_phantom(size, sample_stream(1, index, "heldout"), positive=bool(labels[index]), seed=None,
+                                  bits=16, style="heldout")[0]
+            top = (1 << bits) - 1
+            assert np.abs(sample.image / top - fine / 65535.0).max() <= 0.5 / top + 0.5 / 65535 + 1e-9
+        np.testing.assert_array_equal(sample.mask, mask)
+    assert {p for p, _, _ in seen} == {"MONOCHROME1", "MONOCHROME2"}
+    assert {b for _, b, _ in seen} == {8, 12, 16}
+    assert len({t for _, _, t in seen}) >= 3
+
+
+# --- invalid styles ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, hint", [("varid", "Did you mean 'varied'"), ("HELDOUT", ""), (None, ""), (1, "")])
+def test_unknown_style_is_refused_everywhere(tmp_path, bad, hint):
+    for call in (
+        lambda: make_phantom(32, seed=0, style=bad),
+        lambda: generate_phantoms(2, size=32, style=bad),
+        lambda: write_phantom_dataset(tmp_path, 2, size=32, style=bad, progress=False),
+    ):
+        with pytest.raises(ValueError, match="style must be one of") as error:
+            call()
+        assert hint in str(error.value)
+    assert not (tmp_path / "phantoms.json").exists()
+
+
+def test_config_takes_a_phantom_style(tmp_path):
+    from ptx_keras.config import load_config
+    from ptx_keras.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {phantoms: {style: varied}}\n")
+    assert load_config(str(path)).data.phantoms.style == "varied"
+    path.write_text("data: {phantoms: {style: vary}}\n")
+    with pytest.raises(ConfigError, match="data.phantoms.style"):
+        load_config(str(path))
+
+
+def test_cli_writes_a_styled_set_and_refuses_a_bad_style(tmp_path, capsys):
+    assert phantoms_main([str(tmp_path / "v"), "--n", "2", "--size", "40", "--style", "varied", "--quiet"]) == 0
+    assert "2 varied phantoms" in capsys.readouterr().out
+    assert phantoms_main([str(tmp_path / "x"), "--n", "2", "--style", "varid", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Did you mean 'varied'" in err and "\n" not in err

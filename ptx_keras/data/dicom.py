@@ -15,10 +15,13 @@ import numpy as np
 from ptx_keras.errors import DataError
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 JPEG_QUALITY = 95  # high enough that the lossy round trip stays within a few grey levels
 PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+COMPRESSIONS = (None, "jpeg", "rle", "deflate")  # what write_dicom can write with pydicom and Pillow alone
 
 
 def _pydicom():
@@ -229,8 +232,11 @@ def write_dicom(
         image: 2-D array `(rows, cols)`, uint8 or uint16, higher values brighter.
         photometric: `"MONOCHROME2"` or `"MONOCHROME1"`.
         spacing: Optional `(row_mm, col_mm)` written as `PixelSpacing`.
-        compress: None (Explicit VR Little Endian) or `"jpeg"` (JPEG Baseline 1.2.840.10008.1.2.4.50,
-            lossy, encoded with Pillow; 8-bit images only).
+        compress: None (Explicit VR Little Endian), `"jpeg"` (JPEG Baseline 1.2.840.10008.1.2.4.50,
+            lossy, encoded with Pillow; 8-bit images only), `"rle"` (RLE Lossless 1.2.840.10008.1.2.5,
+            pydicom's own encoder) or `"deflate"` (Deflated Explicit VR Little Endian 1.2.840.10008.1.2.1.99:
+            the whole data set zlib-compressed). JPEG Lossless, JPEG-LS and JPEG 2000 need encoders this
+            package does not depend on.
         patient_id: `PatientID` (default `"ANONYMOUS"`).
         sop_instance_uid: `SOPInstanceUID` (default a new UID).
         bits_stored: Significant bits (default 8 for uint8, 16 for uint16); the image must fit.
@@ -253,8 +259,8 @@ def write_dicom(
         raise ValueError(f"image must be uint8 or uint16. Received: dtype={image.dtype}")
     if photometric not in PHOTOMETRICS:
         raise ValueError(f"photometric must be one of {PHOTOMETRICS}. Received: photometric={photometric!r}")
-    if compress not in (None, "jpeg"):
-        raise ValueError(f"compress must be None or 'jpeg'. Received: compress={compress!r}")
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"compress must be one of {COMPRESSIONS}. Received: compress={compress!r}")
     bits_allocated = 8 * image.dtype.itemsize
     bits_stored = bits_allocated if bits_stored is None else int(bits_stored)
     if not 1 <= bits_stored <= bits_allocated:
@@ -279,7 +285,9 @@ def write_dicom(
     stored = (max_value - image.astype(np.int64)).astype(image.dtype) if photometric == "MONOCHROME1" else image
     stored = np.ascontiguousarray(stored)
     sop_instance_uid = sop_instance_uid or generate_uid()
-    transfer = JPEG_BASELINE if compress == "jpeg" else EXPLICIT_VR_LITTLE_ENDIAN
+    transfer = {"jpeg": JPEG_BASELINE, "deflate": DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}.get(
+        compress, EXPLICIT_VR_LITTLE_ENDIAN
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
@@ -313,6 +321,10 @@ def write_dicom(
     else:
         ds.PixelData = stored.astype(stored.dtype.newbyteorder("<"), copy=False).tobytes()
         ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
+    if compress == "rle":
+        ds.compress(RLE_LOSSLESS, stored)
+        # pydicom 3 gives a re-encoded instance a new UID by default; the caller's UID names the file
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
 
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

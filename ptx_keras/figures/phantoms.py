@@ -10,10 +10,12 @@ _CONTOUR_COLOUR = "#ff3b30"
 
 
 def _caption(sample_id, info):
+    style = info.get("style")
+    head = sample_id if style in (None, "classic") else f"{sample_id} ({style})"
     if not info.get("positive"):
-        return f"{sample_id}\nno pneumothorax"
+        return f"{head}\nno pneumothorax"
     sides = "+".join(info.get("sides", ()))
-    return f"{sample_id}\n{info.get('kind', '?')}, {info.get('size_class', '?')} ({sides})"
+    return f"{head}\n{info.get('kind', '?')}, {info.get('size_class', '?')} ({sides})"
 
 
 def plot_phantom_page(samples, path=None, ncols=4, panel_size=2.4):
@@ -21,8 +23,8 @@ def plot_phantom_page(samples, path=None, ncols=4, panel_size=2.4):
 
     Args:
         samples: Iterable of `(sample_id, image, mask, info)` as yielded by
-            `ptx_keras.data.phantoms.generate_phantoms` (`info` needs `positive`; `kind`, `size_class` and
-            `sides` are shown when present). Images are drawn in their full integer range (uint8 0..255,
+            `ptx_keras.data.phantoms.generate_phantoms` (`info` needs `positive`; `kind`, `size_class`,
+            `sides` and a randomised `style` are shown when present). Images are drawn in their full integer range (uint8 0..255,
             uint16 0..65535) so exposure differences stay visible.
         path: If given, the page is written there as PNG (parent folders are created).
         ncols: Panels per row (>= 1).
@@ -63,3 +65,28 @@ def plot_phantom_page(samples, path=None, ncols=4, panel_size=2.4):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path, dpi=100)
     return figure
+
+
+def plot_phantom_styles(path=None, styles=("varied", "heldout"), per_style=8, size=256, seed=0, ncols=4):
+    """The docs' phantom figure: the first `per_style` phantoms of a set of each style, contours in red.
+
+    Args:
+        path: If given, the page is written there as PNG (docs/img/phantoms.png in the docs).
+        styles: Phantom styles, one block of rows each, in this order.
+        per_style: Phantoms per style (the first of a balanced set of that many, half positive).
+        size: Image side in pixels.
+        seed: The sets' seed.
+        ncols: Panels per row.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: If a style or another argument is invalid.
+    """
+    from ptx_keras.data.phantoms import generate_phantoms
+
+    samples = []
+    for style in styles:
+        samples.extend(generate_phantoms(per_style, size=size, seed=seed, style=style))
+    return plot_phantom_page(samples, path, ncols=ncols, panel_size=3.0)

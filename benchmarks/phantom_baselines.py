@@ -15,7 +15,7 @@ Prints one JSON line per measurement:
 - `pleural_line`: contrast of the visceral pleural line over the air band beside it, in noise standard
   deviations, at each size.
 
-Usage: `python benchmarks/phantom_baselines.py [--n 80] [--sizes 128 256] [--figure docs/img/phantoms.png]`
+Usage: `python benchmarks/phantom_baselines.py [--n 80] [--sizes 128 256] [--figure docs/img/phantoms_classic.png]`
 (`--figure` also draws the documentation's page of 16 phantoms at 256 px; set seed 2 is the first whose
 16 images show every kind and size class).
 """

@@ -652,7 +652,25 @@ def test_heldout_siim_export_mixes_formats_and_reads_back(tmp_path):
         np.testing.assert_array_equal(sample.mask, mask)
     assert {p for p, _, _ in seen} == {"MONOCHROME1", "MONOCHROME2"}
     assert {b for _, b, _ in seen} == {8, 12, 16}
-    assert len({t for _, _, t in seen}) >= 3
+    assert {t for _, _, t in seen} == {  # every transfer syntax the package writes
+        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    }
+    assert sum(summary["exports"].values()) == n
+
+
+def test_render_phantom_quantises_to_12_bits_and_refuses_other_depths():
+    from ptx_keras.data.phantoms import render_phantom
+
+    for style in ("classic", "varied"):
+        fine = render_phantom(48, None, positive=True, seed=1, bits=16, style=style)[0]
+        coarse = render_phantom(48, None, positive=True, seed=1, bits=12, style=style)[0]
+        assert coarse.dtype == np.uint16 and coarse.max() <= 4095
+        assert np.abs(coarse / 4095 - fine / 65535).max() <= 0.5 / 4095 + 0.5 / 65535 + 1e-9
+    with pytest.raises(ValueError, match="bits=10"):
+        render_phantom(48, None, positive=True, seed=1, bits=10)
 
 
 # --- invalid styles ---------------------------------------------------------------------------------------

@@ -103,6 +103,8 @@ def render_phantom(size, rng, *, positive, seed, bits, conspicuity=1.0, style="c
     """
     hw = as_hw(size)
     style = check_style(style)
+    if bits not in (8, 12, 16) or isinstance(bits, bool):
+        raise ValueError(f"bits must be 8, 12 or 16. Received: bits={bits!r}")
     if positive is not None and not isinstance(positive, (bool, np.bool_)):
         raise ValueError(f"positive must be True, False or None. Received: positive={positive!r}")
     if rng is not None and seed is not None:
@@ -125,8 +127,8 @@ def render_phantom(size, rng, *, positive, seed, bits, conspicuity=1.0, style="c
             for region in regions:
                 region["depth"] *= 1.0 + 0.75 * (conspicuity - 1.0)
         image, mask, normal_lung = classic.render(params, regions, rng, hw, 16 if bits == 12 else bits)
-        if bits == 12:
-            image = (image >> 4).astype(np.uint16)
+        if bits == 12:  # rounded from the 16-bit rendering
+            image = np.minimum((image.astype(np.uint32) * 4095 + 32767) // 65535, 4095).astype(np.uint16)
         layers = {"normal_lung": normal_lung}
     else:
         intensity, layers, regions, s, drawn = styled.draw_and_render(style, rng, bool(positive), hw, conspicuity)

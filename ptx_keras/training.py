@@ -12,6 +12,7 @@
 """
 
 import csv
+import math
 import os
 import time
 
@@ -334,6 +335,32 @@ def build_and_compile(cfg, jit_compile="auto"):
     return model
 
 
+def _learning_rate_schedule(cfg, model, n_train, run_dir):
+    """Gives the optimizer `train.lr_schedule` and returns the schedule's callbacks (`ptx_keras.schedules`).
+
+    The optimizer is made before the data is resolved, when the steps per epoch are not known yet, so a
+    schedule replaces its constant rate here (Keras' `optimizer.learning_rate` setter); the schedule follows
+    the optimizer's step counter, which `BackupAndRestore` restores.
+    """
+    from ptx_keras.schedules import make_schedule
+
+    t = cfg.train
+    monitor, history_path = t.monitor, os.path.join(run_dir, HISTORY_FILENAME)
+
+    def history(start):  # the monitored values of the finished epochs of a resumed run
+        return [float(r[monitor]) for r in _read_history(history_path) if int(r["epoch"]) < start and r.get(monitor)]
+
+    rate, callbacks = make_schedule(
+        t.lr_schedule, t.learning_rate, steps_per_epoch=t.steps_per_epoch or math.ceil(n_train / t.batch_size),
+        epochs=t.epochs, warmup_epochs=t.warmup_epochs, min_learning_rate=t.min_learning_rate,
+        plateau_factor=t.plateau_factor, plateau_patience=t.plateau_patience, monitor=monitor,
+        mode="min" if monitor.endswith("loss") else "max", history=history,
+    )
+    if not isinstance(rate, float):
+        model.optimizer.learning_rate = rate
+    return callbacks
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The whole run
 # --------------------------------------------------------------------------------------------------------------
@@ -397,11 +424,12 @@ def train(cfg, verbose=1):
 
         common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
         train_ds = make_dataset(
-            prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer, flip=cfg.data.flip,
-            **common,
+            prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer,
+            augment=cfg.data.augmentation(), positive_fraction=cfg.data.positive_fraction, **common,
         )
         val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
         n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+        schedule_callbacks = _learning_rate_schedule(cfg, model, n_train, run_dir)
         save_config(cfg, os.path.join(run_dir, CONFIG_FILENAME))  # only now: the run is accepted
     except BaseException:
         if created:
@@ -418,7 +446,7 @@ def train(cfg, verbose=1):
         epochs=cfg.train.epochs,
         steps_per_epoch=cfg.train.steps_per_epoch,
         validation_steps=cfg.train.validation_steps,
-        callbacks=make_callbacks(cfg, run_dir),
+        callbacks=schedule_callbacks + make_callbacks(cfg, run_dir),  # a plateau cut must precede the backup
         verbose=verbose,
     )
     history_path = os.path.join(run_dir, HISTORY_FILENAME)

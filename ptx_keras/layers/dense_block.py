@@ -8,6 +8,7 @@ that it can be rematerialised as a unit (`memory_efficient=True`).
 import keras
 from keras import ops
 
+from ptx_keras import ops as ptx_ops
 from ptx_keras.constants import DROPOUT_RATE, SCSE_FUSION, SCSE_REDUCTION
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int, check_rate
 from ptx_keras.layers.scse import SCSE_FUSIONS, SCSEBlock
@@ -46,12 +47,43 @@ def _drop(x, keep, rate):
     return ops.where(keep, x * (1.0 / (1.0 - rate)), ops.zeros_like(x))
 
 
+def _fusable(norm):
+    """Whether `ptx_keras.ops.batch_normalization` computes exactly what `norm` would."""
+    return (
+        ptx_ops.fused_ops_enabled()
+        and norm.axis in (-1, 3)
+        and norm.center
+        and norm.scale
+        and not norm.renorm
+        and not norm.synchronized
+    )
+
+
 def _normalize(norm, x, training, update_statistics):
-    """`norm(x)`; with `update_statistics=False` (a recomputation) the moving averages stay as they are."""
+    """`norm(x)` (a `keras.layers.BatchNormalization`), through the fused kernel where there is one.
+
+    With `update_statistics=False` (a recomputation under `keras.remat`) the moving averages stay as the
+    forward pass set them (otherwise they would move twice per step). The fused path
+    (`ptx_keras.ops`, on by default; `PTX_KERAS_FUSED_OPS=0` turns it off) uses `norm`'s own variables and
+    updates its moving statistics exactly as Keras does (`momentum` read at call time, so
+    `training.set_bn_momentum` applies; biased batch variance).
+    """
+    if len(x.shape) == 4 and _fusable(norm):
+        training = bool(training) and norm.trainable
+        y, mean, variance = ptx_ops.batch_normalization(
+            x, norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance, training, norm.epsilon
+        )
+        if training and update_statistics:
+            # Keras' BatchNormalization.call, term for term.
+            moving_mean = ops.cast(norm.moving_mean, "float32")
+            moving_variance = ops.cast(norm.moving_variance, "float32")
+            norm.moving_mean.assign(moving_mean * norm.momentum + mean * (1.0 - norm.momentum))
+            norm.moving_variance.assign(moving_variance * norm.momentum + variance * (1.0 - norm.momentum))
+        return y
     if update_statistics:
         return norm(x, training=training)
     # Same batch statistics, but a momentum of 1 leaves the moving averages exactly as the forward pass
-    # set them (otherwise they would move twice per step).
+    # set them.
     momentum = norm.momentum
     norm.momentum = 1.0
     try:

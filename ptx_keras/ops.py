@@ -1,0 +1,119 @@
+"""Backend-dispatching kernels where `keras.ops` has no fused equivalent (the package's one such module).
+
+`batch_normalization` computes a batch normalization in one fused kernel on the TensorFlow backend
+(`FusedBatchNormV3`: one pass for the batch statistics and the normalization, and one fused op for the whole
+backward pass, where Keras' BatchNormalization runs about ten separate reductions and broadcasts) and with
+`keras.ops` on every other backend. Layers stay backend-agnostic: they keep their
+`keras.layers.BatchNormalization` sublayers (same weights, same `.keras` files) and pass its variables here
+(`ptx_keras.layers.dense_block`).
+
+The fused path is on by default. Turn it off for a process with the environment variable
+`PTX_KERAS_FUSED_OPS=0`, or from Python with `set_fused_ops(False)` / `with fused_ops(False): ...`; the choice
+is read when a layer is called (traced), so set it before building or tracing the functions that should use it.
+Layers then call their Keras BatchNormalization as before (outputs equal within float32 rounding:
+tests/test_ops.py).
+"""
+
+import contextlib
+import os
+
+import keras
+from keras import ops
+
+FUSED_OPS_VARIABLE = "PTX_KERAS_FUSED_OPS"
+# The smallest epsilon TensorFlow's fused kernel accepts (cuDNN's limit); Keras' default is 1e-3.
+FUSED_MIN_EPSILON = 1.001e-5
+
+_state = {"fused": None}  # None: follow the environment variable
+
+
+def fused_ops_enabled():
+    """Whether layers use the fused kernels: `set_fused_ops`'s choice, else `PTX_KERAS_FUSED_OPS` (default on)."""
+    if _state["fused"] is not None:
+        return _state["fused"]
+    return os.environ.get(FUSED_OPS_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def set_fused_ops(enabled):
+    """Turns the fused kernels on or off for this process (None: back to `PTX_KERAS_FUSED_OPS`).
+
+    Raises:
+        ValueError: for anything but True, False or None.
+    """
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"`enabled` must be True, False or None. Received: enabled={enabled!r}")
+    _state["fused"] = enabled
+
+
+@contextlib.contextmanager
+def fused_ops(enabled):
+    """Context manager: `set_fused_ops(enabled)` inside the block, the previous choice after it."""
+    previous = _state["fused"]
+    set_fused_ops(enabled)
+    try:
+        yield
+    finally:
+        _state["fused"] = previous
+
+
+def batch_normalization(x, scale, offset, mean, variance, training, epsilon):
+    """Batch normalization over the last axis of a 4-D tensor, with the batch statistics it used.
+
+    Same definition as `keras.layers.BatchNormalization` (Ioffe & Szegedy 2015):
+    `y = scale * (x - m) / sqrt(v + epsilon) + offset`, with `(m, v)` the batch's mean and biased variance
+    over (batch, height, width) when `training`, else `(mean, variance)`. Statistics are computed in float32
+    whatever the input dtype (mixed precision); the output has the input's dtype.
+
+    Args:
+        x: `(batch, height, width, channels)` tensor, float32, float16 or bfloat16.
+        scale, offset: `(channels,)` float32 gamma and beta (tensors or Keras variables).
+        mean, variance: `(channels,)` float32 moving statistics, used when not `training`.
+        training: Python bool: normalize with the batch's statistics.
+        epsilon: Added to the variance.
+
+    Returns:
+        `(y, batch_mean, batch_variance)`: `y` shaped and typed like `x`; the batch's float32 mean and biased
+        variance (what Keras' BatchNormalization folds into its moving statistics), or None when not
+        `training`.
+    """
+    if keras.backend.backend() == "tensorflow" and len(x.shape) == 4 and epsilon >= FUSED_MIN_EPSILON:
+        return _tensorflow_fused(x, scale, offset, mean, variance, training, epsilon)
+    return keras_batch_normalization(x, scale, offset, mean, variance, training, epsilon)
+
+
+def keras_batch_normalization(x, scale, offset, mean, variance, training, epsilon):
+    """`batch_normalization` with `keras.ops` only: Keras BatchNormalization's own computation."""
+    dtype = x.dtype
+    x = ops.cast(x, keras.backend.result_type(x.dtype, "float32"))
+    batch_mean = batch_variance = None
+    if training:
+        batch_mean, batch_variance = ops.moments(x, axes=list(range(len(x.shape) - 1)))
+        mean, variance = batch_mean, batch_variance
+    y = ops.batch_normalization(
+        x, ops.cast(mean, x.dtype), ops.cast(variance, x.dtype), axis=-1,
+        offset=ops.cast(offset, x.dtype), scale=ops.cast(scale, x.dtype), epsilon=epsilon,
+    )
+    return ops.cast(y, dtype), batch_mean, batch_variance
+
+
+def _tensorflow_fused(x, scale, offset, mean, variance, training, epsilon):
+    import tensorflow as tf
+
+    scale, offset = tf.convert_to_tensor(scale, tf.float32), tf.convert_to_tensor(offset, tf.float32)
+    if training:
+        # In training mode the kernel ignores mean/variance (empty tensors are its documented "none").
+        empty = tf.constant([], tf.float32)
+        y, batch_mean, batch_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
+            data_format="NHWC", is_training=True,
+        )
+        # The kernel returns the Bessel-corrected variance (n / (n - 1)); Keras keeps the biased one.
+        shape = tf.shape(x)
+        n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+        batch_variance = batch_variance * ((n - 1.0) / tf.maximum(n, 1.0))
+        return y, tf.stop_gradient(batch_mean), tf.stop_gradient(batch_variance)
+    y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=scale, offset=offset, mean=tf.convert_to_tensor(mean, tf.float32),
+        variance=tf.convert_to_tensor(variance, tf.float32), epsilon=epsilon, data_format="NHWC", is_training=False,
+    )
+    return y, None, None

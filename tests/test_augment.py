@@ -71,8 +71,8 @@ def _forward(point, angle, scale, shift_x, shift_y):
 def _contour4(mask):
     """Pneumothorax pixels with a background pixel among their 4 neighbours (inside the image)."""
     padded = np.pad(mask, 1, constant_values=1)
-    neighbours_bg = (padded[:-2, 1:-1] == 0) | (padded[2:, 1:-1] == 0) | (padded[1:-1, :-2] == 0) | (padded[1:-1, 2:] == 0)
-    return (mask == 1) & neighbours_bg
+    up, down, left, right = padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]
+    return (mask == 1) & ((up == 0) | (down == 0) | (left == 0) | (right == 0))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,7 +287,8 @@ def test_parameters_are_per_example_within_their_ranges_and_seeded():
     np.testing.assert_array_equal(again["angle"], p["angle"])
     assert not np.array_equal(other["angle"], p["angle"])
     off = draw_parameters(Augmentation.from_preset("none"), tf.constant(5, tf.int64), 4)
-    for key, identity in dict(angle=0, scale=1, shift_x=0, noise=0, amount=0, gamma=1, contrast=1, brightness=0).items():
+    identities = dict(angle=0, scale=1, shift_x=0, noise=0, amount=0, gamma=1, contrast=1, brightness=0)
+    for key, identity in identities.items():
         np.testing.assert_array_equal(np.abs(off[key]), identity)
 
 

@@ -8,9 +8,14 @@ Prints one JSON line per measurement, with a machine description:
   `--prepare-n` images with all cores, scaled);
 * `pipeline_256`: images per second delivered by `make_dataset(training=True)` from prepared 256x256 shards
   (`--pipeline-n` phantoms, `--epochs` epochs after one warm-up epoch that is not counted);
-* `on_the_fly_256`: the same for `make_dataset_from_source` (resizing and weight maps in the pipeline).
+* `on_the_fly_256`: the same for `make_dataset_from_source` (resizing and weight maps in the pipeline);
+* `augment_<size>`: images per second and per CPU-second of `make_dataset(training=True, augment=PRESET)` at
+  each of `--augment-sizes`, one fresh process per measurement, the presets alternating in rotated order
+  over `--rounds` rounds (what else runs on a shared machine then slows all presets alike); then
+  `augment_<size>_summary` with the medians and their ratio to `none`.
 
     python benchmarks/pipeline.py [--workdir DIR] [--pipeline-n 512] [--prepare-n 100] [--epochs 3]
+    python benchmarks/pipeline.py --skip encoding prepare pipeline --augment none flip standard strong
 
 The phantoms are cached in `--workdir` (default: a folder in the system temp directory), so a second run
 only measures.
@@ -130,6 +135,50 @@ def _pipeline_256(workdir, n, epochs, batch_size, machine_info):
               load_average=round(os.getloadavg()[0], 1))
 
 
+def _augment_worker(prepared, preset, epochs, batch_size):
+    """One measurement in this (fresh) process: prints `{images, seconds, cpu_seconds}` as JSON."""
+    from ptx_keras.data.pipeline import make_dataset
+
+    images, seconds, cpu_seconds = _throughput(
+        lambda: make_dataset(prepared, "train", batch_size, training=True, augment=preset), epochs
+    )
+    print(json.dumps({"images": images, "seconds": seconds, "cpu_seconds": cpu_seconds}), flush=True)
+
+
+def _augment(workdir, n, sizes, presets, rounds, epochs, batch_size, machine_info):
+    import subprocess
+
+    from ptx_keras.data.phantoms import write_phantom_dataset
+    from ptx_keras.data.prepare import prepare_dataset
+
+    for size in sizes:
+        source = os.path.join(workdir, f"phantoms-{size}-{n}")
+        write_phantom_dataset(source, n, size=size, format="png", seed=0)
+        out = os.path.join(workdir, f"prepared-{size}")
+        prepare_dataset(source, out, image_size=size, split_fractions=(1.0, 0.0, 0.0), progress=False)
+        results = {p: [] for p in presets}
+        for r in range(rounds):
+            for preset in presets[r % len(presets):] + presets[: r % len(presets)]:
+                cmd = [sys.executable, os.path.abspath(__file__), "--augment-worker", out, preset,
+                       "--epochs", str(epochs), "--batch-size", str(batch_size)]
+                line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                m = json.loads(line)
+                results[preset].append(m)
+                _emit(f"augment_{size}", machine_info, preset=preset, round=r, images=m["images"], epochs=epochs,
+                      batch_size=batch_size, channels=3, seconds=round(m["seconds"], 2),
+                      images_per_s=round(m["images"] / m["seconds"], 1),
+                      images_per_cpu_s=round(m["images"] / m["cpu_seconds"], 1),
+                      load_average=round(os.getloadavg()[0], 1))
+        medians = {p: (float(np.median([m["images"] / m["seconds"] for m in ms])),
+                       float(np.median([m["images"] / m["cpu_seconds"] for m in ms]))) for p, ms in results.items()}
+        base = medians.get("none")
+        _emit(f"augment_{size}_summary", machine_info, rounds=rounds, presets={
+            p: {"images_per_s": round(v[0], 1), "images_per_cpu_s": round(v[1], 1),
+                **({"ratio_to_none": round(v[0] / base[0], 2), "cpu_ratio_to_none": round(v[1] / base[1], 2)}
+                   if base else {})}
+            for p, v in medians.items()})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "ptx_keras_bench_pipeline"))
@@ -138,9 +187,17 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--skip", nargs="*", default=(), choices=("encoding", "prepare", "pipeline"))
+    p.add_argument("--augment", nargs="*", default=(), help="augmentation presets to time, e.g. none flip standard")
+    p.add_argument("--augment-sizes", nargs="+", type=int, default=(128, 256))
+    p.add_argument("--augment-n", type=int, default=256, help="phantoms per size for the augmentation timing")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of alternating processes per preset")
+    p.add_argument("--augment-worker", nargs=2, metavar=("PREPARED", "PRESET"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    os.makedirs(args.workdir, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.augment_worker:
+        _augment_worker(*args.augment_worker, args.epochs, args.batch_size)
+        return 0
+    os.makedirs(args.workdir, exist_ok=True)
     import tensorflow as tf
 
     machine_info = machine(numpy=np.__version__, tensorflow=tf.__version__)
@@ -150,6 +207,9 @@ def main(argv=None):
         _prepare_1024(args.workdir, args.prepare_n, machine_info)
     if "pipeline" not in args.skip:
         _pipeline_256(args.workdir, args.pipeline_n, args.epochs, args.batch_size, machine_info)
+    if args.augment:
+        _augment(args.workdir, args.augment_n, args.augment_sizes, list(args.augment), args.rounds, args.epochs,
+                 args.batch_size, machine_info)
     return 0
 
 

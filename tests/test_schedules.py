@@ -254,3 +254,16 @@ def test_config_defaults_are_the_paper_setting():
 
     t = load_config().train
     assert (t.lr_schedule, t.warmup_epochs, t.learning_rate) == ("constant", 0, 1e-4)
+
+
+def test_schedule_set_on_a_loss_scale_optimizer():
+    """Under mixed_float16 training wraps the optimizer in LossScaleOptimizer; the setter reaches the inner one."""
+    rate, _ = make_schedule("cosine", 1e-2, steps_per_epoch=STEPS, epochs=2, warmup_epochs=1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.learning_rate = rate
+    rates = _Rates()
+    model.fit(X, Y, batch_size=4, epochs=2, callbacks=[rates], verbose=0, shuffle=False)
+    np.testing.assert_allclose(rates.rates, [_cosine(k, 1e-2, 0.0, STEPS, 2 * STEPS) for k in range(2 * STEPS)],
+                               rtol=1e-5, atol=1e-9)

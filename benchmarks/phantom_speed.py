@@ -30,7 +30,8 @@ from ptx_keras.data.phantoms import make_phantom  # noqa: E402
 
 
 def emit(name, **values):
-    print(json.dumps({"measurement": name, **values, **machine(numpy=np.__version__, scipy=scipy.__version__)}), flush=True)
+    versions = machine(numpy=np.__version__, scipy=scipy.__version__)
+    print(json.dumps({"measurement": name, **values, **versions}), flush=True)
 
 
 def render(style, size, n):

@@ -634,8 +634,9 @@ def test_heldout_siim_export_mixes_formats_and_reads_back(tmp_path):
         _, header = read_dicom(record.image_path)
         index = int(header["patient_id"][-5:])  # PatientID is the phantom id
         bits = header["bits_stored"]
+        stream = sample_stream(1, index, "heldout")
         image, mask, info, _ = render_phantom(
-            size, sample_stream(1, index, "heldout"), positive=bool(labels[index]), seed=None, bits=bits, style="heldout"
+            size, stream, positive=bool(labels[index]), seed=None, bits=bits, style="heldout"
         )
         seen.add((header["photometric"], bits, header["transfer_syntax"]))
         assert sample.bits_stored == bits and sample.image.dtype == (np.uint8 if bits == 8 else np.uint16)

@@ -24,8 +24,8 @@ def plot_phantom_page(samples, path=None, ncols=4, panel_size=2.4):
     Args:
         samples: Iterable of `(sample_id, image, mask, info)` as yielded by
             `ptx_keras.data.phantoms.generate_phantoms` (`info` needs `positive`; `kind`, `size_class`,
-            `sides` and a randomised `style` are shown when present). Images are drawn in their full integer range (uint8 0..255,
-            uint16 0..65535) so exposure differences stay visible.
+            `sides` and a randomised `style` are shown when present). Images are drawn in their full integer
+            range (uint8 0..255, uint16 0..65535) so exposure differences stay visible.
         path: If given, the page is written there as PNG (parent folders are created).
         ncols: Panels per row (>= 1).
         panel_size: Inches per panel side.

@@ -220,7 +220,8 @@ def generate_phantoms(n, size=IMAGE_SIZE, seed=0, **kwargs):
 
     def samples():
         for index in range(n):
-            image, mask, info = make_phantom(size, sample_stream(seed, index, style), positive=bool(labels[index]), **kwargs)
+            rng = sample_stream(seed, index, style)
+            image, mask, info = make_phantom(size, rng, positive=bool(labels[index]), **kwargs)
             yield sample_id(index), image, mask, info
 
     return samples()

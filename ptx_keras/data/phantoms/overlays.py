@@ -91,14 +91,13 @@ def _medial_line(rng, heart_sd, mediastinum_sd, xa, lung, px):
     return (amp * np.exp(-0.5 * ((dist - offset) / sigma) ** 2) * lung * side).astype(np.float32)
 
 
-def draw_mimics(s, an, rng, proj, xa, ya, u, left, lung, lung_sd, heart_sd, mediastinum_sd, px, keep):
+def draw_mimics(s, an, rng, xa, ya, u, lung, heart_sd, mediastinum_sd, px, keep):
     """Draws the mimics the style's factors ask for, outside `keep` (the pneumothorax and its margin).
 
     Returns:
         A dict: `density` (float32 attenuation to add), `fold` (the skin-fold layer), `bulla_alpha` (where
         lung markings are removed by a bulla), `all` (every mimic's footprint, for tests) and `names`.
     """
-    del proj, left, lung_sd
     hw = xa.shape
     free = 1.0 - keep
     density = np.zeros(hw, np.float32)
@@ -317,7 +316,8 @@ def _marker(canvas, rng, kind, hw):
     y = rng.uniform(0.03, 0.1) * h if kind == "letter" else h - rng.uniform(0.1, 0.16) * h
     if kind == "boxed":
         pad = 0.25 * size
-        canvas.draw.rectangle([x - pad, y - pad, x + 0.8 * size + pad, y + size + pad], outline=1.0, width=max(1, int(0.1 * size)))
+        frame = [x - pad, y - pad, x + 0.8 * size + pad, y + size + pad]
+        canvas.draw.rectangle(frame, outline=1.0, width=max(1, int(0.1 * size)))
     canvas.draw.text((x, y), letter, fill=1.0, font=_font(size))
 
 
@@ -327,7 +327,9 @@ def _label(rng, hw):
     image = Image.new("F", (w, h), 0.0)
     draw = ImageDraw.Draw(image)
     words = [_LABEL_WORDS[i] for i in rng.choice(len(_LABEL_WORDS), int(rng.integers(1, 4)), replace=False)]
-    text = " ".join(words) + (f" {int(rng.integers(0, 24)):02d}:{int(rng.integers(0, 60)):02d}" if rng.random() < 0.5 else "")
+    text = " ".join(words)
+    if rng.random() < 0.5:
+        text += f" {int(rng.integers(0, 24)):02d}:{int(rng.integers(0, 60)):02d}"
     size = rng.uniform(0.025, 0.04) * min(h, w)
     x = rng.uniform(0.02, 0.5) * w
     y = rng.uniform(0.01, 0.05) * h if rng.random() < 0.6 else h - rng.uniform(0.05, 0.09) * h
@@ -349,14 +351,13 @@ _DRAWERS = {
 }
 
 
-def draw_devices(s, an, rng, proj, px):
+def draw_devices(s, an, rng, proj):
     """Draws the style's devices, side marker and label.
 
     Returns:
         A dict: `density` (float32 0..1 layer, multiplied by the device attenuation), `burned_in` (float32
         brightness of burned-in text, 0 elsewhere) and `names` (what was drawn).
     """
-    del px
     hw = proj.hw
     canvas = _Canvas(proj)
     names = list(s["devices"])

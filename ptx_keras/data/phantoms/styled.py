@@ -240,8 +240,7 @@ def render(s, anatomy, regions, rng, hw):
 
     # --- mimics that remove lung markings (bullae) are known before the texture --------------------------
     keepout = overlays.keepout(mask, hw)
-    mim = overlays.draw_mimics(s, an, rng, proj, xa, ya, u, left, lung, lung_sd, heart_sd, mediastinum_sd,
-                               px, keepout)
+    mim = overlays.draw_mimics(s, an, rng, xa, ya, u, lung, heart_sd, mediastinum_sd, px, keepout)
 
     # --- lung texture: vessels and parenchyma, absent from the pneumothorax and from bullae -------------
     texture = s["a_vessel"] * vessel_tree(
@@ -279,7 +278,7 @@ def render(s, anatomy, regions, rng, hw):
     atten *= np.minimum(thickness * 6.0, 1.0)
 
     # --- devices (metal and contrast stripes) lie on or outside the body ---------------------------------
-    dev = overlays.draw_devices(s, an, rng, proj, px)
+    dev = overlays.draw_devices(s, an, rng, proj)
     atten += s["a_device"] * dev["density"]
 
     intensity = processing.expose(atten, s, rng, hw, thickness > 0.3)

@@ -53,7 +53,9 @@ def phantom_dataset_name(n, size=None, seed=0, *, style="classic", conspicuity=1
         ValueError: If an argument is invalid.
     """
     n, hw, seed, style, conspicuity, format, bit_depth = _check(n, size, seed, style, conspicuity, format, bit_depth)
-    head = "phantoms" if style == "classic" else f"phantoms-{style}-v{PHANTOM_STYLE_VERSIONS[style]}-{styles.spec_fingerprint(style)}"
+    head = "phantoms"
+    if style != "classic":
+        head += f"-{style}-v{PHANTOM_STYLE_VERSIONS[style]}-{styles.spec_fingerprint(style)}"
     name = f"{head}-n{n}-{_size_tag(hw)}-seed{seed}"
     name += "" if conspicuity == 1.0 else f"-c{conspicuity:g}"
     name += "" if format == "png" else f"-{format}"
@@ -105,7 +107,8 @@ def _export(style, seed, index, bit_depth):
     """The DICOM export of sample `index`: fixed for classic, drawn from a stream of its own otherwise."""
     if style == "classic":
         return siim.classic_export(bit_depth)
-    photometric, bits, transfer = styles.draw_export(style, np.random.default_rng([seed, index, 0x51, generate.STYLE_STREAMS[style]]))
+    rng = np.random.default_rng([seed, index, 0x51, generate.STYLE_STREAMS[style]])
+    photometric, bits, transfer = styles.draw_export(style, rng)
     if bit_depth is not None:  # the caller fixed the depth: only the photometric and transfer vary
         bits = bit_depth
         transfer = "explicit" if transfer == "jpeg" and bits != 8 else transfer
@@ -262,7 +265,7 @@ def write_phantom_dataset(
     tasks = [(path, i, bool(labels[i]), hw, seed, style, conspicuity, format, bit_depth) for i in range(n)]
     counts = {"kinds": {}, "size_classes": {}, "mimics": {}, "devices": {}, "exports": {}}
     positives, rows = 0, []
-    logger.info("Writing %d %s phantoms (%s, %s) to %s with %d worker(s)", n, style, _size_tag(hw), format, path, workers)
+    logger.info("Writing %d %s phantoms (%s, %s) to %s, %d worker(s)", n, style, _size_tag(hw), format, path, workers)
     for _, info, sample_rows in _run(tasks, workers, progress, f"phantoms ({style}, {format})"):
         positives += info["positive"]
         for key, values in (

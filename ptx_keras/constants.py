@@ -26,7 +26,7 @@ SPLIT_FRACTIONS = (0.64, 0.16, 0.20)  # train / validation / test (Table 1)
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 1234
 SHARD_SIZE = 256  # examples per TFRecord shard
-WEIGHT_DTYPE = "float16"
+WEIGHT_DTYPE = "float32"  # exact; "float16" clamps at 65,504 (small pneumothoraces above 256 px): an opt-in
 IMAGE_BIT_DEPTH = 8
 SIIM_SIZE = 1024  # SIIM-ACR masks are 1024 x 1024
 

@@ -46,7 +46,7 @@ def prepared(tmp_path_factory):
     out = str(root / "out")
     prepare_dataset(str(root / "src"), out, image_size=SIZE, workers=1, shard_size=4, progress=False)
     for key, (image, mask) in expected.items():
-        weight = spatial_weight_map(mask).astype(np.float16).astype(np.float32)
+        weight = spatial_weight_map(mask)  # stored exactly (float32, the default)
         expected[key] = (image, mask, weight)
     return out, expected, str(root / "src")
 
@@ -306,3 +306,99 @@ def test_positive_fraction_bad_values(prepared, tmp_path):
                     split_fractions=(1.0, 0.0, 0.0))
     with pytest.raises(DataError, match="needs positive and negative examples; the split has 0 positive"):
         make_dataset(neg, "train", 2, training=True, positive_fraction=0.5)
+
+
+# --- Exact weight maps at every size (eq. 6 above float16's 65,504) ------------------------------------------
+
+
+def _small_pneumothorax_source(root, sizes_and_areas):
+    """PNG pairs `s<size>_<area>`: a smooth image and an `area`-pixel pneumothorax (a thin irregular blob)."""
+    os.makedirs(os.path.join(root, "images"))
+    os.makedirs(os.path.join(root, "masks"))
+    masks = {}
+    for size, area in sizes_and_areas:
+        rows, cols = np.mgrid[0:size, 0:size]
+        image = ((rows + cols) // 8 % 256).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        top, left = size // 5, size // 3
+        flat = [(top + k // 4, left + k % 4 + (k // 4) % 2) for k in range(area)]  # 4 wide, ragged
+        for r, c in flat:
+            mask[r, c] = 1
+        assert mask.sum() == area
+        name = f"s{size}_{area:02d}"
+        Image.fromarray(image).save(os.path.join(root, "images", name + ".png"))
+        Image.fromarray(mask * 255).save(os.path.join(root, "masks", name + ".png"))
+        masks[name] = mask
+    return masks
+
+
+def _weights_by_id(out):
+    ds = make_dataset(out, "train", 2, training=False, with_ids=True, channels=1)
+    return {k: v[0][1][..., WEIGHT_CHANNEL] for k, v in _by_id(ds).items()}
+
+
+@pytest.mark.parametrize("size, areas", [(512, (5, 9, 15)), (1024, (5, 13))])
+def test_weight_maps_are_exact_at_512_and_1024(tmp_path, size, areas):
+    """make_dataset yields spatial_weight_map of the resized mask bit for bit, also far above 65,504."""
+    from ptx_keras.data.prepare import resize_mask
+
+    sources = [(size, a) for a in areas] + ([(1024, 15)] if size == 512 else [])  # one resized 1024 -> 512
+    masks = _small_pneumothorax_source(str(tmp_path / "src"), sources)
+    out = str(tmp_path / "out")
+    prepare_dataset(str(tmp_path / "src"), out, image_size=size, split_fractions=(1, 0, 0), workers=1,
+                    progress=False)
+    got = _weights_by_id(out)
+    assert set(got) == set(masks)
+    largest = 0.0
+    for name, mask in masks.items():
+        expected = spatial_weight_map(resize_mask(mask, size))
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name], expected)
+        largest = max(largest, float(expected.max()))
+    assert largest > (2 if size == 1024 else 1.3) * 65504  # what float16 clamped (at 1024 px by over half)
+
+
+def test_float16_is_an_opt_in_that_warns_and_lists_the_clamped_samples(tmp_path, caplog):
+    masks = _small_pneumothorax_source(str(tmp_path / "src"), [(512, 5), (512, 400)])
+    out = str(tmp_path / "out")
+    with caplog.at_level("WARNING", logger="ptx_keras.data.prepare"):
+        prepare_dataset(str(tmp_path / "src"), out, image_size=512, split_fractions=(1, 0, 0), workers=1,
+                        progress=False, weight_dtype="float16")
+    info = load_prepared_info(out)
+    assert info["weight_dtype"] == "float16" and info["weights_saturated_float16"] == ["s512_05"]
+    warning = [r.getMessage() for r in caplog.records if "65,504" in r.getMessage()]
+    assert len(warning) == 1 and warning[0].startswith("1 of 2 samples") and "float32" in warning[0]
+    got = _weights_by_id(out)
+    for name, mask in masks.items():
+        expected = np.minimum(spatial_weight_map(mask), 65504).astype(np.float16).astype(np.float32)
+        np.testing.assert_array_equal(got[name], expected)
+    assert got["s512_05"].max() == 65504 < spatial_weight_map(masks["s512_05"]).max()
+
+
+def test_older_prepared_data_is_refused_with_a_clear_error(tmp_path):
+    import json
+
+    from ptx_keras.data.prepare import DATASET_JSON, is_prepared_dir
+
+    src = str(tmp_path / "src")
+    _write_source(src, 4)
+    out = str(tmp_path / "out")
+    prepare_dataset(src, out, image_size=SIZE, split_fractions=(1, 0, 0), workers=1, progress=False)
+    path = os.path.join(out, DATASET_JSON)
+    with open(path) as f:
+        info = json.load(f)
+    info["format_version"] = 1  # what ptx_keras wrote before weight maps were compressed and exact
+    with open(path, "w") as f:
+        json.dump(info, f)
+    assert is_prepared_dir(out)  # still recognised as prepared data, not taken for a raw source
+    for call in (
+        lambda: make_dataset(out, "train", 2, training=False),
+        lambda: count_examples(out, "train"),
+        lambda: prepare_dataset(src, out, image_size=SIZE, split_fractions=(1, 0, 0), workers=1, progress=False),
+    ):
+        with pytest.raises(DataError, match=r"format version 1 .*float16.*Prepare the data again.*--overwrite"):
+            call()
+    summary = prepare_dataset(src, out, image_size=SIZE, split_fractions=(1, 0, 0), workers=1, progress=False,
+                              overwrite=True)
+    assert summary["status"] == "prepared" and load_prepared_info(out)["format_version"] == 2
+    assert len(_weights_by_id(out)) == 4

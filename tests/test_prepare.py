@@ -14,6 +14,7 @@ from ptx_keras.data.prepare import (
     MANIFEST_COLUMNS,
     MANIFEST_CSV,
     WORK_DIR,
+    decode_weight_map,
     encode_example,
     is_prepared_dir,
     load_prepared_info,
@@ -72,8 +73,7 @@ def _read_shards(out):
                     "label": int(ex["label"]),
                     "image": tf.io.decode_png(ex["image"], dtype=dtype).numpy()[..., 0],
                     "mask": tf.io.decode_png(ex["mask"]).numpy()[..., 0],
-                    "weight": np.frombuffer(ex["weight"].numpy(), np.dtype(info["weight_dtype"]).newbyteorder("<"))
-                    .reshape(h, w),
+                    "weight": decode_weight_map(ex["weight"].numpy(), info["weight_dtype"], (h, w)),
                 }
     return examples
 
@@ -161,8 +161,8 @@ def test_prepared_shards_read_back_bit_exactly(source, tmp_path):
         got = examples[record.sample_id]
         np.testing.assert_array_equal(got["image"], resize_image(loaded.image, SIZE))
         np.testing.assert_array_equal(got["mask"], expected_mask.astype(np.uint8))
-        assert got["weight"].dtype == np.float16
-        np.testing.assert_array_equal(got["weight"], spatial_weight_map(expected_mask).astype(np.float16))
+        assert got["weight"].dtype == np.float32  # the default: exact
+        np.testing.assert_array_equal(got["weight"], spatial_weight_map(expected_mask))
         assert got["label"] == loaded.label == int(record.sample_id[-1]) % 2
 
 
@@ -185,7 +185,8 @@ def test_manifest_and_dataset_json(source, tmp_path):
     assert {s: info["counts"][s]["total"] for s in ("train", "val", "test")} == {"train": 6, "val": 2, "test": 2}
     assert info["counts"]["train"] == {"total": 6, "positive": 3, "negative": 3}
     assert info["shards"]["train"] == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
-    assert info["image_size"] == SIZE and info["bit_depth"] == 8 and info["weight_dtype"] == "float16"
+    assert info["image_size"] == SIZE and info["bit_depth"] == 8 and info["weight_dtype"] == "float32"
+    assert info["weight_encoding"] == "zlib" and info["format_version"] == 2 and info["weights_saturated_float16"] == []
     assert info["weight_map"] == {"boundary_width": 1, "normalize": None, "clip": None}
     assert info["source"]["format"] == "folder" and info["source"]["path"] == source
     assert info["bad_samples"] == [] and info["settings"]["seed"] == 5 and len(info["fingerprint"]) == 16
@@ -466,3 +467,22 @@ def test_float16_weight_maps_saturate_instead_of_overflowing():
     assert weight[10, 10] == np.finfo(np.float16).max
     _, _, weight32 = prepare_arrays(loaded, 256, 8, 1, None, None, "float32")
     assert weight32[10, 10] > 65536
+
+
+def test_weight_map_encoding_is_lossless_and_compact():
+    from ptx_keras.data.prepare import encode_weight_map
+
+    mask = np.zeros((1024, 1024), bool)
+    mask[300:303, 500:504] = True  # 12 pixels: weights above float16's range
+    weight = spatial_weight_map(mask)
+    data = encode_weight_map(weight)
+    decoded = decode_weight_map(data, "float32", (1024, 1024))
+    assert decoded.dtype == np.float32 and weight.max() > 65504
+    np.testing.assert_array_equal(decoded, weight)
+    assert len(data) < 64 * 1024  # a piecewise-constant map: raw float32 would be 4 MiB
+    half = np.minimum(weight, 65504).astype(np.float16)
+    np.testing.assert_array_equal(decode_weight_map(encode_weight_map(half), "float16", (1024, 1024)), half)
+    with pytest.raises(DataError, match="not a stored weight map"):
+        decode_weight_map(b"not zlib", "float32", (4, 4))
+    with pytest.raises(DataError, match=r"shape \(8, 8\)"):
+        decode_weight_map(encode_weight_map(weight[:4, :4]), "float32", (8, 8))

@@ -218,12 +218,15 @@ def make_dataset(
     image_dtype = tf.uint8 if info["bit_depth"] == 8 else tf.uint16
     full_scale = float(2 ** info["bit_depth"] - 1)
     weight_dtype = tf.as_dtype(info["weight_dtype"])
+    # Format 2 stores every weight map zlib-compressed (prepare.encode_weight_map); load_prepared_info refuses
+    # other formats, so there is one decoding.
 
     def decode(serialized):
         features = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
         image = tf.ensure_shape(tf.io.decode_png(features["image"], channels=1, dtype=image_dtype), (size, size, 1))
         mask = tf.ensure_shape(tf.io.decode_png(features["mask"], channels=1)[..., 0], (size, size))
-        weight = tf.reshape(tf.io.decode_raw(features["weight"], weight_dtype, little_endian=True), (size, size))
+        raw = tf.io.decode_compressed(features["weight"], compression_type="ZLIB")
+        weight = tf.reshape(tf.io.decode_raw(raw, weight_dtype, little_endian=True), (size, size))
         return image, mask, weight, features["sample_id"]
 
     files = tf.data.Dataset.list_files(paths, shuffle=training, seed=seed)

@@ -5,8 +5,9 @@ map of eq. 6 from the resized mask, splits the samples (stratified 64 / 16 / 20 
 writes
 
 * `<split>-<index:05d>-of-<count:05d>.tfrecord` shards, one `tf.train.Example` per sample with the features
-  `image` (PNG, 8 or 16 bit grayscale), `mask` (PNG, uint8 0/1), `weight` (raw little-endian float16 or
-  float32, row-major `(height, width)`), `sample_id`, `label`, `height`, `width`;
+  `image` (PNG, 8 or 16 bit grayscale), `mask` (PNG, uint8 0/1), `weight` (zlib-compressed little-endian
+  float32, or float16 as an opt-in, row-major `(height, width)`: `encode_weight_map`), `sample_id`, `label`,
+  `height`, `width`;
 * `manifest.csv`: one row per sample (`MANIFEST_COLUMNS`), in shard order;
 * `dataset.json`: the settings, their fingerprint, the counts per split and label, the shard names, the
   bad samples and where the data came from. It is written last: its presence marks a complete data set.
@@ -24,6 +25,10 @@ Decisions:
   else `2**bits_stored - 1`; `[0, 1]` for float images) onto `[0, 255]`; `bit_depth=16` onto `[0, 65535]`
   (a 16-bit PNG is kept as it is, a 12-bit DICOM is stretched to the full range). The pipeline divides by
   255 or 65535.
+* **Weight maps.** Stored exactly: |N|/|B| exceeds float16's 65,504 for small pneumothoraces above 256 px
+  (a few pixels at 512 px are enough). A map is piecewise constant, a handful of distinct
+  values, so zlib stores the float32 map in a few kilobytes (docs/data.md has the sizes).
+  `weight_dtype="float16"` is an opt-in that clamps at 65,504, warns, and lists the clamped samples.
 * **Labels.** The label is the source's (a pneumothorax too small to survive the resize keeps label 1;
   `dataset.json` lists such samples under `positive_empty_after_resize`).
 
@@ -53,6 +58,7 @@ import re
 import shutil
 import sys
 import time
+import zlib
 from datetime import datetime, timezone
 
 import numpy as np
@@ -65,13 +71,19 @@ from ptx_keras.errors import BadSampleError, DataError, writable_dir
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: weight maps zlib-compressed, float32 by default (1: raw bytes, float16 by default, clamped at 65,504).
+FORMAT_VERSION = 2
 DATASET_JSON = "dataset.json"
 MANIFEST_CSV = "manifest.csv"
 WORK_DIR = ".prepare-work"
 PARTIAL_SUFFIX = ".partial"
 BIT_DEPTHS = (8, 16)
-WEIGHT_DTYPES = ("float16", "float32")
+WEIGHT_DTYPES = ("float32", "float16")
+# zlib level 1 on the weight map: measured faster to compress and to decompress than the default 6, and the
+# stored map (~2 KB at 256 px, ~23 KB at 1024) is small beside the image's PNG either way (docs/data.md).
+WEIGHT_COMPRESS_LEVEL = 1
+WEIGHT_ENCODING = "zlib"  # recorded in dataset.json; the pipeline decodes it with tf.io.decode_compressed
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504
 # zlib level 1: the shards are about 5 % larger than at Pillow's default 6, and encoding is ~3x faster.
 PNG_COMPRESS_LEVEL = 1
 # Area fraction at which a resized mask pixel counts as pneumothorax (float32 sums of 1/k may land a hair
@@ -262,13 +274,38 @@ def prepare_arrays(loaded, image_size, bit_depth, boundary_width, normalize, cli
 def _cast_weights(weight, weight_dtype):
     """Casts a weight map for storage; float16 saturates at its largest finite value instead of becoming inf.
 
-    |N|/|T| exceeds float16's 65,504 for a pneumothorax of one pixel at 256 x 256 (about 21 pixels at 1024);
-    such maps are stored saturated and counted in `dataset.json` (`weights_saturated_float16`).
+    float32 (the default) holds every weight exactly. float16 does not: |N|/|B| exceeds its 65,504 for a
+    pneumothorax of one pixel at 256 x 256, of 5 pixels at 512 and of about 21 at 1024; such maps are stored
+    saturated, and `prepare_dataset` warns and lists them in `dataset.json` (`weights_saturated_float16`).
     """
     dtype = np.dtype(weight_dtype)
     if dtype == np.float16:
-        weight = np.minimum(weight, np.finfo(np.float16).max)
+        weight = np.minimum(weight, FLOAT16_MAX)
     return weight.astype(dtype)
+
+
+def encode_weight_map(weight):
+    """The stored `weight` feature: zlib-compressed little-endian values of `weight`'s dtype, row-major.
+
+    Lossless: `decode_weight_map` (NumPy) and the tf.data pipeline (`tf.io.decode_compressed` then
+    `tf.io.decode_raw`) give back the array bit for bit.
+    """
+    little = np.ascontiguousarray(weight, dtype=weight.dtype.newbyteorder("<"))
+    return zlib.compress(little.tobytes(), WEIGHT_COMPRESS_LEVEL)
+
+
+def decode_weight_map(data, weight_dtype, shape):
+    """Inverse of `encode_weight_map`: a `weight_dtype` array of `shape` (e.g. `(image_size, image_size)`).
+
+    Raises:
+        DataError: if `data` is not a zlib stream of `shape` values of `weight_dtype`.
+    """
+    dtype = np.dtype(weight_dtype)
+    try:
+        values = np.frombuffer(zlib.decompress(data), dtype.newbyteorder("<"))
+        return values.reshape(shape).astype(dtype)
+    except (zlib.error, ValueError) as e:
+        raise DataError(f"not a stored weight map of shape {tuple(shape)} ({weight_dtype}): {e}") from None
 
 
 def _atomic_write(path, data):
@@ -304,7 +341,7 @@ def _work_one(task):
         {
             "image": png_bytes(image),
             "mask": png_bytes(mask),
-            "weight": weight.astype(weight.dtype.newbyteorder("<"), copy=False).tobytes(),
+            "weight": encode_weight_map(weight),
             "sample_id": record.sample_id,
             "label": label,
             "height": size,
@@ -323,7 +360,7 @@ def _work_one(task):
         "orig_width": int(orig_width),
         "spacing_row_mm": None if spacing is None else float(spacing[0]) * orig_height / size,
         "spacing_col_mm": None if spacing is None else float(spacing[1]) * orig_width / size,
-        "weight_saturated": bool(weight.dtype == np.float16 and np.any(weight == np.finfo(np.float16).max)),
+        "weight_saturated": bool(weight.dtype == np.float16 and np.any(weight == FLOAT16_MAX)),
     }
     example_path, meta_path = _work_paths(work_dir, index)
     _atomic_write(example_path, example)
@@ -340,12 +377,22 @@ def shard_name(split, index, count):
 
 
 def is_prepared_dir(path):
-    """True if `path` holds a complete prepared data set (a readable `dataset.json`)."""
+    """True if `path` holds a complete prepared data set (a readable `dataset.json`).
+
+    A data set of another format version counts: `load_prepared_info` then says to prepare it again, instead of
+    the directory being taken for a raw source.
+    """
     try:
         load_prepared_info(path)
+    except _OldFormatError:
+        return True
     except (DataError, OSError):
         return False
     return True
+
+
+class _OldFormatError(DataError):
+    """A `dataset.json` of another format version (see `FORMAT_VERSION`)."""
 
 
 def load_prepared_info(prepared_dir):
@@ -371,10 +418,15 @@ def load_prepared_info(prepared_dir):
             info = json.load(f)
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is not a valid prepared data set description: {e}") from None
-    if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
-        raise DataError(
-            f"{path} has format version {info.get('format_version') if isinstance(info, dict) else None!r}; "
-            f"this version of ptx_keras reads version {FORMAT_VERSION}. Prepare the data again."
+    if not isinstance(info, dict) or "format_version" not in info:
+        raise DataError(f"{path} is not a valid prepared data set description (no format_version)")
+    if info["format_version"] != FORMAT_VERSION:
+        old = info["format_version"] == 1
+        raise _OldFormatError(
+            f"{prepared_dir} was prepared in format version {info['format_version']!r}"
+            f"{' (weight maps stored as float16 by default, clamped at 65,504)' if old else ''}; this version of "
+            f"ptx_keras reads format version {FORMAT_VERSION}. Prepare the data again from its source: "
+            f"`ptx-prepare SOURCE {prepared_dir} --overwrite` (or into a new directory)"
         )
     return info
 
@@ -407,7 +459,12 @@ def _check_output(output_dir, fingerprint, overwrite):
     state_path = os.path.join(output_dir, WORK_DIR, "state.json")
     found = None
     if os.path.exists(os.path.join(output_dir, DATASET_JSON)):
-        found, status = load_prepared_info(output_dir).get("fingerprint"), "complete"
+        try:
+            found, status = load_prepared_info(output_dir).get("fingerprint"), "complete"
+        except _OldFormatError:
+            if not overwrite:
+                raise
+            found = status = None  # != fingerprint: the directory is cleared below
     elif os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as f:
             found, status = json.load(f).get("fingerprint"), "resume"
@@ -587,6 +644,17 @@ def _log_skipped(bad, reader_skipped, listed):
     )
 
 
+def _warn_clamped(info, listed):
+    clamped = info.get("weights_saturated_float16", [])
+    if clamped:
+        logger.warning(
+            "%d of %d samples have weight-map values above float16's 65,504, stored clamped at it "
+            "(weight_dtype=float16), so their boundary pixels weigh less than eq. 6 says; they are listed in %s "
+            "(weights_saturated_float16). The default weight_dtype float32 stores them exactly.",
+            len(clamped), info["counts"]["all"]["total"], listed,
+        )
+
+
 def _write_shard(output_dir, work_dir, name, indices):
     import tensorflow as tf
 
@@ -616,6 +684,7 @@ def _describe(settings, fingerprint, source_path, format_name, records, plan, me
         "bit_depth": settings["bit_depth"],
         "weight_map": {k: settings[k] for k in ("boundary_width", "normalize", "clip")},
         "weight_dtype": settings["weight_dtype"],
+        "weight_encoding": WEIGHT_ENCODING,
         "source": dict(source_extra, path=source_path, format=format_name, records=len(records)),
         "counts": counts,
         "shards": {s: [n for n in plan if n.startswith(s + "-")] for s in constants.SPLITS},
@@ -699,7 +768,7 @@ def prepare_dataset(
         image_size: Output height and width (images are resized to a square).
         bit_depth: 8 or 16 bits per stored image pixel.
         boundary_width, normalize, clip: Weight-map settings (`spatial_weight_map`, eq. 6).
-        weight_dtype: `"float16"` (half the size) or `"float32"`.
+        weight_dtype: `"float32"` (default: exact) or `"float16"` (clamps weights above 65,504; warns).
         split_fractions: Train, validation, test fractions (splits given by the source are kept).
         seed: Seed of the split and of the order within shards.
         shard_size: Examples per shard.
@@ -821,6 +890,7 @@ def prepare_dataset(
         result_status = "prepared" if status == "new" else "resumed"
     shutil.rmtree(work_dir, ignore_errors=True)
     _log_skipped(bad, source_extra["reader_skipped"], os.path.join(output_dir, DATASET_JSON))
+    _warn_clamped(info, os.path.join(output_dir, DATASET_JSON))
     seconds = time.perf_counter() - start
     return dict(info, output_dir=output_dir, status=result_status, shards_written=len(missing), seconds=seconds)
 

@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from ptx_keras.errors import DataError, PtxError
-from ptx_keras.metrics.statistics import compare_runs, comparison_table, format_mean_std, write_comparison
+from ptx_keras.evaluation.compare import write_comparison
+from ptx_keras.metrics.statistics import compare_runs, comparison_table, format_mean_std
 
 IDS = ["s1", "s2", "s3", "s4", "s5"]
 
@@ -113,10 +114,10 @@ def test_comparison_table_and_writer(tmp_path):
     assert comparison_table(comparison, test="wilcoxon").loc["baseline", "dsc1"] == "0.48 (0.13)"
     with pytest.raises(ValueError, match="test"):
         comparison_table(comparison, test="anova")
-    paths = write_comparison(comparison, tmp_path / "eval")
-    back = pd.read_csv(paths["csv"])
+    csv_path, md_path = write_comparison(comparison, tmp_path / "eval")
+    back = pd.read_csv(csv_path)
     assert len(back) == 4 and back["t_pvalue"].iloc[2] == pytest.approx(comparison["t_pvalue"].iloc[2])
-    text = open(paths["markdown"]).read()
+    text = open(md_path).read()
     assert "| baseline | 0.48 (0.13)* |" in text
     assert "p < 0.05" in text and "significant difference from ours" in text
     assert "ours/hd: 1" in text and "baseline/hd: 1" in text

@@ -15,14 +15,29 @@ class _Formatter(logging.Formatter):
         return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (not the stream of the first call), so that
+    a CLI called several times in one process (tests, notebooks) never writes to a closed stream."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler.__init__ assigns it; the property always reads sys.stderr
+        pass
+
+
 def configure_logging(level=logging.INFO):
     """Shows the package's log records (`ptx_keras.*`) on stderr, once per process."""
     logger = logging.getLogger("ptx_keras")
     logger.setLevel(level)
-    if not any(getattr(h, "_ptx_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(_Formatter("%(message)s"))
-        handler._ptx_cli = True
         logger.addHandler(handler)
 
 

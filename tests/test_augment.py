@@ -101,7 +101,9 @@ def test_presets_overrides_and_the_paper_default():
         (dict(noise=float("nan")), r"noise must be a number"),
         (dict(contrast=True), r"contrast must be a number"),
         (dict(flip="yes"), r"flip must be true or false"),
-        (dict(unsharp_sigma=0), r"unsharp_sigma must be a number in \[0.1, 16\]"),
+        (dict(unsharp_sigma=0.01), r"unsharp_sigma must be two numbers low <= high in \[0.001, 0.05\]"),
+        (dict(unsharp_sigma=(0.02, 0.01)), r"unsharp_sigma must be two numbers low <= high"),
+        (dict(unsharp_sigma=(0.01, 0.2)), r"unsharp_sigma must be two numbers low <= high"),
     ],
 )
 def test_invalid_augmentation_is_refused(kwargs, match):
@@ -250,8 +252,8 @@ def test_intensity_formulas_hand_computed():
 def test_blur_and_sharpen_keep_a_flat_image_flat_up_to_its_borders():
     """Reflected borders: a zero-padded Gaussian would darken the edges of a flat image."""
     image = tf.fill([2, 16, 16, 1], 0.6)
-    params = {"amount": tf.constant([-1.0, 2.0])}
-    aug = Augmentation.from_preset("none", blur=1.0, sharpen=2.0, unsharp_sigma=2.0)
+    params = {"amount": tf.constant([-1.0, 2.0]), "sigma": tf.constant([0.02, 0.05])}  # 0.3 and 0.8 px
+    aug = Augmentation.from_preset("none", blur=1.0, sharpen=2.0, unsharp_sigma=(0.001, 0.05))
     out = transform_intensity(aug, image, params, tf.constant(0, tf.int64))
     np.testing.assert_allclose(out, 0.6, atol=1e-6)
 
@@ -260,8 +262,8 @@ def test_unsharp_masking_raises_edge_contrast_and_blur_lowers_it():
     step = np.zeros((1, 16, 16, 1), np.float32)
     step[:, 8:] = 1.0  # rows 8-15
     step = tf.constant(np.concatenate([step * 0.5 + 0.25] * 3))  # 0.25 | 0.75
-    params = {"amount": tf.constant([0.0, -1.0, 1.0])}
-    aug = Augmentation.from_preset("none", blur=1.0, sharpen=1.0)
+    params = {"amount": tf.constant([0.0, -1.0, 1.0]), "sigma": tf.constant([0.05, 0.05, 0.05])}  # 0.8 px
+    aug = Augmentation.from_preset("none", blur=1.0, sharpen=1.0, unsharp_sigma=(0.05, 0.05))
     out = np.asarray(transform_intensity(aug, step, params, tf.constant(0, tf.int64)))[..., 0]
     np.testing.assert_array_equal(out[0], np.asarray(step)[0, ..., 0])
     assert out[1, 7, 5] > 0.25 and out[1, 8, 5] < 0.75  # blurred: the edge softens
@@ -279,6 +281,7 @@ def test_parameters_are_per_example_within_their_ranges_and_seeded():
     assert np.abs(p["shift_x"]).max() <= 0.1 and np.abs(p["shift_y"]).max() <= 0.1
     assert 0 <= p["noise"].min() and p["noise"].max() <= 0.04
     assert -1.0 <= p["amount"].min() and p["amount"].max() <= 2.0
+    assert 0.004 <= p["sigma"].min() and p["sigma"].max() <= 0.03
     assert 1 / 1.5 <= p["gamma"].min() and p["gamma"].max() <= 1.5
     # Zooming in and out equally likely (log-uniform), both directions of every range used.
     assert 0.4 < np.mean(p["scale"] > 1) < 0.6 and 0.4 < np.mean(p["angle"] > 0) < 0.6
@@ -358,3 +361,22 @@ def test_config_errors_name_the_key(overrides, match):
 
     with pytest.raises(ConfigError, match=match):
         load_config(overrides=overrides)
+
+
+def test_gaussian_matches_a_numpy_reference_per_example_sigma():
+    """Each example blurred with its own sigma: a reflected-border separable Gaussian computed in NumPy."""
+    from ptx_keras.data.augment import _gaussian
+
+    rng = np.random.default_rng(1)
+    image = rng.random((2, 20, 20, 1)).astype(np.float32)
+    sigmas = [0.05, 0.1]  # 1 and 2 px at 20 px
+    out = np.asarray(_gaussian(tf.constant(image), tf.constant(sigmas), 0.1))
+    radius = 6
+    for b, sigma in enumerate(sigmas):
+        x = np.arange(-radius, radius + 1)
+        taps = np.exp(-0.5 * (x / (sigma * 20)) ** 2)
+        taps /= taps.sum()
+        padded = np.pad(image[b, ..., 0], radius, mode="reflect")
+        rows = sum(t * padded[i : i + 20, :] for i, t in enumerate(taps))
+        expected = sum(t * rows[:, i : i + 20] for i, t in enumerate(taps))
+        np.testing.assert_allclose(out[b, ..., 0], expected, atol=1e-5)

@@ -60,7 +60,7 @@ class AugmentConfig:
     noise: Optional[float] = None
     blur: Optional[float] = None
     sharpen: Optional[float] = None
-    unsharp_sigma: Optional[float] = None
+    unsharp_sigma: Optional[Tuple[float, float]] = None  # [low, high], fraction of the image side
     gamma: Optional[float] = None
     contrast: Optional[float] = None
     brightness: Optional[float] = None

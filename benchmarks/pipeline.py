@@ -12,7 +12,8 @@ Prints one JSON line per measurement, with a machine description:
 * `augment_<size>`: images per second and per CPU-second of `make_dataset(training=True, augment=PRESET)` at
   each of `--augment-sizes`, one fresh process per measurement, the presets alternating in rotated order
   over `--rounds` rounds (what else runs on a shared machine then slows all presets alike); then
-  `augment_<size>_summary` with the medians and their ratio to `none`.
+  `augment_<size>_summary` with the medians and their ratio to `none`. `PRESET@F` also oversamples positive
+  images to the fraction F (`positive_fraction`), e.g. `flip@0.5`.
 
     python benchmarks/pipeline.py [--workdir DIR] [--pipeline-n 512] [--prepare-n 100] [--epochs 3]
     python benchmarks/pipeline.py --skip encoding prepare pipeline --augment none flip standard strong
@@ -47,7 +48,8 @@ def _encoding(machine_info, repeats=200):
     import tensorflow as tf
 
     from ptx_keras.data.phantoms import make_phantom
-    from ptx_keras.data.prepare import encode_example, png_bytes
+    from ptx_keras.data.arrays import png_bytes
+    from ptx_keras.data.codec import encode_example
     from ptx_keras.data.weight_maps import spatial_weight_map
 
     image, mask = make_phantom(256, seed=3, positive=True)[:2]
@@ -139,8 +141,10 @@ def _augment_worker(prepared, preset, epochs, batch_size):
     """One measurement in this (fresh) process: prints `{images, seconds, cpu_seconds}` as JSON."""
     from ptx_keras.data.pipeline import make_dataset
 
+    preset, _, fraction = preset.partition("@")
     images, seconds, cpu_seconds = _throughput(
-        lambda: make_dataset(prepared, "train", batch_size, training=True, augment=preset), epochs
+        lambda: make_dataset(prepared, "train", batch_size, training=True, augment=preset,
+                             positive_fraction=float(fraction) if fraction else None), epochs
     )
     print(json.dumps({"images": images, "seconds": seconds, "cpu_seconds": cpu_seconds}), flush=True)
 

@@ -4,7 +4,8 @@ Implements MS_scSE_FC-DenseNet (FC-DenseNet with a multi-scale first convolution
 spatially weighted cross-entropy loss, the paper's metrics and its area-threshold diagnosis rule.
 
 Heavy submodules (Keras, TensorFlow) are imported lazily so that data preparation workers and command-line
-help stay fast.
+help stay fast. Still, every Keras class of the package is registered for `keras.saving.load_model` as soon as
+the process imports Keras (or at once if it already has): see `ptx_keras._registration`.
 """
 
 __version__ = "0.1.0"
@@ -25,3 +26,7 @@ def __getattr__(name):
 
 
 __all__ = ["__version__", "build_model", "list_models"]
+
+from ptx_keras import _registration  # noqa: E402 - after __version__, which the registered modules may read
+
+_registration.install()

@@ -193,6 +193,19 @@ def test_compiled_model_saves_and_reloads_with_its_optimizer(tmp_path, rng):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_loss_scaled_optimizer_saves_and_reloads(tmp_path, rng):
+    """What mixed precision compiles with: LossScaleOptimizer around AdamL2, restored from a .keras file."""
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer=make_optimizer(weight_decay=1e-3, loss_scale=True), loss="mse")
+    model.fit(rng.random((4, 3)).astype(np.float32), rng.random((4, 2)).astype(np.float32), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=True)
+    assert isinstance(loaded.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(loaded.optimizer.inner_optimizer, AdamL2)
+    assert loaded.optimizer.inner_optimizer.l2_weight_decay == 1e-3
+
+
 def _train_tiny(weight_decay, weight_decay_mode="coupled", steps=30):
     """A small conv net trained for `steps` steps (batch 4) on a fixed random data set, as `Model.fit` does.
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ptx_keras.data.prepare import load_prepared_info, prepare_dataset
+from ptx_keras.data.prepare import prepare_dataset
+from ptx_keras.data.prepared import load_prepared_info
 from ptx_keras.errors import DataError
 
 SIZE = 16
@@ -338,15 +339,12 @@ def test_other_os_errors_print_reason_and_path_not_errno(capsys):
         run_cli(bug)
 
 
-def test_data_skip_bad_reaches_the_reader_from_a_training_configuration(tmp_path):
-    from ptx_keras.config import load_config
-    from ptx_keras.training import resolve_data
-
-    manifest, image, reason = _csv(str(tmp_path / "src"), "missing mask")
-    sets = [s for s in TINY if not s.startswith("data.image_size")]
-    cfg = load_config(QUICKSTART, sets + [f"data.image_size={SIZE}", "data.skip_bad=true", f"data.path={manifest}",
-                                          f"data.cache_dir={tmp_path / 'cache'}"])
-    prepared = resolve_data(cfg)
-    info = load_prepared_info(prepared)
-    assert info["source"]["reader_skipped"] == [[image, info["source"]["reader_skipped"][0][1]]]
-    assert reason in info["source"]["reader_skipped"][0][1] and info["counts"]["all"]["total"] == 6
+def test_training_names_a_bad_manifest_row_and_its_own_skip_option(tmp_path, capsys):
+    # prepare_dataset's skip_bad is covered above; this checks the message a training run gives for a reader
+    # problem (no training happens). data.skip_bad itself reaches prepare_dataset through the run's settings.
+    manifest, _, _ = _csv(str(tmp_path / "src"), "missing mask")
+    assert _train(tmp_path, f"data.image_size={SIZE}", data=manifest) == 2
+    err = _one_line(capsys)
+    assert "manifest.csv: line 4: mask file not found" in err
+    assert err.endswith("set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples")
+    assert not (tmp_path / "runs" / "run").exists()

@@ -42,7 +42,7 @@ def _masks(size):
 
 
 def sizes(info):
-    from ptx_keras.data.prepare import decode_weight_map, encode_weight_map
+    from ptx_keras.data.codec import decode_weight_map, encode_weight_map
     from ptx_keras.data.weight_maps import spatial_weight_map
 
     for size in (256, 512, 1024):
@@ -61,7 +61,8 @@ def sizes(info):
 def pipeline(info, size, workdir, n, epochs, batch_size):
     from ptx_keras.data.phantoms import write_phantom_dataset
     from ptx_keras.data.pipeline import make_dataset
-    from ptx_keras.data.prepare import is_prepared_dir, load_prepared_info, prepare_dataset
+    from ptx_keras.data.prepare import prepare_dataset
+    from ptx_keras.data.prepared import is_prepared_dir, load_prepared_info
 
     source = os.path.join(workdir, f"phantoms-{n}-{size}")
     prepared = os.path.join(workdir, f"prepared-{n}-{size}")

@@ -25,14 +25,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ptx_keras import constants as C
+from ptx_keras.diagnosis import Thresholds
 from ptx_keras import schedules
 from ptx_keras.data import augment
+from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import ConfigError
 
-CONFIG_FILENAME = "config.yaml"
-
-
-@dataclass
+@dataclass(frozen=True)
 class PhantomConfig:
     """The synthetic phantom data set used when `data.path` is empty (quick start, tests)."""
 
@@ -43,7 +42,7 @@ class PhantomConfig:
     style: str = "classic"  # C.PHANTOM_STYLES: classic (one look), varied (randomised), heldout (unseen style)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation (`ptx_keras.data.augment`): a preset and overrides of its parameters.
 
@@ -66,28 +65,21 @@ class AugmentConfig:
     brightness: Optional[float] = None
 
 
-@dataclass
-class DataConfig:
-    """Where the data comes from and how it is prepared and streamed.
+@dataclass(frozen=True)
+class DataConfig(PrepareSettings):
+    """Where the data comes from, how it is prepared and how it is streamed.
 
-    `path` is a raw source (image/mask folder, CSV manifest, SIIM-ACR layout), an already prepared directory, or
-    empty for the built-in phantoms. Raw sources are prepared into `cache_dir` (default: `<output_dir>/data_cache`)
-    and reused by later runs with the same settings.
+    The preparation settings (`image_size`, `bit_depth`, `boundary_width`, `normalize`, `clip`,
+    `weight_dtype`, `split_fractions`, `split_seed`, `shard_size`) are the fields of
+    `ptx_keras.data.settings.PrepareSettings`, which this class extends (and which validates them). `path` is a
+    raw source (image/mask folder, CSV manifest, SIIM-ACR layout), an already prepared directory, or empty for
+    the built-in phantoms. Raw sources are prepared into `cache_dir` (default: `<output_dir>/data_cache`) and
+    reused by later runs with the same settings; where a run's data went is recorded in its `run.json`.
     """
 
     path: Optional[str] = None
     cache_dir: Optional[str] = None
-    prepared_dir: Optional[str] = None  # filled in when the run resolves its data
-    image_size: int = C.IMAGE_SIZE
     channels: int = 3
-    bit_depth: int = C.IMAGE_BIT_DEPTH
-    boundary_width: int = C.BOUNDARY_WIDTH
-    normalize: Optional[str] = C.WEIGHT_NORMALIZE
-    clip: Optional[float] = C.WEIGHT_CLIP
-    weight_dtype: str = C.WEIGHT_DTYPE
-    split_fractions: Tuple[float, float, float] = C.SPLIT_FRACTIONS
-    split_seed: int = C.SPLIT_SEED
-    shard_size: int = C.SHARD_SIZE
     skip_bad: bool = False
     workers: Optional[int] = None
     flip: Optional[bool] = None  # the older name of augment.flip, kept for older files; null = augment's
@@ -117,7 +109,7 @@ class DataConfig:
             raise ConfigError(f"data.augment.{e}") from None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """`name` is a `ptx_keras.build_model` preset; `options` are its keyword overrides (e.g. growth_rate)."""
 
@@ -125,7 +117,7 @@ class ModelConfig:
     options: Dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     """`name` is one of `ptx_keras.losses.get_loss` (sw_cel, wce, ce, dice, ...); `options` its arguments."""
 
@@ -133,7 +125,7 @@ class LossConfig:
     options: Dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule, callbacks and execution (paper: Adam 1e-4, weight decay 1e-4, 200 epochs)."""
 
@@ -165,19 +157,27 @@ class TrainConfig:
     export: bool = True  # export a SavedModel at the end of training
 
 
-@dataclass
+@dataclass(frozen=True)
 class DiagnosisConfig:
-    """The paper's rule: pneumothorax if the predicted mask has more than `min_area` pixels at 256 x 256."""
+    """The paper's rule: pneumothorax if the predicted mask has more than `min_area` pixels at 256 x 256.
+
+    The three numbers are a `ptx_keras.diagnosis.Thresholds` (which validates them); a threshold search on the
+    validation split replaces them for the run (`ptx_keras.runs.RunDir.read_thresholds`).
+    """
 
     min_area: float = C.DIAGNOSIS_MIN_AREA
     mask_threshold: float = C.MASK_THRESHOLD
     reference_size: int = C.DIAGNOSIS_REFERENCE_SIZE
     # The framework's final mask is empty when the diagnosis is negative (segmentation -> area classifier);
-    # evaluation scores that mask and keeps the raw mask's Dice as dsc1_ungated.
+    # evaluation scores that mask and the raw mask, and says which is which.
     gate_masks: bool = True
 
+    def thresholds(self):
+        """These numbers as a `ptx_keras.diagnosis.Thresholds`."""
+        return Thresholds(mask_threshold=self.mask_threshold, min_area=self.min_area, reference_size=self.reference_size)
 
-@dataclass
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """How `evaluate.py` runs by default."""
 
@@ -187,7 +187,7 @@ class EvaluationConfig:
     objective: str = "f1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """A whole run. `name` names the run directory `<output_dir>/<name>`."""
 
@@ -211,17 +211,12 @@ _CHOICES = {
     "train.graph_optimizer": ("auto", "on", "off"),
     "train.strategy": ("auto", "default", "mirrored", "multi_worker"),
     "train.weight_decay_mode": C.WEIGHT_DECAY_MODES,
-    "data.normalize": (None, "mean"),
-    "data.weight_dtype": ("float16", "float32"),
-    "data.bit_depth": (8, 16),
     "data.channels": (1, 3),
     "data.phantoms.style": C.PHANTOM_STYLES,
     "evaluation.split": C.SPLITS,
     "evaluation.objective": ("f1", "youden"),
 }
 _POSITIVE = (
-    "data.image_size",
-    "data.shard_size",
     "data.shuffle_buffer",
     "data.phantoms.n",
     "data.phantoms.size",
@@ -309,7 +304,10 @@ def _from_dict(cls, values, prefix=""):
                 f"Valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a section that validates itself (PrepareSettings): name the key with its section
+        raise ConfigError(f"{prefix}{e}") from None
 
 
 def config_to_dict(cfg):
@@ -382,6 +380,18 @@ def _read_yaml(path):
     return data
 
 
+# Keys older run directories' config.yaml may hold that are no longer configuration: dropped when loading.
+# data.prepared_dir: where the data was prepared is run state, now in the run's run.json (ptx_keras.runs).
+LEGACY_KEYS = (("data", "prepared_dir"),)
+
+
+def _drop_legacy(tree):
+    for section, key in LEGACY_KEYS:
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(key, None)
+    return tree
+
+
 def load_config(path=None, overrides=(), extra=None):
     """Loads a configuration file, applies `--set` overrides and validates the result.
 
@@ -398,7 +408,7 @@ def load_config(path=None, overrides=(), extra=None):
     Raises:
         ConfigError: on a missing file, invalid YAML, unknown key (with the nearest valid key) or bad value.
     """
-    tree = _read_yaml(path) if path else {}
+    tree = _drop_legacy(_read_yaml(path)) if path else {}
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
@@ -422,19 +432,13 @@ def validate_config(cfg):
     for key in _POSITIVE:
         if flat[key] is not None and flat[key] <= 0:
             raise ConfigError(f"{key} must be positive. Received: {flat[key]!r}")
-    fr = cfg.data.split_fractions
-    if any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-        raise ConfigError(f"data.split_fractions must be 3 non-negative numbers summing to 1. Received: {list(fr)}")
-    if cfg.data.clip is not None and cfg.data.clip <= 0:
-        raise ConfigError(f"data.clip must be positive or null. Received: {cfg.data.clip!r}")
+    # The preparation settings (data.image_size, ...) validated themselves when the DataConfig was made.
     if cfg.train.bn_momentum is not None and not 0.0 <= cfg.train.bn_momentum < 1.0:
         raise ConfigError(f"train.bn_momentum must be in [0, 1) or null. Received: {cfg.train.bn_momentum!r}")
-    if cfg.data.boundary_width < 0:
-        raise ConfigError(f"data.boundary_width must be >= 0. Received: {cfg.data.boundary_width!r}")
-    if not 0.0 < cfg.diagnosis.mask_threshold < 1.0:
-        raise ConfigError(f"diagnosis.mask_threshold must be in (0, 1). Received: {cfg.diagnosis.mask_threshold!r}")
-    if cfg.diagnosis.min_area < 0:
-        raise ConfigError(f"diagnosis.min_area must be >= 0. Received: {cfg.diagnosis.min_area!r}")
+    try:
+        cfg.diagnosis.thresholds()
+    except ValueError as e:
+        raise ConfigError(f"diagnosis.{e}") from None
     cfg.data.augmentation()
     pf = cfg.data.positive_fraction
     if pf is not None and not 0.0 < pf < 1.0:
@@ -466,18 +470,6 @@ def save_config(cfg, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-
-
-def load_run_config(run_dir):
-    """Loads `RUN_DIR/config.yaml` written by training.
-
-    Raises:
-        ConfigError: if the run directory has no config.yaml.
-    """
-    path = os.path.join(run_dir, CONFIG_FILENAME)
-    if not os.path.isfile(path):
-        raise ConfigError(f"{run_dir} is not a run directory: it has no {CONFIG_FILENAME}")
-    return load_config(path)
 
 
 def load_yaml_mapping(path):

@@ -72,3 +72,36 @@ def writable_dir(path, what="output directory"):
             os.rmdir(path)  # made here; a refused output leaves nothing behind
         raise OutputError(f"Cannot write to the {what} {path}: {e.strerror or e}") from None
     return path
+
+
+class BackendError(PtxError, ImportError):
+    """A TensorFlow-only part of ptx_keras was imported while Keras runs on another backend (JAX, PyTorch)."""
+
+
+# What runs on every Keras backend, for the message of `require_tensorflow` (docs/scaling.md).
+PORTABLE_MODULES = "ptx_keras.layers, ptx_keras.losses, ptx_keras.metrics, ptx_keras.optimizers and ptx_keras.models"
+
+
+def require_tensorflow(module):
+    """Raises `BackendError` unless Keras runs on its TensorFlow backend; called at the top of TF-only modules.
+
+    The tf.data input pipeline, training (tf.distribute), the SavedModel export and the serving graph are
+    built from TensorFlow ops and call the model inside TensorFlow graphs: on another backend they would fail
+    deep inside with an unrelated error. Keras reads its backend once, from `KERAS_BACKEND` or
+    `~/.keras/keras.json`, when it is first imported.
+
+    Args:
+        module: The importing module's `__name__`, named in the message.
+
+    Raises:
+        BackendError: naming the module, the backend Keras runs on and how to choose TensorFlow.
+    """
+    import keras
+
+    backend = keras.config.backend()
+    if backend != "tensorflow":
+        raise BackendError(
+            f"{module} needs Keras' TensorFlow backend, but Keras runs on {backend!r}. Set KERAS_BACKEND=tensorflow "
+            f"before Python starts for training, evaluation, export and prediction; {PORTABLE_MODULES} run on "
+            f"every backend (docs/scaling.md)"
+        )

@@ -25,7 +25,7 @@ import shutil
 
 from ptx_keras import constants as C
 from ptx_keras.diagnosis import Thresholds
-from ptx_keras.errors import ModelError
+from ptx_keras.errors import ModelError, require_tensorflow
 from ptx_keras.serving import (
     DTYPE_VALUE_MAX,
     EXPORT_METADATA_FILENAME,
@@ -38,6 +38,8 @@ from ptx_keras.serving import (
     postprocess_probabilities,
     preprocess_images,
 )
+
+require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
 
 logger = logging.getLogger(__name__)
 

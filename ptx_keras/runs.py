@@ -249,26 +249,6 @@ class RunDir:
             return STATUS_STARTED
         return STATUS_NEW
 
-    def ensure_writable(self):
-        """Creates the directory if needed and checks that files can be written in it.
-
-        Returns:
-            True if this call created the directory.
-
-        Raises:
-            PtxError: naming the directory and the reason.
-        """
-        created = not os.path.isdir(self.path)
-        try:
-            os.makedirs(self.path, exist_ok=True)
-            probe = self._join(f".write_test-{os.getpid()}")
-            with open(probe, "w") as f:
-                f.write("ok")
-            os.remove(probe)
-        except OSError as e:
-            raise PtxError(f"Cannot write to the run directory {self.path}: {e.strerror or e}") from None
-        return created
-
     def require_model(self):
         """Raises ModelError unless the directory is a run with a trained model; returns `best_model`."""
         if not self.exists():

@@ -9,7 +9,7 @@
 * The export's on-disk contract (`EXPORT_METADATA_FILENAME`, `find_saved_model_version`,
   `read_export_metadata`): how a reader finds a SavedModel version and its metadata.
 
-Intensity scaling is the training data's (`ptx_keras.data.prepare.resize_image`): the image is divided by the
+Intensity scaling is the training data's (`ptx_keras.data.arrays.resize_image`): the image is divided by the
 largest value its type can take (`value_max`: 255 for uint8, 65535 for uint16, 1.0 for float32, which is
 assumed to be in [0, 1]), resized with an antialiased bilinear filter to the model's `S x S` (the same filter
 as Pillow's, to 1e-6), quantised to the training bit depth (`data.bit_depth`, 8 by default: prepared images
@@ -25,7 +25,9 @@ import os
 
 from ptx_keras import constants as C
 from ptx_keras.diagnosis import Thresholds
-from ptx_keras.errors import ConfigError, ModelError
+from ptx_keras.errors import ConfigError, ModelError, require_tensorflow
+
+require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
 
 EXPORT_METADATA_FILENAME = "export.json"
 # One serving signature per accepted input dtype; the first is `serving_default` (TF Serving's default).

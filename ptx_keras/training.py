@@ -1,97 +1,53 @@
-"""Training: data resolution, distribution strategy, compile, callbacks, resume, and the end-of-run steps.
+"""Training: distribution strategy, compile, callbacks and resume. `train(cfg)` is the first step of `python
+train.py` (`ptx_keras.workflows` then evaluates and exports).
 
-`train(cfg)` is what `python train.py` runs. A run directory `<output_dir>/<name>/` receives:
+A run directory (`ptx_keras.runs.RunDir`, `<output_dir>/<name>/`) receives:
 
-* `config.yaml` — the resolved configuration (including where the prepared data is);
-* `history.csv` — one row per finished epoch, kept consistent across interruptions;
-* `checkpoints/backup/` — `BackupAndRestore` state, so that the same command resumes a killed run;
-* `best.keras` — the model at the best validation DSC1;
-* `logs/` — TensorBoard;
-* `training_curves.png` — loss and metrics per epoch;
-* `eval/<split>/` and `saved_model/` — written by evaluation and export at the end (when enabled).
+* `config.yaml` - the resolved configuration, written once the run is accepted;
+* `run.json` - where its data was prepared, its status and times;
+* `history.csv` - one row per finished epoch, kept consistent across interruptions;
+* `checkpoints/backup/` - `BackupAndRestore` state, so that the same command resumes a killed run;
+* `best.keras` - the model at the best monitored epoch (validation DSC1 by default);
+* `logs/` - TensorBoard;
+* `training_curves.png` - loss and metrics per epoch.
 """
 
 import csv
+import dataclasses
+import logging
 import math
 import os
 import time
+from typing import Optional
 
 from ptx_keras import constants as C
-from ptx_keras.config import CONFIG_FILENAME, save_config
-from ptx_keras.errors import BadSampleError, ConfigError, DataError, writable_dir
+from ptx_keras.errors import BadSampleError, ConfigError, writable_dir
+from ptx_keras.runs import RunDir
 
-HISTORY_FILENAME = "history.csv"
-BEST_MODEL_FILENAME = "best.keras"
-CURVES_FILENAME = "training_curves.png"
+logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------------------------
-def _prep_kwargs(data_cfg):
-    return dict(
-        image_size=data_cfg.image_size,
-        bit_depth=data_cfg.bit_depth,
-        boundary_width=data_cfg.boundary_width,
-        normalize=data_cfg.normalize,
-        clip=data_cfg.clip,
-        weight_dtype=data_cfg.weight_dtype,
-        split_fractions=tuple(data_cfg.split_fractions),
-        seed=data_cfg.split_seed,
-        shard_size=data_cfg.shard_size,
-        skip_bad=data_cfg.skip_bad,
-        workers=data_cfg.workers,
-    )
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What `train` did.
 
-
-def _settings_tag(data_cfg):
-    import hashlib
-    import json
-
-    blob = json.dumps(_prep_kwargs(data_cfg), sort_keys=True, default=str).encode()
-    return f"{data_cfg.image_size}px-{hashlib.sha1(blob).hexdigest()[:8]}"
-
-
-def resolve_data(cfg):
-    """Returns the prepared directory for `cfg.data`, generating and preparing data when needed.
-
-    * empty `data.path`: the synthetic phantoms are written to `<cache>/phantoms-...` and prepared;
-    * a prepared directory: used as it is, after checking its resolution matches `data.image_size`;
-    * a raw source (folder, CSV, SIIM-ACR): prepared into `<cache>/<source name>-<size>px-<hash>` and reused.
-
-    Raises:
-        DataError: if the path does not exist, or prepared data has another resolution than the config asks.
+    Attributes:
+        run_dir: The `RunDir`.
+        best_model: `best.keras`.
+        history: `history.csv`.
+        epochs: Finished epochs (a resumed run counts the earlier ones too).
+        seconds: Wall time of this call.
+        prepared_dir: The prepared data set trained on.
+        curves: `training_curves.png`, or None when no epoch finished.
     """
-    from ptx_keras.data import prepare as prep
 
-    data_cfg = cfg.data
-    cache = data_cfg.cache_dir or os.path.join(cfg.output_dir, "data_cache")
-    kwargs = _prep_kwargs(data_cfg)
-    if not data_cfg.path:
-        from ptx_keras.data.phantoms import phantom_dataset_name, write_phantom_dataset
-
-        ph = data_cfg.phantoms
-        settings = dict(size=ph.size, seed=ph.seed, style=ph.style, conspicuity=ph.conspicuity, format="png", bit_depth=8)
-        source = os.path.join(cache, phantom_dataset_name(ph.n, **settings))
-        print(f"Data: synthetic {ph.style} phantoms ({ph.n} images, {ph.size}x{ph.size}, conspicuity {ph.conspicuity:g}) in {source}")
-        write_phantom_dataset(source, ph.n, **settings)
-    else:
-        source = data_cfg.path
-        if not os.path.exists(source):
-            raise DataError(f"Data path does not exist: {source}")
-        if prep.is_prepared_dir(source):
-            info = prep.load_prepared_info(source)
-            if int(info["image_size"]) != int(data_cfg.image_size):
-                raise DataError(
-                    f"{source} was prepared at {info['image_size']}x{info['image_size']} but the configuration asks for "
-                    f"data.image_size={data_cfg.image_size}; prepare it again at that size or set "
-                    f"data.image_size={info['image_size']}"
-                )
-            return os.path.abspath(source)
-    name = os.path.basename(os.path.normpath(source)) or "data"
-    prepared = os.path.join(cache, f"{name}-prepared-{_settings_tag(data_cfg)}")
-    prep.prepare_dataset(source, prepared, **kwargs)
-    return os.path.abspath(prepared)
+    run_dir: RunDir
+    best_model: str
+    history: str
+    epochs: int
+    seconds: float
+    prepared_dir: str
+    curves: Optional[str] = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -139,6 +95,9 @@ def configure_execution(train_cfg):
     Returns:
         `(mixed_precision_on, jit_compile, grappler_on)`.
     """
+    from ptx_keras.runtime import configure_process
+
+    configure_process()  # CPU allocator: must precede TensorFlow's start where a script has not started it
     import keras
     import tensorflow as tf
 
@@ -232,7 +191,8 @@ def _callback_classes():
                 self.early_stopping.best = float(values[best_i])
                 self.early_stopping.best_epoch = best_i
                 self.early_stopping.wait = len(values) - 1 - best_i
-            print(f"Resuming at epoch {start + 1}: best {self.monitor} so far {values[best_i]:.4f} (epoch {best_i + 1})")
+            logger.info("Resuming at epoch %d: best %s so far %.4f (epoch %d)", start + 1, self.monitor,
+                        values[best_i], best_i + 1)
 
     return HistoryCSV, ResumeBest
 
@@ -244,17 +204,23 @@ def _fmt(v):
         return v
 
 
-def make_callbacks(cfg, run_dir):
-    """The run's callbacks, in the order their `on_train_begin` must run (backup first)."""
+def make_callbacks(cfg, run):
+    """The run's callbacks, in the order their `on_train_begin` must run (backup first).
+
+    Args:
+        cfg: The run's `Config`.
+        run: Its `RunDir` (or path).
+    """
     import keras
 
+    run = RunDir.of(run)
     HistoryCSV, ResumeBest = _callback_classes()
-    history_path = os.path.join(run_dir, HISTORY_FILENAME)
+    history_path = run.history_file
     monitor = cfg.train.monitor
     mode = "min" if monitor.endswith("loss") else "max"
-    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, "checkpoints", "backup"), delete_checkpoint=False)
+    backup = keras.callbacks.BackupAndRestore(run.backup_dir, delete_checkpoint=False)
     checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(run_dir, BEST_MODEL_FILENAME), monitor=monitor, mode=mode, save_best_only=True, verbose=0
+        run.best_model, monitor=monitor, mode=mode, save_best_only=True, verbose=0
     )
     early = None
     if cfg.train.early_stopping_patience:
@@ -266,7 +232,7 @@ def make_callbacks(cfg, run_dir):
         callbacks.append(early)
     callbacks.append(ResumeBest(history_path, monitor, early, checkpoint))
     if cfg.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
+        callbacks.append(keras.callbacks.TensorBoard(run.logs_dir, write_graph=False))
     return callbacks
 
 
@@ -335,7 +301,7 @@ def build_and_compile(cfg, jit_compile="auto"):
     return model
 
 
-def _learning_rate_schedule(cfg, model, n_train, run_dir):
+def _learning_rate_schedule(cfg, model, n_train, run):
     """Gives the optimizer `train.lr_schedule` and returns the schedule's callbacks (`ptx_keras.schedules`).
 
     The optimizer is made before the data is resolved, when the steps per epoch are not known yet, so a
@@ -345,7 +311,7 @@ def _learning_rate_schedule(cfg, model, n_train, run_dir):
     from ptx_keras.schedules import make_schedule
 
     t = cfg.train
-    monitor, history_path = t.monitor, os.path.join(run_dir, HISTORY_FILENAME)
+    monitor, history_path = t.monitor, run.history_file
 
     def history(start):  # the monitored values of the finished epochs of a resumed run
         return [float(r[monitor]) for r in _read_history(history_path) if int(r["epoch"]) < start and r.get(monitor)]
@@ -368,39 +334,41 @@ def _learning_rate_schedule(cfg, model, n_train, run_dir):
 SKIP_HINT = "Fix or remove it, or set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples"
 
 
-def _remove_rejected_run(run_dir):
-    """Removes a run directory this invocation created for a run rejected before training: only what `train`
-    writes there before training (the configuration), and the directory itself once it is empty."""
+def _remove_rejected_run(run):
+    """Removes what `train` wrote in a run directory this invocation created, for a run rejected before
+    training (the configuration and run metadata), and the directory itself once it is empty."""
+    for path in (run.config_file, run.metadata_file):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
     try:
-        os.remove(os.path.join(run_dir, CONFIG_FILENAME))
-    except OSError:
-        pass
-    try:
-        os.rmdir(run_dir)
+        os.rmdir(run.path)
     except OSError:
         pass  # not empty: something else lives there, leave it
 
 
 def train(cfg, verbose=1):
-    """Trains `cfg` end to end; running the same configuration again resumes an interrupted run.
+    """Trains `cfg`; running the same configuration again resumes an interrupted run.
 
     Args:
         cfg: A validated `ptx_keras.config.Config`.
         verbose: Keras progress-bar verbosity (1: bar, 2: one line per epoch, 0: silent).
 
     Returns:
-        dict with `run_dir`, `best_model`, `history`, `epochs`, `seconds`, and `evaluation` / `export` results
-        when those steps ran.
+        `TrainResult`.
 
     Raises:
         PtxError: for user-caused problems (data path, resolution, config, permissions), before any data work
             where the configuration alone is at fault; a run rejected before training leaves no run directory
             behind (if this call created it) and never writes `config.yaml`.
     """
+    from ptx_keras.data.resolve import resolve_data
+
     t0 = time.time()
-    run_dir = cfg.run_dir
-    created = not os.path.exists(run_dir)
-    writable_dir(run_dir, "output directory")
+    run = RunDir(cfg.run_dir)
+    created = not run.exists()
+    writable_dir(run.path, "output directory")
     try:
         # What the configuration alone decides is checked first (preparing data can take minutes): the
         # execution settings, the strategy, and the model itself (an unknown option, an input size its
@@ -416,10 +384,13 @@ def train(cfg, verbose=1):
         with strategy.scope():
             model = build_and_compile(cfg, jit_compile=jit)
         try:
-            prepared = resolve_data(cfg)
+            data = resolve_data(
+                cfg.data.path, cfg.data, cache_dir=cfg.data.cache_dir or run.default_cache_dir,
+                phantoms=cfg.data.phantoms, skip_bad=cfg.data.skip_bad, workers=cfg.data.workers,
+            )
         except BadSampleError as e:
             raise e.with_hint(SKIP_HINT) from None
-        cfg.data.prepared_dir = prepared
+        prepared = data.prepared_dir
         from ptx_keras.data.pipeline import count_examples, make_dataset
 
         common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
@@ -429,16 +400,17 @@ def train(cfg, verbose=1):
         )
         val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
         n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
-        schedule_callbacks = _learning_rate_schedule(cfg, model, n_train, run_dir)
-        save_config(cfg, os.path.join(run_dir, CONFIG_FILENAME))  # only now: the run is accepted
+        schedule_callbacks = _learning_rate_schedule(cfg, model, n_train, run)
+        run.save_config(cfg)  # only now: the run is accepted
+        run.update_metadata(prepared_dir=prepared, data_kind=data.kind, data_source=data.source, status="training")
     except BaseException:
         if created:
-            _remove_rejected_run(run_dir)
+            _remove_rejected_run(run)
         raise
-    print(
-        f"Run {run_dir}: model {cfg.model.name}, loss {cfg.loss.name}, {n_train} train / {n_val} val images at "
-        f"{cfg.data.image_size}px, batch {cfg.train.batch_size} on {replicas} replica(s), "
-        f"mixed precision {'on' if mixed else 'off'}, XLA {jit}, Grappler {'on' if grappler else 'off'}"
+    logger.info(
+        "Run %s: model %s, loss %s, %d train / %d val images at %dpx, batch %d on %d replica(s), mixed precision "
+        "%s, XLA %s, Grappler %s", run.path, cfg.model.name, cfg.loss.name, n_train, n_val, cfg.data.image_size,
+        cfg.train.batch_size, replicas, "on" if mixed else "off", jit, "on" if grappler else "off",
     )
     history = model.fit(
         train_ds,
@@ -446,31 +418,18 @@ def train(cfg, verbose=1):
         epochs=cfg.train.epochs,
         steps_per_epoch=cfg.train.steps_per_epoch,
         validation_steps=cfg.train.validation_steps,
-        callbacks=schedule_callbacks + make_callbacks(cfg, run_dir),  # a plateau cut must precede the backup
+        callbacks=schedule_callbacks + make_callbacks(cfg, run),  # a plateau cut must precede the backup
         verbose=verbose,
     )
-    history_path = os.path.join(run_dir, HISTORY_FILENAME)
-    best = os.path.join(run_dir, BEST_MODEL_FILENAME)
-    if not os.path.isfile(best):  # no epoch produced a finite monitored value (e.g. NaN loss)
-        model.save(best)
-    result = {
-        "run_dir": run_dir,
-        "best_model": best,
-        "history": history_path,
-        "epochs": len(_read_history(history_path)),
-    }
-    if result["epochs"]:
+    del history
+    if not run.has_model():  # no epoch produced a finite monitored value (e.g. NaN loss)
+        model.save(run.best_model)
+    epochs = len(_read_history(run.history_file))
+    curves = None
+    if epochs:
         from ptx_keras.figures.evaluation import plot_history
 
-        result["curves"] = plot_history(history_path, os.path.join(run_dir, CURVES_FILENAME))
-    if cfg.train.evaluate:
-        from ptx_keras.evaluation import evaluate_run
-
-        result["evaluation"] = evaluate_run(run_dir, split=cfg.evaluation.split)
-    if cfg.train.export:
-        from ptx_keras.export import export_saved_model
-
-        result["export"] = export_saved_model(run_dir)
-    result["seconds"] = time.time() - t0
-    del history
-    return result
+        curves = plot_history(run.history_file, run.curves_file)
+    seconds = time.time() - t0
+    run.update_metadata(status="trained", epochs=epochs)
+    return TrainResult(run, run.best_model, run.history_file, epochs, seconds, prepared, curves)

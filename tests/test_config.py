@@ -82,7 +82,39 @@ def test_save_and_reload_round_trip(tmp_path):
     cfg = cfgmod.load_config(overrides=["name=r1", "output_dir=" + str(tmp_path), "model.options.growth_rate=4"])
     run_dir = tmp_path / "r1"
     cfgmod.save_config(cfg, str(run_dir / "config.yaml"))
-    again = cfgmod.load_run_config(str(run_dir))
+    from ptx_keras.runs import RunDir
+
+    again = RunDir(str(run_dir)).load_config()
     assert again == cfg
     with pytest.raises(ConfigError, match="not a run directory"):
-        cfgmod.load_run_config(str(tmp_path))
+        RunDir(str(tmp_path)).load_config()
+
+
+def test_configs_are_frozen_and_old_run_files_still_load(tmp_path):
+    import dataclasses
+
+    cfg = cfgmod.load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.epochs = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.data.image_size = 64
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3))
+    assert changed.train.epochs == 3 and cfg.train.epochs != 3
+    # A config.yaml written before run.json existed holds data.prepared_dir: it still loads (run state, dropped).
+    old = _write(tmp_path, "data:\n  prepared_dir: /somewhere/prepared\n  image_size: 128\n")
+    assert cfgmod.load_config(old).data.image_size == 128
+
+
+def test_data_config_is_the_preparation_settings():
+    from ptx_keras.data.settings import PrepareSettings
+
+    cfg = cfgmod.load_config(overrides=["data.image_size=128", "data.split_seed=7"])
+    assert isinstance(cfg.data, PrepareSettings)
+    settings = PrepareSettings.of(cfg.data)
+    assert type(settings) is PrepareSettings and settings.image_size == 128 and settings.split_seed == 7
+    # Every preparation setting is a data.* key, validated by PrepareSettings and named with its section.
+    for key, value, message in [("image_size", 0, "data.image_size must be a positive integer"),
+                                ("bit_depth", 12, "data.bit_depth must be one of"),
+                                ("split_fractions", [0.5, 0.5, 0.5], "data.split_fractions")]:
+        with pytest.raises(ConfigError, match=message):
+            cfgmod.load_config(overrides=[f"data.{key}={value}"])

@@ -346,37 +346,41 @@ def tiny_run(tmp_path_factory):
     """
     from ptx_keras.config import load_config, save_config
     from ptx_keras.models import build_model
-    from ptx_keras.training import resolve_data
+    from ptx_keras.data.resolve import resolve_data
 
     root = tmp_path_factory.mktemp("eval")
     cfg = load_config(QUICKSTART, overrides=TINY + [f"data.cache_dir={root / 'cache'}",
                                                      f"output_dir={root / 'runs'}", "name=tiny"])
-    cfg.data.prepared_dir = resolve_data(cfg)
+    prepared = resolve_data(None, cfg.data, cache_dir=cfg.data.cache_dir, phantoms=cfg.data.phantoms,
+                            workers=1).prepared_dir
     run = root / "runs" / "tiny"
     run.mkdir(parents=True)
     save_config(cfg, str(run / "config.yaml"))
+    RunDir(str(run)).update_metadata(prepared_dir=prepared)
     model = build_model(cfg.model.name, input_shape=(64, 64, cfg.data.channels), num_classes=2, **cfg.model.options)
     model.save(str(run / "best.keras"))
     (run / "history.csv").write_text("epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n"
                                      "1,0.3,1.5,0.6,0.25,1.6,0.6\n")
-    return root, run, cfg
+    return root, run, cfg, prepared
 
 
 @pytest.mark.slow
 def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, capsys):
-    from ptx_keras.data.prepare import load_prepared_info, prepare_dataset
+    from ptx_keras.data.prepare import prepare_dataset
+    from ptx_keras.data.prepared import load_prepared_info
 
-    root, run, cfg = tiny_run
+    root, run, cfg, prepared = tiny_run
     assert evaluate_main([str(run), "--search-thresholds", "--no-progress"]) == 0
     out = run / "eval" / "test"
     df = pd.read_csv(out / "per_image.csv")
-    n_test = load_prepared_info(cfg.data.prepared_dir)["counts"]["test"]["total"]
+    n_test = load_prepared_info(prepared)["counts"]["test"]["total"]
     assert len(df) == n_test
     assert {"sample_id", "label", "true_area", "pred_area", "mpa", "pa0", "pa1", "dsc", "dsc0", "dsc1", "hd", "hd95",
-            "diagnosis", "score", "max_prob", "size_class"} <= set(df.columns)
+            "dsc1_raw", "diagnosis", "score", "max_prob", "size_class"} <= set(df.columns)
     summary = json.loads((out / "summary.json").read_text())
     assert {"split", "n_images", "n_positive", "segmentation", "siim_acr_dice", "diagnosis", "thresholds",
-            "size_classes", "paper", "model_sha256", "figures"} <= set(summary)
+            "size_classes", "paper", "model_sha256", "figures", "masks"} <= set(summary)
+    assert summary["masks"]["scored"] == "gated" and "dsc1_raw" in summary["segmentation"]["positive"]
     assert summary["n_images"] == n_test and set(summary["segmentation"]) == {"all", "positive"}
     thresholds = json.loads((run / "eval" / "val" / "thresholds.json").read_text())
     assert thresholds["source"] == "validation search" and thresholds["split"] == "val"
@@ -390,8 +394,8 @@ def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, 
 
     # A later evaluation reuses the saved search; the API returns what training expects.
     result = ev.evaluate_run(str(run), progress=False)
-    assert os.path.isfile(result["summary_md"]) and os.path.isdir(result["figures_dir"])
-    assert result["thresholds"]["source"] == "validation search" and "stale" not in result["thresholds"]
+    assert os.path.isfile(result.summary_md) and os.path.isdir(result.out_dir) and result.data is None
+    assert result.thresholds.source == "validation search" and not result.thresholds.stale
 
     # The same run under two names: the comparison has both tests.
     assert evaluate_main(["--compare", str(run), str(run), "--names", "A", "B"]) == 0
@@ -403,7 +407,7 @@ def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, 
 
     # Data prepared at another size than the model expects.
     other = root / "prepared32"
-    prepare_dataset(os.path.join(os.path.dirname(cfg.data.prepared_dir), "phantoms-n24-64px-seed0"), str(other),
+    prepare_dataset(os.path.join(os.path.dirname(prepared), "phantoms-n24-64px-seed0"), str(other),
                     image_size=32, shard_size=8, workers=1)
     capsys.readouterr()
     _one_line_error(capsys, evaluate_main([str(run), "--data", str(other)]), "prepared at 32x32")
@@ -411,7 +415,7 @@ def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, 
 
 @pytest.mark.slow
 def test_evaluate_a_copied_run_then_compare_detects_other_images(tiny_run, tmp_path, capsys):
-    _, run, _ = tiny_run
+    _, run, _, _ = tiny_run
     copy = tmp_path / "copy"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval"))
     assert evaluate_main([str(copy), "--split", "val", "--no-progress"]) == 0
@@ -424,3 +428,46 @@ def test_evaluate_a_copied_run_then_compare_detects_other_images(tiny_run, tmp_p
     os.makedirs(copy / "eval" / "test")
     shutil.copy(copy / "eval" / "val" / "per_image.csv", copy / "eval" / "test" / "per_image.csv")
     _one_line_error(capsys, evaluate_main(["--compare", str(run), str(copy)]), "different images")
+
+
+def _tree_bytes(root):
+    """`{relative path: bytes}` of every file under `root`."""
+    out = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.mark.slow
+def test_evaluating_other_data_never_touches_the_run(tiny_run, tmp_path):
+    """`evaluate.py RUN --data OTHER` (with or without --search-thresholds) writes only under
+    eval/external/<data>/, reuses the run's thresholds by default, and leaves every other file of the run as it
+    was (issue 13: it used to rewrite eval/test/ and the deployed eval/val/thresholds.json)."""
+    from ptx_keras.data.phantoms import write_phantom_dataset
+    from ptx_keras.runs import external_name
+
+    _, run, _, _ = tiny_run
+    if not (run / "eval" / "val" / "thresholds.json").is_file():
+        assert evaluate_main([str(run), "--search-thresholds", "--no-progress"]) == 0
+    own = json.loads((run / "eval" / "val" / "thresholds.json").read_text())
+    before = _tree_bytes(run)
+    other = tmp_path / "other_phantoms"
+    write_phantom_dataset(str(other), 20, size=64, format="png", seed=7, progress=False)
+    assert evaluate_main([str(run), "--data", str(other), "--no-progress"]) == 0
+    external = run / "eval" / "external" / external_name(str(other))
+    summary = json.loads((external / "test" / "summary.json").read_text())
+    assert summary["thresholds"]["mask_threshold"] == own["mask_threshold"]  # the run's own thresholds
+    assert summary["thresholds"]["file"] == str(run / "eval" / "val" / "thresholds.json")
+    assert summary["data_name"] == str(other) and str(other) in (external / "test" / "summary.md").read_text()
+    assert evaluate_main([str(run), "--data", str(other), "--search-thresholds", "--no-progress"]) == 0
+    searched = json.loads((external / "val" / "thresholds.json").read_text())
+    assert searched["data"] == str(other) and searched["split"] == "val"
+    summary = json.loads((external / "test" / "summary.json").read_text())
+    assert summary["thresholds"]["file"] == str(external / "val" / "thresholds.json")
+    after = _tree_bytes(run)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    prefix = os.path.join("eval", "external") + os.sep
+    assert changed and all(k.startswith(prefix) for k in changed), changed

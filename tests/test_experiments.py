@@ -1,7 +1,7 @@
 """Experiment grids: schema validation, planning, dry run, tables (hand-computed), end-to-end run and resume."""
 
-import copy
 import csv
+import dataclasses
 import os
 import textwrap
 
@@ -168,8 +168,7 @@ def test_run_status_and_changed_configuration_is_refused(tmp_path):
     out = str(tmp_path / "out")
     fcd = ex.plan_runs(exp, out)[0].config
     assert ex.run_status(fcd.run_dir) == "new"
-    old = copy.deepcopy(fcd)
-    old.train.epochs = 9
+    old = dataclasses.replace(fcd, train=dataclasses.replace(fcd.train, epochs=9))
     save_config(old, os.path.join(fcd.run_dir, "config.yaml"))
     assert ex.run_status(fcd.run_dir) == "partial"
     with pytest.raises(ConfigError) as info:

@@ -42,14 +42,11 @@ def brightness_model(channels=1):
 
 
 def make_run(run_dir, model, **diagnosis):
-    from ptx_keras.config import Config, save_config
+    from ptx_keras.config import load_config, save_config
 
-    cfg = Config()
-    cfg.model.name = model.name
-    cfg.data.image_size = SIZE
-    cfg.data.channels = int(model.input_shape[-1])
-    for key, value in diagnosis.items():
-        setattr(cfg.diagnosis, key, value)
+    cfg = load_config(extra={"model": {"name": model.name},
+                             "data": {"image_size": SIZE, "channels": int(model.input_shape[-1])},
+                             "diagnosis": diagnosis})
     os.makedirs(run_dir, exist_ok=True)
     save_config(cfg, os.path.join(run_dir, "config.yaml"))
     model.save(os.path.join(run_dir, "best.keras"))
@@ -202,7 +199,7 @@ def test_postprocess_resizes_to_the_input_size():
 
 
 def test_preprocessing_matches_data_preparation():
-    from ptx_keras.data.prepare import resize_image
+    from ptx_keras.data.arrays import resize_image
     from ptx_keras.diagnosis import Thresholds
     from ptx_keras.serving import GraphPipeline
 

@@ -29,8 +29,8 @@ LAYERS = (
 EXEMPT = ("ptx_keras", "ptx_keras._registration")
 
 
-def _module_name(path):
-    rel = os.path.relpath(path, os.path.dirname(PACKAGE_DIR))[: -len(".py")].replace(os.sep, ".")
+def _module_name(path, root=PACKAGE_DIR):
+    rel = os.path.relpath(path, os.path.dirname(root))[: -len(".py")].replace(os.sep, ".")
     return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
 
 
@@ -40,7 +40,7 @@ def _modules(root=PACKAGE_DIR):
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(directory, name)
-                out[_module_name(path)] = path
+                out[_module_name(path, root)] = path
     return out
 
 

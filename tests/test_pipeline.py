@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from ptx_keras.data.pipeline import count_examples, make_dataset, make_dataset_from_source
-from ptx_keras.data.prepare import MANIFEST_CSV, load_prepared_info, prepare_dataset
+from ptx_keras.data.prepare import prepare_dataset
+from ptx_keras.data.prepared import MANIFEST_CSV, load_prepared_info
 from ptx_keras.data.weight_maps import spatial_weight_map
 from ptx_keras.errors import DataError
 from ptx_keras.targets import MASK_CHANNEL, WEIGHT_CHANNEL
@@ -340,7 +341,7 @@ def _weights_by_id(out):
 @pytest.mark.parametrize("size, areas", [(512, (5, 9, 15)), (1024, (5, 13))])
 def test_weight_maps_are_exact_at_512_and_1024(tmp_path, size, areas):
     """make_dataset yields spatial_weight_map of the resized mask bit for bit, also far above 65,504."""
-    from ptx_keras.data.prepare import resize_mask
+    from ptx_keras.data.arrays import resize_mask
 
     sources = [(size, a) for a in areas] + ([(1024, 15)] if size == 512 else [])  # one resized 1024 -> 512
     masks = _small_pneumothorax_source(str(tmp_path / "src"), sources)
@@ -378,7 +379,7 @@ def test_float16_is_an_opt_in_that_warns_and_lists_the_clamped_samples(tmp_path,
 def test_older_prepared_data_is_refused_with_a_clear_error(tmp_path):
     import json
 
-    from ptx_keras.data.prepare import DATASET_JSON, is_prepared_dir
+    from ptx_keras.data.prepared import DATASET_JSON, is_prepared_dir
 
     src = str(tmp_path / "src")
     _write_source(src, 4)

@@ -27,11 +27,10 @@ def bright_is_ptx_model():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from ptx_keras.config import Config, save_config
+    from ptx_keras.config import load_config, save_config
 
     run = str(tmp_path_factory.mktemp("run"))
-    cfg = Config()
-    cfg.model.name, cfg.data.image_size, cfg.data.channels = "bright_is_ptx", SIZE, 1
+    cfg = load_config(extra={"model": {"name": "bright_is_ptx"}, "data": {"image_size": SIZE, "channels": 1}})
     save_config(cfg, os.path.join(run, "config.yaml"))
     bright_is_ptx_model().save(os.path.join(run, "best.keras"))
     return run

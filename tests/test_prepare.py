@@ -8,20 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ptx_keras.data.prepare import (
-    DATASET_JSON,
-    _box_fraction,
-    MANIFEST_COLUMNS,
-    MANIFEST_CSV,
-    WORK_DIR,
-    decode_weight_map,
-    encode_example,
-    is_prepared_dir,
-    load_prepared_info,
-    prepare_dataset,
-    resize_image,
-    resize_mask,
-)
+from ptx_keras.data.arrays import _box_fraction, resize_image, resize_mask
+from ptx_keras.data.codec import decode_weight_map, encode_example
+from ptx_keras.data.prepare import WORK_DIR, prepare_dataset
+from ptx_keras.data.prepared import DATASET_JSON, MANIFEST_COLUMNS, MANIFEST_CSV, is_prepared_dir, load_prepared_info
 from ptx_keras.data.readers import discover_source, load_sample
 from ptx_keras.data.records import SampleRecord
 from ptx_keras.data.weight_maps import spatial_weight_map
@@ -168,7 +158,7 @@ def test_prepared_shards_read_back_bit_exactly(source, tmp_path):
 
 def test_manifest_and_dataset_json(source, tmp_path):
     out = str(tmp_path / "out")
-    prepare_dataset(source, out, image_size=SIZE, workers=1, shard_size=4, progress=False, seed=5)
+    prepare_dataset(source, out, image_size=SIZE, workers=1, shard_size=4, progress=False, split_seed=5)
     rows = _manifest(out)
     assert tuple(rows[0]) == MANIFEST_COLUMNS
     examples = _read_shards(out)
@@ -189,7 +179,7 @@ def test_manifest_and_dataset_json(source, tmp_path):
     assert info["weight_encoding"] == "zlib" and info["format_version"] == 2 and info["weights_saturated_float16"] == []
     assert info["weight_map"] == {"boundary_width": 1, "normalize": None, "clip": None}
     assert info["source"]["format"] == "folder" and info["source"]["path"] == source
-    assert info["bad_samples"] == [] and info["settings"]["seed"] == 5 and len(info["fingerprint"]) == 16
+    assert info["bad_samples"] == [] and info["settings"]["split_seed"] == 5 and len(info["fingerprint"]) == 16
     assert is_prepared_dir(out) and not os.path.exists(os.path.join(out, WORK_DIR))
 
 
@@ -220,14 +210,15 @@ def test_sixteen_bit_float32_round_trip_and_dicom_spacing(tmp_path):
     assert load_prepared_info(out)["weight_map"] == {"boundary_width": 2, "normalize": "mean", "clip": 2.0}
 
 
-def test_second_run_does_nothing(source, tmp_path, capsys):
+def test_second_run_does_nothing(source, tmp_path, caplog):
     out = str(tmp_path / "out")
     first = prepare_dataset(source, out, image_size=SIZE, workers=1, shard_size=4, progress=False)
     before = _mtimes(out)
-    second = prepare_dataset(source, out, image_size=SIZE, workers=1, shard_size=4, progress=False)
+    with caplog.at_level("INFO", logger="ptx_keras"):
+        second = prepare_dataset(source, out, image_size=SIZE, workers=1, shard_size=4, progress=False)
     assert second["status"] == "unchanged" and second["shards_written"] == 0
     assert _mtimes(out) == before
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in caplog.text
     assert second["counts"] == first["counts"] and second["fingerprint"] == first["fingerprint"]
 
 
@@ -361,6 +352,8 @@ def test_records_source_keeps_given_splits_and_reports_small_positives(tmp_path)
         ({"shard_size": 0}, "shard_size=0"),
         ({"workers": 0}, "workers=0"),
         ({"split_fractions": (0.5, 0.5, 0.5)}, "fractions="),
+        ({"seed": 3}, "Unknown preparation setting 'seed'"),
+        ({"imagesize": 64}, "Did you mean 'image_size'"),
     ],
 )
 def test_invalid_settings(source, tmp_path, kwargs, match):
@@ -409,7 +402,7 @@ def test_cli(source, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert main([source, out, "--size", str(SIZE), "--workers", "1", "--no-progress", "--seed", "3"]) == 0
     assert "prepared" in capsys.readouterr().out
-    assert load_prepared_info(out)["settings"]["seed"] == 3
+    assert load_prepared_info(out)["settings"]["split_seed"] == 3
     assert main([source, out, "--size", "16", "--workers", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert main([str(tmp_path / "missing"), out]) == 2
@@ -425,7 +418,7 @@ def test_module_entry_point_and_phantoms(tmp_path):
     write_phantom_dataset(src, 8, size=64, format="png", seed=1)
     out = str(tmp_path / "out")
     result = subprocess.run(
-        [sys.executable, "-m", "ptx_keras.data.prepare", src, out, "--size", str(SIZE), "--workers", "1",
+        [sys.executable, "-m", "ptx_keras.cli.prepare", src, out, "--size", str(SIZE), "--workers", "1",
          "--no-progress"],
         capture_output=True, text=True,
     )
@@ -456,7 +449,7 @@ def test_siim_phantoms_spacing_and_labels(tmp_path):
 
 
 def test_float16_weight_maps_saturate_instead_of_overflowing():
-    from ptx_keras.data.prepare import prepare_arrays
+    from ptx_keras.data.arrays import prepare_arrays
     from ptx_keras.data.records import LoadedSample
 
     mask = np.zeros((256, 256), bool)
@@ -470,7 +463,7 @@ def test_float16_weight_maps_saturate_instead_of_overflowing():
 
 
 def test_weight_map_encoding_is_lossless_and_compact():
-    from ptx_keras.data.prepare import encode_weight_map
+    from ptx_keras.data.codec import encode_weight_map
 
     mask = np.zeros((1024, 1024), bool)
     mask[300:303, 500:504] = True  # 12 pixels: weights above float16's range

@@ -1,48 +1,63 @@
-"""`ptx-prepare SOURCE OUTPUT` (also `python -m ptx_keras.data.prepare`): prepare a source as TFRecord shards."""
+"""`ptx-prepare SOURCE OUTPUT` (`python -m ptx_keras.cli.prepare`): prepare a source as TFRecord shards.
+
+The preparation flags are made from `ptx_keras.data.settings.PrepareSettings` (one flag per setting, its help,
+its default), so a new setting appears here without an edit.
+"""
 
 import argparse
+import dataclasses
+import typing
 
 from ptx_keras import constants
 from ptx_keras.cli.common import run_cli
 
 
-def _int_at_least(minimum):
-    """An argparse type: an integer not below `minimum`."""
-    kind = "positive" if minimum == 1 else "non-negative"
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _setting_type(field):
+    """An argparse type for one `PrepareSettings` field: parses the text by the field's annotation ("none" is
+    None for optional settings, comma-separated numbers for tuples) and validates it as `PrepareSettings` does."""
+    from ptx_keras.data.settings import PrepareSettings
+
+    annotation = typing.get_type_hints(PrepareSettings)[field.name]
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    inner = next((a for a in args if a is not type(None)), annotation) if optional else annotation
 
     def parse(text):
         try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}")
+            if optional and text.lower() == "none":
+                value = None
+            elif typing.get_origin(inner) is tuple:
+                value = tuple(float(part) for part in text.split(","))
+            elif inner is int:
+                value = int(text)
+            elif inner is float:
+                value = float(text)
+            else:
+                value = text
+            PrepareSettings.from_kwargs(**{field.name: value})
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _fractions(text):
-    from ptx_keras.data.split import validate_fractions
-
-    try:
-        return validate_fractions(float(part) for part in text.split(","))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+def _default_text(value):
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return str(value)
 
 
 def build_parser():
@@ -54,23 +69,11 @@ def build_parser():
     )
     p.add_argument("source", help="data source: folder, CSV manifest or SIIM-ACR folder")
     p.add_argument("output", help="output directory (new or empty, or an earlier run with the same settings)")
-    p.add_argument("--size", type=_positive_int, default=constants.IMAGE_SIZE,
-                   help=f"square image size in pixels (default {constants.IMAGE_SIZE})")
-    p.add_argument("--bit-depth", type=int, choices=(8, 16), default=constants.IMAGE_BIT_DEPTH,
-                   help=f"stored image bit depth (default {constants.IMAGE_BIT_DEPTH})")
-    p.add_argument("--boundary-width", type=_non_negative_int, default=constants.BOUNDARY_WIDTH,
-                   help=f"cross dilations of the weight-map boundary band (default {constants.BOUNDARY_WIDTH})")
-    p.add_argument("--normalize", choices=("none", "mean"), default="none",
-                   help="weight-map normalisation (default none, as the paper)")
-    p.add_argument("--clip", type=_positive_float, default=None, help="upper bound of the weights (default none)")
-    p.add_argument("--weight-dtype", choices=("float16", "float32"), default=constants.WEIGHT_DTYPE,
-                   help=f"stored weight-map precision (default {constants.WEIGHT_DTYPE})")
-    p.add_argument("--split", type=_fractions, default=constants.SPLIT_FRACTIONS, metavar="TRAIN,VAL,TEST",
-                   help="split fractions (default 0.64,0.16,0.2)")
-    p.add_argument("--seed", type=_non_negative_int, default=constants.SPLIT_SEED,
-                   help=f"split and shard-order seed (default {constants.SPLIT_SEED})")
-    p.add_argument("--shard-size", type=_positive_int, default=constants.SHARD_SIZE,
-                   help=f"examples per shard (default {constants.SHARD_SIZE})")
+    from ptx_keras.data.settings import PrepareSettings
+
+    for field in dataclasses.fields(PrepareSettings):
+        p.add_argument(field.metadata["flag"], dest=field.name, type=_setting_type(field), default=field.default,
+                       metavar=field.name.upper(), help=f"{field.metadata['help']} (default {_default_text(field.default)})")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad samples (unreadable or non-finite images, missing files, malformed manifest rows) "
                         "and list them with their reasons in dataset.json")
@@ -83,19 +86,13 @@ def build_parser():
 
 def _prepare(args):
     from ptx_keras.data.prepare import prepare_dataset
+    from ptx_keras.data.settings import PrepareSettings
 
+    settings = PrepareSettings(**{name: getattr(args, name) for name in PrepareSettings.names()})
     summary = prepare_dataset(
         args.source,
         args.output,
-        image_size=args.size,
-        bit_depth=args.bit_depth,
-        boundary_width=args.boundary_width,
-        normalize=None if args.normalize == "none" else args.normalize,
-        clip=args.clip,
-        weight_dtype=args.weight_dtype,
-        split_fractions=args.split,
-        seed=args.seed,
-        shard_size=args.shard_size,
+        settings,
         skip_bad=args.skip_bad,
         workers=args.workers,
         progress=not args.no_progress,
@@ -113,3 +110,7 @@ def _prepare(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return run_cli(_prepare, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -42,16 +42,16 @@ def _train(args):
         raise ConfigError(f"Configuration file not found: {config_path} (pass --config FILE)")
     cfg = load_config(config_path, args.overrides, extra=extra)
 
-    from ptx_keras.training import train
+    from ptx_keras.workflows import train_evaluate_export
 
-    result = train(cfg, verbose=args.verbose)
-    parts = [f"model: {result['best_model']}"]
-    if "evaluation" in result:
-        parts.append(f"metrics: {result['evaluation'].get('summary_md', result['evaluation'])}")
-        parts.append(f"figures: {result['evaluation'].get('figures_dir', '')}")
-    if "export" in result:
-        parts.append(f"SavedModel: {result['export'].get('path', result['export'])}")
-    print(f"Done in {result['seconds'] / 60:.1f} min ({result['epochs']} epochs). " + " | ".join(parts))
+    result = train_evaluate_export(cfg, verbose=args.verbose)
+    parts = [f"model: {result.training.best_model}"]
+    if result.evaluation is not None:
+        parts.append(f"metrics: {result.evaluation.summary_md}")
+        parts.append(f"figures: {result.evaluation.out_dir}")
+    if result.export is not None:
+        parts.append(f"SavedModel: {result.export.path}")
+    print(f"Done in {result.seconds / 60:.1f} min ({result.training.epochs} epochs). " + " | ".join(parts))
     return 0
 
 

@@ -29,12 +29,15 @@ _LAZY = {
     "make_phantom": "ptx_keras.data.phantoms",
     "write_phantom_dataset": "ptx_keras.data.phantoms",
     "generate_phantoms": "ptx_keras.data.phantoms",
+    "phantom_dataset_name": "ptx_keras.data.phantoms",
     # split, preparation, pipeline
     "stratified_split": "ptx_keras.data.split",
+    "PrepareSettings": "ptx_keras.data.settings",
     "prepare_dataset": "ptx_keras.data.prepare",
-    "load_prepared_info": "ptx_keras.data.prepare",
+    "load_prepared_info": "ptx_keras.data.prepared",
+    "is_prepared_dir": "ptx_keras.data.prepared",
+    "resolve_data": "ptx_keras.data.resolve",
     "make_dataset": "ptx_keras.data.pipeline",
-    "is_prepared_dir": "ptx_keras.data.prepare",
     "count_examples": "ptx_keras.data.pipeline",
     "make_dataset_from_source": "ptx_keras.data.pipeline",
     # records

@@ -22,9 +22,13 @@ import tensorflow as tf
 
 from ptx_keras import constants
 from ptx_keras.data.augment import as_augmentation, augment_batch
-from ptx_keras.data.prepare import ARRAY_SETTINGS, MANIFEST_CSV, load_prepared_info, prepare_arrays
-from ptx_keras.errors import DataError
+from ptx_keras.data.arrays import prepare_arrays
+from ptx_keras.data.prepared import MANIFEST_CSV, load_prepared_info
+from ptx_keras.data.settings import PrepareSettings
+from ptx_keras.errors import DataError, require_tensorflow
 from ptx_keras.targets import pack_targets
+
+require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
 
 CHANNELS = (1, 3)
 
@@ -218,7 +222,7 @@ def make_dataset(
     image_dtype = tf.uint8 if info["bit_depth"] == 8 else tf.uint16
     full_scale = float(2 ** info["bit_depth"] - 1)
     weight_dtype = tf.as_dtype(info["weight_dtype"])
-    # Format 2 stores every weight map zlib-compressed (prepare.encode_weight_map); load_prepared_info refuses
+    # Format 2 stores every weight map zlib-compressed (codec.encode_weight_map); load_prepared_info refuses
     # other formats, so there is one decoding.
 
     def decode(serialized):
@@ -257,13 +261,9 @@ def make_dataset_from_source(
     source,
     batch_size,
     training,
-    image_size=constants.IMAGE_SIZE,
+    settings=None,
     channels=3,
     *,
-    bit_depth=constants.IMAGE_BIT_DEPTH,
-    boundary_width=constants.BOUNDARY_WIDTH,
-    normalize=constants.WEIGHT_NORMALIZE,
-    clip=constants.WEIGHT_CLIP,
     seed=constants.SPLIT_SEED,
     shuffle_buffer=constants.SHUFFLE_BUFFER,
     repeat=False,
@@ -271,6 +271,7 @@ def make_dataset_from_source(
     with_ids=False,
     flip=None,
     augment=None,
+    **setting_overrides,
 ):
     """On-the-fly pipeline: reads a raw source and computes weight maps while iterating (clearly slower).
 
@@ -282,7 +283,9 @@ def make_dataset_from_source(
         source: A source path (auto-detected) or a list of `SampleRecord`.
         batch_size, training, channels, seed, shuffle_buffer, repeat, drop_remainder, with_ids, flip, augment:
             As in `make_dataset`.
-        image_size, bit_depth, boundary_width, normalize, clip: As in `prepare_dataset`.
+        settings: A `PrepareSettings` (its image size, bit depth and weight-map settings are used; the weights
+            stay float32); default: the package's defaults.
+        **setting_overrides: Settings changed by keyword (`image_size=128`, ...), as `prepare_dataset` takes.
 
     Returns:
         `tf.data.Dataset` with the same elements as `make_dataset`.
@@ -291,18 +294,18 @@ def make_dataset_from_source(
         DataError: if the source holds no samples.
         ValueError: if an option is invalid.
     """
-    from ptx_keras.data.prepare import resolve_source, validate_settings
+    from ptx_keras.data.prepare import resolve_source
     from ptx_keras.data.readers import load_sample
 
     _check_options(batch_size, channels, shuffle_buffer)
     augmentation = _augmentation(augment, flip)
-    settings = validate_settings(
-        image_size, bit_depth, boundary_width, normalize, clip, "float32", constants.SPLIT_FRACTIONS, seed, 1
-    )
+    settings = PrepareSettings.from_kwargs(PrepareSettings.of(settings) if settings is not None else None,
+                                           **setting_overrides)
     source_path, _, records, _ = resolve_source(source)
     if not records:
         raise DataError(f"No samples found in {source_path or 'the given records'}")
-    work_settings = {k: settings[k] for k in ARRAY_SETTINGS}
+    work_settings = {**settings.array_settings(), "weight_dtype": "float32"}
+    image_size, bit_depth = settings.image_size, settings.bit_depth
     image_dtype = tf.uint8 if bit_depth == 8 else tf.uint16
 
     def load(index):

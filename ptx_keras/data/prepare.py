@@ -1,36 +1,13 @@
-"""Data preparation: a source (folder, CSV, SIIM-ACR, phantoms) -> split, sharded TFRecords.
+"""Data preparation, the resumable job: a source (folder, CSV, SIIM-ACR, phantoms) -> split, sharded TFRecords.
 
-`prepare_dataset` loads every sample, resizes it to `image_size x image_size`, computes the spatial weight
-map of eq. 6 from the resized mask, splits the samples (stratified 64 / 16 / 20 %, `ptx_keras.data.split`) and
-writes
+`prepare_dataset` loads every sample, makes its arrays (`ptx_keras.data.arrays`: resized image and mask, the
+spatial weight map of eq. 6 from the resized mask), splits the samples (stratified 64 / 16 / 20 %,
+`ptx_keras.data.split`) and writes the prepared-data format of `ptx_keras.data.prepared` (shards of examples
+encoded by `ptx_keras.data.codec`, `manifest.csv`, `dataset.json`). Its settings are one
+`ptx_keras.data.settings.PrepareSettings`.
 
-* `<split>-<index:05d>-of-<count:05d>.tfrecord` shards, one `tf.train.Example` per sample with the features
-  `image` (PNG, 8 or 16 bit grayscale), `mask` (PNG, uint8 0/1), `weight` (zlib-compressed little-endian
-  float32, or float16 as an opt-in, row-major `(height, width)`: `encode_weight_map`), `sample_id`, `label`,
-  `height`, `width`;
-* `manifest.csv`: one row per sample (`MANIFEST_COLUMNS`), in shard order;
-* `dataset.json`: the settings, their fingerprint, the counts per split and label, the shard names, the
-  bad samples and where the data came from. It is written last: its presence marks a complete data set.
-
-Decisions:
-
-* **Aspect ratio.** Images are resized to a square without padding or cropping, as the paper feeds a fixed
-  256x256 input; chest radiographs are close to square (SIIM-ACR is 1024x1024), so the distortion of other
-  sources is small. The original size is kept in the manifest and the pixel spacing is scaled per axis.
-* **Resampling.** Images: Pillow's antialiased bilinear filter (its support widens with the reduction
-  factor), computed in float32 on the original values and rounded once to the output bit depth, so a
-  source already at the prepared size comes through bit-exactly. Masks: the area fraction of each output
-  pixel (box filter) thresholded at 0.5, so they stay binary and the pneumothorax keeps its area.
-* **Bit depth.** `bit_depth=8` scales the range the source type can take (`LoadedSample.meta["value_max"]`,
-  else `2**bits_stored - 1`; `[0, 1]` for float images) onto `[0, 255]`; `bit_depth=16` onto `[0, 65535]`
-  (a 16-bit PNG is kept as it is, a 12-bit DICOM is stretched to the full range). The pipeline divides by
-  255 or 65535.
-* **Weight maps.** Stored exactly: |N|/|B| exceeds float16's 65,504 for small pneumothoraces above 256 px
-  (a few pixels at 512 px are enough). A map is piecewise constant, a handful of distinct
-  values, so zlib stores the float32 map in a few kilobytes (docs/data.md has the sizes).
-  `weight_dtype="float16"` is an opt-in that clamps at 65,504, warns, and lists the clamped samples.
-* **Labels.** The label is the source's (a pneumothorax too small to survive the resize keeps label 1;
-  `dataset.json` lists such samples under `positive_empty_after_resize`).
+Labels are the source's (a pneumothorax too small to survive the resize keeps label 1; `dataset.json` lists such
+samples under `positive_empty_after_resize`).
 
 Idempotency and resumption: the settings and the source's records are hashed into a fingerprint. Running
 again with the same fingerprint does nothing; a different fingerprint in an existing output directory is a
@@ -40,8 +17,8 @@ atomically, so an interrupted run continues where it stopped and a half-written 
 assignment of samples to shards is a deterministic function of the labels and the seed, so a shard written
 by an earlier run holds exactly what the new run would write.
 
-Worker processes (`multiprocessing`, spawn) never import TensorFlow: they encode each example with the
-small protobuf writer below; only the parent process imports TensorFlow, to write the TFRecord framing.
+Worker processes (`multiprocessing`, spawn) never import TensorFlow: they encode each example themselves
+(`ptx_keras.data.codec`); only the parent process imports TensorFlow, to write the TFRecord framing.
 """
 
 import csv
@@ -54,258 +31,44 @@ import logging
 import math
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 import time
-import zlib
 from datetime import datetime, timezone
 
 import numpy as np
-from PIL import Image
 
 from ptx_keras import __version__, constants
+from ptx_keras.data.arrays import FLOAT16_MAX, png_bytes, prepare_arrays
+from ptx_keras.data.codec import FEATURES, WEIGHT_ENCODING, encode_example, encode_weight_map
+from ptx_keras.data.prepared import (
+    DATASET_JSON,
+    FORMAT_VERSION,
+    MANIFEST_COLUMNS,
+    MANIFEST_CSV,
+    SHARD_RE,
+    OldFormatError,
+    load_prepared_info,
+    read_manifest,
+    shard_name,
+)
 from ptx_keras.data.records import SampleRecord
-from ptx_keras.data.split import stratified_split, validate_fractions
+from ptx_keras.data.settings import PrepareSettings
+from ptx_keras.data.split import stratified_split
 from ptx_keras.errors import BadSampleError, DataError, writable_dir
 
 logger = logging.getLogger(__name__)
 
-# 2: weight maps zlib-compressed, float32 by default (1: raw bytes, float16 by default, clamped at 65,504).
-FORMAT_VERSION = 2
-DATASET_JSON = "dataset.json"
-MANIFEST_CSV = "manifest.csv"
 WORK_DIR = ".prepare-work"
 PARTIAL_SUFFIX = ".partial"
-BIT_DEPTHS = (8, 16)
-WEIGHT_DTYPES = ("float32", "float16")
-# zlib level 1 on the weight map: measured faster to compress and to decompress than the default 6, and the
-# stored map (~2 KB at 256 px, ~23 KB at 1024) is small beside the image's PNG either way (docs/data.md).
-WEIGHT_COMPRESS_LEVEL = 1
-WEIGHT_ENCODING = "zlib"  # recorded in dataset.json; the pipeline decodes it with tf.io.decode_compressed
-FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504
-# zlib level 1: the shards are about 5 % larger than at Pillow's default 6, and encoding is ~3x faster.
-PNG_COMPRESS_LEVEL = 1
-# Area fraction at which a resized mask pixel counts as pneumothorax (float32 sums of 1/k may land a hair
-# below an exact 0.5, hence the tolerance).
-MASK_AREA_THRESHOLD = 0.5 - 1e-6
+
 # How to skip bad samples, appended to a bad-sample error by `prepare_dataset` (other entry points name their own).
 SKIP_HINT = "Fix or remove it, or pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples"
 # At most this many skipped samples are named in the log; dataset.json lists all.
 SKIPPED_LOGGED = 10
-# The settings `prepare_arrays` takes (the rest only affect the split and the sharding).
-ARRAY_SETTINGS = ("image_size", "bit_depth", "boundary_width", "normalize", "clip", "weight_dtype")
-FEATURES = ("image", "mask", "weight", "sample_id", "label", "height", "width")
-MANIFEST_COLUMNS = (
-    "sample_id",
-    "split",
-    "label",
-    "area_pixels",
-    "source",
-    "shard",
-    "orig_height",
-    "orig_width",
-    "spacing_row_mm",
-    "spacing_col_mm",
-)
-_SHARD_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord$")
-
-
-# --- Minimal protobuf writer for tf.train.Example (no TensorFlow in the workers) ---------------------------
-
-
-def _varint(value):
-    if value < 0:
-        value += 1 << 64  # int64 two's complement, as protobuf encodes negative int64
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _header(number, length):
-    """The tag and length of a length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(length)
-
-
-def _wrap(number, chunks, length):
-    """Wraps `chunks` (total `length` bytes) as field `number`: returns the new chunks and length."""
-    head = _header(number, length)
-    return [head, *chunks], len(head) + length
-
-
-def encode_example(features):
-    """Serializes a `tf.train.Example` without TensorFlow.
-
-    `Example{features=1: Features{feature=1: map<string, Feature>}}`, `Feature{bytes_list=1, int64_list=3}`,
-    `BytesList{value=1}`, `Int64List{value=1 (packed)}`. `tf.io.parse_single_example` reads the result
-    exactly like `tf.train.Example(...).SerializeToString()` (the tests check it). The pieces are joined
-    once at the end, so the large payloads (image, weight map) are copied only once.
-
-    Args:
-        features: dict of feature name -> `bytes`, `str` (UTF-8 encoded) or int / list of ints.
-
-    Returns:
-        The serialized example, bytes.
-    """
-    chunks, total = [], 0
-    for key, value in features.items():
-        if isinstance(value, str):
-            value = value.encode("utf-8")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            value = bytes(value)
-            feature, length = _wrap(1, *_wrap(1, [value], len(value)))
-        else:
-            values = [value] if isinstance(value, (int, np.integer)) else list(value)
-            packed = b"".join(_varint(int(v)) for v in values)
-            feature, length = _wrap(3, *_wrap(1, [packed], len(packed)))
-        name = key.encode("utf-8")
-        key_field = _header(1, len(name)) + name
-        entry, length = _wrap(2, feature, length)
-        entry, length = _wrap(1, [key_field, *entry], len(key_field) + length)
-        chunks += entry
-        total += length
-    return b"".join(_wrap(1, chunks, total)[0])
 
 
 # --- Per-sample work (runs in the workers) -------------------------------------------------------------------
-
-
-def resize_image(image, size, value_max=None, bit_depth=constants.IMAGE_BIT_DEPTH):
-    """Resizes a grayscale image to `size x size` and converts it to `bit_depth` bits.
-
-    `[0, value_max]` is mapped onto `[0, 2**bit_depth - 1]` after resampling, with a single rounding.
-
-    Args:
-        image: 2-D array `(height, width)`, uint8, uint16 or float.
-        size: Output height and width.
-        value_max: The largest value the input type can take (a 12-bit DICOM: 4095); default 255 for
-            uint8, 65535 for uint16 and 1.0 for floats.
-        bit_depth: 8 or 16, the output depth.
-
-    Returns:
-        uint8 (`bit_depth=8`) or uint16 array `(size, size)`.
-    """
-    image = np.asarray(image)
-    if value_max is None:
-        value_max = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
-    pixels = image.astype(np.float32)
-    if pixels.shape != (size, size):
-        pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
-    out_max = float(2**bit_depth - 1)
-    if float(value_max) != out_max:
-        pixels = pixels * np.float32(out_max / float(value_max))
-    return np.clip(np.rint(pixels), 0, out_max).astype(np.uint8 if bit_depth == 8 else np.uint16)
-
-
-def resize_mask(mask, size):
-    """Resizes a binary mask to `size x size`: a pixel is set when at least half its area is.
-
-    Args:
-        mask: 2-D array `(height, width)`, bool or 0/1.
-        size: Output height and width.
-
-    Returns:
-        bool array `(size, size)`.
-    """
-    mask = np.asarray(mask).astype(bool)
-    height, width = mask.shape
-    if (height, width) == (size, size):
-        return mask.copy()
-    if height % size == 0 and width % size == 0:
-        # Whole blocks (1024 -> 256): count the pixels of each block exactly, ~10x faster than resampling.
-        fy, fx = height // size, width // size
-        counts = mask.reshape(size, fy, size, fx).sum(axis=(1, 3), dtype=np.int32)
-        return 2 * counts >= fy * fx
-    return _box_fraction(mask, size) >= MASK_AREA_THRESHOLD
-
-
-def _box_fraction(mask, size):
-    """The fraction of each output pixel's area covered by `mask` (Pillow's box filter)."""
-    return np.asarray(Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.Resampling.BOX))
-
-
-def png_bytes(array):
-    """PNG-encodes a 2-D uint8 or uint16 array (grayscale, 8 or 16 bit)."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
-
-
-def prepare_arrays(loaded, image_size, bit_depth, boundary_width, normalize, clip, weight_dtype):
-    """Resizes a loaded sample and computes its weight map from the resized mask.
-
-    Args:
-        loaded: A `LoadedSample`.
-        image_size, bit_depth, boundary_width, normalize, clip, weight_dtype: As in `prepare_dataset`.
-
-    Returns:
-        `(image, mask, weight)`: uint8/uint16 `(size, size)`, uint8 0/1 `(size, size)`, `weight_dtype`
-        `(size, size)`.
-
-    Raises:
-        DataError: if the image is not 2-D, is empty or the mask does not have the image's shape.
-    """
-    from ptx_keras.data.weight_maps import spatial_weight_map
-
-    image = np.asarray(loaded.image)
-    mask = np.asarray(loaded.mask)
-    if image.ndim != 2 or image.size == 0:
-        raise DataError(f"image must be a non-empty 2-D grayscale array. Received: shape={image.shape}")
-    if mask.shape != image.shape:
-        raise DataError(f"mask shape {mask.shape} differs from image shape {image.shape}")
-    resized_mask = resize_mask(mask, image_size)
-    weight = spatial_weight_map(resized_mask, boundary_width=boundary_width, normalize=normalize, clip=clip)
-    value_max = loaded.meta.get("value_max")
-    if value_max is None and np.issubdtype(image.dtype, np.integer):
-        value_max = 2 ** int(loaded.bits_stored) - 1
-    return (
-        resize_image(image, image_size, value_max, bit_depth),
-        resized_mask.astype(np.uint8),
-        _cast_weights(weight, weight_dtype),
-    )
-
-
-def _cast_weights(weight, weight_dtype):
-    """Casts a weight map for storage; float16 saturates at its largest finite value instead of becoming inf.
-
-    float32 (the default) holds every weight exactly. float16 does not: |N|/|B| exceeds its 65,504 for a
-    pneumothorax of one pixel at 256 x 256, of 5 pixels at 512 and of about 21 at 1024; such maps are stored
-    saturated, and `prepare_dataset` warns and lists them in `dataset.json` (`weights_saturated_float16`).
-    """
-    dtype = np.dtype(weight_dtype)
-    if dtype == np.float16:
-        weight = np.minimum(weight, FLOAT16_MAX)
-    return weight.astype(dtype)
-
-
-def encode_weight_map(weight):
-    """The stored `weight` feature: zlib-compressed little-endian values of `weight`'s dtype, row-major.
-
-    Lossless: `decode_weight_map` (NumPy) and the tf.data pipeline (`tf.io.decode_compressed` then
-    `tf.io.decode_raw`) give back the array bit for bit.
-    """
-    little = np.ascontiguousarray(weight, dtype=weight.dtype.newbyteorder("<"))
-    return zlib.compress(little.tobytes(), WEIGHT_COMPRESS_LEVEL)
-
-
-def decode_weight_map(data, weight_dtype, shape):
-    """Inverse of `encode_weight_map`: a `weight_dtype` array of `shape` (e.g. `(image_size, image_size)`).
-
-    Raises:
-        DataError: if `data` is not a zlib stream of `shape` values of `weight_dtype`.
-    """
-    dtype = np.dtype(weight_dtype)
-    try:
-        values = np.frombuffer(zlib.decompress(data), dtype.newbyteorder("<"))
-        return values.reshape(shape).astype(dtype)
-    except (zlib.error, ValueError) as e:
-        raise DataError(f"not a stored weight map of shape {tuple(shape)} ({weight_dtype}): {e}") from None
 
 
 def _atomic_write(path, data):
@@ -371,75 +134,10 @@ def _work_one(task):
 # --- Output directory bookkeeping ---------------------------------------------------------------------------
 
 
-def shard_name(split, index, count):
-    """The file name of shard `index` (0-based) of `count` for `split`."""
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def is_prepared_dir(path):
-    """True if `path` holds a complete prepared data set (a readable `dataset.json`).
-
-    A data set of another format version counts: `load_prepared_info` then says to prepare it again, instead of
-    the directory being taken for a raw source.
-    """
-    try:
-        load_prepared_info(path)
-    except _OldFormatError:
-        return True
-    except (DataError, OSError):
-        return False
-    return True
-
-
-class _OldFormatError(DataError):
-    """A `dataset.json` of another format version (see `FORMAT_VERSION`)."""
-
-
-def load_prepared_info(prepared_dir):
-    """Reads the `dataset.json` of a prepared data set.
-
-    Args:
-        prepared_dir: Output directory of `prepare_dataset`.
-
-    Returns:
-        dict, the description written by `prepare_dataset` (see the module docstring).
-
-    Raises:
-        DataError: if the directory has no (valid) `dataset.json`.
-    """
-    path = os.path.join(os.fspath(prepared_dir), DATASET_JSON)
-    if not os.path.isfile(path):
-        raise DataError(
-            f"{prepared_dir} is not a prepared data set (no {DATASET_JSON}); "
-            f"run `ptx-prepare SOURCE {prepared_dir}` first"
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a valid prepared data set description: {e}") from None
-    if not isinstance(info, dict) or "format_version" not in info:
-        raise DataError(f"{path} is not a valid prepared data set description (no format_version)")
-    if info["format_version"] != FORMAT_VERSION:
-        old = info["format_version"] == 1
-        raise _OldFormatError(
-            f"{prepared_dir} was prepared in format version {info['format_version']!r}"
-            f"{' (weight maps stored as float16 by default, clamped at 65,504)' if old else ''}; this version of "
-            f"ptx_keras reads format version {FORMAT_VERSION}. Prepare the data again from its source: "
-            f"`ptx-prepare SOURCE {prepared_dir} --overwrite` (or into a new directory)"
-        )
-    return info
-
-
-def _read_manifest(prepared_dir):
-    with open(os.path.join(prepared_dir, MANIFEST_CSV), newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def _our_entries(output_dir):
     names = []
     for name in os.listdir(output_dir):
-        if name in (DATASET_JSON, MANIFEST_CSV, WORK_DIR) or _SHARD_RE.match(name) or name.endswith(PARTIAL_SUFFIX):
+        if name in (DATASET_JSON, MANIFEST_CSV, WORK_DIR) or SHARD_RE.match(name) or name.endswith(PARTIAL_SUFFIX):
             names.append(name)
     return names
 
@@ -461,7 +159,7 @@ def _check_output(output_dir, fingerprint, overwrite):
     if os.path.exists(os.path.join(output_dir, DATASET_JSON)):
         try:
             found, status = load_prepared_info(output_dir).get("fingerprint"), "complete"
-        except _OldFormatError:
+        except OldFormatError:
             if not overwrite:
                 raise
             found = status = None  # != fingerprint: the directory is cleared below
@@ -563,40 +261,6 @@ def resolve_source(source, skip_bad=False):
     return path, format_name, records, extra
 
 
-def validate_settings(
-    image_size, bit_depth, boundary_width, normalize, clip, weight_dtype, fractions, seed, shard_size
-):
-    """Checks the preparation settings (see `prepare_dataset`) and returns them as a JSON-ready dict.
-
-    Raises:
-        ValueError: naming the first invalid setting.
-    """
-    from ptx_keras.data.weight_maps import spatial_weight_map
-
-    for name, value in (("image_size", image_size), ("shard_size", shard_size), ("seed", seed)):
-        minimum = 0 if name == "seed" else 1
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            kind = "non-negative" if minimum == 0 else "positive"
-            raise ValueError(f"{name} must be a {kind} integer. Received: {name}={value!r}")
-    if bit_depth not in BIT_DEPTHS:
-        raise ValueError(f"bit_depth must be one of {BIT_DEPTHS}. Received: bit_depth={bit_depth!r}")
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype must be one of {WEIGHT_DTYPES}. Received: weight_dtype={weight_dtype!r}")
-    # The weight-map function owns its argument checks; a 1-pixel call runs them before any work starts.
-    spatial_weight_map(np.zeros((1, 1), bool), boundary_width=boundary_width, normalize=normalize, clip=clip)
-    return {
-        "image_size": int(image_size),
-        "bit_depth": int(bit_depth),
-        "boundary_width": int(boundary_width),
-        "normalize": normalize,
-        "clip": None if clip is None else float(clip),
-        "weight_dtype": weight_dtype,
-        "split_fractions": list(validate_fractions(fractions)),
-        "seed": int(seed),
-        "shard_size": int(shard_size),
-    }
-
-
 # --- Running ------------------------------------------------------------------------------------------------
 
 
@@ -668,6 +332,7 @@ def _write_shard(output_dir, work_dir, name, indices):
 
 
 def _describe(settings, fingerprint, source_path, format_name, records, plan, metas, bad, source_extra):
+    settings = settings.to_dict()
     counts = {}
     for split in constants.SPLITS:
         members = [i for name, idx in plan.items() if name.startswith(split + "-") for i in idx]
@@ -717,7 +382,7 @@ def _from_manifest(output_dir, records, info):
     """The per-sample metadata and the shard plan of a complete data set, from its manifest."""
     by_id = {r.sample_id: i for i, r in enumerate(records)}
     metas, plan = {}, {}
-    for row in _read_manifest(output_dir):
+    for row in read_manifest(output_dir):
         meta = {k: row[k] for k in ("sample_id", "source")}
         for k in ("label", "area_pixels", "orig_height", "orig_width"):
             meta[k] = int(row[k])
@@ -743,20 +408,13 @@ def _metas_from_work(work_dir):
 def prepare_dataset(
     source,
     output_dir,
+    settings=None,
     *,
-    image_size=constants.IMAGE_SIZE,
-    bit_depth=constants.IMAGE_BIT_DEPTH,
-    boundary_width=constants.BOUNDARY_WIDTH,
-    normalize=constants.WEIGHT_NORMALIZE,
-    clip=constants.WEIGHT_CLIP,
-    weight_dtype=constants.WEIGHT_DTYPE,
-    split_fractions=constants.SPLIT_FRACTIONS,
-    seed=constants.SPLIT_SEED,
-    shard_size=constants.SHARD_SIZE,
     skip_bad=False,
     workers=None,
     progress=True,
     overwrite=False,
+    **setting_overrides,
 ):
     """Prepares a source as split, sharded TFRecords with precomputed weight maps (see the module docstring).
 
@@ -765,19 +423,15 @@ def prepare_dataset(
             `SampleRecord`.
         output_dir: Directory to write; created if missing. It must be empty, or hold an (interrupted or
             complete) preparation of the same source with the same settings.
-        image_size: Output height and width (images are resized to a square).
-        bit_depth: 8 or 16 bits per stored image pixel.
-        boundary_width, normalize, clip: Weight-map settings (`spatial_weight_map`, eq. 6).
-        weight_dtype: `"float32"` (default: exact) or `"float16"` (clamps weights above 65,504; warns).
-        split_fractions: Train, validation, test fractions (splits given by the source are kept).
-        seed: Seed of the split and of the order within shards.
-        shard_size: Examples per shard.
+        settings: A `PrepareSettings` (the image size, bit depth, weight-map settings and dtype, split fractions
+            and seed, shard size; a run's `DataConfig` is one); default: the package's defaults.
         skip_bad: False: stop at the first bad sample with a `BadSampleError`. True: skip bad samples and list
             them (file and reason) in `dataset.json` (`bad_samples`, and `source.reader_skipped` for those the
             reader found: missing files, malformed manifest rows) and in the logged summary.
         workers: Worker processes (default `os.cpu_count()`); 1 works in this process.
         progress: Show a progress bar.
         overwrite: Replace a data set prepared with other settings or from another source in `output_dir`.
+        **setting_overrides: Settings changed by keyword (`image_size=128`, ...), applied over `settings`.
 
     Returns:
         dict: the contents of `dataset.json` plus `output_dir`, `status` (`"prepared"`, `"resumed"`,
@@ -791,9 +445,8 @@ def prepare_dataset(
         ValueError: if a setting is invalid.
     """
     start = time.perf_counter()
-    settings = validate_settings(
-        image_size, bit_depth, boundary_width, normalize, clip, weight_dtype, split_fractions, seed, shard_size
-    )
+    settings = PrepareSettings.from_kwargs(PrepareSettings.of(settings) if settings is not None else None,
+                                           **setting_overrides)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
@@ -811,14 +464,14 @@ def prepare_dataset(
         raise
     if not records:
         raise DataError(f"No samples found in {source_path or 'the given records'}")
-    fingerprint = _fingerprint(settings, records)
+    fingerprint = _fingerprint(settings.to_dict(), records)
     status = _check_output(output_dir, fingerprint, overwrite)
     for name in os.listdir(output_dir):
         if name.endswith(PARTIAL_SUFFIX):
             os.remove(os.path.join(output_dir, name))  # a file a killed run was writing; it is rewritten below
 
     work_dir = os.path.join(output_dir, WORK_DIR)
-    work_settings = {k: settings[k] for k in ARRAY_SETTINGS}
+    work_settings = settings.array_settings()
     metas, old_plan = {}, {}
     if status == "complete":
         info = load_prepared_info(output_dir)
@@ -855,9 +508,9 @@ def prepare_dataset(
             f"(first: {bad[0]['file']}: {bad[0]['reason']})"
         )
 
-    plan = _plan(records, metas, good, settings["split_fractions"], settings["seed"], settings["shard_size"])
+    plan = _plan(records, metas, good, settings.split_fractions, settings.split_seed, settings.shard_size)
     for name in os.listdir(output_dir):
-        if _SHARD_RE.match(name) and old_plan.get(name) != plan.get(name):
+        if SHARD_RE.match(name) and old_plan.get(name) != plan.get(name):
             os.remove(os.path.join(output_dir, name))  # written for another plan (e.g. a sample was fixed)
     if status != "complete":
         _atomic_write(os.path.join(work_dir, "plan.json"), json.dumps(plan).encode("utf-8"))
@@ -865,7 +518,8 @@ def prepare_dataset(
 
     if status == "complete" and not missing:
         shutil.rmtree(work_dir, ignore_errors=True)
-        print(f"{output_dir} is already prepared with these settings (fingerprint {fingerprint}); nothing to do")
+        logger.info("%s is already prepared with these settings (fingerprint %s); nothing to do", output_dir,
+                    fingerprint)
         seconds = time.perf_counter() - start
         return dict(info, output_dir=output_dir, status="unchanged", shards_written=0, seconds=seconds)
 
@@ -894,8 +548,3 @@ def prepare_dataset(
     seconds = time.perf_counter() - start
     return dict(info, output_dir=output_dir, status=result_status, shards_written=len(missing), seconds=seconds)
 
-
-if __name__ == "__main__":
-    from ptx_keras.cli.prepare import main
-
-    sys.exit(main())

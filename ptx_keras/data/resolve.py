@@ -45,7 +45,7 @@ def settings_tag(settings):
 
 def check_prepared_size(prepared_dir, image_size):
     """Raises DataError unless `prepared_dir` was prepared at `image_size`; returns its absolute path."""
-    from ptx_keras.data.prepare import load_prepared_info
+    from ptx_keras.data.prepared import load_prepared_info
 
     info = load_prepared_info(prepared_dir)
     if int(info["image_size"]) != int(image_size):
@@ -74,7 +74,8 @@ def resolve_data(path, settings, *, cache_dir, phantoms=None, skip_bad=False, wo
         DataError: if the path does not exist, prepared data has another resolution than `settings`, a sample
             is bad (without `skip_bad`), or phantoms are needed but not described.
     """
-    from ptx_keras.data.prepare import is_prepared_dir, prepare_dataset
+    from ptx_keras.data.prepare import prepare_dataset
+    from ptx_keras.data.prepared import is_prepared_dir
 
     settings = PrepareSettings.of(settings)
     if not path:

@@ -1,7 +1,7 @@
 """The preparation settings: one value type read by the configuration, the `ptx-prepare` flags and `prepare_dataset`.
 
 Adding a setting is one field here (with its `metadata`: help text, command-line flag, whether it changes
-the per-sample arrays) plus its use in `ptx_keras.data.prepare.prepare_arrays`; `DataConfig` inherits the
+the per-sample arrays) plus its use in `ptx_keras.data.arrays.prepare_arrays`; `DataConfig` inherits the
 fields, `ptx-prepare` builds its flags from them and the prepared data's fingerprint hashes them.
 """
 
@@ -62,7 +62,7 @@ class PrepareSettings:
     normalize: Optional[str] = _setting(
         constants.WEIGHT_NORMALIZE, "weight-map normalisation: none (the paper) or mean", "--normalize", True
     )
-    clip: Optional[float] = _setting(constants.WEIGHT_CLIP, "upper bound of the weights (none)", "--clip", True)
+    clip: Optional[float] = _setting(constants.WEIGHT_CLIP, "upper bound of the weights", "--clip", True)
     weight_dtype: str = _setting(
         constants.WEIGHT_DTYPE, "stored weight-map precision (float32 exact; float16 clamps)", "--weight-dtype", True
     )

@@ -29,7 +29,7 @@ def check_input_size(model, prepared_dir):
     Raises:
         DataError: if `prepared_dir` is not a prepared data set or its size differs from the model's input.
     """
-    from ptx_keras.data.prepare import load_prepared_info
+    from ptx_keras.data.prepared import load_prepared_info
 
     size = int(load_prepared_info(prepared_dir)["image_size"])
     in_h, in_w, in_c = model.input_shape[1:4]
@@ -138,7 +138,7 @@ def spacing_lookup(prepared_dir):
         dict `{sample_id: (row_mm, col_mm) or None}`, or None when no sample has a known spacing (then no
         millimetre columns are written).
     """
-    from ptx_keras.data.prepare import MANIFEST_CSV
+    from ptx_keras.data.prepared import MANIFEST_CSV
 
     manifest = pd.read_csv(os.path.join(prepared_dir, MANIFEST_CSV), dtype={"sample_id": str})
     if not {"spacing_row_mm", "spacing_col_mm"} <= set(manifest.columns):

@@ -75,7 +75,7 @@ def summary_markdown(summary, run_name=""):
     t = summary["thresholds"]
     masks = summary.get("masks", {"scored": "gated"})
     scored = masks["scored"]
-    on = f" ({summary['data']})" if summary.get("data_name") else ""
+    on = f" of other data: {summary['data_name']} (prepared in {summary.get('data')})" if summary.get("data_name") else ""
     lines = [
         f"# Evaluation of {run_name or 'the run'} on the {summary['split']} split{on}",
         "",

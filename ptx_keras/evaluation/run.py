@@ -67,7 +67,7 @@ class EvaluationResult:
 
 def _resolve_data(run, cfg, data):
     """`(prepared_dir, data)`: the prepared data to evaluate, and None when it is the run's own."""
-    from ptx_keras.data.prepare import is_prepared_dir
+    from ptx_keras.data.prepared import is_prepared_dir
     from ptx_keras.data.resolve import resolve_data
 
     own = run.prepared_dir()

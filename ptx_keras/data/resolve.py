@@ -38,8 +38,12 @@ class ResolvedData:
 
 
 def settings_tag(settings):
-    """`<size>px-<8 hex>`: the cache name's part that changes with any preparation setting."""
-    blob = json.dumps(settings.to_dict(), sort_keys=True, default=str).encode()
+    """`<size>px-<8 hex>`: the cache name's part that changes with any preparation setting and with the
+    prepared-data format version (a cache written in an older format is never picked up again)."""
+    from ptx_keras.data.prepared import FORMAT_VERSION
+
+    payload = {"format_version": FORMAT_VERSION, **settings.to_dict()}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{settings.image_size}px-{hashlib.sha1(blob).hexdigest()[:8]}"
 
 

@@ -1,4 +1,4 @@
-"""`ptx-predict INPUT...` / `python -m ptx_keras.predict`: segment and diagnose new images (docs/deployment.md).
+"""`ptx-predict INPUT...` / `python -m ptx_keras.cli.predict`: segment and diagnose new images (docs/deployment.md).
 
 Exit status: 0 when every file was predicted, 1 when some file could not be read (listed in predictions.csv),
 2 for user errors (no inputs found, missing model, bad arguments).

@@ -5,6 +5,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from ptx_keras.runtime import configure_process  # noqa: E402
+
+configure_process()  # before anything starts TensorFlow: CPU allocator and oneDNN (ptx_keras.runtime)
 
 
 class _Formatter(logging.Formatter):

@@ -323,6 +323,9 @@ def plan(quick, models):
 
 
 def main(argv=None):
+    from ptx_keras.runtime import configure_process
+
+    configure_process()  # as the package's commands: BFC allocator and oneDNN, before TensorFlow starts
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and configurations (< 10 min in all)")
     p.add_argument("--size", type=int, default=256)

@@ -1,4 +1,4 @@
-"""Runs every speed benchmark: the matmul reference, model inference and training steps, the data pipeline.
+"""Runs every speed benchmark: the package against PyTorch, the matmul reference, models, the data pipeline.
 
 Each benchmark prints its own JSON lines (one per measurement, with the machine description); this script
 runs them one after another as subprocesses (so that one's memory and threads do not disturb the next),
@@ -24,11 +24,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def commands(quick, workdir):
     """`(name, argv)` of every benchmark of a full or `--quick` run."""
     python = sys.executable
+    side_by_side = [python, os.path.join(HERE, "side_by_side.py")] + (["--quick"] if quick else [])
     models = [python, os.path.join(HERE, "models.py")] + (["--quick"] if quick else [])
     pipeline = [python, os.path.join(HERE, "pipeline.py"), "--workdir", workdir]
     if quick:
         pipeline += ["--pipeline-n", "64", "--prepare-n", "12", "--epochs", "1"]
-    return [("models", models), ("pipeline", pipeline)]
+    return [("side_by_side", side_by_side), ("models", models), ("pipeline", pipeline)]
 
 
 def main(argv=None):

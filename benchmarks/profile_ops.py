@@ -1,0 +1,147 @@
+"""Where the time of one training step or inference call goes, per operation type, for the package or the peer.
+
+The package's step or call (set up as `side_by_side.py` does) runs under the TensorFlow profiler; the op
+events of the executor threads are summed by op type. The peer's runs under `torch.profiler` (self CPU time
+per op). One JSON line per framework: the call's wall time and the top op types with their milliseconds and
+shares of the summed op time (ops run on 2 inter-op threads, so the sum can exceed the wall time).
+
+    python benchmarks/profile_ops.py [--framework package peer] [--task train|infer] [--batch 4]
+        [--model fc_densenet103] [--top 25]
+"""
+
+import argparse
+import collections
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from benchmarks._machine import machine  # noqa: E402
+from benchmarks.side_by_side import CHANNELS, LEARNING_RATE, SIZE, _data  # noqa: E402
+
+
+def _summed(durations_ms, top, wall_ms):
+    total = sum(durations_ms.values())
+    ranked = sorted(durations_ms.items(), key=lambda kv: -kv[1])
+    return {
+        "wall_ms": round(wall_ms), "op_ms_total": round(total),
+        "ops": [{"op": name, "ms": round(ms, 1), "share": round(ms / total, 3)} for name, ms in ranked[:top]],
+    }
+
+
+def _tensorflow_op_times(logdir):
+    """`{op type: ms}` summed over the executor threads' op events of the profile in `logdir`."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    times = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                meta = plane.event_metadata[event.metadata_id]
+                if ":" in meta.name and meta.display_name:  # "scope/name:Type" events are op kernels
+                    times[meta.display_name] += event.duration_ps / 1e9
+    return times
+
+
+def profile_package(model_name, task, batch, top):
+    from ptx_keras.runtime import configure_process
+
+    configure_process()
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from ptx_keras.config import TrainConfig
+    from ptx_keras.models import build_model
+    from ptx_keras.training import configure_execution
+
+    _, jit, _ = configure_execution(TrainConfig())
+    model = build_model(model_name, input_shape=(SIZE, SIZE, CHANNELS))
+    images, labels = _data(batch, seed=1)
+    if task == "train":
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.CategoricalCrossentropy(),
+                      jit_compile=jit)
+        model.optimizer.build(model.trainable_variables)
+        onehot = np.eye(2, dtype=np.float32)[labels]
+
+        def call():
+            return model.train_on_batch(images, onehot)
+    else:
+        def call():
+            return model.predict_on_batch(images)
+    call()
+    call()  # the second call is the steady state
+    logdir = tempfile.mkdtemp(prefix="ptx_profile_")
+    tf.profiler.experimental.start(logdir)
+    start = time.perf_counter()
+    call()
+    wall = time.perf_counter() - start
+    tf.profiler.experimental.stop()
+    return _summed(_tensorflow_op_times(logdir), top, wall * 1e3)
+
+
+def profile_peer(task, batch, top):
+    import torch
+
+    from benchmarks.peer_torch import build_peer
+
+    model = build_peer(CHANNELS)
+    images, labels = _data(batch, seed=1)
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+    def call():
+        if task == "train":
+            model.train()
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        else:
+            model.eval()
+            with torch.inference_mode():
+                model(images)
+
+    call()
+    call()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        call()
+        wall = time.perf_counter() - start
+    times = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+    return _summed(times, top, wall * 1e3)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--framework", nargs="+", default=["package", "peer"], choices=("package", "peer"))
+    p.add_argument("--task", default="train", choices=("train", "infer"))
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--model", default="fc_densenet103", help="the package's model")
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args(argv)
+    for framework in args.framework:
+        if framework == "package":
+            result = profile_package(args.model, args.task, args.batch, args.top)
+        else:
+            result = profile_peer(args.task, args.batch, args.top)
+        print(json.dumps({
+            "measurement": "op_profile", "framework": framework, "model": args.model if framework == "package" else "fc_densenet103",
+            "task": args.task, "batch": args.batch, **result, "load_average": round(os.getloadavg()[0], 2),
+            "fused_ops": os.environ.get("PTX_KERAS_FUSED_OPS", "default"), "machine": machine(),
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ptx_keras import constants as C
-from ptx_keras.diagnosis import Thresholds
+from ptx_keras.diagnosis import AUX_THRESHOLD, FORMS, GATES, OBJECTIVES, Thresholds
 from ptx_keras import schedules
 from ptx_keras.data import augment
 from ptx_keras.data.settings import PrepareSettings
@@ -123,6 +123,9 @@ class LossConfig:
 
     name: str = "sw_cel"
     options: Dict[str, Any] = field(default_factory=dict)
+    # Weight of the image-level BCE term of a model with an aux head (model.options.aux_head: true):
+    # loss = segmentation loss + aux_weight * BCE(aux probability, image label). Ignored without the head.
+    aux_weight: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -168,13 +171,23 @@ class DiagnosisConfig:
     min_area: float = C.DIAGNOSIS_MIN_AREA
     mask_threshold: float = C.MASK_THRESHOLD
     reference_size: int = C.DIAGNOSIS_REFERENCE_SIZE
+    # Triplet rule: null = the paper's two-number rule; else the image is positive when more than min_area
+    # pixels exceed top_threshold (>= mask_threshold), and its mask is drawn at mask_threshold.
+    top_threshold: Optional[float] = None
+    # What diagnoses an image: area (the rule above), aux (the model's image-level probability >
+    # aux_threshold; needs model.options.aux_head: true) or both (both must say pneumothorax).
+    gate: str = "area"
+    aux_threshold: float = AUX_THRESHOLD
     # The framework's final mask is empty when the diagnosis is negative (segmentation -> area classifier);
     # evaluation scores that mask and the raw mask, and says which is which.
     gate_masks: bool = True
 
     def thresholds(self):
         """These numbers as a `ptx_keras.diagnosis.Thresholds`."""
-        return Thresholds(mask_threshold=self.mask_threshold, min_area=self.min_area, reference_size=self.reference_size)
+        return Thresholds(
+            mask_threshold=self.mask_threshold, min_area=self.min_area, reference_size=self.reference_size,
+            top_threshold=self.top_threshold, gate=self.gate, aux_threshold=self.aux_threshold,
+        )
 
 
 @dataclass(frozen=True)
@@ -184,7 +197,9 @@ class EvaluationConfig:
     split: str = "test"
     batch_size: int = 8
     search_thresholds: bool = False
-    objective: str = "f1"
+    objective: str = "f1"  # f1, youden, or siim_dice (the SIIM-ACR mean Dice of the final masks)
+    threshold_form: str = "pair"  # what the search chooses: pair (the paper's rule) or triplet (diagnosis.top_threshold)
+    tta: str = "none"  # test-time augmentation: none, or hflip (mean of the image and its horizontal mirror)
 
 
 @dataclass(frozen=True)
@@ -214,7 +229,10 @@ _CHOICES = {
     "data.channels": (1, 3),
     "data.phantoms.style": C.PHANTOM_STYLES,
     "evaluation.split": C.SPLITS,
-    "evaluation.objective": ("f1", "youden"),
+    "evaluation.objective": OBJECTIVES,
+    "evaluation.threshold_form": FORMS,
+    "evaluation.tta": C.TTA_MODES,
+    "diagnosis.gate": GATES,
 }
 _POSITIVE = (
     "data.shuffle_buffer",
@@ -439,6 +457,13 @@ def validate_config(cfg):
         cfg.diagnosis.thresholds()
     except ValueError as e:
         raise ConfigError(f"diagnosis.{e}") from None
+    if cfg.diagnosis.gate != "area" and not cfg.model.options.get("aux_head"):
+        raise ConfigError(
+            f"diagnosis.gate={cfg.diagnosis.gate!r} needs the model's image-level probability: set "
+            "model.options.aux_head: true (or diagnosis.gate: area)"
+        )
+    if not cfg.loss.aux_weight >= 0:
+        raise ConfigError(f"loss.aux_weight must be >= 0. Received: {cfg.loss.aux_weight!r}")
     cfg.data.augmentation()
     pf = cfg.data.positive_fraction
     if pf is not None and not 0.0 < pf < 1.0:

@@ -102,6 +102,11 @@ PAPER_TABLE2_COMPLEXITY = {
 SEARCH_MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 SEARCH_MIN_AREAS = (0, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)  # pixels at DIAGNOSIS_REFERENCE_SIZE
 
+# --- Test-time augmentation (ptx_keras.inference, ptx_keras.serving.model_function; evaluation.tta) --------
+TTA_MODES = ("none", "hflip")  # hflip: mean of the model on the image and (mirrored back) on its mirror
+UNCERTAINTY_METHODS = ("mc_dropout", "tta")  # ptx-predict --uncertainty (ptx_keras.inference.ModelRunner.sample)
+EXPORT_FORMATS = ("savedmodel", "onnx", "litert")  # ptx-export --format (ptx_keras.artifacts, ptx_keras.export)
+
 # --- Synthetic phantoms (ptx_keras.data.phantoms) ---------------------------------------------------------
 PHANTOM_VERSION = 1  # the classic style's version: bump when its output changes (phantoms.json records it)
 PHANTOM_STYLES = ("classic", "varied", "heldout")  # one look / the randomised training mix / its held-out twin

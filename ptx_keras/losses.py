@@ -14,6 +14,10 @@ Numerics. `y_pred` is cast to float32 first (float16 sums over a 512x512 image o
 a float32 log-softmax, and probabilities are clipped to `[epsilon, 1 - epsilon]` so that the loss and its
 gradient stay finite for probabilities of exactly 0 and 1.
 
+Image-level (aux) output. A model built with `aux_head=True` also returns an image-level pneumothorax
+probability; training adds a binary cross-entropy on it against `image_labels(y_true)` (1 when the mask has any
+pneumothorax pixel), weighted by `loss.aux_weight` (`aux_loss`, `ptx_keras.training`).
+
 Every loss is registered as Keras-serializable (package `ptx_keras`): a compiled `.keras` model reloads
 without `custom_objects` once `ptx_keras.losses` has been imported.
 """
@@ -25,7 +29,7 @@ from keras import ops
 
 from ptx_keras.constants import DICE_SMOOTH, LOSS_EPSILON, NUM_CLASSES, PTX_CLASS
 from ptx_keras.errors import ConfigError
-from ptx_keras.targets import one_hot_mask, split_targets
+from ptx_keras.targets import mask_of, one_hot_mask, split_targets
 
 _PIXEL_AXES = (1, 2)  # height, width of (batch, height, width)
 
@@ -241,6 +245,24 @@ class CompoundLoss(keras.losses.Loss):
             {"losses": [keras.saving.serialize_keras_object(l) for l in self.losses], "weights": list(self.weights)}
         )
         return config
+
+
+def image_labels(y_true):
+    """The image-level label of each `y_true`: 1 when its mask has any pneumothorax pixel, else 0.
+
+    Args:
+        y_true: `(batch, height, width, 2)` (`ptx_keras.targets`).
+
+    Returns:
+        float32 tensor `(batch, 1)`, the target of the aux output.
+    """
+    return ops.cast(ops.max(mask_of(y_true), axis=_PIXEL_AXES) > 0.5, "float32")[:, None]
+
+
+def aux_loss():
+    """The loss of the image-level (aux) output: binary cross-entropy of its probability against
+    `image_labels(y_true)`, computed in float32 (`keras.losses.BinaryCrossentropy`, name `aux_bce`)."""
+    return keras.losses.BinaryCrossentropy(name="aux_bce", dtype="float32")
 
 
 LOSSES = {"sw_cel": SpatialWeightedCE, "wce": WeightedCE, "ce": CE, "dice": DiceLoss}

@@ -1,7 +1,7 @@
-"""Prediction on new studies: PNG/JPEG/DICOM files or folders -> CSV, overlays, masks, SIIM-ACR submission.
+"""Prediction on new studies: PNG/JPEG/DICOM files or folders -> CSV, overlays, masks, SIIM-ACR submission, DICOM.
 
-`predict_paths(inputs, model, output_dir)` runs a trained run directory (`best.keras`) or an exported SavedModel
-(`ptx-export`) on every image found. Each image is read at its own size, preprocessed to the model's `S x S`
+`predict_paths(inputs, model, output_dir)` runs a trained run directory (`best.keras`) or an exported model
+(`ptx-export`: a SavedModel, an ONNX or a LiteRT file) on every image found. Each image is read at its own size, preprocessed to the model's `S x S`
 by the same graph functions as the SavedModel's signatures (`ptx_keras.serving.GraphPipeline`), batched, and its
 pneumothorax probabilities are resized back to the image's size. The diagnosis uses the paper's area rule at the
 model resolution with the run's thresholds (`eval/val/thresholds.json` when evaluation chose them, else the
@@ -15,25 +15,42 @@ Outputs in `output_dir`:
 * `masks/<sample_id>.png` (`save_masks=True`): the mask at the image's size, 0/255;
 * `submission.csv` (`format="siim"`): SIIM-ACR `ImageId,EncodedPixels`, the mask's run-length encoding
   (`ptx_keras.data.rle.rle_encode`) for images diagnosed pneumothorax and `-1` for the others;
-* `summary.json`: counts, the model and its thresholds.
+* `uncertainty/<sample_id>.png` (`uncertainty="mc_dropout"` or `"tta"`): the per-pixel standard deviation of the
+  pneumothorax probability over the samples (`ptx_keras.inference.ModelRunner.sample`), at the image's size,
+  8-bit with `UNCERTAINTY_PNG_SCALE` (pixel value = 510 x std: 255 is a std of 0.5, the largest a probability
+  can have); the CSV then also gives `image_probability_std` (the standard deviation over the samples of the
+  image-level probability: the aux head's when the model has one, else the largest pixel probability) and
+  `diagnosis_agreement` (the fraction of samples whose diagnosis equals the reported one). The reported
+  prediction itself stays the deterministic one;
+* `dicom/<sample_id>_seg.dcm` and `dicom/<sample_id>_sr.dcm` (`format="dicom"`, DICOM inputs only): a DICOM
+  Segmentation and a structured report per image (`ptx_keras.dicom_out`);
+* `summary.json`: counts, the model and its thresholds, the time taken and images per second.
 
 Run as `ptx-predict` (`python -m ptx_keras.cli.predict`).
 """
 
 import json
+import logging
 import os
+import time
 
 import numpy as np
 
+from ptx_keras import constants as C
 from ptx_keras.errors import DataError, ModelError, PtxError
 from ptx_keras.runs import latest_run
 
-FORMATS = ("csv", "siim")
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "siim", "dicom")
 PREDICTIONS_FILENAME = "predictions.csv"
 SUBMISSION_FILENAME = "submission.csv"
 SUMMARY_FILENAME = "summary.json"
 OVERLAY_DIRNAME = "overlays"
 MASK_DIRNAME = "masks"
+UNCERTAINTY_DIRNAME = "uncertainty"
+UNCERTAINTY_PNG_SCALE = 510.0  # uint8 value per unit of standard deviation (0.5, the largest possible, is 255)
+DEFAULT_SAMPLES = {"mc_dropout": 10, "tta": 2}  # samples per image when not given
 DEFAULT_RUNS_DIR = "runs"
 PREDICTION_COLUMNS = (
     "file",
@@ -49,6 +66,12 @@ PREDICTION_COLUMNS = (
     "width",
     "overlay",
     "mask",
+    "aux_probability",
+    "image_probability_std",
+    "diagnosis_agreement",
+    "uncertainty_map",
+    "dicom_seg",
+    "dicom_sr",
 )
 _INT_COLUMNS = ("diagnosis", "area_px", "height", "width")
 _OVERLAY_FILL = np.array([255, 40, 40], np.float32)  # red
@@ -65,23 +88,47 @@ class Predictor:
     Build it with `load_predictor`.
 
     Attributes:
-        kind: `"run"` (Keras model from a run directory) or `"saved_model"`.
-        path: The run directory or the SavedModel version directory.
+        kind: `"run"` (Keras model from a run directory), `"saved_model"`, `"onnx"` or `"litert"`.
+        path: The run directory, the SavedModel version directory or the ONNX / LiteRT file.
         model_name, image_size, channels, bit_depth, thresholds: As exported.
-        runner: The `ptx_keras.inference.ModelRunner` (the shared prediction loop's model).
+        runner: The `ptx_keras.inference.ModelRunner` (the shared prediction loop's model) with the model's
+            deployed test-time augmentation.
         pipeline: The `ptx_keras.serving.GraphPipeline` (shared preprocessing and postprocessing).
+        tta: The test-time augmentation it predicts with by default (a run's `evaluation.tta`, an export's).
+        graph_tta: The test-time augmentation already inside the loaded graph (an export's; "none" for a run).
     """
 
-    def __init__(self, kind, path, call, model_name, image_size, channels, bit_depth, thresholds):
+    def __init__(self, kind, path, call, model_name, image_size, channels, bit_depth, thresholds, *, tta="none",
+                 graph_tta="none"):
         from ptx_keras.inference import ModelRunner
         from ptx_keras.serving import GraphPipeline
 
         self.kind, self.path = kind, path
         self.model_name, self.image_size, self.channels = model_name, int(image_size), int(channels)
         self.bit_depth = int(bit_depth)
-        self.runner = ModelRunner(call, image_size, channels, model_name or kind)
+        self.tta, self.graph_tta = tta, graph_tta
+        self._base_runner = ModelRunner(call, image_size, channels, model_name or kind)
+        self.runner = self.runner_for(tta)
         self.pipeline = GraphPipeline(image_size, channels, thresholds, bit_depth)
         self.thresholds = self.pipeline.thresholds
+
+    def runner_for(self, tta=None):
+        """The runner predicting with test-time augmentation `tta` (None: the model's own, `self.tta`).
+
+        Raises:
+            ConfigError: for TTA "none" on a graph exported with TTA inside (it cannot be taken out).
+        """
+        from ptx_keras.errors import ConfigError
+
+        tta = self.tta if tta is None else tta
+        if tta not in C.TTA_MODES:
+            raise ConfigError(f"Unknown tta {tta!r}; choose one of {', '.join(C.TTA_MODES)}")
+        if self.graph_tta != "none":
+            if tta != self.graph_tta:
+                raise ConfigError(f"{self.path} was exported with tta={self.graph_tta} inside its graph; export it "
+                                  f"again with ptx-export --tta {tta} to predict without it")
+            return self._base_runner  # the graph averages already
+        return self._base_runner.with_tta(tta)
 
     def probabilities(self, batch):
         """float32 `(batch, S, S, C)` preprocessed images -> float32 `(batch, S, S)` PTX probabilities."""
@@ -96,45 +143,74 @@ class Predictor:
             "channels": self.channels,
             "bit_depth": self.bit_depth,
             "thresholds": self.thresholds.to_dict(),
+            "tta": self.tta,
         }
 
 
 def load_predictor(model):
-    """Loads a run directory or a SavedModel (the base directory with numbered versions, or one version).
+    """Loads a run directory or an exported model: a SavedModel (the base directory with numbered versions, or
+    one version), an ONNX or a LiteRT file, or the directory `ptx-export` wrote one of them into.
+
+    The exported graphs take raw images; `ptx-predict` preprocesses with the same graph functions so that images
+    of any size share a batch, and runs an ONNX or LiteRT file on the preprocessed batch
+    (`ptx_keras.artifacts.ArtifactSession.preprocessed_call`: its own preprocessing is then the identity).
 
     Args:
-        model: Path of a run directory (`config.yaml` + `best.keras`) or of an exported SavedModel.
+        model: Path of a run directory (`config.yaml` + `best.keras`) or of an exported model.
 
     Returns:
         A `Predictor`.
 
     Raises:
-        ModelError: if the path does not exist or is neither a run directory nor a SavedModel.
+        ModelError: if the path does not exist, is none of these, lacks its export metadata, or its runtime
+            (onnxruntime, the LiteRT interpreter) cannot load it.
     """
+    from ptx_keras.artifacts import ArtifactSession, find_artifact, read_artifact_metadata
     from ptx_keras.runs import CONFIG_FILENAME, RunDir
-    from ptx_keras.serving import (
-        PREPROCESSED_SIGNATURE,
-        find_saved_model_version,
-        load_deployed_run,
-        read_export_metadata,
-    )
+    from ptx_keras.serving import load_deployed_run
 
     model = os.fspath(model)
     if not os.path.exists(model):
-        raise ModelError(f"Model not found: {model} (pass a run directory or an exported SavedModel)")
+        raise ModelError(
+            f"Model not found: {model} (pass a run directory or an exported model: a SavedModel, an .onnx or a "
+            ".tflite file)"
+        )
     if RunDir(model).is_run():
         run = load_deployed_run(model)
-        return Predictor("run", run.run_dir, run.model.predict_on_batch, run.model_name, run.image_size,
-                         run.channels, run.bit_depth, run.thresholds)
-    version_dir = find_saved_model_version(model)
-    if version_dir is None:
+        return Predictor("run", run.run_dir, run.model, run.model_name, run.image_size,
+                         run.channels, run.bit_depth, run.thresholds, tta=run.tta)
+    found = find_artifact(model)
+    if found is None:
         raise ModelError(
-            f"{model} is neither a run directory (no {CONFIG_FILENAME}) nor a SavedModel "
-            "(no saved_model.pb, no numbered version directories)"
+            f"{model} is neither a run directory (no {CONFIG_FILENAME}) nor an exported model (no saved_model.pb, "
+            "no numbered version directories, no .onnx or .tflite file)"
         )
+    fmt, path = found
+    meta = read_artifact_metadata(fmt, path)
+    if fmt == "savedmodel":
+        kind, call = "saved_model", _saved_model_call(path)
+    else:
+        kind, call = fmt, ArtifactSession(fmt, path).preprocessed_call(int(meta["channels"]))
+    return Predictor(
+        kind,
+        os.path.abspath(path),
+        call,
+        meta.get("model_name"),
+        meta["input_size"],
+        meta["channels"],
+        meta.get("bit_depth", 8),
+        meta["thresholds"],
+        tta=meta.get("tta", "none"),
+        graph_tta=meta.get("tta", "none"),
+    )
+
+
+def _saved_model_call(version_dir):
+    """The `serve_preprocessed` signature of a SavedModel version as a `ModelRunner` call."""
     import tensorflow as tf
 
-    meta = read_export_metadata(version_dir)
+    from ptx_keras.serving import PREPROCESSED_SIGNATURE
+
     try:
         loaded = tf.saved_model.load(version_dir)
     except Exception as e:  # TensorFlow raises several unrelated types for a damaged SavedModel
@@ -145,18 +221,9 @@ def load_predictor(model):
 
     def call(batch):
         # Keep the loaded object alive as long as its signature is used.
-        return signature(images=tf.constant(batch))["probabilities"].numpy() if loaded else None
+        return {k: v.numpy() for k, v in signature(images=tf.constant(batch)).items()} if loaded else None
 
-    return Predictor(
-        "saved_model",
-        os.path.abspath(version_dir),
-        call,
-        meta.get("model_name"),
-        meta["input_size"],
-        meta["channels"],
-        meta.get("bit_depth", 8),
-        meta["thresholds"],
-    )
+    return call
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -325,27 +392,40 @@ def predict_paths(
     save_masks=False,
     overlays=True,
     progress=True,
+    tta=None,
+    uncertainty=None,
+    samples=None,
 ):
     """Predicts pneumothorax masks and diagnoses for image files and folders.
 
     Args:
         inputs: A path or a list of paths: PNG/JPEG/TIFF/DICOM files, or folders searched recursively.
-        model: A run directory, an exported SavedModel directory (with numbered versions, or one version), or
-            a `Predictor`; None takes the most recent run under `./runs`.
+        model: A run directory, an exported model (`load_predictor`: a SavedModel, an `.onnx` or `.tflite` file
+            or its export directory), or a `Predictor`; None takes the most recent run under `./runs`.
         output_dir: Where the outputs go (created).
-        format: `"csv"` (predictions.csv only) or `"siim"` (also a SIIM-ACR `submission.csv`).
+        format: `"csv"` (predictions.csv only), `"siim"` (also a SIIM-ACR `submission.csv`) or `"dicom"` (also a
+            DICOM Segmentation and a structured report for each DICOM input; needs at least one).
         batch_size: Images per model call (each image is resized to the model's size first, so sizes may mix).
         save_masks: Also write the masks as PNG (0/255, the image's size).
         overlays: Write overlay PNGs.
         progress: Show a tqdm progress bar.
+        tta: Test-time augmentation, `"none"` or `"hflip"`; None: the model's (a run's `evaluation.tta`, an
+            export's).
+        uncertainty: None, `"mc_dropout"` (a run directory whose model has dropout) or `"tta"`: also write the
+            per-pixel standard deviation maps and the uncertainty columns (see the module docstring).
+        samples: Samples per image for `uncertainty` (>= 2; default `DEFAULT_SAMPLES`).
 
     Returns:
         dict with `n_files`, `n_ok`, `n_failed`, `n_positive`, `failed` (list of `(file, error)`),
         `predictions` (the CSV path), `submission` (or None), `overlays_dir`, `masks_dir` (or None),
-        `summary` (summary.json path) and `model` (the predictor's description).
+        `summary` (summary.json path), `model` (the predictor's description), `uncertainty_dir` (or None),
+        `uncertainty` (the method and samples, or None), `seconds` and `images_per_second` (from the first
+        file read to the last output written, model loading excluded), `dicom_dir` (or None) and
+        `dicom_skipped` (predicted files that got no DICOM output: not DICOM).
 
     Raises:
-        ConfigError: for an unknown format or a non-positive batch size.
+        ConfigError: for an unknown format, `"dicom"` without any DICOM input, an unknown TTA or uncertainty method, a non-positive batch size, fewer than 2
+            samples, or MC dropout on a model without dropout or without its Keras model (a SavedModel).
         DataError: if an input does not exist or no image is found.
         ModelError: if the model cannot be found or loaded.
         OutputError: if `output_dir` cannot be written.
@@ -359,6 +439,8 @@ def predict_paths(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     files = collect_inputs(inputs)
+    if format == "dicom":
+        _check_dicom_inputs(files)
     if isinstance(model, Predictor):
         predictor = model
     else:
@@ -367,14 +449,24 @@ def predict_paths(
             if model is None:
                 raise ModelError(f"No model given and no trained run found under ./{DEFAULT_RUNS_DIR}; pass --model")
         predictor = load_predictor(model)
+    tta = predictor.tta if tta is None else tta
+    runner = predictor.runner_for(tta)
+    uncertainty_info = _check_uncertainty(uncertainty, samples, runner)
 
     output_dir = os.fspath(output_dir)
     writable_dir(output_dir, "prediction output directory")
     overlay_dir = os.path.join(output_dir, OVERLAY_DIRNAME) if overlays else None
     mask_dir = os.path.join(output_dir, MASK_DIRNAME) if save_masks else None
-    for d in (overlay_dir, mask_dir):
+    uncertainty_dir = os.path.join(output_dir, UNCERTAINTY_DIRNAME) if uncertainty else None
+    for d in (overlay_dir, mask_dir, uncertainty_dir):
         if d:
             os.makedirs(d, exist_ok=True)
+    dicom_writer = None
+    if format == "dicom":
+        from ptx_keras.dicom_out import DICOM_DIRNAME, DicomWriter
+
+        dicom_writer = DicomWriter(os.path.join(output_dir, DICOM_DIRNAME), predictor.model_name or predictor.kind,
+                                   predictor.thresholds)
 
     from ptx_keras.inference import predict_batches
 
@@ -393,12 +485,18 @@ def predict_paths(
             if ok:
                 yield {"image": np.stack([item.pop("input") for item in ok]), "item": np.array(ok, dtype=object)}
 
+    started = time.perf_counter()
     try:
-        for batch in predict_batches(predictor.runner, batches(), progress=False):
-            for item, p in zip(batch["item"], batch["prob"]):
-                _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows)
+        for batch in predict_batches(runner, batches(), progress=False):
+            aux = batch.get("aux")
+            for j, (item, p) in enumerate(zip(batch["item"], batch["prob"])):
+                _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows,
+                            None if aux is None else aux[j], dicom=dicom_writer)
+            if uncertainty:
+                _add_uncertainty(batch, runner, predictor, uncertainty_info, uncertainty_dir, output_dir)
     finally:
         bar.close()
+    seconds = time.perf_counter() - started
     rows = [_row(item) for item in items]
 
     table = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
@@ -421,7 +519,15 @@ def predict_paths(
         "submission": submission_path,
         "overlays_dir": overlay_dir,
         "masks_dir": mask_dir,
-        "model": predictor.describe(),
+        "model": {**predictor.describe(), "tta": tta},
+        "uncertainty_dir": uncertainty_dir,
+        "uncertainty": uncertainty_info,
+        # Throughput from the first file read to the last output written (model loading excluded).
+        "seconds": round(seconds, 3),
+        "images_per_second": (len(rows) - len(failed)) / seconds if seconds > 0 else None,
+        "dicom_dir": dicom_writer.output_dir if dicom_writer else None,
+        "dicom_skipped": [r["file"] for r in rows if r["status"] == "ok" and not r.get("dicom_seg")]
+        if dicom_writer else [],
     }
     summary_path = os.path.join(output_dir, SUMMARY_FILENAME)
     with open(summary_path, "w", encoding="utf-8") as f:
@@ -443,16 +549,19 @@ def _load_one(path, sample_id, predictor):
     except (PtxError, ValueError, OSError) as e:
         item.update(status="error", error=str(e) if isinstance(e, PtxError) else f"{type(e).__name__}: {e}")
         return item
-    item.update(image=image, value_max=value_max, spacing=info.get("spacing"))
+    item.update(image=image, value_max=value_max, spacing=info.get("spacing"), dicom=info.get("photometric") is not None)
     return item
 
 
-def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows):
+def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows, aux_probability=None,
+                dicom=None):
     from ptx_keras.data.rle import EMPTY_RLE, rle_encode
 
     image = item.pop("image")
     height, width = image.shape
-    out = predictor.pipeline.postprocess(ptx_probability, height, width)
+    out = predictor.pipeline.postprocess(ptx_probability, height, width, aux_probability)
+    if aux_probability is not None:
+        item["aux_probability"] = float(aux_probability)
     mask = out["mask"]
     item.update(
         diagnosis=int(out["diagnosis"]),
@@ -475,6 +584,113 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
         _save_png(os.path.join(mask_dir, name), (mask * 255).astype(np.uint8))
         item["mask"] = os.path.relpath(os.path.join(mask_dir, name), output_dir)
     rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
+    if dicom is not None and item.get("dicom"):
+        _write_dicom(item, mask, dicom, output_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Uncertainty
+# ---------------------------------------------------------------------------------------------------------
+def _check_uncertainty(method, samples, runner):
+    """What `predict_paths` records about its uncertainty samples (None without), after checking the request."""
+    from ptx_keras.errors import ConfigError
+    from ptx_keras.inference import UNCERTAINTY_METHODS, dropout_layers
+
+    if method is None:
+        if samples is not None:
+            raise ConfigError("samples apply only with uncertainty (--uncertainty mc_dropout|tta)")
+        return None
+    if method not in UNCERTAINTY_METHODS:
+        raise ConfigError(f"Unknown uncertainty method {method!r}; choose one of {', '.join(UNCERTAINTY_METHODS)}")
+    samples = DEFAULT_SAMPLES[method] if samples is None else samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ConfigError(f"samples must be an integer >= 2. Received: samples={samples!r}")
+    if method == "mc_dropout":
+        if runner.model is None:
+            raise ConfigError(f"MC dropout needs a run directory's Keras model; {runner.name} is an exported graph "
+                              "(its dropout is gone). Use --uncertainty tta, or pass the run directory")
+        if not dropout_layers(runner.model):
+            raise ConfigError(f"MC dropout needs a model with dropout; {runner.name} has none (dropout_rate 0, as "
+                              "in the quick start). Use --uncertainty tta")
+    return {
+        "method": method,
+        "samples": samples,
+        "map": f"per-pixel standard deviation of the pneumothorax probability over the samples, PNG value = "
+               f"{UNCERTAINTY_PNG_SCALE:g} x std",
+        "image_probability_std": "standard deviation over the samples of the image-level probability (the aux "
+                                 "head's if the model has one, else the largest pixel probability)",
+        "diagnosis_agreement": "fraction of the samples whose diagnosis equals the reported one",
+    }
+
+
+def uncertainty_summary(probs, aux, thresholds, diagnosis):
+    """The uncertainty of one image from its samples.
+
+    Args:
+        probs: float32 `(samples, S, S)` pneumothorax probabilities.
+        aux: `(samples,)` image-level probabilities, or None without an aux head.
+        thresholds: The `Thresholds` of the reported diagnosis.
+        diagnosis: The reported (deterministic) diagnosis, 0 or 1.
+
+    Returns:
+        dict: `std_map` float32 `(S, S)` (population standard deviation over the samples),
+        `image_probability_std` (of `aux`, else of the per-sample largest pixel probability) and
+        `diagnosis_agreement` (the fraction of samples diagnosed as `diagnosis`, by `diagnose` at the model
+        resolution, as the graph diagnoses).
+    """
+    from ptx_keras.diagnosis import diagnose
+
+    probs = np.asarray(probs, np.float32)
+    image_level = aux if aux is not None else probs.reshape(len(probs), -1).max(axis=1)
+    labels = diagnose(probs, thresholds=thresholds, aux_probability=aux).label
+    return {
+        "std_map": probs.std(axis=0),
+        "image_probability_std": float(np.std(np.asarray(image_level, np.float64))),
+        "diagnosis_agreement": float(np.mean(np.asarray(labels) == int(diagnosis))),
+    }
+
+
+def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir):
+    from PIL import Image
+
+    probs, aux = runner.sample(batch["image"], info["method"], info["samples"])
+    for j, item in enumerate(batch["item"]):
+        u = uncertainty_summary(probs[:, j], None if aux is None else aux[:, j], predictor.thresholds,
+                                item["diagnosis"])
+        std = Image.fromarray(u["std_map"].astype(np.float32)).resize((item["width"], item["height"]), Image.BILINEAR)
+        png = np.clip(np.round(np.asarray(std) * UNCERTAINTY_PNG_SCALE), 0, 255).astype(np.uint8)
+        path = os.path.join(uncertainty_dir, f"{item['sample_id']}.png")
+        _save_png(path, png)
+        item.update(image_probability_std=u["image_probability_std"], diagnosis_agreement=u["diagnosis_agreement"],
+                    uncertainty_map=os.path.relpath(path, output_dir))
+
+
+def _check_dicom_inputs(files):
+    """`format="dicom"`: refuses inputs without any DICOM file and warns about the non-DICOM ones."""
+    from ptx_keras.data.readers import is_dicom
+    from ptx_keras.errors import ConfigError
+
+    others = [path for path, _ in files if not is_dicom(path)]
+    if len(others) == len(files):
+        raise ConfigError(
+            f"DICOM output (--format dicom) needs DICOM input: a Segmentation references its source image, and none "
+            f"of the {len(files)} input file(s) is DICOM (e.g. {others[0]}). Use --format csv for other images"
+        )
+    if others:
+        logger.warning(
+            "DICOM output needs DICOM input: %d of %d file(s) are not DICOM and get no SEG/SR, only their CSV row "
+            "(e.g. %s)", len(others), len(files), others[0],
+        )
+
+
+def _write_dicom(item, mask, writer, output_dir):
+    """Writes the SEG (the final mask: emptied when diagnosed negative) and the SR of one DICOM input."""
+    try:
+        seg, sr = writer.write(item["file"], item["sample_id"], mask * np.uint8(item["diagnosis"] == 1), item)
+    except (PtxError, ValueError, OSError) as e:
+        item.update(status="error", error=f"DICOM output failed: {e}")
+        return
+    item.update(dicom_seg=os.path.relpath(seg, output_dir), dicom_sr=os.path.relpath(sr, output_dir))
 
 
 def _row(item):

@@ -216,7 +216,7 @@ def make_callbacks(cfg, run):
     run = RunDir.of(run)
     HistoryCSV, ResumeBest = _callback_classes()
     history_path = run.history_file
-    monitor = cfg.train.monitor
+    monitor = monitored(cfg)
     mode = "min" if monitor.endswith("loss") else "max"
     backup = keras.callbacks.BackupAndRestore(run.backup_dir, delete_checkpoint=False)
     checkpoint = keras.callbacks.ModelCheckpoint(
@@ -260,15 +260,51 @@ def set_bn_momentum(model, momentum):
     return count
 
 
+def monitored(cfg):
+    """`train.monitor` as Keras logs it.
+
+    A model with an aux head (`model.options.aux_head`) has two outputs, and Keras logs each output's metrics
+    with its name first: `val_dsc1` is logged as `val_mask_dsc1` (`loss` / `val_loss` stay the total).
+    """
+    monitor = cfg.train.monitor
+    if not cfg.model.options.get("aux_head"):
+        return monitor
+    from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT
+
+    prefix = "val_" if monitor.startswith("val_") else ""
+    name = monitor[len(prefix):]
+    if name == "loss" or name.startswith((f"{MASK_OUTPUT}_", f"{AUX_OUTPUT}_")):
+        return monitor
+    return f"{prefix}{MASK_OUTPUT}_{name}"
+
+
+def aux_targets(dataset):
+    """`(image, y_true)` batches -> `(image, {"mask": y_true, "aux": image_labels(y_true)})`, the targets of a
+    model with an aux head (`ptx_keras.losses.image_labels`: 1 when the mask has any pneumothorax pixel)."""
+    import tensorflow as tf
+
+    from ptx_keras.losses import image_labels
+    from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT
+
+    return dataset.map(lambda x, y: (x, {MASK_OUTPUT: y, AUX_OUTPUT: image_labels(y)}),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def build_and_compile(cfg, jit_compile="auto"):
     """Builds `cfg.model`, compiles it with `make_optimizer` (paper: Adam, lr 1e-4, weight decay 1e-4) and the loss.
+
+    A model with an aux head (`model.options.aux_head: true`) is compiled with one loss per output: the
+    segmentation loss on the softmax and `loss.aux_weight` x binary cross-entropy on the image-level
+    probability (`ptx_keras.losses.aux_loss`), with DSC1 and MPA on the mask and ROC AUC on the image level;
+    its data must then carry both targets (`aux_targets`).
 
     Raises:
         ConfigError: for an unknown model or loss name, or options the model does not take.
     """
-    from ptx_keras.losses import get_loss
+    from ptx_keras.losses import aux_loss, get_loss
     from ptx_keras.metrics import DSC1, MPA
     from ptx_keras.models import build_model
+    from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT, has_aux_output
     from ptx_keras.optimizers import make_optimizer
 
     size = cfg.data.image_size
@@ -294,7 +330,16 @@ def build_and_compile(cfg, jit_compile="auto"):
         )
     except ValueError as e:
         raise ConfigError(f"train: {e}") from None
-    model.compile(optimizer=optimizer, loss=loss, metrics=[DSC1(), MPA()], jit_compile=jit_compile)
+    metrics = [DSC1(), MPA()]
+    loss_weights = None
+    if has_aux_output(model):
+        # The image-level output trains against image_labels(y_true) (aux_targets maps the data to match).
+        import keras
+
+        loss = {MASK_OUTPUT: loss, AUX_OUTPUT: aux_loss()}
+        loss_weights = {MASK_OUTPUT: 1.0, AUX_OUTPUT: float(cfg.loss.aux_weight)}
+        metrics = {MASK_OUTPUT: metrics, AUX_OUTPUT: [keras.metrics.AUC(name="auc")]}
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, jit_compile=jit_compile)
     # Creating the optimizer slots eagerly (~1 s) instead of inside the first traced step halves the first
     # step's cost: Keras otherwise traces the step twice (docs/benchmarks.md, "Training step").
     model.optimizer.build(model.trainable_variables)
@@ -311,7 +356,7 @@ def _learning_rate_schedule(cfg, model, n_train, run):
     from ptx_keras.schedules import make_schedule
 
     t = cfg.train
-    monitor, history_path = t.monitor, run.history_file
+    monitor, history_path = monitored(cfg), run.history_file
 
     def history(start):  # the monitored values of the finished epochs of a resumed run
         return [float(r[monitor]) for r in _read_history(history_path) if int(r["epoch"]) < start and r.get(monitor)]
@@ -399,6 +444,8 @@ def train(cfg, verbose=1):
             augment=cfg.data.augmentation(), positive_fraction=cfg.data.positive_fraction, **common,
         )
         val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
+        if cfg.model.options.get("aux_head"):
+            train_ds, val_ds = aux_targets(train_ds), aux_targets(val_ds)
         n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
         schedule_callbacks = _learning_rate_schedule(cfg, model, n_train, run)
         run.save_config(cfg)  # only now: the run is accepted
@@ -429,7 +476,7 @@ def train(cfg, verbose=1):
     if epochs:
         from ptx_keras.figures.evaluation import plot_history
 
-        curves = plot_history(run.history_file, run.curves_file)
+        curves = plot_history(run.history_file, run.curves_file, monitor=monitored(cfg))
     seconds = time.time() - t0
     run.update_metadata(status="trained", epochs=epochs)
     return TrainResult(run, run.best_model, run.history_file, epochs, seconds, prepared, curves)

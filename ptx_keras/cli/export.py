@@ -1,31 +1,39 @@
-"""`ptx-export RUN_DIR`: export a trained run as a TF Serving SavedModel (docs/deployment.md)."""
+"""`ptx-export RUN_DIR [--format savedmodel|onnx|litert]`: export a trained run for deployment (docs/deployment.md)."""
 
 import argparse
 
 from ptx_keras.cli.common import run_cli
+from ptx_keras.constants import EXPORT_FORMATS, TTA_MODES
 
 
 def build_parser():
     p = argparse.ArgumentParser(
         prog="ptx-export",
-        description="Export a trained run as a TensorFlow SavedModel with the preprocessing and the diagnosis rule "
-        "inside the graph, in the versioned layout TF Serving expects (DIR/VERSION/).",
+        description="Export a trained run with the preprocessing and the diagnosis rule inside the graph: a "
+        "TensorFlow SavedModel in the versioned layout TF Serving expects (DIR/VERSION/), an ONNX model (ONNX "
+        "Runtime) or a LiteRT model (.tflite), each with its export.json.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (config.yaml and best.keras)")
-    p.add_argument("--output", metavar="DIR", help="model base directory (default: RUN_DIR/saved_model)")
-    p.add_argument("--version", type=int, default=1, metavar="N", help="version number, a positive integer (default 1)")
+    p.add_argument("--format", default="savedmodel", choices=EXPORT_FORMATS,
+                   help="savedmodel (default; TF Serving), onnx (ONNX Runtime) or litert (.tflite)")
+    p.add_argument("--output", metavar="DIR",
+                   help="output directory (default: RUN_DIR/saved_model, RUN_DIR/onnx or RUN_DIR/litert)")
+    p.add_argument("--version", type=int, metavar="N",
+                   help="SavedModel version number, a positive integer (default 1; savedmodel only)")
+    p.add_argument("--tta", choices=TTA_MODES,
+                   help="test-time augmentation inside the graph: hflip averages the model on the image and its "
+                        "mirror (default: the run's evaluation.tta, what its thresholds were chosen with)")
     return p
 
 
 def _export(args):
-    from ptx_keras.export import export_saved_model
+    from ptx_keras.export import export_model
 
-    result = export_saved_model(args.run_dir, args.output, version=args.version)
-    th = result.thresholds
+    result = export_model(args.run_dir, args.format, args.output, version=args.version, tta=args.tta)
+    what = {"savedmodel": "SavedModel", "onnx": "ONNX", "litert": "LiteRT"}[result.format]
     print(
-        f"SavedModel: {result.path} (signatures: {', '.join(result.signatures)}; diagnosis: more than "
-        f"{th.min_area:g} pixels at {th.reference_size}x{th.reference_size} above {th.mask_threshold:g}) "
-        f"| metadata: {result.metadata}"
+        f"{what}: {result.path} (signatures: {', '.join(result.signatures)}; diagnosis: "
+        f"{result.thresholds.describe()}) | metadata: {result.metadata}"
     )
     return 0
 

@@ -7,6 +7,7 @@ Exit status: 0 when every file was predicted, 1 when some file could not be read
 import argparse
 
 from ptx_keras.cli.common import run_cli
+from ptx_keras.constants import TTA_MODES, UNCERTAINTY_METHODS
 
 
 def build_parser():
@@ -15,17 +16,30 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="ptx-predict",
         description="Predict pneumothorax masks and diagnoses for PNG/JPEG/DICOM images (files or folders, "
-        "searched recursively). Writes predictions.csv, overlay PNGs and optionally masks and a SIIM-ACR "
-        "submission.csv. Research tool: not a certified medical device.",
+        "searched recursively). Writes predictions.csv, overlay PNGs and optionally masks, a SIIM-ACR "
+        "submission.csv or, for DICOM inputs, a DICOM Segmentation and report each. Research tool: not a certified "
+        "medical device.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("--model", help="run directory or exported SavedModel (default: the latest run under ./runs)")
+    p.add_argument("--model", help="run directory or exported model: a SavedModel, an .onnx or .tflite file (or "
+                   "the directory ptx-export wrote it into); default: the latest run under ./runs")
     p.add_argument("--output", default="predictions", metavar="DIR", help="output directory (default: predictions)")
-    p.add_argument("--format", default="csv", choices=FORMATS, help="csv, or siim to also write submission.csv")
+    p.add_argument("--format", default="csv", choices=FORMATS,
+                   help="csv; siim to also write submission.csv; dicom to also write a DICOM Segmentation and a "
+                        "structured report per DICOM input (dicom/)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per model call (default 8)")
     p.add_argument("--save-masks", action="store_true", help="also write the masks as PNG (0/255)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tta", choices=TTA_MODES,
+                   help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
+                        "run's evaluation.tta, or what the SavedModel was exported with)")
+    p.add_argument("--uncertainty", choices=UNCERTAINTY_METHODS,
+                   help="also write per-pixel standard-deviation maps (uncertainty/<id>.png) and image-level "
+                        "uncertainty columns: mc_dropout (a run directory's model with dropout active) or tta "
+                        "(mirror and intensity views)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)")
     return p
 
 
@@ -41,11 +55,21 @@ def _predict(args):
         save_masks=args.save_masks,
         overlays=not args.no_overlays,
         progress=not args.no_progress,
+        tta=args.tta,
+        uncertainty=args.uncertainty,
+        samples=args.samples,
     )
     parts = [f"{s['n_ok']}/{s['n_files']} images predicted, {s['n_positive']} pneumothorax", f"table: {s['predictions']}"]
     if s["submission"]:
         parts.append(f"submission: {s['submission']}")
+    if s["dicom_dir"]:
+        parts.append(f"DICOM SEG/SR: {s['dicom_dir']}")
+    if s["images_per_second"]:
+        parts.append(f"{s['images_per_second']:.2f} images/s")
     print(" | ".join(parts))
+    if s["dicom_skipped"]:
+        print(f"DICOM output needs DICOM input: {len(s['dicom_skipped'])} non-DICOM file(s) got no SEG/SR, e.g. "
+              f"{s['dicom_skipped'][0]} (their predictions are in the table)")
     if s["n_failed"]:
         print(f"{s['n_failed']} file(s) failed, e.g. {s['failed'][0][0]}: {s['failed'][0][1]} (all listed in the table)")
         return 1

@@ -1,4 +1,11 @@
-"""Pieces every segmentation model builder shares: input validation, the softmax head, preset overrides."""
+"""Pieces every segmentation model builder shares: input validation, the softmax head, the optional image-level
+(aux) head, the output structure, preset overrides.
+
+Output structure (the one definition training, inference, serving and export read): a model without an aux head
+returns the softmax tensor `(batch, H, W, num_classes)`, as it always has; a model built with `aux_head=True`
+returns a dict `{MASK_OUTPUT: softmax, AUX_OUTPUT: (batch, 1) image-level pneumothorax probability}`.
+`split_outputs` reads either.
+"""
 
 import inspect
 import numbers
@@ -8,6 +15,9 @@ import keras
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import InputSizeCheck, check_spatial_size
 from ptx_keras.layers._validation import check_positive_int
+
+MASK_OUTPUT = "mask"  # the softmax, in the output dict of a model with an aux head
+AUX_OUTPUT = "aux"  # the image-level pneumothorax probability (batch, 1)
 
 
 def image_input(input_shape, num_pools, name="image"):
@@ -64,6 +74,46 @@ def softmax_head(x, num_classes):
     check_num_classes(num_classes)
     x = keras.layers.Conv2D(num_classes, 1, kernel_initializer="he_uniform", name="logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
+
+
+def image_level_head(features, name=AUX_OUTPUT):
+    """The image-level pneumothorax probability from bottleneck features (smp's `aux_params` head).
+
+    Global average pooling -> Dense(1) -> sigmoid, the sigmoid kept in float32 under mixed precision.
+
+    Args:
+        features: Bottleneck feature maps `(batch, height, width, channels)`.
+        name: Name of the output layer (the key of the model's output dict).
+
+    Returns:
+        float32 tensor `(batch, 1)` in (0, 1).
+    """
+    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(features)
+    x = keras.layers.Dense(1, name=f"{name}_logit")(x)
+    return keras.layers.Activation("sigmoid", dtype="float32", name=name)(x)
+
+
+def segmentation_outputs(mask, aux=None):
+    """The model's outputs: the softmax alone, or `{MASK_OUTPUT: softmax, AUX_OUTPUT: aux}` with an aux head."""
+    return mask if aux is None else {MASK_OUTPUT: mask, AUX_OUTPUT: aux}
+
+
+def has_aux_output(model):
+    """Whether a Keras model has the image-level (aux) output."""
+    return isinstance(model.output, dict) and AUX_OUTPUT in model.output
+
+
+def split_outputs(outputs):
+    """`(softmax, aux)` from a model's outputs: a tensor (aux None) or the dict of a model with an aux head.
+
+    Raises:
+        ValueError: for a dict without `MASK_OUTPUT`.
+    """
+    if isinstance(outputs, dict):
+        if MASK_OUTPUT not in outputs:
+            raise ValueError(f"model outputs must hold {MASK_OUTPUT!r}. Received keys: {sorted(outputs)}")
+        return outputs[MASK_OUTPUT], outputs.get(AUX_OUTPUT)
+    return outputs, None
 
 
 def build_with_overrides(builder, defaults, overrides):

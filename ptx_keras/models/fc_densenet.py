@@ -26,7 +26,14 @@ from ptx_keras.constants import (
 )
 from ptx_keras.layers import DenseBlock, MultiScaleConv2D, SCSEBlock, TransitionDown, TransitionUp
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int, check_rate
-from ptx_keras.models.common import build_with_overrides, check_num_classes, image_input, softmax_head
+from ptx_keras.models.common import (
+    build_with_overrides,
+    check_num_classes,
+    image_input,
+    image_level_head,
+    segmentation_outputs,
+    softmax_head,
+)
 from ptx_keras.models.registry import register_preset
 
 SCSE_PLACEMENTS = ("per_layer", "per_block")
@@ -72,6 +79,7 @@ def FCDenseNet(
     scse_reduction=SCSE_REDUCTION,
     dropout_rate=DROPOUT_RATE,
     memory_efficient=False,
+    aux_head=False,
     name="fc_densenet",
 ):
     """Builds an FC-DenseNet, optionally with the multi-scale module and scSE (MS_scSE_FC-DenseNet).
@@ -105,11 +113,14 @@ def FCDenseNet(
             their intermediate tensors: 0.42-0.46x the peak of live tensors for 1.25-1.37x the step
             time (paper model, 256 x 256, batch 4, docs/benchmarks.md); same outputs and gradients
             (dropout masks are drawn once and reused).
+        aux_head: Add an image-level pneumothorax probability computed from the bottleneck (global average
+            pooling -> dense -> sigmoid, `ptx_keras.models.common.image_level_head`).
         name: Model name.
 
     Returns:
         A functional `keras.Model` mapping `(batch, height, width, channels)` float32 images in [0, 1]
-        to `(batch, height, width, num_classes)` float32 softmax probabilities.
+        to `(batch, height, width, num_classes)` float32 softmax probabilities; with `aux_head`, to the dict
+        `{"mask": softmax, "aux": (batch, 1) float32 probability}`.
 
     Raises:
         ValueError: for any invalid argument (`ModelError`, a `ValueError`, for a bad input shape).
@@ -123,6 +134,7 @@ def FCDenseNet(
     check_choice("scse_placement", scse_placement, SCSE_PLACEMENTS)
     check_rate("dropout_rate", dropout_rate)
     check_bool("memory_efficient", memory_efficient)
+    check_bool("aux_head", aux_head)
 
     per_layer = scse and scse_placement == "per_layer"
     per_block = scse and scse_placement == "per_block"
@@ -157,6 +169,7 @@ def FCDenseNet(
 
     x = DenseBlock(blocks[pools], return_new_only=True, name="bottleneck", **block_args)(x)
     x = block_scse(x, "bottleneck")
+    aux = image_level_head(x) if aux_head else None
 
     for i in range(pools):
         x = TransitionUp(name=f"transition_up_{i}")(x)
@@ -165,7 +178,7 @@ def FCDenseNet(
         x = DenseBlock(blocks[pools + 1 + i], return_new_only=not last, name=f"up_block_{i}", **block_args)(x)
         x = block_scse(x, f"up_block_{i}")
 
-    return keras.Model(inputs, softmax_head(x, num_classes), name=name)
+    return keras.Model(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
 
 
 @register_preset("fc_densenet56", description="FC-DenseNet56: 4 layers per block, k=12 (Jegou et al.)")

@@ -19,7 +19,14 @@ from ptx_keras.constants import (
 )
 from ptx_keras.layers import MultiScaleConv2D, SCSEBlock
 from ptx_keras.layers._validation import check_bool, check_positive_int
-from ptx_keras.models.common import build_with_overrides, check_num_classes, image_input, softmax_head
+from ptx_keras.models.common import (
+    build_with_overrides,
+    check_num_classes,
+    image_input,
+    image_level_head,
+    segmentation_outputs,
+    softmax_head,
+)
 from ptx_keras.models.registry import register_preset
 
 
@@ -42,6 +49,7 @@ def UNet(
     scse=False,
     scse_fusion=SCSE_FUSION,
     scse_reduction=SCSE_REDUCTION,
+    aux_head=False,
     name="unet",
 ):
     """Builds a U-Net, optionally with the multi-scale first convolution and scSE (MS_scSE_U-Net).
@@ -62,11 +70,14 @@ def UNet(
         scse: Add an scSE module after every conv block.
         scse_fusion: `"add"` (eq. 2) or `"max"`.
         scse_reduction: cSE reduction ratio (paper: 2).
+        aux_head: Add an image-level pneumothorax probability computed from the bottleneck (global average
+            pooling -> dense -> sigmoid, `ptx_keras.models.common.image_level_head`).
         name: Model name.
 
     Returns:
         A functional `keras.Model` mapping `(batch, height, width, channels)` images to
-        `(batch, height, width, num_classes)` float32 softmax probabilities.
+        `(batch, height, width, num_classes)` float32 softmax probabilities; with `aux_head`, to the dict
+        `{"mask": softmax, "aux": (batch, 1) float32 probability}`.
 
     Raises:
         ValueError: for any invalid argument (`ModelError`, a `ValueError`, for a bad input shape).
@@ -77,6 +88,7 @@ def UNet(
     check_bool("batch_norm", batch_norm)
     check_bool("multiscale", multiscale)
     check_bool("scse", scse)
+    check_bool("aux_head", aux_head)
 
     def conv_block(x, filters, block_name, first_multiscale=False):
         if first_multiscale:
@@ -98,6 +110,7 @@ def UNet(
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
     x = conv_block(x, base_filters * 2**depth, "bottleneck")
+    aux = image_level_head(x) if aux_head else None
     for i in reversed(range(depth)):
         filters = base_filters * 2**i
         x = keras.layers.Conv2DTranspose(
@@ -105,7 +118,7 @@ def UNet(
         )(x)
         x = keras.layers.Concatenate(name=f"up_{i}_concat")([x, skips[i]])
         x = conv_block(x, filters, f"up_{i}")
-    return keras.Model(inputs, softmax_head(x, num_classes), name=name)
+    return keras.Model(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
 
 
 @register_preset("unet", description="U-Net: 32 base filters, 4 poolings, 2x2 transposed conv up, BN")

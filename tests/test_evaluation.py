@@ -177,7 +177,7 @@ def test_write_figures_from_handmade_predictions(tmp_path, scored):
                        "1,0.3,1.5,0.6,0.25,1.6,0.6\n2,0.4,1.2,0.7,0.22,1.5,0.65\n")
     pred = handmade_predictions()
     paths = ev.write_figures(scored, str(tmp_path), THRESHOLDS, ev.collect_cases(pred), str(history), "test")
-    assert set(paths) == {"cases", "dsc_histogram", "roc", "training_curves"}
+    assert set(paths) == {"cases", "dsc_histogram", "roc", "reliability", "training_curves"}
     for path in paths.values():
         _load_png(path)
     import matplotlib.image as mpimg
@@ -338,22 +338,22 @@ def test_api_errors_name_the_problem(tmp_path):
 TINY = [s for s in TRAINING_TINY if not s.startswith("train.")] + ["evaluation.batch_size=2"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A run directory as training leaves it (config.yaml, best.keras, history.csv), with an untrained model.
+def make_tiny_run(root, name="tiny", overrides=()):
+    """A run directory as training leaves it (config.yaml, best.keras, history.csv), with an untrained model on
+    the tiny phantoms prepared under `root`; `overrides` are extra `--set` strings.
 
-    Training is not needed to test evaluation's outputs; an untrained model saves the minute `fit` takes.
+    Returns:
+        `(run_dir, cfg, prepared_dir)`.
     """
     from ptx_keras.config import load_config, save_config
     from ptx_keras.models import build_model
     from ptx_keras.data.resolve import resolve_data
 
-    root = tmp_path_factory.mktemp("eval")
     cfg = load_config(QUICKSTART, overrides=TINY + [f"data.cache_dir={root / 'cache'}",
-                                                     f"output_dir={root / 'runs'}", "name=tiny"])
+                                                     f"output_dir={root / 'runs'}", f"name={name}", *overrides])
     prepared = resolve_data(None, cfg.data, cache_dir=cfg.data.cache_dir, phantoms=cfg.data.phantoms,
                             workers=1).prepared_dir
-    run = root / "runs" / "tiny"
+    run = root / "runs" / name
     run.mkdir(parents=True)
     save_config(cfg, str(run / "config.yaml"))
     RunDir(str(run)).update_metadata(prepared_dir=prepared)
@@ -361,6 +361,17 @@ def tiny_run(tmp_path_factory):
     model.save(str(run / "best.keras"))
     (run / "history.csv").write_text("epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n"
                                      "1,0.3,1.5,0.6,0.25,1.6,0.6\n")
+    return run, cfg, prepared
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run directory as training leaves it, with an untrained model (`make_tiny_run`).
+
+    Training is not needed to test evaluation's outputs; an untrained model saves the minute `fit` takes.
+    """
+    root = tmp_path_factory.mktemp("eval")
+    run, cfg, prepared = make_tiny_run(root)
     return root, run, cfg, prepared
 
 
@@ -388,7 +399,7 @@ def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, 
     assert summary["thresholds"]["mask_threshold"] == thresholds["mask_threshold"]
     assert (run / "eval" / "val" / "threshold_search.csv").is_file()
     assert "chosen on the validation split" in (out / "summary.md").read_text()
-    assert set(summary["figures"]) == {"cases", "dsc_histogram", "roc", "training_curves"}
+    assert set(summary["figures"]) == {"cases", "dsc_histogram", "roc", "reliability", "training_curves"}
     for name in summary["figures"].values():
         _load_png(out / name)
 

@@ -176,3 +176,111 @@ def test_search_invalid_arguments():
                           top_thresholds=(0.9,), intersections=np.zeros((4, 2)), true_areas=np.zeros(4), **GRID)
     with pytest.raises(ValueError, match="same size"):
         dice_counts_at_thresholds(prob, true[:2])
+
+
+def test_score_predictions_reports_raw_gated_and_triplet_dice():
+    from ptx_keras import evaluation as ev
+
+    prob, true = hand_case()
+    batch = {"sample_id": np.array(list("ABCD")), "true": true, "prob": prob}
+    df = ev.score_predictions(batch, Thresholds(0.5, 5, SIZE, top_threshold=0.9))
+    np.testing.assert_array_equal(df["diagnosis"], [1, 0, 1, 0])
+    np.testing.assert_allclose(df["dsc1_raw"], [1, 0, 20 / 26, 0])  # > 0.5 whatever the diagnosis
+    np.testing.assert_allclose(df["dsc1_pair"], [1, 0, 20 / 26, 1])  # the pair rule (> 5 px above 0.5) keeps B
+    np.testing.assert_allclose(df["dsc1_triplet"], [1, 1, 20 / 26, 1])
+    np.testing.assert_allclose(df["dsc1"], df["dsc1_triplet"])  # the framework output is the rule in force
+    summary = ev.summarize(df, Thresholds(0.5, 5, SIZE, top_threshold=0.9).to_dict(), "test")
+    by_mask = summary["siim_acr_dice_by_mask"]
+    assert by_mask["triplet"]["mean"] == pytest.approx(TRIPLET_DICE) == summary["siim_acr_dice"]
+    assert by_mask["gated"]["mean"] == pytest.approx((2 + 20 / 26) / 4)
+    assert by_mask["raw"]["mean"] == pytest.approx((1 + 20 / 26) / 4)
+    md = ev.summary_markdown(summary, "hand")
+    assert "above 0.9 (mask drawn above 0.5)" in md and "| triplet |" in md and "| gated |" in md
+    # Without a triplet rule there is no triplet column, and gated = the scored framework output.
+    pair = ev.score_predictions(batch, Thresholds(0.5, 5, SIZE))
+    assert "dsc1_triplet" not in pair and np.array_equal(pair["dsc1_pair"], pair["dsc1"])
+    assert set(ev.summarize(pair, Thresholds().to_dict(), "test")["siim_acr_dice_by_mask"]) == {"raw", "gated"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The search on prepared data: validation only
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_aux_run(tmp_path_factory):
+    """A run directory with an untrained aux-head model on 24 prepared 64 px phantoms (test_evaluation's)."""
+    from test_evaluation import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("triplet"), "aux", [
+        "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2, aux_head: true}",
+        "evaluation.tta=hflip", "evaluation.threshold_form=triplet",
+    ])
+
+
+@pytest.mark.slow
+def test_validation_search_never_reads_the_test_split(tiny_aux_run, monkeypatch):
+    """The test shards are replaced by garbage and every batch read is recorded: the triplet search with the aux
+    gate decodes validation examples only, all of them, and stores its rule with the run."""
+    import json
+    import os
+
+    from ptx_keras.data.prepared import load_prepared_info, read_manifest
+    from ptx_keras.evaluation import predictions
+    from ptx_keras.evaluation.thresholds import search_validation_thresholds
+    from ptx_keras.runs import RunDir
+
+    run, cfg, prepared = tiny_aux_run
+    info = load_prepared_info(prepared)
+    backups = {}
+    for name in info["shards"]["test"]:
+        path = os.path.join(prepared, name)
+        with open(path, "rb") as f:
+            backups[path] = f.read()
+        with open(path, "wb") as f:
+            f.write(b"not a TFRecord: reading the test split during a threshold search is a bug" * 10)
+    read = []
+    original = predictions._prepared_batches
+
+    def recording(prepared_dir, split, *args, **kwargs):
+        for batch in original(prepared_dir, split, *args, **kwargs):
+            read.append((split, list(batch["sample_id"])))
+            yield batch
+
+    monkeypatch.setattr(predictions, "_prepared_batches", recording)
+    try:
+        r = RunDir(str(run))
+        saved = search_validation_thresholds(r.load_model(), prepared, r, 64, 4, "f1", False, "sha", form="triplet",
+                                             gate="both", tta="hflip")
+    finally:
+        for path, data in backups.items():
+            with open(path, "wb") as f:
+                f.write(data)
+    val_ids = {row["sample_id"] for row in read_manifest(prepared) if row["split"] == "val"}
+    assert {split for split, _ in read} == {"val"}
+    assert {i for _, ids in read for i in ids} == val_ids
+    record = json.loads(open(saved.file).read())
+    assert record["split"] == "val" and record["form"] == "triplet" and record["tta"] == "hflip"
+    assert record["gate"] == "both" and "aux_threshold" in record and record["siim_dice"] is not None
+    assert saved.thresholds == Thresholds.from_mapping(record)
+    grid = open(r.threshold_grid_file()).read().splitlines()[0].split(",")
+    assert {"top_threshold", "min_area", "mask_threshold", "aux_threshold", "f1", "siim_dice"} <= set(grid)
+
+
+@pytest.mark.slow
+def test_evaluate_with_tta_triplet_and_aux_head_end_to_end(tiny_aux_run):
+    import json
+
+    from ptx_keras.cli.evaluate import main as evaluate_main
+
+    run, cfg, prepared = tiny_aux_run
+    assert evaluate_main([str(run), "--search-thresholds", "--no-progress"]) == 0
+    summary = json.loads((run / "eval" / "test" / "summary.json").read_text())
+    t = Thresholds.from_mapping(summary["thresholds"])
+    assert summary["thresholds"]["form"] == "triplet" and summary["inference"] == {"tta": "hflip"}
+    assert set(summary["siim_acr_dice_by_mask"]) == ({"raw", "gated", "triplet"} if t.form == "triplet"
+                                                     else {"raw", "gated"})
+    assert "aux_roc_auc" in summary["diagnosis"]
+    assert summary["calibration"]["image_probability"] == "aux_prob" and 0 <= summary["calibration"]["ece"] <= 1
+    assert sum(b["n"] for b in summary["calibration"]["bins"]) == summary["n_images"]
+    assert (run / "eval" / "test" / "reliability.png").is_file() and "reliability" in summary["figures"]
+    md = (run / "eval" / "test" / "summary.md").read_text()
+    assert "Test-time augmentation: hflip" in md and "ROC AUC (aux head)" in md and "Expected calibration" in md

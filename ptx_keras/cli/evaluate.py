@@ -1,6 +1,7 @@
 """`python evaluate.py RUN_DIR` / `ptx-evaluate`: the paper's metrics, diagnosis table and figures for a run.
 
-    python evaluate.py RUN_DIR [--data PATH] [--split test] [--search-thresholds [--objective f1|youden]]
+    python evaluate.py RUN_DIR [--data PATH] [--split test] [--tta none|hflip]
+                       [--search-thresholds [--objective f1|youden|siim_dice] [--threshold-form pair|triplet]]
     python evaluate.py --compare RUN_A RUN_B ... [--names A B ...] [--split test] [--output DIR]
 
 See docs/evaluation.md for every output.
@@ -9,9 +10,12 @@ See docs/evaluation.md for every output.
 import argparse
 
 from ptx_keras.cli.common import run_cli
+from ptx_keras.constants import TTA_MODES
 
 
 def build_parser():
+    from ptx_keras.diagnosis import FORMS, OBJECTIVES
+
     p = argparse.ArgumentParser(
         prog="ptx-evaluate",
         description="Evaluate a trained run (writes RUN_DIR/eval/<split>/; with --data OTHER, "
@@ -26,8 +30,16 @@ def build_parser():
                         "on test); on the run's own data they are saved to RUN_DIR/eval/val/thresholds.json and "
                         "used by later evaluations and the export; on other data (--data) they are saved beside "
                         "that data's evaluation and used for it only (default there: the run's thresholds)")
-    p.add_argument("--objective", choices=("f1", "youden"),
-                   help="what the threshold search maximises (default: the run's evaluation.objective)")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="what the threshold search maximises: a diagnosis score, or siim_dice, the SIIM-ACR mean Dice "
+                        "of the final masks (default: the run's evaluation.objective)")
+    p.add_argument("--threshold-form", choices=FORMS,
+                   help="with --search-thresholds: pair (the paper's mask threshold + minimum area) or triplet (a "
+                        "higher top threshold decides the diagnosis, the mask is drawn at the mask threshold) "
+                        "(default: the run's evaluation.threshold_form)")
+    p.add_argument("--tta", choices=TTA_MODES,
+                   help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
+                        "run's evaluation.tta)")
     p.add_argument("--batch-size", type=int, help="prediction batch size (default: the run's evaluation.batch_size)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
@@ -42,9 +54,9 @@ def _evaluate(args, parser):
     from ptx_keras import evaluation
 
     if args.compare:
-        if args.data or args.search_thresholds or args.objective:
-            parser.error("--compare reads existing evaluations; --data, --search-thresholds and --objective "
-                         "do not apply")
+        if args.data or args.search_thresholds or args.objective or args.threshold_form or args.tta:
+            parser.error("--compare reads existing evaluations; --data, --search-thresholds, --objective, "
+                         "--threshold-form and --tta do not apply")
         runs = ([args.run_dir] if args.run_dir else []) + args.compare
         evaluation.compare_runs(runs, split=args.split, output=args.output, names=args.names)
         return 0
@@ -55,7 +67,8 @@ def _evaluate(args, parser):
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1. Received: {args.batch_size}")
     evaluation.evaluate_run(args.run_dir, data=args.data, split=args.split, search_thresholds=args.search_thresholds,
-                            batch_size=args.batch_size, progress=not args.no_progress, objective=args.objective)
+                            batch_size=args.batch_size, progress=not args.no_progress, objective=args.objective,
+                            tta=args.tta, threshold_form=args.threshold_form)
     return 0
 
 

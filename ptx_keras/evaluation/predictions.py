@@ -58,8 +58,8 @@ def iter_predictions(model, prepared_dir, split, batch_size=8, channels=None, pr
     """Predicts one split of a prepared data set, one batch at a time.
 
     Args:
-        model: A Keras model mapping `(batch, S, S, C)` to `(batch, S, S, 2)` softmax, or a
-            `ptx_keras.inference.ModelRunner`.
+        model: A Keras model mapping `(batch, S, S, C)` to `(batch, S, S, 2)` softmax (or the dict of a model
+            with an aux head), or a `ptx_keras.inference.ModelRunner` (e.g. with test-time augmentation).
         prepared_dir: A prepared data set at the model's resolution (see `check_input_size`).
         split: `"train"`, `"val"` or `"test"`.
         batch_size: Images per forward pass.
@@ -70,7 +70,8 @@ def iter_predictions(model, prepared_dir, split, batch_size=8, channels=None, pr
 
     Yields:
         dict per batch of b images: `sample_id` (b,) str, `image` (b, S, S) float32 in [0, 1] (first channel),
-        `true` (b, S, S) bool, `prob` (b, S, S) float16 pneumothorax probabilities.
+        `true` (b, S, S) bool, `prob` (b, S, S) float16 pneumothorax probabilities, and `aux` (b,) float32
+        image-level probabilities for a model with an aux head.
 
     Raises:
         DataError: if the split is unknown or has no images.
@@ -98,6 +99,7 @@ def iter_predictions(model, prepared_dir, split, batch_size=8, channels=None, pr
             "image": batch["image"][..., 0].astype(np.float32),
             "true": batch["true"],
             "prob": batch["prob"].astype(np.float16),
+            **({"aux": batch["aux"]} if "aux" in batch else {}),
         }
 
 
@@ -112,14 +114,16 @@ def predict_split(model, prepared_dir, split, batch_size=8, channels=None, progr
 
     Returns:
         dict of NumPy arrays over the split's n images: `sample_id` (n,) str, `image` (n, S, S) float32 in
-        [0, 1], `true` (n, S, S) bool, `prob` (n, S, S) float16 PTX probabilities.
+        [0, 1], `true` (n, S, S) bool, `prob` (n, S, S) float16 PTX probabilities (and `aux` (n,) with an aux
+        head).
 
     Raises:
         DataError: if the data's resolution differs from the model's input size, or the split is empty.
     """
     check_input_size(model, prepared_dir)
     batches = list(iter_predictions(model, prepared_dir, split, batch_size, channels, progress))
-    return {k: np.concatenate([b[k] for b in batches]) for k in ("sample_id", "image", "true", "prob")}
+    return {k: np.concatenate([b[k] for b in batches]) for k in ("sample_id", "image", "true", "prob", "aux")
+            if k in batches[0]}
 
 
 def collect_cases(batches):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ptx_keras import constants as C
-from ptx_keras.evaluation.scoring import MASKS, SIZE_CLASSES
+from ptx_keras.evaluation.scoring import IMAGE_PROBABILITIES, MASKS, SIZE_CLASSES, image_probability
 
 CASE_PICKS = ("best", "median", "worst")
 DIAGNOSIS_NAMES = {
@@ -25,6 +25,8 @@ _SEGMENTATION_ROWS = (
     ("dsc", "DSC"),
     ("dsc1", "DSC1"),
     ("dsc1_raw", "DSC1 (raw mask)"),
+    ("dsc1_pair", "DSC1 (gated by the two-number rule)"),
+    ("dsc1_triplet", "DSC1 (triplet mask)"),
     ("hd", "HD (px)"),
     ("hd95", "HD95 (px)"),
     ("hd_mm", "HD (mm)"),
@@ -34,6 +36,7 @@ FIGURES = (
     ("cases", "best / median / worst DSC1 per size"),
     ("dsc_histogram", "DSC histogram (Fig. 6)"),
     ("roc", "diagnosis ROC curve"),
+    ("reliability", "reliability diagram of the image-level probability"),
     ("training_curves", "training curves"),
 )
 
@@ -59,6 +62,16 @@ def threshold_source(t):
     return "the run configuration's `diagnosis` section"
 
 
+def _rule(t):
+    """The diagnosis rule of a summary's thresholds entry, in words."""
+    from ptx_keras.diagnosis import Thresholds
+
+    try:
+        return Thresholds.from_mapping(t).describe()
+    except ValueError:
+        return f"more than {t['min_area']:g} px at {t['reference_size']} above {t['mask_threshold']:g}"
+
+
 def summary_markdown(summary, run_name=""):
     """Renders `summary` (from `summarize`) as Markdown in the layout of the paper's Tables 2 and 3.
 
@@ -80,8 +93,8 @@ def summary_markdown(summary, run_name=""):
         f"# Evaluation of {run_name or 'the run'} on the {summary['split']} split{on}",
         "",
         f"{summary['n_images']} images, {summary['n_positive']} with pneumothorax. Predicted mask: probability > "
-        f"{t['mask_threshold']:g}; diagnosis: pneumothorax when the mask has more than {t['min_area']:g} pixels at "
-        f"{t['reference_size']}x{t['reference_size']} (thresholds: {threshold_source(t)}).",
+        f"{t['mask_threshold']:g}; diagnosis: pneumothorax when {_rule(t)} (thresholds: {threshold_source(t)}). "
+        f"Test-time augmentation: {summary.get('inference', {}).get('tta', 'none')}.",
         "",
         f"**Masks scored:** the segmentation metrics score the {MASKS[scored]}"
         + ("; `DSC1 (raw mask)` scores the raw mask whatever the diagnosis." if scored == "gated" else
@@ -113,9 +126,13 @@ def summary_markdown(summary, run_name=""):
         "1, absent from one only 0. HD/HD95 (pixels) are undefined where the truth or the prediction is empty; "
         "such images are counted, never averaged.",
         "",
-        "## Diagnosis (cf. Table 3)",
-        "",
     ]
+    by_mask = summary.get("siim_acr_dice_by_mask") or {}
+    if by_mask:
+        rows = [{"mask scored": key, "SIIM-ACR mean Dice (empty = 1)": "n/a" if v["mean"] is None else
+                 f"{v['mean']:.4f}", "which mask": v["mask"]} for key, v in by_mask.items()]
+        lines += ["SIIM-ACR mean Dice of each mask (all images):", "", markdown_table(pd.DataFrame(rows)), ""]
+    lines += ["## Diagnosis (cf. Table 3)", ""]
     dx = summary["diagnosis"]
     rows = []
     for key in C.DIAGNOSIS_KEYS:
@@ -124,6 +141,10 @@ def summary_markdown(summary, run_name=""):
                      "paper": f"{100 * C.PAPER_DIAGNOSIS[key]:.2f} %"})
     auc = dx.get("roc_auc")
     rows.append({"score": "ROC AUC", "ours": "undefined" if auc is None else f"{auc:.4f}", "paper": ""})
+    if "aux_roc_auc" in dx:
+        aux = dx["aux_roc_auc"]
+        rows.append({"score": "ROC AUC (aux head)", "ours": "undefined" if aux is None else f"{aux:.4f}",
+                     "paper": ""})
     lines += [markdown_table(pd.DataFrame(rows)), "",
               f"Counts: TP {dx['tp']}, FP {dx['fp']}, TN {dx['tn']}, FN {dx['fn']}."]
     if dx.get("undefined"):
@@ -136,6 +157,18 @@ def summary_markdown(summary, run_name=""):
             "",
             f"Size classes (Fig. 5, tertiles of the true area): small <= {lo:g} px ({c['small']} images), "
             f"moderate <= {hi:g} px ({c['moderate']}), large ({c['large']}).",
+        ]
+    cal = summary.get("calibration")
+    if cal:
+        ece = "n/a" if cal["ece"] is None else f"{cal['ece']:.4f}"
+        mce = "n/a" if cal["mce"] is None else f"{cal['mce']:.4f}"
+        brier = "n/a" if cal["brier"] is None else f"{cal['brier']:.4f}"
+        lines += [
+            "",
+            "## Calibration of the image-level probability",
+            "",
+            f"Image-level probability: {cal['description']}. Expected calibration error (ECE, {cal['n_bins']} "
+            f"equal-width bins) {ece}, maximum calibration error {mce}, Brier score {brier}.",
         ]
     lines += ["", "## Figures", ""]
     for name, caption in FIGURES:
@@ -186,7 +219,7 @@ def _case_panel(row, data, pick_title, mask_threshold, gate=False):
 
 
 def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, split="test", gate_masks=True):
-    """Writes cases.png, dsc_histogram.png, roc.png and training_curves.png.
+    """Writes cases.png, dsc_histogram.png, roc.png, reliability.png and training_curves.png.
 
     Args:
         df: Per-image scores from `score_predictions`.
@@ -234,11 +267,21 @@ def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, sp
         dx = diagnosis_scores(labels, df["diagnosis"].to_numpy())
         point = (1 - dx["specificity"], dx["sensitivity"])
         t = thresholds
-        label = f"> {t.min_area:g} px at {t.reference_size}, p > {t.mask_threshold:g}"
+        label = t.describe()
         paths["roc"] = fig.plot_roc(
             fpr, tpr, roc_auc(labels, scores), os.path.join(out_dir, "roc.png"), operating_point=point,
             operating_label=label,
             title=f"Diagnosis ROC, {split} split ({int(labels.sum())} positive / {int((1 - labels).sum())} negative)",
+        )
+    probability, column = image_probability(df)
+    if len(df):
+        from ptx_keras.diagnosis import calibration
+
+        cal = calibration(labels, probability)
+        paths["reliability"] = fig.plot_reliability(
+            cal["bins"], cal["ece"], os.path.join(out_dir, "reliability.png"),
+            probability_name="aux head probability" if column == "aux_prob" else "largest pixel probability",
+            title=f"Reliability, {split} split ({IMAGE_PROBABILITIES[column].split(' (')[0]})",
         )
     if history_path and os.path.isfile(history_path):
         paths["training_curves"] = fig.plot_history(history_path, os.path.join(out_dir, "training_curves.png"))

@@ -9,7 +9,13 @@ writes, for the run's own data, `RUN_DIR/eval/<split>/`, and for other data (`da
   values, the diagnosis table like Table 3 with ROC AUC, the SIIM-ACR mean Dice (empty = 1), missing HD counts,
   which mask is scored, and the thresholds used with their source;
 * `cases.png` (best / median / worst DSC1 per pneumothorax size, like Fig. 5), `dsc_histogram.png` (Fig. 6),
-  `roc.png`, `training_curves.png` (from the run's `history.csv`).
+  `roc.png`, `reliability.png` (the image-level probability's reliability diagram; its ECE is in the summary),
+  `training_curves.png` (from the run's `history.csv`).
+
+Test-time augmentation: `evaluation.tta` (or `tta=`): `hflip` predicts with the mean of the model on the image
+and its mirror (`ptx_keras.inference.ModelRunner`), in the threshold search too. The search's form
+(`evaluation.threshold_form`: the paper's pair or the triplet) and gate (`diagnosis.gate`) come from the
+configuration; a saved search holds the whole rule, so search again after changing them.
 
 Thresholds: the run's (its validation search `eval/val/thresholds.json` when it has one, else its
 configuration's). `search_thresholds=True` chooses them first on the validation split of the evaluated data
@@ -88,7 +94,7 @@ def _resolve_data(run, cfg, data):
 
 
 def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch_size=None, progress=True,
-                 objective=None):
+                 objective=None, tta=None, threshold_form=None):
     """Evaluates `RUN_DIR/best.keras` on one split (see the module docstring for what is written where).
 
     Args:
@@ -101,7 +107,11 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
             False for other data.
         batch_size: Prediction batch size (default: the run's `evaluation.batch_size`).
         progress: Show progress bars.
-        objective: Objective of the search, "f1" or "youden" (default: the run's `evaluation.objective`).
+        objective: Objective of the search, "f1", "youden" or "siim_dice" (default: the run's
+            `evaluation.objective`).
+        tta: Test-time augmentation, "none" or "hflip" (default: the run's `evaluation.tta`).
+        threshold_form: What the search chooses, "pair" or "triplet" (default: the run's
+            `evaluation.threshold_form`).
 
     Returns:
         `EvaluationResult`.
@@ -114,6 +124,8 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
     """
     from ptx_keras.errors import ConfigError
     from ptx_keras.evaluation.thresholds import search_validation_thresholds
+    from ptx_keras.inference import ModelRunner
+    from ptx_keras.models.common import has_aux_output
     from ptx_keras.runs import RunDir
 
     check_split(split)
@@ -130,17 +142,30 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
     model = run.load_model()
     check_input_size(model, prepared)
     model_sha = run.model_sha256()
+    tta = tta or cfg.evaluation.tta
+    try:
+        runner = ModelRunner.from_keras(model, tta=tta)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if search_thresholds:
         saved = search_validation_thresholds(
-            model, prepared, run, cfg.diagnosis.reference_size, batch_size,
+            runner, prepared, run, cfg.diagnosis.reference_size, batch_size,
             objective or cfg.evaluation.objective, progress, model_sha, data=other,
+            form=threshold_form or cfg.evaluation.threshold_form, gate=cfg.diagnosis.gate,
         )
     else:
         saved = run.read_thresholds(cfg, model_sha256=model_sha)
     thresholds, gate = saved.thresholds, bool(cfg.diagnosis.gate_masks)
+    if thresholds.uses_aux and not has_aux_output(model):
+        raise ModelError(f"{saved.file}: the diagnosis is gated by the image-level probability (gate="
+                         f"{thresholds.gate!r}) but {run.best_model} has no aux head")
+    searched_tta = saved.search.get("tta", "none") if saved.source == "validation search" else tta
+    if searched_tta != tta:
+        logger.warning("%s was chosen with tta=%s; evaluating with tta=%s (search again to match)", saved.file,
+                       searched_tta, tta)
 
     df = score_predictions(
-        iter_predictions(model, prepared, split, batch_size, progress=progress), thresholds,
+        iter_predictions(runner, prepared, split, batch_size, progress=progress), thresholds,
         spacings=spacing_lookup(prepared), gate_masks=gate,
     )
     out_dir = run.eval_dir(split, other)
@@ -149,10 +174,10 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
     df.to_csv(per_image, index=False)
 
     wanted = {df.iloc[i]["sample_id"] for row in pick_cases(df) for _, _, i in row}
-    case_data = collect_cases(iter_predictions(model, prepared, split, batch_size, progress=False, only_ids=wanted))
+    case_data = collect_cases(iter_predictions(runner, prepared, split, batch_size, progress=False, only_ids=wanted))
     figures = write_figures(df, out_dir, thresholds, case_data, run.history_file, split, gate_masks=gate)
 
-    summary = summarize(df, saved.describe(), split, gate_masks=gate)
+    summary = summarize(df, saved.describe(), split, gate_masks=gate, tta=tta)
     summary.update(run_dir=os.path.abspath(run.path), model=os.path.abspath(run.best_model), model_sha256=model_sha,
                    data=os.path.abspath(prepared), data_name=None if other is None else os.fspath(other),
                    figures={k: os.path.basename(v) for k, v in figures.items()})

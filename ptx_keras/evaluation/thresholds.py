@@ -1,69 +1,94 @@
-"""Choosing the diagnosis thresholds on a validation split (never the test split) and storing them with the run."""
+"""Choosing the diagnosis rule (pair or triplet thresholds, aux gate) on a validation split (never the test split)
+and storing it with the run."""
 
 import logging
 
 import numpy as np
 
 from ptx_keras import constants as C
-from ptx_keras.errors import DataError
+from ptx_keras.errors import DataError, ModelError
 
 logger = logging.getLogger(__name__)
 
 
 def search_validation_thresholds(model, prepared_dir, run, reference_size, batch_size, objective="f1",
-                                 progress=True, model_sha256=None, data=None):
-    """Chooses `(mask_threshold, min_area)` on the VALIDATION split and saves them with the run.
+                                 progress=True, model_sha256=None, data=None, *, form="pair", gate="area",
+                                 tta="none"):
+    """Chooses the diagnosis rule on the VALIDATION split and saves it with the run.
 
-    The grid is `constants.SEARCH_MASK_THRESHOLDS` x `constants.SEARCH_MIN_AREAS` (areas at `reference_size`);
-    ties go to the pair nearest the paper's (0.5, 50) (`ptx_keras.diagnosis.search_thresholds`). Areas are
-    counted batch by batch while predicting.
+    Only the validation split is predicted (`iter_predictions(..., "val")`); the test split is never read.
+    The pair grid is `constants.SEARCH_MASK_THRESHOLDS` x `constants.SEARCH_MIN_AREAS` (areas at
+    `reference_size`); ties go to the pair nearest the paper's (0.5, 50). The triplet grid adds the top
+    threshold (`SEARCH_MASK_THRESHOLDS` too, with mask threshold <= top threshold); an aux gate adds
+    `diagnosis.SEARCH_AUX_THRESHOLDS` (`ptx_keras.diagnosis.search_thresholds`). Areas, true-positive pixels
+    and true areas are counted batch by batch while predicting, so the search holds one number per image and
+    probability level, never the maps.
 
     Args:
-        model: The run's model (or a `ptx_keras.inference.ModelRunner`).
+        model: The run's model (or a `ptx_keras.inference.ModelRunner`, whose own TTA is then used).
         prepared_dir: Prepared data at the model's resolution.
         run: The `ptx_keras.runs.RunDir`.
         reference_size: Side at which `min_area` is expressed (the run's `diagnosis.reference_size`).
         batch_size: Prediction batch size.
-        objective: "f1" or "youden".
+        objective: "f1", "youden" or "siim_dice".
         progress: Show a progress bar.
         model_sha256: Hash of `best.keras`, recorded so that a later evaluation can tell a stale search.
         data: None when `prepared_dir` is the run's own data (the thresholds the run deploys with); else the
             other data's path: the result is stored beside that data's evaluations and used only there.
+        form: "pair" (the paper's rule) or "triplet" (`evaluation.threshold_form`).
+        gate: "area", "aux" or "both" (`diagnosis.gate`); "aux" and "both" need a model with an aux head.
+        tta: Test-time augmentation of the predictions searched on ("none" or "hflip"; the run's
+            `evaluation.tta`); recorded with the thresholds.
 
     Returns:
         `ptx_keras.runs.SavedThresholds`.
 
     Raises:
         DataError: if the validation split is empty or lacks positive or negative images.
-        ValueError: for an unknown objective.
+        ModelError: for an aux gate on a model without an aux head.
+        ValueError: for an unknown objective, form or gate.
     """
-    from ptx_keras.diagnosis import OBJECTIVES, Thresholds, areas_at_thresholds, search_thresholds
+    from ptx_keras.diagnosis import FORMS, GATES, OBJECTIVES, dice_counts_at_thresholds, search_thresholds
     from ptx_keras.evaluation.predictions import iter_predictions
+    from ptx_keras.inference import ModelRunner
 
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}. Received: objective={objective!r}")
-    labels, areas, pixels = [], [], []
-    for batch in iter_predictions(model, prepared_dir, "val", batch_size, progress=progress):
-        a, p = areas_at_thresholds(batch["prob"].astype(np.float32), C.SEARCH_MASK_THRESHOLDS)
-        areas.append(a)
-        pixels.append(p)
-        labels.append(batch["true"].reshape(len(a), -1).any(axis=1))
-    labels = np.concatenate(labels).astype(int)
+    for name, value, valid in (("objective", objective, OBJECTIVES), ("form", form, FORMS), ("gate", gate, GATES)):
+        if value not in valid:
+            raise ValueError(f"{name} must be one of {valid}. Received: {name}={value!r}")
+    runner = model if isinstance(model, ModelRunner) else ModelRunner.from_keras(model, tta=tta)
+    levels = sorted(set(C.SEARCH_MASK_THRESHOLDS))
+    counts = {"areas": [], "intersections": [], "true_areas": [], "pixels": []}
+    aux = []
+    for batch in iter_predictions(runner, prepared_dir, "val", batch_size, progress=progress):
+        for key, value in dice_counts_at_thresholds(batch["prob"].astype(np.float32), batch["true"], levels).items():
+            counts[key].append(value)
+        aux.append(batch.get("aux"))
+    counts = {k: np.concatenate(v) for k, v in counts.items()}
+    labels = (counts["true_areas"] > 0).astype(int)
     n_pos = int(labels.sum())
     if n_pos == 0 or n_pos == len(labels):
         raise DataError(
             f"Cannot search the diagnosis thresholds: the validation split of {prepared_dir} has {n_pos} positive "
             f"and {len(labels) - n_pos} negative images; both kinds are needed"
         )
+    has_aux = all(a is not None for a in aux)
+    if gate != "area" and not has_aux:
+        raise ModelError(f"diagnosis.gate={gate!r} needs a model with an aux head (model.options.aux_head: true)")
     result = search_thresholds(
-        labels, areas=np.concatenate(areas), pixels=np.concatenate(pixels), objective=objective,
-        reference_size=int(reference_size),
+        labels, areas=counts["areas"], pixels=counts["pixels"], levels=levels,
+        intersections=counts["intersections"], true_areas=counts["true_areas"], objective=objective,
+        reference_size=int(reference_size), form=form,
+        top_thresholds=C.SEARCH_MASK_THRESHOLDS if form == "triplet" else None,
+        aux=np.concatenate(aux) if gate != "area" else None, gate=gate,
     )
-    thresholds = Thresholds(result["mask_threshold"], result["min_area"], int(reference_size))
+    thresholds = result["thresholds"]
     value = float(result["value"])
     search = {
         "objective": objective,
         "value": value if np.isfinite(value) else None,
+        "form": form,
+        "siim_dice": result["siim_dice"],
+        "tta": runner.tta,
         "split": "val",
         "n_images": int(len(labels)),
         "n_positive": n_pos,
@@ -73,8 +98,7 @@ def search_validation_thresholds(model, prepared_dir, run, reference_size, batch
     }
     saved = run.write_thresholds(thresholds, search, grid=result["grid"], data=data)
     logger.info(
-        "Thresholds chosen on %d validation images (%s = %.4f): mask probability > %g, area > %g px at %d -> %s",
-        len(labels), objective, value, thresholds.mask_threshold, thresholds.min_area, thresholds.reference_size,
-        saved.file,
+        "Thresholds chosen on %d validation images (%s = %.4f, SIIM-ACR Dice %.4f): %s -> %s",
+        len(labels), objective, value, result["siim_dice"], thresholds.describe(), saved.file,
     )
     return saved

@@ -1,4 +1,5 @@
-"""Evaluation figures: training curves, case overlays (paper Fig. 5), DSC histograms (Fig. 6), ROC curves.
+"""Evaluation figures: training curves, case overlays (paper Fig. 5), DSC histograms (Fig. 6), ROC curves,
+reliability diagrams.
 
 Every function writes one PNG with the Agg backend and returns its path.
 """
@@ -225,4 +226,50 @@ def plot_roc(fpr, tpr, auc, path, operating_point=None, operating_label=None, ti
     ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_reliability(bins, ece, path, probability_name="image-level probability", title=None):
+    """Reliability diagram: per bin, the fraction of images with pneumothorax against the mean predicted probability.
+
+    Args:
+        bins: Rows with `lower`, `upper`, `n`, `mean_probability`, `fraction_positive` (a DataFrame or a list of
+            dicts, as `ptx_keras.diagnosis.calibration` returns them); empty bins are not drawn.
+        ece: The expected calibration error (shown in the legend; None or NaN shows "n/a").
+        path: Output PNG.
+        probability_name: What the probability is (the x-axis label).
+        title: Optional title.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: if no bin holds an image.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(list(bins) if not isinstance(bins, pd.DataFrame) else bins)
+    df = df[df["n"] > 0]
+    if df.empty:
+        raise ValueError("plot_reliability needs at least one image")
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.8, 6.0), height_ratios=(3, 1), sharex=True, layout="constrained")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8, label="perfect calibration")
+    width = (df["upper"] - df["lower"]).to_numpy()
+    centres = ((df["lower"] + df["upper"]) / 2).to_numpy()
+    ax.bar(centres, df["fraction_positive"], width=width * 0.9, color="#4c72b0", alpha=0.35, edgecolor="#4c72b0",
+           label="fraction with pneumothorax")
+    shown = "n/a" if ece is None or not np.isfinite(ece) else f"{ece:.3f}"
+    ax.plot(df["mean_probability"], df["fraction_positive"], "o-", color=PRED_COLOR, markersize=5,
+            label=f"per bin (ECE = {shown})")
+    ax.set_ylabel("fraction of images with pneumothorax")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.01, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    hist.bar(centres, df["n"], width=width * 0.9, color="gray")
+    hist.set_ylabel("images")
+    hist.set_xlabel(probability_name)
+    hist.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)

@@ -17,6 +17,8 @@ Nothing else in the package spells a run path; everyone asks a `RunDir`. The lay
   eval/external/<data>/<split>/          evaluations on other data, never over the run's own results
   eval/external/<data>/val/thresholds.json   a threshold search on other data: used only for that data
   saved_model/<version>/, saved_model/export.json   the TF Serving export
+  onnx/model.onnx, onnx/export.json                 the ONNX export (ONNX Runtime)
+  litert/model.tflite, litert/export.json           the LiteRT export (.tflite)
 ```
 
 `<data>` names an external data set by its folder name and a hash of its absolute path (`external_name`), so
@@ -47,6 +49,8 @@ LOGS_DIRNAME = "logs"
 EVAL_DIRNAME = "eval"
 EXTERNAL_DIRNAME = "external"
 SAVED_MODEL_DIRNAME = "saved_model"
+ONNX_DIRNAME = "onnx"
+LITERT_DIRNAME = "litert"
 ERROR_FILENAME = "error.txt"
 THRESHOLDS_FILENAME = "thresholds.json"
 THRESHOLD_GRID_FILENAME = "threshold_search.csv"
@@ -190,6 +194,14 @@ class RunDir:
     @property
     def saved_model_dir(self):
         return self._join(SAVED_MODEL_DIRNAME)
+
+    @property
+    def onnx_dir(self):
+        return self._join(ONNX_DIRNAME)
+
+    @property
+    def litert_dir(self):
+        return self._join(LITERT_DIRNAME)
 
     @property
     def default_cache_dir(self):

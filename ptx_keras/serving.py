@@ -485,16 +485,25 @@ def read_export_metadata(version_dir):
     ]
     for path in candidates:
         if os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    meta = json.load(f)
-            except (OSError, ValueError) as e:
-                raise ModelError(f"{path}: unreadable export metadata ({e})") from None
-            return parse_export_metadata(meta, path)
+            return read_export_metadata_file(path)
     raise ModelError(
         f"{version_dir}: no {EXPORT_METADATA_FILENAME} found (looked in {' and '.join(candidates)}); "
         "export it with ptx-export"
     )
+
+
+def read_export_metadata_file(path):
+    """Reads one `export.json` (any format's) and checks it (`parse_export_metadata`).
+
+    Raises:
+        ModelError: if it is unreadable or invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable export metadata ({e})") from None
+    return parse_export_metadata(meta, path)
 
 
 def parse_export_metadata(meta, where):

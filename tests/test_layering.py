@@ -19,8 +19,8 @@ LAYERS = (
     ("errors", "constants", "targets", "runtime"),
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
-    ("runs", "serving", "reports", "figures", "inference"),
-    ("training", "evaluation", "export", "predict"),
+    ("runs", "serving", "reports", "figures", "inference", "artifacts"),
+    ("training", "evaluation", "export", "predict", "dicom_out"),
     ("workflows", "experiments"),
     ("cli",),
 )

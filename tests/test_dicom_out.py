@@ -1,0 +1,163 @@
+"""DICOM in -> DICOM out: the Segmentation equals the predicted mask and references its source, the report carries
+the diagnosis, MONOCHROME1 / 12-bit / JPEG / RLE inputs work, sources stay untouched, non-DICOM inputs are told."""
+
+import hashlib
+import os
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from ptx_keras.errors import ConfigError, DataError
+from test_predict import SIZE, run_dir  # noqa: F401  (run_dir: the bright-is-pneumothorax run fixture)
+
+PNEUMOTHORAX_SCT = "36118008"
+
+
+def box_image(shape, box, low, high, dtype):
+    """Display-ready image (higher = brighter): `low` with a `high` rectangle `box = (top, left, bottom, right)`."""
+    image = np.full(shape, low, dtype)
+    if box:
+        top, left, bottom, right = box
+        image[top:bottom, left:right] = high
+    return image
+
+
+@pytest.fixture
+def studies(tmp_path):
+    """DICOMs in the syntaxes and encodings hospitals send, plus a second image of one study."""
+    from ptx_keras.data.dicom import write_dicom
+
+    d = tmp_path / "studies"
+    write_dicom(str(d / "m1_12bit_rle.dcm"), box_image((40, 48), (8, 10, 24, 30), 300, 3800, np.uint16),
+                photometric="MONOCHROME1", bits_stored=12, compress="rle", spacing=(0.3, 0.25))
+    write_dicom(str(d / "m2_8bit_jpeg.dcm"), box_image((64, 64), (16, 16, 48, 40), 20, 235, np.uint8),
+                compress="jpeg", spacing=(0.2, 0.2))
+    write_dicom(str(d / "m2_16bit.dcm"), box_image((50, 30), None, 1000, 1000, np.uint16), bits_stored=16)
+    write_dicom(str(d / "m1_16bit_deflate.dcm"), box_image((36, 36), (0, 0, 12, 36), 2000, 64000, np.uint16),
+                photometric="MONOCHROME1", compress="deflate")
+    # A second image of the first study (another SOP instance in the same series).
+    second = pydicom.dcmread(d / "m1_12bit_rle.dcm")
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    second.save_as(d / "m1_12bit_rle_b.dcm")
+    return d
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def predict_dicom(inputs, run_dir, output, **kwargs):
+    from ptx_keras.predict import predict_paths
+
+    return predict_paths(inputs, run_dir, str(output), format="dicom", save_masks=True, overlays=False,
+                         progress=False, **kwargs)
+
+
+def test_seg_equals_the_predicted_mask_and_references_the_source(run_dir, studies, tmp_path):
+    import highdicom as hd
+    from PIL import Image
+
+    sources = sorted(str(p) for p in studies.iterdir())
+    before = {p: sha256(p) for p in sources}
+    summary = predict_dicom([str(studies)], run_dir, tmp_path / "out")
+    assert summary["n_ok"] == 5 and summary["n_failed"] == 0 and summary["dicom_skipped"] == []
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    assert {p: sha256(p) for p in sources} == before  # the sources are only read
+    for row in table.itertuples():
+        src = pydicom.dcmread(row.file)
+        seg = pydicom.dcmread(tmp_path / "out" / row.dicom_seg)
+        mask = np.asarray(Image.open(tmp_path / "out" / row.mask)) // 255
+        # the final mask: the predicted one, emptied when the diagnosis is negative
+        np.testing.assert_array_equal(seg.pixel_array, mask * row.diagnosis, err_msg=row.file)
+        assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+        assert (seg.Rows, seg.Columns) == (src.Rows, src.Columns)
+        assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.PatientID == src.PatientID
+        assert seg.SeriesInstanceUID != src.SeriesInstanceUID
+        referenced = seg.ReferencedSeriesSequence[0]
+        assert referenced.SeriesInstanceUID == src.SeriesInstanceUID
+        assert referenced.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        source_image = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+        assert source_image.ReferencedSOPInstanceUID == src.SOPInstanceUID
+        measures = seg.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
+        if "PixelSpacing" in src:
+            assert [float(v) for v in measures[0].PixelSpacing] == [float(v) for v in src.PixelSpacing]
+        segment = seg.SegmentSequence[0]
+        assert segment.SegmentLabel == "Pneumothorax"
+        code = segment.SegmentedPropertyTypeCodeSequence[0]
+        assert (code.CodeValue, code.CodingSchemeDesignator) == (PNEUMOTHORAX_SCT, "SCT")
+        # the report: the diagnosis, the score and the area, pointing at the segment
+        sr = hd.sr.srread(tmp_path / "out" / row.dicom_sr)
+        group = sr.content.get_planar_roi_measurement_groups()[0]
+        evaluation = group.get_qualitative_evaluations()[0]
+        assert evaluation.value.meaning == ("Present" if row.diagnosis else "Absent")
+        values = {m.name.meaning: m.value for m in group.get_measurements()}
+        assert values["Pneumothorax score"] == pytest.approx(row.score, rel=1e-6)
+        assert values["Area"] == pytest.approx(float(row.area_mm2) if row.area_mm2 != "" else row.area_px)
+        assert sr.StudyInstanceUID == src.StudyInstanceUID and sr.VerificationFlag == "UNVERIFIED"
+        evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                    for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+        assert {seg.SOPInstanceUID, src.SOPInstanceUID} <= evidence
+    assert table.diagnosis.tolist().count(1) == 4  # every box image; the flat 16-bit one is negative
+    # one new SEG series per study per run: the two images of one study share it
+    segs = {os.path.basename(r.file): pydicom.dcmread(tmp_path / "out" / r.dicom_seg) for r in table.itertuples()}
+    assert segs["m1_12bit_rle.dcm"].SeriesInstanceUID == segs["m1_12bit_rle_b.dcm"].SeriesInstanceUID
+    assert segs["m1_12bit_rle.dcm"].SeriesInstanceUID != segs["m2_8bit_jpeg.dcm"].SeriesInstanceUID
+    again = predict_dicom([str(studies / "m1_12bit_rle.dcm")], run_dir, tmp_path / "again")
+    seg_again = pydicom.dcmread(os.path.join(again["dicom_dir"], "m1_12bit_rle_seg.dcm"))
+    assert seg_again.SeriesInstanceUID != segs["m1_12bit_rle.dcm"].SeriesInstanceUID
+
+
+def test_monochrome1_12bit_round_trip(run_dir, tmp_path):
+    """A 12-bit MONOCHROME1 image at the model size: the SEG is exactly the bright (displayed) box.
+
+    Without the MONOCHROME1 inversion the mask would be the complement; scaled by 65535 instead of 4095
+    (BitsStored ignored) it would be empty."""
+    from ptx_keras.data.dicom import write_dicom
+
+    box = (4, 6, 20, 30)
+    path = write_dicom(str(tmp_path / "m1.dcm"), box_image((SIZE, SIZE), box, 200, 3900, np.uint16),
+                       photometric="MONOCHROME1", bits_stored=12, spacing=(0.5, 0.5))
+    assert pydicom.dcmread(path).pixel_array[box[0], box[1]] == 4095 - 3900  # stored inverted
+    digest = sha256(path)
+    summary = predict_dicom([path], run_dir, tmp_path / "out")
+    seg = pydicom.dcmread(os.path.join(summary["dicom_dir"], "m1_seg.dcm"))
+    np.testing.assert_array_equal(seg.pixel_array, box_image((SIZE, SIZE), box, 0, 1, np.uint8))
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+        pydicom.dcmread(path).SOPInstanceUID
+    assert sha256(path) == digest
+
+
+def test_non_dicom_inputs_are_told(run_dir, studies, tmp_path, capsys):
+    from PIL import Image
+
+    from ptx_keras.cli.predict import main
+
+    png = tmp_path / "plain.png"
+    Image.fromarray(box_image((40, 40), (5, 5, 20, 20), 10, 240, np.uint8)).save(png)
+    with pytest.raises(ConfigError, match="DICOM output .* needs DICOM input.*none of the 1 input"):
+        predict_dicom([str(png)], run_dir, tmp_path / "none")
+    rc = main([str(png), str(studies / "m2_8bit_jpeg.dcm"), "--model", run_dir, "--format", "dicom",
+               "--output", str(tmp_path / "mixed"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "DICOM output needs DICOM input: 1 non-DICOM file(s) got no SEG/SR" in out
+    table = pd.read_csv(tmp_path / "mixed" / "predictions.csv", keep_default_na=False).set_index("sample_id")
+    assert table.loc["plain", "status"] == "ok" and table.loc["plain", "dicom_seg"] == ""
+    assert table.loc["m2_8bit_jpeg", "dicom_seg"] == os.path.join("dicom", "m2_8bit_jpeg_seg.dcm")
+
+
+def test_writer_invalid_arguments(tmp_path, studies):
+    from ptx_keras.diagnosis import Thresholds
+    from ptx_keras.dicom_out import DicomWriter
+
+    with pytest.raises(ValueError, match="model_name must be a non-empty string"):
+        DicomWriter(tmp_path, "", Thresholds())
+    writer = DicomWriter(tmp_path / "w", "m", Thresholds())
+    result = {"diagnosis": 1, "score": 1.0, "max_probability": 0.9, "area_px": 1, "area_mm2": None}
+    with pytest.raises(DataError, match="the mask has shape"):
+        writer.write(studies / "m2_8bit_jpeg.dcm", "x", np.zeros((3, 3), np.uint8), result)
+    (tmp_path / "fake.dcm").write_bytes(b"not dicom")
+    with pytest.raises(DataError, match="not a readable DICOM file"):
+        writer.write(tmp_path / "fake.dcm", "y", np.zeros((3, 3), np.uint8), result)

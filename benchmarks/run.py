@@ -6,8 +6,10 @@ passes their lines through, and ends with a `run_summary` line (seconds per benc
 
     python benchmarks/run.py [--quick] [--workdir DIR]
 
-`--quick` (under 10 minutes on the 2-core build machine) prints every kind of figure with fewer
-repeats, fewer training configurations and a smaller data-pipeline run.
+`--quick` prints every kind of figure with fewer repeats, one side-by-side round, fewer training
+configurations and a smaller data-pipeline run; it must finish in under 15 minutes on an idle 2-core machine
+(the models part took 283-372 s on the AVX-512 machine; the side-by-side round is 3 processes of 1-2 minutes
+each when idle; the total has not yet been timed on an idle AVX2 machine: docs/benchmarks.md).
 """
 
 import argparse
@@ -34,7 +36,7 @@ def commands(quick, workdir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="every figure in under 10 minutes")
+    p.add_argument("--quick", action="store_true", help="every figure in under 15 minutes")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "ptx_keras_bench_pipeline"),
                    help="cache of the pipeline benchmark's phantoms")
     args = p.parse_args(argv)

@@ -119,21 +119,28 @@ def test_metadata_describes_the_contract(exported, fmt):
         assert json.loads(props[ONNX_METADATA_KEY])["input_size"] == model.input_shape[1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", PORTABLE)
-def test_paper_model_parity_at_256(fmt, tmp_path):
-    """ms_scse_fc_densenet103 (untrained weights) at 256 x 256: ONNX Runtime / LiteRT vs Keras."""
+@pytest.fixture(scope="module")
+def paper_model():
+    """ms_scse_fc_densenet103 (untrained, seeded weights) at 256 x 256 and its Keras-graph outputs on two images."""
     import keras
 
     from ptx_keras import build_model
-    from ptx_keras.artifacts import ArtifactSession
-    from ptx_keras.export import export_model
 
     keras.utils.set_random_seed(0)
     model = build_model("ms_scse_fc_densenet103", input_shape=(256, 256, 3))
-    result = export_model(model, fmt, str(tmp_path / fmt))
     images = smooth_batch((300, 260), seed=1)
-    ref = keras_reference(model)(images.astype(np.float32), 255.0)
+    return model, images, keras_reference(model)(images.astype(np.float32), 255.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", PORTABLE)
+def test_paper_model_parity_at_256(paper_model, fmt, tmp_path):
+    """The paper's network through ONNX Runtime / LiteRT vs Keras (converting its large graph takes the time)."""
+    from ptx_keras.artifacts import ArtifactSession
+    from ptx_keras.export import export_model
+
+    model, images, ref = paper_model
+    result = export_model(model, fmt, str(tmp_path / fmt))
     assert_parity(ArtifactSession(fmt, result.path)(images, 255.0), ref, f"{fmt} ms_scse_fc_densenet103")
 
 

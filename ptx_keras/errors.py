@@ -74,6 +74,10 @@ def writable_dir(path, what="output directory"):
     return path
 
 
+class WorkerLostError(PtxError, RuntimeError):
+    """A worker of a multi-worker run stopped or became unreachable; the message names it and how to resume."""
+
+
 class BackendError(PtxError, ImportError):
     """A TensorFlow-only part of ptx_keras was imported while Keras runs on another backend (JAX, PyTorch)."""
 

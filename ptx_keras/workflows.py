@@ -51,6 +51,8 @@ def train_evaluate_export(cfg, verbose=1, progress=True):
     start = time.time()
     training = train(cfg, verbose=verbose)
     evaluation = export = None
+    if not training.is_chief:  # a multi-worker run: the chief evaluates and exports
+        return WorkflowResult(training, evaluation, export, time.time() - start)
     if cfg.train.evaluate:
         from ptx_keras.evaluation import evaluate_run
 

@@ -49,41 +49,50 @@ def _drop(x, keep, rate):
 
 def _fusable(norm):
     """Whether `ptx_keras.ops.batch_normalization` computes exactly what `norm` would."""
-    return (
-        ptx_ops.fused_ops_enabled()
-        and norm.axis in (-1, 3)
-        and norm.center
-        and norm.scale
-        and not norm.renorm
-        and not norm.synchronized
-    )
+    return ptx_ops.fused_ops_enabled() and _ops_compatible(norm)
+
+
+def _ops_compatible(norm):
+    """Whether `norm` is the plain batch normalization over the last axis that `ptx_keras.ops` computes."""
+    return norm.axis in (-1, 3) and norm.center and norm.scale and not norm.renorm and not norm.synchronized
+
+
+def _normalize_with_statistics(norm, x, training):
+    """`norm(x)` through `ptx_keras.ops`, returning the batch statistics instead of updating `norm`.
+
+    Returns:
+        `(y, batch_mean, batch_variance)`; the statistics are None unless `norm` normalized with the batch's
+        (training and `norm.trainable`). `_update_moving_statistics` folds them into `norm`.
+    """
+    training = bool(training) and norm.trainable
+    normalize = ptx_ops.batch_normalization if ptx_ops.fused_ops_enabled() else ptx_ops.keras_batch_normalization
+    return normalize(x, norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance, training, norm.epsilon)
+
+
+def _update_moving_statistics(norm, mean, variance):
+    """Keras' BatchNormalization.call update, term for term (`momentum` read now: `set_bn_momentum` applies)."""
+    moving_mean = ops.cast(norm.moving_mean, "float32")
+    moving_variance = ops.cast(norm.moving_variance, "float32")
+    norm.moving_mean.assign(moving_mean * norm.momentum + mean * (1.0 - norm.momentum))
+    norm.moving_variance.assign(moving_variance * norm.momentum + variance * (1.0 - norm.momentum))
 
 
 def _normalize(norm, x, training, update_statistics):
     """`norm(x)` (a `keras.layers.BatchNormalization`), through the fused kernel where there is one.
 
-    With `update_statistics=False` (a recomputation under `keras.remat`) the moving averages stay as the
-    forward pass set them (otherwise they would move twice per step). The fused path
-    (`ptx_keras.ops`, on by default; `PTX_KERAS_FUSED_OPS=0` turns it off) uses `norm`'s own variables and
-    updates its moving statistics exactly as Keras does (`momentum` read at call time, so
-    `training.set_bn_momentum` applies; biased batch variance).
+    With `update_statistics=False` the moving averages stay as they are. The fused path (`ptx_keras.ops`, on
+    by default; `PTX_KERAS_FUSED_OPS=0` turns it off) uses `norm`'s own variables and updates its moving
+    statistics exactly as Keras does (`momentum` read at call time, so `training.set_bn_momentum` applies;
+    biased batch variance).
     """
     if len(x.shape) == 4 and _fusable(norm):
-        training = bool(training) and norm.trainable
-        y, mean, variance = ptx_ops.batch_normalization(
-            x, norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance, training, norm.epsilon
-        )
-        if training and update_statistics:
-            # Keras' BatchNormalization.call, term for term.
-            moving_mean = ops.cast(norm.moving_mean, "float32")
-            moving_variance = ops.cast(norm.moving_variance, "float32")
-            norm.moving_mean.assign(moving_mean * norm.momentum + mean * (1.0 - norm.momentum))
-            norm.moving_variance.assign(moving_variance * norm.momentum + variance * (1.0 - norm.momentum))
+        y, mean, variance = _normalize_with_statistics(norm, x, training)
+        if mean is not None and update_statistics:
+            _update_moving_statistics(norm, mean, variance)
         return y
     if update_statistics:
         return norm(x, training=training)
-    # Same batch statistics, but a momentum of 1 leaves the moving averages exactly as the forward pass
-    # set them.
+    # Same batch statistics, but a momentum of 1 leaves the moving averages exactly as they were.
     momentum = norm.momentum
     norm.momentum = 1.0
     try:
@@ -93,20 +102,39 @@ def _normalize(norm, x, training, update_statistics):
 
 
 def _run(function, memory_efficient, training, *tensors):
-    """Calls `function(update_statistics, *tensors)`, rematerialised with `keras.remat` when asked.
+    """Calls `function(normalize, *tensors)`, rematerialised with `keras.remat` when asked.
 
-    Under `keras.remat` the function runs once in the forward pass and again in the backward pass; only
-    the first run updates BatchNormalization's moving statistics.
+    `function` normalizes with `normalize(norm, x)` instead of calling its BatchNormalization sublayers.
+    Without rematerialisation that is `_normalize`. Under `keras.remat` the function runs once in the forward
+    pass and again in the backward pass, inside a function transformation of the backend (`tf.recompute_grad`,
+    `jax.checkpoint`, `torch.utils.checkpoint`): nothing computed in it may be assigned to a variable there
+    (under JAX such a value is a tracer that must not escape the transformation). So the batch statistics
+    are returned as extra outputs of the recomputed function (without gradient) and folded into the moving
+    averages here, outside it: once per step, whatever the backend.
     """
     if not (memory_efficient and training):
-        return function(True, *tensors)
-    calls = []
+        return function(lambda norm, x: _normalize(norm, x, training, True), *tensors)
+    norms = []  # the BatchNormalization layers whose statistics the outputs carry, in order
 
     def forward(*args):
-        calls.append(None)
-        return function(len(calls) == 1, *args)
+        statistics = []
 
-    return keras.remat(forward)(*tensors)
+        def normalize(norm, x):
+            if not _ops_compatible(norm):
+                raise ValueError(f"memory_efficient needs plain batch normalization over the last axis: {norm.name}")
+            y, mean, variance = _normalize_with_statistics(norm, x, training)
+            if mean is not None:
+                statistics.append((norm, ops.stop_gradient(mean), ops.stop_gradient(variance)))
+            return y
+
+        y = function(normalize, *args)
+        norms[:] = [norm for norm, _, _ in statistics]
+        return (y, *[t for _, mean, variance in statistics for t in (mean, variance)])
+
+    y, *flat = keras.remat(forward)(*tensors)
+    for i, norm in enumerate(norms):
+        _update_moving_statistics(norm, flat[2 * i], flat[2 * i + 1])
+    return y
 
 
 @keras.saving.register_keras_serializable(package="ptx_keras")
@@ -200,10 +228,10 @@ class DenseLayer(keras.layers.Layer):
             shape = tuple(ops.shape(features[0])[:-1]) + (self.growth_rate,)
             keep = _keep_mask(self.seed_generator, shape, self.dropout_rate)
 
-        def composite(update_statistics, *stack):
+        def composite(normalize, *stack):
             # `keep` is captured, not passed: the recomputation reuses the forward pass's mask.
             x = ops.concatenate(list(stack), axis=-1) if len(stack) > 1 else stack[0]
-            x = self.conv(ops.elu(_normalize(self.norm, x, training, update_statistics)))
+            x = self.conv(ops.elu(normalize(self.norm, x)))
             x = _drop(x, keep, self.dropout_rate)
             return x if self.attention is None else self.attention(x)
 
@@ -364,8 +392,8 @@ class TransitionDown(keras.layers.Layer):
         if training and self.dropout_rate > 0:
             keep = _keep_mask(self.seed_generator, ops.shape(inputs), self.dropout_rate)
 
-        def transition(update_statistics, x):
-            x = ops.elu(_normalize(self.norm, x, training, update_statistics))
+        def transition(normalize, x):
+            x = ops.elu(normalize(self.norm, x))
             return self.pool(_drop(self.conv(x), keep, self.dropout_rate))
 
         return _run(transition, self.memory_efficient, training, inputs)

@@ -41,7 +41,9 @@ GATES = ("area", "aux", "both")  # what diagnoses an image (Thresholds.gate)
 AUX_THRESHOLD = 0.5  # default image-level probability threshold of the aux gate
 CALIBRATION_BINS = 10  # equal-width bins of the reliability diagram and the ECE
 SEARCH_AUX_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+AUX_QUANTILES = 40  # the search also tries the 2.5 %, 5 %, ... 97.5 % quantiles of the validation aux probabilities
 _AREA_CHUNK = 64  # images thresholded at once: bounds the temporary boolean arrays
+_AUX_CHUNK = 8  # aux thresholds whose mean Dice is computed at once (bounds a float copy of the verdicts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -535,6 +537,21 @@ def areas_at_thresholds(prob_maps, mask_thresholds=SEARCH_MASK_THRESHOLDS):
     return np.concatenate(areas), np.concatenate(pixels)
 
 
+def aux_threshold_candidates(aux, quantiles=AUX_QUANTILES):
+    """Candidate aux thresholds for a search: `SEARCH_AUX_THRESHOLDS` and the `k / quantiles` quantiles
+    (k = 1 .. quantiles - 1) of the given image-level probabilities (validation images), sorted, distinct, in
+    [0, 1).
+
+    A head trained briefly or on imbalanced data can rank images well (high ROC AUC) with every probability far
+    below 0.1; the quantiles keep the search able to find its operating point.
+    """
+    a = np.asarray(aux, dtype=float).reshape(-1)
+    grid = list(SEARCH_AUX_THRESHOLDS)
+    if a.size:
+        grid += np.quantile(a, np.arange(1, quantiles) / quantiles).tolist()
+    return sorted({float(t) for t in grid if 0 <= t < 1})
+
+
 def dice_counts_at_thresholds(prob_maps, true_masks, mask_thresholds=SEARCH_MASK_THRESHOLDS):
     """What the SIIM-ACR Dice of every image needs at every mask threshold, in one pass per threshold.
 
@@ -604,7 +621,7 @@ def search_thresholds(
     true_areas=None,
     aux=None,
     gate="area",
-    aux_thresholds=SEARCH_AUX_THRESHOLDS,
+    aux_thresholds=None,
 ):
     """Grid search of the diagnosis rule on the VALIDATION split: the paper's pair or the triplet rule.
 
@@ -621,8 +638,10 @@ def search_thresholds(
       still chooses the mask threshold, which does not change the diagnosis), then towards the paper's
       values as above (|mask_threshold - 0.5|, |top_threshold - 0.5|, |min_area - 50|), then the smaller
       values. Its rows with `top_threshold == mask_threshold` are the pair grid's.
-    * `gate="aux"` or `"both"` adds an `aux_threshold` axis (`aux_thresholds`): the image-level probability
-      decides (aux), or must agree with the area rule (both); ties go towards 0.5.
+    * `gate="aux"` or `"both"` adds an `aux_threshold` axis (`aux_thresholds`, by default
+      `aux_threshold_candidates(aux)`: the fixed grid and the quantiles of the given probabilities, so that an
+      uncalibrated head whose probabilities all lie below 0.1 still gets usable candidates): the image-level
+      probability decides (aux), or must agree with the area rule (both); ties go towards 0.5.
 
     Undefined objective values (NaN) never win.
 
@@ -648,7 +667,7 @@ def search_thresholds(
         true_areas: With `areas`: `(n,)` true pixels per image.
         aux: `(n,)` image-level probabilities (required unless `gate == "area"`).
         gate: "area", "aux" or "both" (`Thresholds.gate`).
-        aux_thresholds: Candidate aux thresholds, in [0, 1).
+        aux_thresholds: Candidate aux thresholds, in [0, 1) (default: `aux_threshold_candidates(aux)`).
 
     Returns:
         dict with `form`, `mask_threshold`, `min_area`, `top_threshold` (None for the pair, and for a triplet
@@ -732,6 +751,8 @@ def search_thresholds(
         if aux is None:
             raise ValueError(f"gate={gate!r} needs aux, the image-level probabilities")
         aux = _aux_vector(aux, n, "aux")
+        if aux_thresholds is None:
+            aux_thresholds = aux_threshold_candidates(aux)
         aux_grid = np.array([_check_number(t, "aux_threshold", 0, 1) for t in aux_thresholds])
         if not aux_grid.size:
             raise ValueError("aux_thresholds must not be empty")
@@ -759,9 +780,14 @@ def search_thresholds(
     if dice_kept is not None:
         mask_columns = [column[t] for t in mask_thresholds]
         kept = dice_kept[:, mask_columns]  # (n, K)
-        p = predicted.astype(float)
-        # Mean over images of (positive: Dice of the kept mask, negative: 1 if the truth is empty else 0).
-        dice = (np.einsum("amnd,nk->amdk", p, kept) + np.einsum("amnd,n->amd", 1.0 - p, dice_emptied)[..., None]) / n
+        # Mean over images of (positive: Dice of the kept mask, negative: 1 if the truth is empty else 0), a few
+        # aux thresholds at a time to bound the float copy of `predicted`.
+        parts = []
+        for a in range(0, len(predicted), _AUX_CHUNK):
+            p = predicted[a : a + _AUX_CHUNK].astype(float)
+            parts.append((np.einsum("amnd,nk->amdk", p, kept)
+                          + np.einsum("amnd,n->amd", 1.0 - p, dice_emptied)[..., None]) / n)
+        dice = np.concatenate(parts)
         if not triplet:  # the pair draws its mask at its own threshold: the diagonal
             dice = np.diagonal(dice, axis1=2, axis2=3)  # (A, M, D)
 

@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptx_keras.diagnosis import Thresholds, diagnose, dice_counts_at_thresholds, diagnosis_scores, search_thresholds
+from ptx_keras.diagnosis import (
+    SEARCH_AUX_THRESHOLDS,
+    Thresholds,
+    aux_threshold_candidates,
+    diagnose,
+    diagnosis_scores,
+    dice_counts_at_thresholds,
+    search_thresholds,
+)
 
 SIZE = 16
 LABELS = np.array([1, 0, 1, 0])
@@ -157,6 +165,12 @@ def test_search_with_an_aux_gate():
     # (0.9, 5) alone is perfect; the aux gate at 0.3 keeps A and C.
     assert (both["mask_threshold"], both["min_area"], both["aux_threshold"], both["value"]) == (0.9, 5.0, 0.3, 1.0)
     assert both["thresholds"].gate == "both" and both["thresholds"].aux_threshold == 0.3
+    # An uncalibrated head (every probability below the fixed grid's 0.1) that ranks the images perfectly: the
+    # default candidates include the probabilities' quantiles, so the search still separates them.
+    tiny = np.array([0.006, 0.003, 0.009, 0.002])
+    out = search_thresholds(LABELS, prob, aux=tiny, gate="aux", **GRID)
+    assert out["value"] == 1.0 and 0.003 <= out["aux_threshold"] < 0.006
+    assert set(SEARCH_AUX_THRESHOLDS) <= set(aux_threshold_candidates(tiny))
 
 
 def test_search_invalid_arguments():

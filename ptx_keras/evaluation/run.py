@@ -94,7 +94,7 @@ def _resolve_data(run, cfg, data):
 
 
 def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch_size=None, progress=True,
-                 objective=None, tta=None, threshold_form=None):
+                 objective=None, tta=None, threshold_form=None, gate=None):
     """Evaluates `RUN_DIR/best.keras` on one split (see the module docstring for what is written where).
 
     Args:
@@ -112,6 +112,8 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
         tta: Test-time augmentation, "none" or "hflip" (default: the run's `evaluation.tta`).
         threshold_form: What the search chooses, "pair" or "triplet" (default: the run's
             `evaluation.threshold_form`).
+        gate: The gate the search chooses thresholds for, "area", "aux" or "both" (default: the run's
+            `diagnosis.gate`); only with a search (a saved search holds its gate).
 
     Returns:
         `EvaluationResult`.
@@ -147,11 +149,14 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
         runner = ModelRunner.from_keras(model, tta=tta)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if (threshold_form or gate) and not search_thresholds:
+        raise ConfigError("the threshold form and the gate choose what a threshold search looks for: pass "
+                          "--search-thresholds with them")
     if search_thresholds:
         saved = search_validation_thresholds(
             runner, prepared, run, cfg.diagnosis.reference_size, batch_size,
             objective or cfg.evaluation.objective, progress, model_sha, data=other,
-            form=threshold_form or cfg.evaluation.threshold_form, gate=cfg.diagnosis.gate,
+            form=threshold_form or cfg.evaluation.threshold_form, gate=gate or cfg.diagnosis.gate,
         )
     else:
         saved = run.read_thresholds(cfg, model_sha256=model_sha)

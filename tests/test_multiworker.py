@@ -302,3 +302,87 @@ def test_a_killed_worker_stops_the_run_and_the_same_command_resumes(tmp_path, pr
         assert "Resuming at epoch 2" in err  # both restored the chief's backup
     assert [int(r["epoch"]) for r in _history(str(run))] == [0, 1]
     assert json.loads((run / "run.json").read_text())["status"] == "trained"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# TF_CONFIG, the lost-worker message and what multi_worker refuses (no processes started)
+# --------------------------------------------------------------------------------------------------------------
+CLUSTER = {"worker": ["host1:12345", "host2:12345"]}
+
+
+def _tf_config(**spec):
+    return {"TF_CONFIG": json.dumps(spec)}
+
+
+def test_read_tf_config_gives_the_workers_role():
+    from ptx_keras.training import read_tf_config
+
+    worker = read_tf_config(_tf_config(cluster=CLUSTER, task={"type": "worker", "index": 1}))
+    assert (worker.index, worker.count, worker.is_chief, worker.name) == (1, 2, False, "worker 1 (host2:12345)")
+    assert read_tf_config(_tf_config(cluster=CLUSTER, task={"type": "worker", "index": 0})).is_chief
+    with_chief = {"chief": ["host0:1"], **CLUSTER}
+    assert not read_tf_config(_tf_config(cluster=with_chief, task={"type": "worker", "index": 0})).is_chief
+    chief = read_tf_config(_tf_config(cluster=with_chief, task={"type": "chief", "index": 0}))
+    assert chief.is_chief and chief.count == 3
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({}, "needs the TF_CONFIG environment variable"),
+        ({"TF_CONFIG": "{cluster"}, "TF_CONFIG is not valid JSON"),
+        (_tf_config(task={"type": "worker", "index": 0}), "needs a cluster with a list of worker addresses"),
+        (_tf_config(cluster={"worker": "host1:1"}, task={"type": "worker", "index": 0}), "list of worker addresses"),
+        (_tf_config(cluster=CLUSTER, task={"type": "worker", "index": 2}), r"worker: 0-1\)\. Received: task="),
+        (_tf_config(cluster=CLUSTER, task={"type": "ps", "index": 0}), "must name this process's job and index"),
+        (_tf_config(cluster=CLUSTER), "Received: task=None"),
+    ],
+)
+def test_read_tf_config_refuses_a_bad_one(environ, message):
+    from ptx_keras.errors import ConfigError
+    from ptx_keras.training import read_tf_config
+
+    with pytest.raises(ConfigError, match=message):
+        read_tf_config(environ)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Graph execution error:\n\nfailed to connect to all addresses; last error: UNKNOWN: ipv4:{ip}:23502: "
+        "Failed to connect to remote host: Connection refused",
+        "Collective ops is aborted by: ... from remote target /job:worker/replica:0/task:1 while calling RecvBuf",
+        "The following tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1",
+    ],
+)
+def test_a_lost_peer_is_named(text):
+    import tensorflow as tf
+
+    from ptx_keras.errors import WorkerLostError
+    from ptx_keras.runs import RunDir
+    from ptx_keras.training import lost_worker_error, read_tf_config
+
+    cluster = {"worker": ["localhost:23501", "localhost:23502"]}
+    worker = read_tf_config(_tf_config(cluster=cluster, task={"type": "worker", "index": 0}))
+    error = tf.errors.UnavailableError(None, None, text.format(ip=socket.gethostbyname("localhost")))
+    lost = lost_worker_error(error, worker, RunDir("/shared/runs/r"))
+    assert isinstance(lost, WorkerLostError)
+    assert str(lost).startswith("Multi-worker training stopped on worker 0 (localhost:23501): worker 1 "
+                                "(localhost:23502) stopped or cannot be reached (UnavailableError: ")
+    assert str(lost).endswith("training resumes from the last finished epoch (/shared/runs/r/checkpoints/backup)")
+    assert "Graph execution error" not in str(lost)
+    assert lost_worker_error(ValueError(text), worker, RunDir("/r")) is None  # not a peer failure
+    assert lost_worker_error(tf.errors.InvalidArgumentError(None, None, text), worker, RunDir("/r")) is None
+
+
+def test_multi_worker_needs_a_prepared_data_set(tmp_path, monkeypatch, capsys):
+    from ptx_keras.cli.train import main as train_main
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 0}}))
+    rc = train_main(["--output-dir", str(tmp_path / "runs"), "--name", "mw", "--set", "train.strategy=multi_worker"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "error: train.strategy=multi_worker trains from a prepared data set on storage every worker sees: " \
+           "prepare it once (ptx-prepare SOURCE OUT) and pass --data OUT to every worker. Received: data.path=null " \
+           "(phantoms)" in err
+    assert not (tmp_path / "runs").exists()  # nothing written

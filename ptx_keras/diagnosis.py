@@ -188,7 +188,9 @@ class Thresholds:
         else:
             rule = f"{area} {self.top_threshold:g} (mask drawn above {self.mask_threshold:g})"
         aux = f"aux probability > {self.aux_threshold:g}"
-        return {"area": rule, "aux": aux, "both": f"{rule}, and {aux}"}[self.gate]
+        if self.gate == "aux":  # the areas do not decide; the mask threshold still draws the mask
+            return f"{aux} (mask drawn above {self.mask_threshold:g})"
+        return rule if self.gate == "area" else f"{rule}, and {aux}"
 
     def replace(self, **changes):
         """A copy with some fields changed (validated)."""

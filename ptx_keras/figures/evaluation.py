@@ -265,7 +265,7 @@ def plot_reliability(bins, ece, path, probability_name="image-level probability"
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.01, 1.01)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     if title:
         ax.set_title(title, fontsize=9)
     hist.bar(centres, df["n"], width=width * 0.9, color="gray")

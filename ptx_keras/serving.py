@@ -354,7 +354,8 @@ class DeployedModel:
     """A trained model with the input contract and the diagnosis rule it is deployed with.
 
     Attributes:
-        model: The Keras model (uncompiled), `(batch, S, S, C)` -> `(batch, S, S, 2)` softmax.
+        model: The Keras model (uncompiled), `(batch, S, S, C)` -> `(batch, S, S, 2)` softmax (or the dict
+            `{"mask", "aux"}` of a model with an aux head).
         model_name: The preset name (the run's `model.name`) or the model's own name.
         image_size: S.
         channels: C.

@@ -51,7 +51,8 @@ def build_model(name, **overrides):
 
     Returns:
         An uncompiled `keras.Model` mapping `(batch, height, width, channels)` images to
-        `(batch, height, width, num_classes)` softmax probabilities (float32).
+        `(batch, height, width, num_classes)` softmax probabilities (float32); with `aux_head=True` (FC-DenseNets,
+        U-Nets) the dict `{"mask": softmax, "aux": (batch, 1) image-level probability}` (`models.common`).
 
     Raises:
         ModelError: if `name` is unknown (the message lists the known names).

@@ -645,6 +645,8 @@ def train(cfg, verbose=1):
 
 
 def _train(cfg, run, out, worker, created, verbose, t0):
+    """`train`'s work. `run` is the run directory, `out` where this process writes (`run`, or a non-chief
+    worker's scratch copy), `worker` the multi-worker role or None, `created` whether this call made `run`."""
     from ptx_keras.data.resolve import resolve_data
 
     chief = worker is None or worker.is_chief

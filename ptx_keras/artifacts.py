@@ -12,8 +12,9 @@ metadata the SavedModel has (`ptx_keras.serving.EXPORT_METADATA_FILENAME`):
 Both hold one graph, the `serve_value_max` entry point (the SavedModel's raw signatures with the intensity
 scale as an input, since an ONNX file has one graph and one dtype per input):
 
-* inputs: `images` float32 `(batch, height, width)`, any size (one size per call), the pixel values as stored
-  (cast uint8/uint16 to float32); `value_max` float32 scalar, the value shown white: 255 for 8-bit images,
+* inputs: `images` float32 `(batch, height, width)` (LiteRT: `(1, height, width)`, `LITERT_BATCH`), any size
+  (one size per call), the pixel values as stored (cast uint8/uint16 to float32); `value_max` float32 scalar,
+  the value shown white: 255 for 8-bit images,
   65535 for 16-bit, `2**BitsStored - 1` for DICOM (4095 for 12-bit), 1.0 for floats in [0, 1];
 * outputs: those of the SavedModel's raw signatures (`ptx_keras.serving.RAW_OUTPUTS`), at the input's size,
   from the same graph functions (`preprocess_images`, `model_function`, `postprocess_probabilities`).
@@ -47,6 +48,9 @@ PORTABLE_SIGNATURE = "serve_value_max"
 IMAGES_INPUT = "images"
 VALUE_MAX_INPUT = "value_max"
 ONNX_METADATA_KEY = "ptx_keras.export"
+# The LiteRT graph takes one image per call: with a free batch size LiteRT's XNNPACK delegate (ai-edge-litert
+# 2.3) got every call after the first wrong for the paper's network (ptx_keras.export.litert).
+LITERT_BATCH = 1
 # What runs each format, for messages and the export metadata.
 RUNTIMES = {
     "savedmodel": "TensorFlow (tf.saved_model.load, TF Serving)",
@@ -194,8 +198,16 @@ class ArtifactSession:
             ) from None
         self.signature_runner = runner
 
+        batch = runner.get_input_details()[IMAGES_INPUT].get("shape_signature", [-1])[0]
+
         def run(images, value_max):
-            return runner(**{IMAGES_INPUT: images, VALUE_MAX_INPUT: np.asarray(value_max, np.float32)})
+            value_max = np.asarray(value_max, np.float32)
+            if batch < 0 or len(images) == batch:
+                return runner(**{IMAGES_INPUT: images, VALUE_MAX_INPUT: value_max})
+            # A graph with a fixed batch (LITERT_BATCH): one call per image, outputs stacked.
+            outs = [runner(**{IMAGES_INPUT: images[i : i + batch], VALUE_MAX_INPUT: value_max})
+                    for i in range(0, len(images), batch)]
+            return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
         return run
 

@@ -33,6 +33,37 @@ def smooth_batch(shape, seed, scale=255.0, dtype=np.uint8):
     return np.round(x * scale).astype(dtype) if dtype != np.float32 else x.astype(np.float32)
 
 
+# The preprocessing rounds the resized image to the training bit depth's grey levels
+# (`ptx_keras.serving.preprocess_images`). Where a resized value lies within float32 rounding of a half level,
+# runtimes with other matrix-product kernels round it to neighbouring levels: on an AVX-512 CI machine
+# TensorFlow and ONNX Runtime/LiteRT did, for one pixel of a (100, 80) image, and the untrained network turned
+# that grey level into a 1e-3 probability difference. Parity is about the graphs, not about such ties, so the
+# test images are drawn until no resized value is within TIE_MARGIN grey levels of a half level (float64).
+# 8-bit images enlarged from 37 x 50 land exactly on half levels whatever the draw (the filter's weights are
+# dyadic fractions), so that one combination is left to the 16-bit and float images of the same size.
+STRUCTURAL_TIES = {((37, 50), np.uint8)}
+TIE_MARGIN = 1e-4  # float32 products of values up to 255 are off by a few 1e-5 levels
+
+
+def _triangle_weights(n_in, n_out):
+    """NumPy float64 twin of `ptx_keras.serving._triangle_weights`."""
+    ratio = n_in / n_out
+    centres = (np.arange(n_out) + 0.5) * ratio
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None, :] + 0.5 - centres[:, None]) / max(ratio, 1.0))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def tie_free_batch(shape, seed, size, scale=255.0, dtype=np.uint8, levels=255.0):
+    """`smooth_batch` whose resized grey levels (`size` x `size`) are at least TIE_MARGIN from any tie."""
+    wy, wx = _triangle_weights(shape[0], size), _triangle_weights(shape[1], size)
+    for attempt in range(300):
+        images = smooth_batch(shape, seed=1000 * seed + attempt, scale=scale, dtype=dtype)
+        x = wy @ images.astype(np.float64) @ wx.T * (levels / scale)
+        if np.abs(x - np.floor(x) - 0.5).min() > TIE_MARGIN:
+            return images
+    raise AssertionError(f"no tie-free batch of {shape} in 300 draws")
+
+
 def keras_reference(model, thresholds=None):
     """The deployment graph run by TensorFlow on the Keras model: what every artifact must reproduce."""
     from ptx_keras.export.graph import ServingGraph, resolve_deployed
@@ -83,7 +114,9 @@ def test_parity_with_keras_at_several_sizes_and_types(exported, fmt):
     for i, (h, w) in enumerate(SHAPES):
         shape = (h or size, w or size)
         for scale, dtype in ((255.0, np.uint8), (4095.0, np.uint16), (1.0, np.float32)):
-            images = smooth_batch(shape, seed=i, scale=scale, dtype=dtype)
+            if (shape, dtype) in STRUCTURAL_TIES:
+                continue
+            images = tie_free_batch(shape, seed=i, size=size, scale=scale, dtype=dtype)
             ref = reference(images.astype(np.float32), scale)
             assert_parity(session(images, scale), ref, f"{fmt} S={size} {shape} {dtype.__name__}")
     # the outputs come back at the input's size, whatever it is
@@ -103,7 +136,8 @@ def test_metadata_describes_the_contract(exported, fmt):
         meta = json.load(f)
     assert meta["format"] == fmt and meta["input_size"] == model.input_shape[1] and meta["channels"] == 3
     assert meta["thresholds"]["min_area"] == 20.0 and meta["model_name"] == model.name
-    assert meta["inputs"] == {"images": {"dtype": "float32", "shape": [None, None, None]},
+    batch = {"onnx": None, "litert": 1}[fmt]  # LiteRT: one image per call (ptx_keras.export.litert)
+    assert meta["inputs"] == {"images": {"dtype": "float32", "shape": [batch, None, None]},
                               "value_max": {"dtype": "float32", "shape": []}}
     outputs = meta["signatures"][PORTABLE_SIGNATURE]["outputs"]
     assert list(outputs)[:6] == ["probability", "mask", "area", "score", "max_probability", "diagnosis"]
@@ -128,7 +162,9 @@ def paper_model():
 
     keras.utils.set_random_seed(0)
     model = build_model("ms_scse_fc_densenet103", input_shape=(256, 256, 3))
-    images = smooth_batch((300, 260), seed=1)
+    # At the model's size the resize is the identity (exact), so no grey level can tie (see TIE_MARGIN); the
+    # resize itself is tested at several sizes on the tiny models.
+    images = smooth_batch((256, 256), seed=1)
     return model, images, keras_reference(model)(images.astype(np.float32), 255.0)
 
 
@@ -141,7 +177,9 @@ def test_paper_model_parity_at_256(paper_model, fmt, tmp_path):
 
     model, images, ref = paper_model
     result = export_model(model, fmt, str(tmp_path / fmt))
-    assert_parity(ArtifactSession(fmt, result.path)(images, 255.0), ref, f"{fmt} ms_scse_fc_densenet103")
+    session = ArtifactSession(fmt, result.path)
+    for call in range(2):  # LiteRT's XNNPACK once got every call after the first wrong: call twice
+        assert_parity(session(images, 255.0), ref, f"{fmt} ms_scse_fc_densenet103, call {call}")
 
 
 # --- ptx-predict on every artifact ------------------------------------------------------------------------------

@@ -96,27 +96,32 @@ class ServingGraph:
         """Preprocessed `(batch, S, S, C)` -> the network's outputs (`model_function`'s dict)."""
         return self.network(images)
 
-    def portable_signature(self):
-        """Input specs of the portable entry point: `images` float32 `(batch, height, width)`, `value_max` scalar."""
+    def portable_signature(self, batch=None):
+        """Input specs of the portable entry point: `images` float32 `(batch, height, width)`, `value_max` scalar.
+
+        Args:
+            batch: A fixed batch size, or None for any.
+        """
         import tensorflow as tf
 
         return [
-            tf.TensorSpec([None, None, None], tf.float32, name=IMAGES_INPUT),
+            tf.TensorSpec([batch, None, None], tf.float32, name=IMAGES_INPUT),
             tf.TensorSpec([], tf.float32, name=VALUE_MAX_INPUT),
         ]
 
-    def portable_function(self):
+    def portable_function(self, batch=None):
         """The portable entry point as a `tf.function`: the graph ONNX and LiteRT are converted from."""
         import tensorflow as tf
 
-        return tf.function(self.raw, input_signature=self.portable_signature(), autograph=False)
+        return tf.function(self.raw, input_signature=self.portable_signature(batch), autograph=False)
 
-    def archive(self, saved_model=True, portable=False):
+    def archive(self, saved_model=True, portable=False, portable_batch=None):
         """A `keras.export.ExportArchive` with the SavedModel signatures and/or the portable one.
 
         Args:
             saved_model: Add `serving_default`, `serve_uint8`, `serve_uint16` and `serve_preprocessed`.
             portable: Add `serve_value_max` (`images`, `value_max`), the entry point of the LiteRT conversion.
+            portable_batch: Its fixed batch size, or None for any.
         """
         import keras
         import tensorflow as tf
@@ -138,5 +143,5 @@ class ServingGraph:
                 ],
             )
         if portable:
-            archive.add_endpoint(PORTABLE_SIGNATURE, self.raw, input_signature=self.portable_signature())
+            archive.add_endpoint(PORTABLE_SIGNATURE, self.raw, input_signature=self.portable_signature(portable_batch))
         return archive

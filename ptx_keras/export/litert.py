@@ -2,17 +2,22 @@
 
 `export_litert(run_dir)` writes `RUN_DIR/litert/model.tflite` and `RUN_DIR/litert/export.json`. The graph is the
 portable entry point of `ptx_keras.export.graph.ServingGraph` (`ptx_keras.artifacts`: inputs `images` float32
-`(batch, height, width)` of any size and `value_max`, the SavedModel's raw outputs), converted the way Keras'
+`(1, height, width)` of any size and `value_max`, the SavedModel's raw outputs), converted the way Keras'
 own `model.export(format="litert")` does (a SavedModel written by `keras.export.ExportArchive`, then
 `tf.lite.TFLiteConverter.from_saved_model`), with TFLite builtin ops only, so that any LiteRT runtime runs it
 without the TensorFlow (Flex) delegate. Weights stay float32.
+
+The batch is fixed at one image (`LITERT_BATCH`): with a free batch size, LiteRT's default CPU delegate
+(XNNPACK, ai-edge-litert 2.3) computed the first call right and every later call of the same shape wrong for
+networks with scSE blocks in every layer (the paper's); one image per call avoids it, and is how edge devices
+run anyway. The parity tests call each artifact repeatedly to catch that kind of fault.
 """
 
 import logging
 import os
 import tempfile
 
-from ptx_keras.artifacts import FILENAMES, PORTABLE_SIGNATURE
+from ptx_keras.artifacts import FILENAMES, LITERT_BATCH, PORTABLE_SIGNATURE
 from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import describe_outputs, portable_metadata, portable_result, tensor_spec
@@ -46,7 +51,7 @@ def export_litert(run_dir_or_model, output=None, *, thresholds=None, tta=None):
         output = run.litert_dir
     base = os.path.abspath(os.fspath(output))
     os.makedirs(base, exist_ok=True)
-    archive = ServingGraph(deployed).archive(saved_model=False, portable=True)
+    archive = ServingGraph(deployed).archive(saved_model=False, portable=True, portable_batch=LITERT_BATCH)
     logger.info("Converting %s to LiteRT (TensorFlow %s converter)", deployed.model_name, tf.__version__)
     with tempfile.TemporaryDirectory(prefix=".litert-", dir=base) as saved_model:
         archive.write_out(saved_model, verbose=False)
@@ -69,7 +74,7 @@ def export_litert(run_dir_or_model, output=None, *, thresholds=None, tta=None):
             os.remove(tmp)
     metadata = portable_metadata(
         deployed, run, "litert", path, inputs, outputs,
-        weights="float32", converter=f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__}), builtin ops only",
+        batch=LITERT_BATCH, weights="float32", converter=f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__}), builtin ops only",
     )
     logger.info("LiteRT model written to %s (%.1f MB)", path, len(flatbuffer) / 1e6)
     return portable_result(deployed, path, metadata)

@@ -297,3 +297,19 @@ def test_memory_efficient_recomputes_dense_layers_and_transitions_down(rng):
     assert {c for c in calls if calls.count(c) == 2} == recomputed
     assert set(forward) - recomputed == {c for c in calls if calls.count(c) == 1}
     assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_every_kernel_of_the_papers_model_is_he_uniform():
+    """Paper: the whole network is initialised with HeUniform, the scSE convolution and dense layers included."""
+    import keras
+
+    model = build_model("ms_scse_fc_densenet103", input_shape=(64, 64, 3))
+    kernels = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for attr in ("kernel_initializer", "depthwise_initializer", "pointwise_initializer"):
+            init = getattr(layer, attr, None)
+            if init is not None:
+                kernels[f"{layer.path}.{attr}"] = type(keras.initializers.get(init)).__name__
+    scse = [k for k in kernels if "scse" in k.lower()]
+    assert len(kernels) > 100 and len(scse) >= 3 * 4 * 15, (len(kernels), len(scse))
+    assert {k: v for k, v in kernels.items() if v != "HeUniform"} == {}

@@ -8,8 +8,7 @@ passes their lines through, and ends with a `run_summary` line (seconds per benc
 
 `--quick` prints every kind of figure with fewer repeats, one side-by-side round, fewer training
 configurations and a smaller data-pipeline run; it must finish in under 15 minutes on an idle 2-core machine
-(the models part took 283-372 s on the AVX-512 machine; the side-by-side round is 3 processes of 1-2 minutes
-each when idle; the total has not yet been timed on an idle AVX2 machine: docs/benchmarks.md).
+(timings per machine in docs/benchmarks.md).
 """
 
 import argparse

@@ -85,7 +85,8 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
+    """Writes JSON atomically (a temporary file renamed into place): a reader never sees half a file."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2)
@@ -303,7 +304,7 @@ class RunDir:
         meta.setdefault("created", _now())
         meta.update(fields, package_version=__version__, updated=_now())
         os.makedirs(self.path, exist_ok=True)
-        _write_json(self.metadata_file, meta)
+        write_json(self.metadata_file, meta)
         return meta
 
     def prepared_dir(self):
@@ -390,7 +391,7 @@ class RunDir:
         if grid is not None:
             grid.to_csv(self.threshold_grid_file(data), index=False)
         record = {**thresholds.to_dict(), "source": "validation search", **search}
-        _write_json(path, record)
+        write_json(path, record)
         return SavedThresholds(thresholds, "validation search", path, False, dict(search))
 
 

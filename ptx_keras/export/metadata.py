@@ -3,12 +3,12 @@ the versions that made it and the data it was trained on."""
 
 import dataclasses
 import datetime
-import json
 import os
 
 from ptx_keras import constants as C
 from ptx_keras.artifacts import PORTABLE_SIGNATURE, RUNTIMES
 from ptx_keras.diagnosis import Thresholds
+from ptx_keras.runs import write_json
 from ptx_keras.serving import DTYPE_VALUE_MAX, EXPORT_METADATA_FILENAME, RAW_OUTPUTS, RAW_SIGNATURES, RESIZE_METHOD
 
 
@@ -178,10 +178,3 @@ def tensor_spec(dtype, shape):
     return {"dtype": str(dtype), "shape": None if shape is None else [None if d is None else int(d) for d in shape]}
 
 
-def write_json(path, obj):
-    """Writes JSON atomically (a temporary file renamed into place)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)

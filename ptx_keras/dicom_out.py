@@ -11,7 +11,14 @@ For each DICOM image `ptx-predict --format dicom` writes, in `OUTPUT/dicom/`:
 * `<sample_id>_sr.dcm`: a **Comprehensive SR** measurement report (DICOM TID 1500) with one planar ROI group
   for the segment: finding Pneumothorax, its qualitative evaluation Present / Absent (the diagnosis), the area
   (mm² when the source gives a pixel spacing, else pixels), the continuous score and the highest probability,
-  the algorithm with its thresholds, marked unverified and partial (a draft for a reader to confirm).
+  the algorithm with its thresholds, marked unverified and partial (a draft for a reader to confirm);
+* `<sample_id>_pm.dcm` (only with `--uncertainty`): a **DICOM Parametric Map** of the per-pixel standard
+  deviation of the pneumothorax probability over the uncertainty samples, on the source's pixel grid,
+  referencing the source image. Its pixels are unsigned 16-bit integers with a real world value mapping
+  (`std = PM_SLOPE x pixel`, unit "no units", LUT label `PTX-STD`; a std of 0.5, the largest a probability
+  can have, is pixel 65535), a window over 0..0.5 for display, and `ContentLabel` `PTX_STD`. The SR then
+  also carries the image-level uncertainty (the standard deviation of the image-level probability over the
+  samples and the fraction of samples agreeing with the diagnosis) and lists the map among its evidence.
 
 Why a structured report rather than a secondary-capture overlay: its values are coded and machine-readable
 (a worklist can triage on the diagnosis and score without reading burned-in text), it points at the SEG
@@ -26,6 +33,7 @@ to one study). The source files are only read. Built with highdicom and pydicom
 Not a medical device: the objects say "research use" in their descriptions.
 """
 
+import functools
 import logging
 import os
 
@@ -39,9 +47,17 @@ SR_SUFFIX = "_sr.dcm"
 SEGMENT_LABEL = "Pneumothorax"
 SEG_SERIES_NUMBER = 9101  # high numbers keep derived series after the acquired ones in viewers' series lists
 SR_SERIES_NUMBER = 9102
+PM_SUFFIX = "_pm.dcm"
+PM_SERIES_NUMBER = 9103
+PM_LUT_LABEL = "PTX-STD"
+PM_MAX_STD = 0.5  # the largest standard deviation a probability in [0, 1] can have
+PM_MAX_VALUE = 65535  # uint16: the stored value of PM_MAX_STD
+PM_SLOPE = PM_MAX_STD / PM_MAX_VALUE  # real world value (std) per stored unit
 PRIVATE_SCHEME = "99PTXKERAS"  # a local coding scheme ("99" prefix) for the values no standard code names
 SCORE_CODE = ("PTX-SCORE", "Pneumothorax score")
 MAX_PROBABILITY_CODE = ("PTX-MAXP", "Maximum pneumothorax probability")
+IMAGE_STD_CODE = ("PTX-STD", "Standard deviation of the image-level pneumothorax probability")
+AGREEMENT_CODE = ("PTX-AGREE", "Fraction of uncertainty samples agreeing with the diagnosis")
 # Type 2 attributes of the Patient and General Study modules that highdicom copies from the source: a source
 # without them (e.g. a bare secondary capture) is given them empty in the copy passed to highdicom.
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -80,7 +96,7 @@ class DicomWriter:
         self.output_dir = os.fspath(output_dir)
         self.model_name, self.thresholds = model_name, thresholds
         self.version = str(version or __version__)
-        self._series = {}  # (StudyInstanceUID, "seg" | "sr") -> (SeriesInstanceUID, next instance number)
+        self._series = {}  # (StudyInstanceUID, "seg" | "sr" | "pm") -> (SeriesInstanceUID, next instance number)
         os.makedirs(self.output_dir, exist_ok=True)
 
     def _next_instance(self, study_uid, kind):
@@ -90,36 +106,92 @@ class DicomWriter:
         self._series[(study_uid, kind)] = (uid, number + 1)
         return uid, number
 
-    def write(self, source, sample_id, mask, result):
-        """Writes the SEG and the SR of one DICOM image.
+    def _derived_image(self, ds, kind):
+        """The arguments highdicom's SEG and Parametric Map share: source, new UIDs in the run's series, device."""
+        import highdicom as hd
+
+        series_uid, number = self._next_instance(ds.StudyInstanceUID, kind)
+        return dict(
+            source_images=[ds],
+            series_instance_uid=series_uid,
+            series_number={"seg": SEG_SERIES_NUMBER, "pm": PM_SERIES_NUMBER}[kind],
+            sop_instance_uid=hd.UID(),
+            instance_number=number,
+            manufacturer="ptx_keras",
+            manufacturer_model_name=self.model_name[:64],
+            software_versions=self.version,
+            device_serial_number="N/A",
+        )
+
+    def write(self, source, sample_id, mask, result, std_map=None):
+        """Writes the SEG and the SR of one DICOM image, and its Parametric Map when given a std map.
 
         Args:
             source: The DICOM file that was predicted (only read).
-            sample_id: Names the outputs (`<sample_id>_seg.dcm`, `<sample_id>_sr.dcm`).
+            sample_id: Names the outputs (`<sample_id>_seg.dcm`, `<sample_id>_sr.dcm`, `<sample_id>_pm.dcm`).
             mask: uint8/bool `(rows, cols)`, the final mask (already emptied for a negative diagnosis).
-            result: dict with `diagnosis` (0/1), `score`, `max_probability`, `area_px` and `area_mm2` (or None).
+            result: dict with `diagnosis` (0/1), `score`, `max_probability`, `area_px` and `area_mm2` (or None);
+                with `std_map`, also `image_probability_std` and `diagnosis_agreement`.
+            std_map: None, or float `(rows, cols)`: the per-pixel standard deviation of the pneumothorax
+                probability (values in [0, 0.5]; clipped there).
 
         Returns:
-            `(seg_path, sr_path)`.
+            `(seg_path, sr_path, pm_path)`; `pm_path` is None without `std_map`.
 
         Raises:
-            DataError: if the source is not a readable single-frame DICOM image, or the mask does not match its
-                rows and columns.
+            DataError: if the source is not a readable single-frame DICOM image, or the mask or the std map does
+                not match its rows and columns.
         """
         import numpy as np
 
         source = os.fspath(source)
         ds = _read_source(source)
+        shape = (int(ds.Rows), int(ds.Columns))
         mask = np.asarray(mask)
-        if mask.shape != (int(ds.Rows), int(ds.Columns)):
-            raise DataError(f"{source}: the mask has shape {mask.shape}, the image {int(ds.Rows)}x{int(ds.Columns)}")
+        if mask.shape != shape:
+            raise DataError(f"{source}: the mask has shape {mask.shape}, the image {shape[0]}x{shape[1]}")
+        if std_map is not None and np.shape(std_map) != shape:
+            raise DataError(f"{source}: the std map has shape {np.shape(std_map)}, the image {shape[0]}x{shape[1]}")
         seg = self._segmentation(ds, (mask != 0).astype(np.uint8))
-        sr = self._report(ds, seg, result)
-        seg_path = os.path.join(self.output_dir, f"{sample_id}{SEG_SUFFIX}")
-        sr_path = os.path.join(self.output_dir, f"{sample_id}{SR_SUFFIX}")
-        seg.save_as(seg_path)
-        sr.save_as(sr_path)
-        return seg_path, sr_path
+        pm = None if std_map is None else self._parametric_map(ds, std_map)
+        sr = self._report(ds, seg, result, pm)
+        paths = [os.path.join(self.output_dir, f"{sample_id}{suffix}") for suffix in (SEG_SUFFIX, SR_SUFFIX)]
+        seg.save_as(paths[0])
+        sr.save_as(paths[1])
+        pm_path = None
+        if pm is not None:
+            pm_path = os.path.join(self.output_dir, f"{sample_id}{PM_SUFFIX}")
+            pm.save_as(pm_path)
+        return paths[0], paths[1], pm_path
+
+    def _parametric_map(self, ds, std_map):
+        import warnings
+
+        import highdicom as hd
+        import numpy as np
+
+        stored = np.round(np.clip(np.asarray(std_map, np.float64), 0.0, PM_MAX_STD) / PM_SLOPE).astype(np.uint16)
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label=PM_LUT_LABEL,
+            lut_explanation="Std of the pneumothorax probability over the uncertainty samples",
+            unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            value_range=(0, PM_MAX_VALUE),
+            intercept=0,
+            slope=PM_SLOPE,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # single-component person names, as for the SEG
+            return _projection_parametric_map_class()(
+                pixel_array=stored,
+                **self._derived_image(ds, "pm"),
+                contains_recognizable_visual_features=False,
+                real_world_value_mappings=[mapping],
+                voi_lut_transformations=[hd.VOILUTTransformation(window_center=PM_MAX_VALUE / 2,
+                                                                 window_width=PM_MAX_VALUE)],
+                content_label="PTX_STD",
+                content_description="Pneumothorax probability std (ptx_keras, research use only)",
+                series_description="ptx_keras pneumothorax uncertainty map (research use only)",
+            )
 
     def _segmentation(self, ds, mask):
         import warnings
@@ -139,23 +211,14 @@ class DicomWriter:
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )
-        series_uid, number = self._next_instance(ds.StudyInstanceUID, "seg")
         with warnings.catch_warnings():
             # highdicom warns about single-component person names (e.g. "ANONYMOUS"), which it copies as they are.
             warnings.simplefilter("ignore", UserWarning)
             seg = hd.seg.Segmentation(
-                source_images=[ds],
                 pixel_array=mask,
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=[segment],
-                series_instance_uid=series_uid,
-                series_number=SEG_SERIES_NUMBER,
-                sop_instance_uid=hd.UID(),
-                instance_number=number,
-                manufacturer="ptx_keras",
-                manufacturer_model_name=self.model_name[:64],
-                software_versions=self.version,
-                device_serial_number="N/A",
+                **self._derived_image(ds, "seg"),
                 content_label="PTX_SEG",
                 content_description="Pneumothorax (ptx_keras, research use only)",
                 series_description="ptx_keras pneumothorax SEG (research use only)",
@@ -163,7 +226,7 @@ class DicomWriter:
             )
         return seg
 
-    def _report(self, ds, seg, result):
+    def _report(self, ds, seg, result, pm=None):
         import warnings
 
         import highdicom as hd
@@ -199,7 +262,12 @@ class DicomWriter:
                 hd.sr.Measurement(name=hd.sr.CodedConcept(MAX_PROBABILITY_CODE[0], PRIVATE_SCHEME,
                                                           MAX_PROBABILITY_CODE[1]),
                                   value=float(result["max_probability"]), unit=unit_1, algorithm_id=algorithm),
-            ],
+            ] + ([] if pm is None else [
+                hd.sr.Measurement(name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+                                  value=float(result[key]), unit=unit_1, algorithm_id=algorithm)
+                for key, (code, meaning) in (("image_probability_std", IMAGE_STD_CODE),
+                                             ("diagnosis_agreement", AGREEMENT_CODE))
+            ]),
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(codes.SCT.Pneumothorax, codes.SCT.Present if positive else codes.SCT.Absent)
             ],
@@ -219,7 +287,7 @@ class DicomWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             sr = hd.sr.ComprehensiveSR(
-                evidence=[ds, seg],
+                evidence=[ds, seg] + ([] if pm is None else [pm]),
                 content=report[0],
                 series_instance_uid=series_uid,
                 series_number=SR_SERIES_NUMBER,
@@ -232,6 +300,31 @@ class DicomWriter:
                 series_description="ptx_keras pneumothorax report (research use only)",
             )
         return sr
+
+
+@functools.lru_cache(maxsize=None)
+def _projection_parametric_map_class():
+    """The Parametric Map class, made on first use (highdicom is an optional dependency)."""
+    import highdicom as hd
+
+    class ProjectionParametricMap(hd.pm.ParametricMap):
+        """highdicom's ParametricMap for a source without a frame of reference (a projection radiograph).
+
+        highdicom 0.28 indexes the frames of such an image by `FrameLabel` (its Dimension Index Sequence says
+        so) but, for a parametric map, leaves each frame's `DimensionIndexValues` empty and its `FrameLabel`
+        unset, and then refuses its own object ("Unexpected mismatch between dimension index values ...").
+        The one frame is given index 1 and a label before highdicom indexes the frames.
+        """
+
+        def _build_luts(self):
+            for item in self.get("PerFrameFunctionalGroupsSequence", []):
+                content = item.FrameContentSequence[0]
+                if not content.get("DimensionIndexValues") and "FrameLabel" not in content:
+                    content.DimensionIndexValues = [1]
+                    content.FrameLabel = PM_LUT_LABEL
+            super()._build_luts()
+
+    return ProjectionParametricMap
 
 
 def _read_source(path):

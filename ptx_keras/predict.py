@@ -23,7 +23,9 @@ Outputs in `output_dir`:
   `diagnosis_agreement` (the fraction of samples whose diagnosis equals the reported one). The reported
   prediction itself stays the deterministic one;
 * `dicom/<sample_id>_seg.dcm` and `dicom/<sample_id>_sr.dcm` (`format="dicom"`, DICOM inputs only): a DICOM
-  Segmentation and a structured report per image (`ptx_keras.dicom_out`);
+  Segmentation and a structured report per image (`ptx_keras.dicom_out`); with `uncertainty`, also
+  `dicom/<sample_id>_pm.dcm`, a DICOM Parametric Map of the standard deviation map, whose image-level figures
+  the report then carries too;
 * `summary.json`: counts, the model and its thresholds, the time taken and images per second.
 
 Run as `ptx-predict` (`python -m ptx_keras.cli.predict`).
@@ -72,6 +74,7 @@ PREDICTION_COLUMNS = (
     "uncertainty_map",
     "dicom_seg",
     "dicom_sr",
+    "dicom_pm",
 )
 _INT_COLUMNS = ("diagnosis", "area_px", "height", "width")
 _OVERLAY_FILL = np.array([255, 40, 40], np.float32)  # red
@@ -491,9 +494,13 @@ def predict_paths(
             aux = batch.get("aux")
             for j, (item, p) in enumerate(zip(batch["item"], batch["prob"])):
                 _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows,
-                            None if aux is None else aux[j], dicom=dicom_writer)
+                            None if aux is None else aux[j], keep_mask=dicom_writer is not None)
             if uncertainty:
-                _add_uncertainty(batch, runner, predictor, uncertainty_info, uncertainty_dir, output_dir)
+                _add_uncertainty(batch, runner, predictor, uncertainty_info, uncertainty_dir, output_dir,
+                                 keep_map=dicom_writer is not None)
+            if dicom_writer is not None:  # after the uncertainty: its map and figures go into the DICOM output
+                for item in batch["item"]:
+                    _write_dicom(item, dicom_writer, output_dir)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -554,7 +561,7 @@ def _load_one(path, sample_id, predictor):
 
 
 def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows, aux_probability=None,
-                dicom=None):
+                keep_mask=False):
     from ptx_keras.data.rle import EMPTY_RLE, rle_encode
 
     image = item.pop("image")
@@ -584,8 +591,8 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
         _save_png(os.path.join(mask_dir, name), (mask * 255).astype(np.uint8))
         item["mask"] = os.path.relpath(os.path.join(mask_dir, name), output_dir)
     rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
-    if dicom is not None and item.get("dicom"):
-        _write_dicom(item, mask, dicom, output_dir)
+    if keep_mask and item.get("dicom"):
+        item["_final_mask"] = mask * np.uint8(item["diagnosis"] == 1)  # for `_write_dicom`, which pops it
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -650,7 +657,7 @@ def uncertainty_summary(probs, aux, thresholds, diagnosis):
     }
 
 
-def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir):
+def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir, keep_map=False):
     from PIL import Image
 
     probs, aux = runner.sample(batch["image"], info["method"], info["samples"])
@@ -663,6 +670,8 @@ def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir
         _save_png(path, png)
         item.update(image_probability_std=u["image_probability_std"], diagnosis_agreement=u["diagnosis_agreement"],
                     uncertainty_map=os.path.relpath(path, output_dir))
+        if keep_map and item.get("dicom"):
+            item["_std_map"] = np.asarray(std, np.float32)  # the DICOM Parametric Map's values (`_write_dicom`)
 
 
 def _check_dicom_inputs(files):
@@ -683,14 +692,19 @@ def _check_dicom_inputs(files):
         )
 
 
-def _write_dicom(item, mask, writer, output_dir):
-    """Writes the SEG (the final mask: emptied when diagnosed negative) and the SR of one DICOM input."""
+def _write_dicom(item, writer, output_dir):
+    """Writes the SEG (the final mask: emptied when diagnosed negative), the SR and, with uncertainty, the
+    Parametric Map of one DICOM input (`_finish_one` and `_add_uncertainty` left the arrays in the item)."""
+    mask, std_map = item.pop("_final_mask", None), item.pop("_std_map", None)
+    if mask is None:  # not a DICOM input
+        return
     try:
-        seg, sr = writer.write(item["file"], item["sample_id"], mask * np.uint8(item["diagnosis"] == 1), item)
+        seg, sr, pm = writer.write(item["file"], item["sample_id"], mask, item, std_map=std_map)
     except (PtxError, ValueError, OSError) as e:
         item.update(status="error", error=f"DICOM output failed: {e}")
         return
-    item.update(dicom_seg=os.path.relpath(seg, output_dir), dicom_sr=os.path.relpath(sr, output_dir))
+    item.update(dicom_seg=os.path.relpath(seg, output_dir), dicom_sr=os.path.relpath(sr, output_dir),
+                dicom_pm=os.path.relpath(pm, output_dir) if pm else None)
 
 
 def _row(item):

@@ -161,3 +161,66 @@ def test_writer_invalid_arguments(tmp_path, studies):
     (tmp_path / "fake.dcm").write_bytes(b"not dicom")
     with pytest.raises(DataError, match="not a readable DICOM file"):
         writer.write(tmp_path / "fake.dcm", "y", np.zeros((3, 3), np.uint8), result)
+
+
+def test_uncertainty_goes_into_a_parametric_map_and_the_report(run_dir, studies, tmp_path):
+    """With --uncertainty the std map becomes a DICOM Parametric Map on the source's grid (read back through its
+    real world value mapping it equals the PNG map within the PNG's 8-bit step), and the SR carries the CSV's
+    image-level uncertainty and lists the map among its evidence."""
+    import highdicom as hd
+    from PIL import Image
+
+    from ptx_keras.dicom_out import PM_SLOPE
+    from ptx_keras.predict import UNCERTAINTY_PNG_SCALE
+
+    plain = pd.read_csv(predict_dicom([str(studies)], run_dir, tmp_path / "plain")["predictions"],
+                        keep_default_na=False)
+    assert (plain.dicom_pm == "").all()  # no uncertainty asked: no map
+    summary = predict_dicom([str(studies)], run_dir, tmp_path / "out", uncertainty="tta", samples=3)
+    table = pd.read_csv(summary["predictions"], keep_default_na=False)
+    assert summary["n_failed"] == 0 and len(table) == 5
+    pd.testing.assert_frame_equal(plain[["diagnosis", "score", "area_px"]], table[["diagnosis", "score", "area_px"]])
+    largest = 0.0
+    for row in table.itertuples():
+        src = pydicom.dcmread(row.file)
+        pm = pydicom.dcmread(tmp_path / "out" / row.dicom_pm)
+        assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30" and pm.ContentLabel == "PTX_STD"  # Parametric Map
+        assert (pm.Rows, pm.Columns) == (src.Rows, src.Columns) and pm.StudyInstanceUID == src.StudyInstanceUID
+        assert pm.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+            src.SOPInstanceUID
+        mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        assert mapping.RealWorldValueSlope == pytest.approx(PM_SLOPE) and mapping.LUTLabel == "PTX-STD"
+        std = pm.pixel_array * mapping.RealWorldValueSlope + mapping.RealWorldValueIntercept
+        png = np.asarray(Image.open(tmp_path / "out" / row.uncertainty_map)) / UNCERTAINTY_PNG_SCALE
+        np.testing.assert_allclose(std, png, atol=0.5 / UNCERTAINTY_PNG_SCALE + PM_SLOPE, err_msg=row.file)
+        largest = max(largest, float(std.max()))
+        assert isinstance(hd.imread(tmp_path / "out" / row.dicom_pm), hd.Image)  # highdicom reads it back
+        sr = hd.sr.srread(tmp_path / "out" / row.dicom_sr)
+        values = {m.name.meaning: m.value for m in sr.content.get_planar_roi_measurement_groups()[0].get_measurements()}
+        assert values["Standard deviation of the image-level pneumothorax probability"] == pytest.approx(
+            row.image_probability_std, abs=1e-6)
+        assert values["Fraction of uncertainty samples agreeing with the diagnosis"] == pytest.approx(
+            row.diagnosis_agreement)
+        evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                    for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+        assert pm.SOPInstanceUID in evidence
+    assert largest > 0  # the views disagree somewhere: the maps are not all zero
+
+
+def test_parametric_map_values_by_hand(tmp_path, studies):
+    """Stored value = round(std / slope), std clipped to [0, 0.5]: 0.25 -> 32768 (32767.5 rounds to even)."""
+    from ptx_keras.diagnosis import Thresholds
+    from ptx_keras.dicom_out import PM_MAX_VALUE, DicomWriter
+
+    writer = DicomWriter(tmp_path / "w", "m", Thresholds())
+    std = np.zeros((64, 64), np.float32)
+    std[0, :4] = [0.5, 0.25, 0.7, -0.1]
+    result = {"diagnosis": 0, "score": 0.0, "max_probability": 0.1, "area_px": 0, "area_mm2": None,
+              "image_probability_std": 0.0, "diagnosis_agreement": 1.0}
+    _, _, pm_path = writer.write(studies / "m2_8bit_jpeg.dcm", "x", np.zeros((64, 64), np.uint8), result, std_map=std)
+    stored = pydicom.dcmread(pm_path).pixel_array
+    assert stored.dtype == np.uint16 and stored[0, :4].tolist() == [PM_MAX_VALUE, 32768, PM_MAX_VALUE, 0]
+    assert stored[1:].max() == 0
+    with pytest.raises(DataError, match="the std map has shape"):
+        writer.write(studies / "m2_8bit_jpeg.dcm", "y", np.zeros((64, 64), np.uint8), result,
+                     std_map=np.zeros((3, 3)))

@@ -37,7 +37,8 @@ def build_parser():
     p.add_argument("--uncertainty", choices=UNCERTAINTY_METHODS,
                    help="also write per-pixel standard-deviation maps (uncertainty/<id>.png) and image-level "
                         "uncertainty columns: mc_dropout (a run directory's model with dropout active) or tta "
-                        "(mirror and intensity views)")
+                        "(mirror and intensity views); with --format dicom also a DICOM Parametric Map per DICOM "
+                        "input (dicom/<id>_pm.dcm)")
     p.add_argument("--samples", type=int, metavar="N",
                    help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)")
     return p
@@ -63,7 +64,7 @@ def _predict(args):
     if s["submission"]:
         parts.append(f"submission: {s['submission']}")
     if s["dicom_dir"]:
-        parts.append(f"DICOM SEG/SR: {s['dicom_dir']}")
+        parts.append(f"DICOM SEG/SR{'/PM' if s['uncertainty'] else ''}: {s['dicom_dir']}")
     if s["images_per_second"]:
         parts.append(f"{s['images_per_second']:.2f} images/s")
     print(" | ".join(parts))

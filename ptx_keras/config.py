@@ -18,6 +18,7 @@ train: {epochs: 200, batch_size: 4}
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -247,6 +248,26 @@ _POSITIVE = (
 )
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, which also reads exponent floats without a dot (`2e-3`, `1E4`) as numbers.
+
+    PyYAML follows YAML 1.1, where `2e-3` is a string; YAML 1.2, Python and every paper write it as a number, and
+    `--set train.learning_rate=2e-3` must not fail as "must be a number".
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(stream):
+    """Parses YAML text or a file object with the configuration's loader (`2e-3` is a number)."""
+    return yaml.load(stream, Loader=_Loader)
+
+
 def _suggest(key, valid):
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -368,7 +389,7 @@ def parse_override(text):
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects key=value with a dotted key. Received: {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
+        value = yaml_load(raw) if raw.strip() != "" else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
     return key.split("."), value
@@ -516,7 +537,7 @@ def load_yaml_mapping(path):
         raise ConfigError(f"File not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml_load(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if data is None:

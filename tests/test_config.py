@@ -32,6 +32,17 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.data.clip == 10.0 and isinstance(cfg.data.clip, float)
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `2e-3` as a string; the configuration reads it as Python and YAML 1.2 do."""
+    path = _write(tmp_path, "train: {learning_rate: 5e-4, weight_decay: 1E-5}\n")
+    cfg = cfgmod.load_config(path, ["train.learning_rate=2e-3", "data.clip=+1.5e+1"])
+    assert cfg.train.learning_rate == 2e-3 and cfg.train.weight_decay == 1e-5 and cfg.data.clip == 15.0
+    assert cfgmod.load_config(path).train.learning_rate == 5e-4
+    assert cfgmod.yaml_load("e3") == "e3" and cfgmod.yaml_load("1e") == "1e" and cfgmod.yaml_load("12") == 12
+    with pytest.raises(ConfigError, match="must be a number. Received: '2e-x'"):
+        cfgmod.load_config(path, ["train.learning_rate=2e-x"])
+
+
 def test_base_file_is_merged(tmp_path):
     _write(tmp_path, "train: {epochs: 7, batch_size: 3}\nmodel: {options: {growth_rate: 4}}\n", "base.yaml")
     path = _write(tmp_path, "base: base.yaml\ntrain: {epochs: 9}\n")

@@ -687,7 +687,11 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         train_ds = make_dataset(
             prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer,
             augment=cfg.data.augmentation(), positive_fraction=cfg.data.positive_fraction,
-            drop_remainder=drop_remainder, **common,
+            drop_remainder=drop_remainder,
+            # A fixed steps_per_epoch may ask for more batches than the split holds: without repeating, Keras
+            # ends each epoch when the data runs out (a warning only), and the schedules, which count
+            # steps_per_epoch steps per epoch, would never reach their end.
+            repeat=cfg.train.steps_per_epoch is not None, **common,
         )
         val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
         if cfg.model.options.get("aux_head"):

@@ -200,15 +200,8 @@ def test_training_resumes_a_plateau_schedule_from_history_csv(tmp_path, monkeypa
     from ptx_keras.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    overrides = [
-        "data.phantoms.n=24", "data.phantoms.size=64", "data.phantoms.conspicuity=1", "data.image_size=64",
-        "data.shard_size=8", "data.workers=1", "model.name=fc_densenet56",
-        "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
-        "train.batch_size=4", "train.tensorboard=false", "train.jit_compile=off", "train.evaluate=false",
-        "train.export=false", "train.early_stopping_patience=null", "evaluation.search_thresholds=false",
-        "train.epochs=4", "train.learning_rate=0.01", "train.lr_schedule=plateau", "train.plateau_patience=1",
-        f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}", "name=plateau",
-    ]
+    overrides = _tiny_run(tmp_path, "plateau", "train.epochs=4", "train.learning_rate=0.01", "train.lr_schedule=plateau",
+                          "train.plateau_patience=1")
     cfg = load_config(os.path.join(root, "configs", "quickstart.yaml"), overrides)
     original = training.make_callbacks
     monkeypatch.setattr(training, "make_callbacks", lambda cfg, run_dir: original(cfg, run_dir) + [_Stop(1)])
@@ -267,3 +260,36 @@ def test_schedule_set_on_a_loss_scale_optimizer():
     model.fit(X, Y, batch_size=4, epochs=2, callbacks=[rates], verbose=0, shuffle=False)
     np.testing.assert_allclose(rates.rates, [_cosine(k, 1e-2, 0.0, STEPS, 2 * STEPS) for k in range(2 * STEPS)],
                                rtol=1e-5, atol=1e-9)
+
+
+def test_steps_per_epoch_beyond_the_split_runs_every_step(tmp_path):
+    """train.steps_per_epoch larger than the training split: every epoch runs all its steps (the data repeats),
+    so the cosine schedule's warm-up ends exactly after one epoch. Before the fix an epoch ended when the 16
+    training images ran out (4 steps of 6) and the rate at epoch 1's first step was lr x 4/6."""
+    import csv
+    import os
+
+    import ptx_keras.training as training
+    from ptx_keras.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    overrides = _tiny_run(tmp_path, "steps", "train.epochs=3", "train.steps_per_epoch=6", "train.learning_rate=0.01",
+                          "train.lr_schedule=cosine", "train.warmup_epochs=1")
+    result = training.train(load_config(os.path.join(root, "configs", "quickstart.yaml"), overrides), verbose=0)
+    assert result.epochs == 3
+    with open(tmp_path / "runs" / "steps" / "history.csv", newline="") as f:
+        rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    # n = 18 steps, warm-up w = 6: epoch starts k = 0, 6, 12 -> 0, lr, lr (1 + cos(pi 6 / 12)) / 2 = lr / 2
+    np.testing.assert_allclose(rates, [0.0, 0.01, 0.005], rtol=1e-5, atol=1e-9)
+
+
+def _tiny_run(tmp_path, name, *extra):
+    """Overrides of the quick start for a tiny phantom run (seconds on a CPU) named `name` under `tmp_path`."""
+    return [
+        "data.phantoms.n=24", "data.phantoms.size=64", "data.phantoms.conspicuity=1", "data.image_size=64",
+        "data.shard_size=8", "data.workers=1", "model.name=fc_densenet56",
+        "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
+        "train.batch_size=4", "train.tensorboard=false", "train.jit_compile=off", "train.evaluate=false",
+        "train.export=false", "train.early_stopping_patience=null", "evaluation.search_thresholds=false",
+        f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}", f"name={name}", *extra,
+    ]

@@ -129,3 +129,23 @@ def test_data_config_is_the_preparation_settings():
                                 ("split_fractions", [0.5, 0.5, 0.5], "data.split_fractions")]:
         with pytest.raises(ConfigError, match=message):
             cfgmod.load_config(overrides=[f"data.{key}={value}"])
+
+
+def test_every_shipped_config_loads_and_the_small_cpu_recipe_is_the_quick_start_plus_its_changes():
+    import glob
+    import os
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    paths = sorted(glob.glob(os.path.join(root, "*.yaml")))
+    assert len(paths) >= 10
+    for path in paths:
+        cfgmod.validate_config(cfgmod.load_config(path))
+    quick = cfgmod.flatten_tree(cfgmod.config_to_dict(cfgmod.load_config(os.path.join(root, "quickstart.yaml"))))
+    small = cfgmod.flatten_tree(cfgmod.config_to_dict(cfgmod.load_config(os.path.join(root, "small_cpu.yaml"))))
+    changed = {k: small[k] for k in small if small[k] != quick.get(k)}
+    assert changed == {
+        "name": "small_cpu", "data.phantoms.style": "varied", "data.phantoms.n": 1600, "data.phantoms.size": 256,
+        "data.augment.preset": "standard", "loss.name": "sw_cel+dice", "train.epochs": 20,
+        "train.steps_per_epoch": 64, "train.learning_rate": 2e-3, "train.lr_schedule": "cosine",
+        "train.warmup_epochs": 1, "evaluation.objective": "siim_dice", "evaluation.threshold_form": "triplet",
+    }

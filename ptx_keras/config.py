@@ -148,7 +148,7 @@ class TrainConfig:
     early_stopping_patience: Optional[int] = C.EARLY_STOPPING_PATIENCE
     bn_momentum: Optional[float] = None  # None keeps the model's (Keras 0.99); short runs want ~0.9
     monitor: str = "val_dsc1"
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training split; a number: the data repeats
     validation_steps: Optional[int] = None
     mixed_precision: str = "auto"  # auto (on with a GPU), on, off
     jit_compile: str = "auto"  # auto (measured fastest), on, off

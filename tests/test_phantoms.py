@@ -397,6 +397,11 @@ def test_conspicuity_is_recorded_and_distinguishes_sets(tmp_path):
 # sha256 (first 16 hex digits) of image and mask bytes, captured from the generator before the randomised
 # styles were added (commit 9b9e82e). Any change here is a change of the classic phantoms, which existing
 # results depend on: bump PHANTOM_VERSION and say why instead of updating these.
+# NumPy's AVX-512 kernels of the transcendental functions round differently from its AVX2 ones: the 16-bit
+# phantom then differs by 1 of 65535 at 2 of its 3,840 pixels (checked by running it with and without
+# NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL"). Where that is so, the checksum on AVX-512 machines is listed
+# as well, so the test stays exact on both.
+_AVX512_IMAGE_CHECKSUMS = {"48x80_16bit": "d86d0b67c501b43a"}
 _CLASSIC_CHECKSUMS = {
     "64_seed3_pos": (dict(size=64, seed=3, positive=True), "c3ce0bcb6d7939f5", "74225ce9e022a575"),
     "64_seed5_neg": (dict(size=64, seed=5, positive=False), "86d43aa5a89fbb45", "ad7facb2586fc6e9"),
@@ -422,7 +427,8 @@ def _sha(array):
 def test_classic_is_unchanged_bit_for_bit(name):
     kwargs, image_sum, mask_sum = _CLASSIC_CHECKSUMS[name]
     image, mask, info = make_phantom(**kwargs)
-    assert (_sha(image), _sha(mask)) == (image_sum, mask_sum)
+    assert _sha(image) in {image_sum, _AVX512_IMAGE_CHECKSUMS.get(name, image_sum)}
+    assert _sha(mask) == mask_sum
     assert make_phantom(**kwargs, style="classic")[2] == info and info["style"] == "classic"
 
 

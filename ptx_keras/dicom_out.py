@@ -155,14 +155,13 @@ class DicomWriter:
         seg = self._segmentation(ds, (mask != 0).astype(np.uint8))
         pm = None if std_map is None else self._parametric_map(ds, std_map)
         sr = self._report(ds, seg, result, pm)
-        paths = [os.path.join(self.output_dir, f"{sample_id}{suffix}") for suffix in (SEG_SUFFIX, SR_SUFFIX)]
-        seg.save_as(paths[0])
-        sr.save_as(paths[1])
-        pm_path = None
-        if pm is not None:
-            pm_path = os.path.join(self.output_dir, f"{sample_id}{PM_SUFFIX}")
-            pm.save_as(pm_path)
-        return paths[0], paths[1], pm_path
+        paths = []
+        for obj, suffix in ((seg, SEG_SUFFIX), (sr, SR_SUFFIX), (pm, PM_SUFFIX)):
+            path = None if obj is None else os.path.join(self.output_dir, f"{sample_id}{suffix}")
+            if obj is not None:
+                obj.save_as(path)
+            paths.append(path)
+        return tuple(paths)
 
     def _parametric_map(self, ds, std_map):
         import warnings

@@ -319,6 +319,12 @@ def configure_execution(train_cfg):
         tf.config.experimental.enable_op_determinism()
     has_gpu = bool(_gpus())
     mp = {"auto": has_gpu, "on": True, "off": False}[train_cfg.mixed_precision]
+    if mp and not has_gpu:
+        # Not refused (the CPU tests run it), but a user who asked for speed should know at once.
+        logger.warning(
+            "train.mixed_precision=on without a GPU: float16 kernels on a CPU are far slower than float32 "
+            "(docs/training.md, 'Precision, XLA, determinism'); use auto or off to train on this machine"
+        )
     keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
     # XLA: on CPU it made the quick-start train step ~3x slower and its first step ~2x slower to compile
     # (docs/benchmarks.md), so "auto" uses it only on GPUs.

@@ -1,6 +1,7 @@
 """Training end to end on tiny phantoms: run directory, resume after SIGKILL, mirrored strategy, CLI errors."""
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -223,6 +224,31 @@ def test_graph_optimizer_choice_sets_grappler(choice, disabled):
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": before.get("disable_meta_optimizer", False)}
         )
+
+
+def test_mixed_precision_on_without_a_gpu_warns(caplog):
+    # float16 on a CPU is tens of times slower per step (docs/training.md): the run says so at its start.
+    import keras
+
+    from ptx_keras.training import configure_execution
+
+    import tensorflow as tf
+
+    before = keras.mixed_precision.global_policy().name
+    grappler_before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ptx_keras.training"):
+            mixed, _, _ = configure_execution(load_config(QUICKSTART, ["train.mixed_precision=on"]).train)
+        assert mixed and keras.mixed_precision.global_policy().name == "mixed_float16"
+        assert any("train.mixed_precision=on without a GPU" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ptx_keras.training"):
+            mixed, _, _ = configure_execution(load_config(QUICKSTART).train)  # auto: off on this CPU, silent
+        assert not mixed and keras.mixed_precision.global_policy().name == "float32"
+        assert not [r for r in caplog.records if "mixed_precision" in r.getMessage()]
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": grappler_before})
 
 
 def test_graph_optimizer_bad_choice_is_refused():

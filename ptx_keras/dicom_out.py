@@ -157,10 +157,9 @@ class DicomWriter:
         sr = self._report(ds, seg, result, pm)
         paths = []
         for obj, suffix in ((seg, SEG_SUFFIX), (sr, SR_SUFFIX), (pm, PM_SUFFIX)):
-            path = None if obj is None else os.path.join(self.output_dir, f"{sample_id}{suffix}")
+            paths.append(None if obj is None else os.path.join(self.output_dir, f"{sample_id}{suffix}"))
             if obj is not None:
-                obj.save_as(path)
-            paths.append(path)
+                obj.save_as(paths[-1])
         return tuple(paths)
 
     def _parametric_map(self, ds, std_map):

@@ -229,10 +229,9 @@ def test_graph_optimizer_choice_sets_grappler(choice, disabled):
 def test_mixed_precision_on_without_a_gpu_warns(caplog):
     # float16 on a CPU is tens of times slower per step (docs/training.md): the run says so at its start.
     import keras
+    import tensorflow as tf
 
     from ptx_keras.training import configure_execution
-
-    import tensorflow as tf
 
     before = keras.mixed_precision.global_policy().name
     grappler_before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)

@@ -53,7 +53,7 @@ ONNX_METADATA_KEY = "ptx_keras.export"
 LITERT_BATCH = 1
 # What runs each format, for messages and the export metadata.
 RUNTIMES = {
-    "savedmodel": "TensorFlow (tf.saved_model.load, TF Serving)",
+    C.SAVEDMODEL_FORMAT: "TensorFlow (tf.saved_model.load, TF Serving)",
     "onnx": "ONNX Runtime (onnxruntime)",
     "litert": "LiteRT (ai-edge-litert's Interpreter, or tf.lite.Interpreter)",
 }
@@ -76,7 +76,7 @@ def find_artifact(path):
     version_dir = find_saved_model_version(path)
     files = {fmt: os.path.join(path, name) for fmt, name in FILENAMES.items()}
     files = {fmt: file for fmt, file in files.items() if os.path.isfile(file)}
-    found = ([("savedmodel", version_dir)] if version_dir else []) + sorted(files.items())
+    found = ([(C.SAVEDMODEL_FORMAT, version_dir)] if version_dir else []) + sorted(files.items())
     if len(found) > 1:
         raise ModelError(
             f"{path} holds several exported models ({', '.join(p for _, p in found)}); pass the one to use"
@@ -97,7 +97,7 @@ def read_artifact_metadata(fmt, path):
     Raises:
         ModelError: if none is found or it is invalid. An ONNX file copied alone still has its embedded copy.
     """
-    if fmt == "savedmodel":
+    if fmt == C.SAVEDMODEL_FORMAT:
         return read_export_metadata(path)
     if fmt not in FILENAMES:
         raise ModelError(f"format must be one of {FORMATS}. Received: format={fmt!r}")

@@ -29,6 +29,7 @@ SHARD_SIZE = 256  # examples per TFRecord shard
 WEIGHT_DTYPE = "float32"  # exact; "float16" clamps at 65,504 (small pneumothoraces above 256 px): an opt-in
 IMAGE_BIT_DEPTH = 8
 SIIM_SIZE = 1024  # SIIM-ACR masks are 1024 x 1024
+RUNS_DIR = "runs"  # the default parent of run directories (config `output_dir`, experiments, ptx-predict's search)
 
 # --- Training (paper, Methods / Implementation) --------------------------------------------------------
 LEARNING_RATE = 1e-4
@@ -102,10 +103,17 @@ PAPER_TABLE2_COMPLEXITY = {
 SEARCH_MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 SEARCH_MIN_AREAS = (0, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)  # pixels at DIAGNOSIS_REFERENCE_SIZE
 
+# --- Model and serving output names (one pair per interface; ptx_keras.inference reads both) ------------------
+MASK_OUTPUT = "mask"  # a Keras model with an aux head returns {MASK_OUTPUT: softmax, AUX_OUTPUT: (batch, 1)}
+AUX_OUTPUT = "aux"  # (ptx_keras.models.common.segmentation_outputs)
+PROBABILITIES_OUTPUT = "probabilities"  # the serving graph's softmax (ptx_keras.serving.model_function) and the
+AUX_PROBABILITY_OUTPUT = "aux_probability"  # (batch,) image-level probability: the export's public names
+
 # --- Test-time augmentation (ptx_keras.inference, ptx_keras.serving.model_function; evaluation.tta) --------
 TTA_MODES = ("none", "hflip")  # hflip: mean of the model on the image and (mirrored back) on its mirror
 UNCERTAINTY_METHODS = ("mc_dropout", "tta")  # ptx-predict --uncertainty (ptx_keras.inference.ModelRunner.sample)
-EXPORT_FORMATS = ("savedmodel", "onnx", "litert")  # ptx-export --format (ptx_keras.artifacts, ptx_keras.export)
+SAVEDMODEL_FORMAT = "savedmodel"  # the one name of the SavedModel format (--format, export.json, predict's summary)
+EXPORT_FORMATS = (SAVEDMODEL_FORMAT, "onnx", "litert")  # ptx-export --format (ptx_keras.artifacts, ptx_keras.export)
 
 # --- Synthetic phantoms (ptx_keras.data.phantoms) ---------------------------------------------------------
 PHANTOM_VERSION = 1  # the classic style's version: bump when its output changes (phantoms.json records it)

@@ -17,22 +17,57 @@ import weakref
 import numpy as np
 
 from ptx_keras import constants as C
+from ptx_keras.errors import ModelError
 
 TTA_MODES = C.TTA_MODES
 UNCERTAINTY_METHODS = C.UNCERTAINTY_METHODS
 # Views of `sample(method="tta")` beyond the mirror pair: intensity gammas x**g with |log g| <= log(TTA_GAMMA_MAX).
 TTA_GAMMA_MAX = 1.25
-# Output names accepted from a model's call: a Keras model with an aux head returns {"mask", "aux"}
-# (`ptx_keras.models.common`); the exported `serve_preprocessed` signature {"probabilities", "aux_probability"}
-# (`ptx_keras.serving`).
-_MASK_KEYS = ("mask", "probabilities")
-_AUX_KEYS = ("aux", "aux_probability")
+# Output names accepted from a model's call: a Keras model with an aux head returns {MASK_OUTPUT, AUX_OUTPUT}
+# (`ptx_keras.models.common`); the exported `serve_preprocessed` signature {PROBABILITIES_OUTPUT,
+# AUX_PROBABILITY_OUTPUT} (`ptx_keras.serving`).
+_MASK_KEYS = (C.MASK_OUTPUT, C.PROBABILITIES_OUTPUT)
+_AUX_KEYS = (C.AUX_OUTPUT, C.AUX_PROBABILITY_OUTPUT)
 
 
-def _check_tta(tta):
+def check_tta(tta, error=ModelError):
+    """The one check of a test-time augmentation mode (runners, the serving graph, exports, `ptx-predict`).
+
+    Args:
+        tta: The mode asked for.
+        error: The exception class raised (a `ValueError` subclass; `ConfigError` where a user's option is read).
+
+    Returns:
+        `tta`, one of `constants.TTA_MODES`.
+
+    Raises:
+        error: `tta must be one of ('none', 'hflip'). Received: tta=...`.
+    """
     if tta not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}. Received: tta={tta!r}")
+        raise error(f"tta must be one of {TTA_MODES}. Received: tta={tta!r}")
     return tta
+
+
+def input_contract(model, where=None, *, fixed=False):
+    """The model's input contract: float32 images `(batch, S, S, C)` in [0, 1]; the one reading of `input_shape`.
+
+    Args:
+        model: A Keras model.
+        where: Named in errors (default: `model '<name>'`).
+        fixed: Require a fixed size S (a deployment); else S may be None (a model built on `(None, None, C)`).
+
+    Returns:
+        `(S, C)`: ints, S None for a model that takes any size.
+
+    Raises:
+        ModelError: naming `where`, for an input that is not square `(batch, S, S, C)` (or not fixed, with `fixed`).
+    """
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] is None or (fixed and shape[1] is None):
+        where = where or f"model {model.name!r}"
+        raise ModelError(f"{where}: expected a model with a {'fixed ' if fixed else ''}square input (batch, S, S, C). "
+                         f"Received: input_shape={shape}")
+    return (None if shape[1] is None else int(shape[1])), int(shape[3])
 
 
 def _split(out):
@@ -100,14 +135,14 @@ class ModelRunner:
         self._call = call
         self.image_size = None if image_size is None else int(image_size)
         self.channels, self.name = int(channels), str(name)
-        self.tta = _check_tta(tta)
+        self.tta = check_tta(tta)
         self.model = model
 
     @classmethod
     def from_keras(cls, model, tta="none"):
         """A runner for a Keras model with input `(batch, S, S, C)` (`model.predict_on_batch`)."""
-        _, height, _, channels = tuple(model.input_shape)
-        return cls(model, height, channels, model.name, tta=tta)
+        size, channels = input_contract(model)
+        return cls(model, size, channels, model.name, tta=tta)
 
     def with_tta(self, tta):
         """The same model run with another test-time augmentation."""

@@ -53,7 +53,7 @@ MASK_DIRNAME = "masks"
 UNCERTAINTY_DIRNAME = "uncertainty"
 UNCERTAINTY_PNG_SCALE = 510.0  # uint8 value per unit of standard deviation (0.5, the largest possible, is 255)
 DEFAULT_SAMPLES = {"mc_dropout": 10, "tta": 2}  # samples per image when not given
-DEFAULT_RUNS_DIR = "runs"
+DEFAULT_RUNS_DIR = C.RUNS_DIR
 PREDICTION_COLUMNS = (
     "file",
     "sample_id",
@@ -91,7 +91,7 @@ class Predictor:
     Build it with `load_predictor`.
 
     Attributes:
-        kind: `"run"` (Keras model from a run directory), `"saved_model"`, `"onnx"` or `"litert"`.
+        kind: `"run"` (Keras model from a run directory) or the export's format (`constants.EXPORT_FORMATS`).
         path: The run directory, the SavedModel version directory or the ONNX / LiteRT file.
         model_name, image_size, channels, bit_depth, thresholds: As exported.
         runner: The `ptx_keras.inference.ModelRunner` (the shared prediction loop's model) with the model's
@@ -122,10 +122,10 @@ class Predictor:
             ConfigError: for TTA "none" on a graph exported with TTA inside (it cannot be taken out).
         """
         from ptx_keras.errors import ConfigError
+        from ptx_keras.inference import check_tta
 
         tta = self.tta if tta is None else tta
-        if tta not in C.TTA_MODES:
-            raise ConfigError(f"Unknown tta {tta!r}; choose one of {', '.join(C.TTA_MODES)}")
+        check_tta(tta, ConfigError)
         if self.graph_tta != "none":
             if tta != self.graph_tta:
                 raise ConfigError(f"{self.path} was exported with tta={self.graph_tta} inside its graph; export it "
@@ -190,12 +190,12 @@ def load_predictor(model):
         )
     fmt, path = found
     meta = read_artifact_metadata(fmt, path)
-    if fmt == "savedmodel":
-        kind, call = "saved_model", _saved_model_call(path)
+    if fmt == C.SAVEDMODEL_FORMAT:
+        call = _saved_model_call(path)
     else:
-        kind, call = fmt, ArtifactSession(fmt, path).preprocessed_call(int(meta["channels"]))
+        call = ArtifactSession(fmt, path).preprocessed_call(int(meta["channels"]))
     return Predictor(
-        kind,
+        fmt,
         os.path.abspath(path),
         call,
         meta.get("model_name"),

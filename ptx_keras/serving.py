@@ -30,6 +30,7 @@ import os
 from ptx_keras import constants as C
 from ptx_keras.diagnosis import Thresholds
 from ptx_keras.errors import ConfigError, ModelError, require_tensorflow
+from ptx_keras.inference import check_tta, input_contract
 from ptx_keras.models.common import MASK_OUTPUT, has_aux_output, split_outputs
 
 require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
@@ -40,9 +41,9 @@ RAW_SIGNATURES = (("serving_default", "float32"), ("serve_uint8", "uint8"), ("se
 PREPROCESSED_SIGNATURE = "serve_preprocessed"
 DTYPE_VALUE_MAX = {"float32": 1.0, "uint8": 255.0, "uint16": 65535.0}  # value_max per signature dtype
 RESIZE_METHOD = "bilinear"  # antialiased when shrinking (model input), plain when enlarging (probabilities)
-# The outputs of `model_function` (and of the `serve_preprocessed` signature).
-PROBABILITIES_OUTPUT = "probabilities"  # float32 (batch, S, S, 2) softmax (the TTA mean with tta="hflip")
-AUX_PROBABILITY_OUTPUT = "aux_probability"  # float32 (batch,) image-level probability, models with an aux head
+# The outputs of `model_function` (and of the `serve_preprocessed` signature): float32 (batch, S, S, 2) softmax
+# (the TTA mean with tta="hflip") and float32 (batch,) image-level probability of a model with an aux head.
+PROBABILITIES_OUTPUT, AUX_PROBABILITY_OUTPUT = C.PROBABILITIES_OUTPUT, C.AUX_PROBABILITY_OUTPUT
 # What each output of the raw signatures means (recorded in the export metadata).
 RAW_OUTPUTS = {
     "probability": "pneumothorax probability at the input's size",
@@ -89,8 +90,7 @@ def model_function(model, image_size, channels, tta="none"):
     """
     import tensorflow as tf
 
-    if tta not in C.TTA_MODES:
-        raise ValueError(f"tta must be one of {C.TTA_MODES}. Received: tta={tta!r}")
+    check_tta(tta)
 
     def once(images):
         softmax, aux = split_outputs(model(images, training=False))
@@ -386,18 +386,14 @@ def model_input(model, where):
     Raises:
         ModelError: naming `where`, for any other input or output shape.
     """
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] is None:
-        raise ModelError(
-            f"{where}: expected a model with a fixed square input (batch, S, S, C). Received: input_shape={shape}"
-        )
+    size, channels = input_contract(model, where, fixed=True)
     output = model.output
     if isinstance(output, dict):
         output = output.get(MASK_OUTPUT)
     out = None if output is None else tuple(output.shape)
     if out is None or len(out) != 4 or out[-1] != C.NUM_CLASSES:
         raise ModelError(f"{where}: expected a {C.NUM_CLASSES}-class softmax output. Received: output_shape={out}")
-    return int(shape[1]), int(shape[3])
+    return size, channels
 
 
 def _check_gate(model, thresholds, where):
@@ -414,8 +410,7 @@ def deployed_model(model, thresholds=None, bit_depth=C.IMAGE_BIT_DEPTH, tta="non
     source = "argument" if thresholds is not None else "ptx_keras.constants"
     thresholds = thresholds or Thresholds()
     _check_gate(model, thresholds, f"model {model.name!r}")
-    if tta not in C.TTA_MODES:
-        raise ModelError(f"tta must be one of {C.TTA_MODES}. Received: tta={tta!r}")
+    check_tta(tta)
     return DeployedModel(model, model.name, size, channels, int(bit_depth), thresholds, source, None, tta,
                          has_aux_output(model))
 

@@ -206,3 +206,29 @@ def test_search_invalid_arguments():
         search_thresholds(LABELS, min_areas=(), **kw)
     with pytest.raises(ValueError, match="batch"):
         areas_at_thresholds(np.zeros((8, 8)))
+
+
+def test_search_result_is_a_frozen_dataclass_readable_as_the_old_dict():
+    import dataclasses
+
+    from ptx_keras.diagnosis import ThresholdSearch, Thresholds
+
+    out = search_thresholds(LABELS, areas=AREAS, pixels=256 * 256, mask_thresholds=(0.5, 0.7), min_areas=(0, 25, 50))
+    assert isinstance(out, ThresholdSearch)
+    assert (out.mask_threshold, out.min_area, out.value, out.form, out.gate) == (0.7, 0.0, 1.0, "pair", "area")
+    assert out.thresholds == Thresholds(0.7, 0.0, 256) and out.top_threshold is None and out.siim_dice is None
+    assert out["thresholds"] is out.thresholds and out["grid"] is out.grid
+    with pytest.raises(KeyError):
+        out["thresholds_file"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out.value = 0.5
+
+
+def test_diagnosis_package_keeps_every_name_importable():
+    import ptx_keras.diagnosis as d
+    from ptx_keras.diagnosis import reliability, rule, scores, search
+
+    for name in d.__all__:
+        assert getattr(d, name) is not None
+    assert d.Thresholds is rule.Thresholds and d.roc_auc is scores.roc_auc
+    assert d.search_thresholds is search.search_thresholds and d.calibration is reliability.calibration

@@ -182,7 +182,7 @@ def test_siim_submission_decodes_to_the_masks(saved_model, folder, tmp_path):
 
     out = tmp_path / "out"
     s = predict_paths([str(folder)], saved_model.base_dir, str(out), format="siim", save_masks=True, progress=False)
-    assert s["model"]["kind"] == "saved_model" and s["model"]["path"] == saved_model.path
+    assert s["model"]["kind"] == "savedmodel" and s["model"]["path"] == saved_model.path
     table = read_table(out).set_index("sample_id")
     sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert list(sub.columns) == ["ImageId", "EncodedPixels"]

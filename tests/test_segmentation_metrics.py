@@ -9,7 +9,9 @@ from skimage.metrics import hausdorff_distance
 
 from ptx_keras.metrics.segmentation import (
     as_binary_mask,
+    batch_dice,
     batch_segmentation_scores,
+    dice_from_counts,
     segmentation_scores,
     summarize_scores,
     surface_distances,
@@ -228,3 +230,22 @@ def test_summarize_counts_missing_hd_and_positive_subset():
         summarize_scores(df.drop(columns="true_area"))
     with pytest.raises(ValueError, match="mpa"):
         summarize_scores(df, metrics=["mpa"])
+
+
+def test_dice_from_counts_applies_the_empty_policy_elementwise():
+    # 2*3/(4+5); both empty -> 1; truth empty, prediction not -> 0; prediction empty, truth not -> 0.
+    np.testing.assert_allclose(dice_from_counts([3, 0, 0, 0], [4, 0, 7, 0], [5, 0, 0, 2]), [6 / 9, 1.0, 0.0, 0.0])
+    assert float(dice_from_counts(0, 0, 0)) == 1.0
+    # Broadcasting: (n, T) predictions against (n, 1) truths, as the threshold search calls it.
+    np.testing.assert_allclose(dice_from_counts([[1, 2]], [[2, 4]], [[2]]), [[0.5, 4 / 6]])
+
+
+def test_batch_dice_equals_the_per_image_dsc1():
+    true = np.zeros((3, 6, 6), bool)
+    pred = np.zeros((3, 6, 6), bool)
+    true[0, :2, :2] = pred[0, 1:3, :2] = True  # 2 of 4 + 4 pixels overlap: 0.5
+    pred[1, 0, 0] = True  # empty truth, one false-positive pixel: 0
+    # image 2: both empty: 1
+    np.testing.assert_allclose(batch_dice(true, pred), [0.5, 0.0, 1.0])
+    expected = [segmentation_scores(t, p)["dsc1"] for t, p in zip(true, pred)]
+    np.testing.assert_allclose(batch_dice(true, pred), expected)

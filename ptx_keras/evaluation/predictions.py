@@ -20,7 +20,7 @@ def check_input_size(model, prepared_dir):
     """Checks that a prepared data set has the resolution the model was built for.
 
     Args:
-        model: A Keras model with input `(batch, S, S, C)`.
+        model: A Keras model with input `(batch, S, S, C)`, or a `ptx_keras.inference.ModelRunner`.
         prepared_dir: A prepared data set (see `ptx_keras.data.prepare_dataset`).
 
     Returns:
@@ -31,12 +31,14 @@ def check_input_size(model, prepared_dir):
     """
     from ptx_keras.data.prepared import load_prepared_info
 
+    from ptx_keras.inference import ModelRunner, input_contract
+
     size = int(load_prepared_info(prepared_dir)["image_size"])
-    in_h, in_w, in_c = model.input_shape[1:4]
-    if (in_h, in_w) != (None, None) and (in_h, in_w) != (size, size):
+    in_s, in_c = (model.image_size, model.channels) if isinstance(model, ModelRunner) else input_contract(model)
+    if in_s is not None and in_s != size:
         raise DataError(
-            f"{prepared_dir} is prepared at {size}x{size} but the model expects {in_h}x{in_w} inputs; prepare the "
-            f"data at that size (ptx-prepare SOURCE OUT --size {in_h}) or pass --data with the raw source"
+            f"{prepared_dir} is prepared at {size}x{size} but the model expects {in_s}x{in_s} inputs; prepare the "
+            f"data at that size (ptx-prepare SOURCE OUT --size {in_s}) or pass --data with the raw source"
         )
     return size, in_c
 

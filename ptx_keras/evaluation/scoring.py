@@ -66,13 +66,6 @@ def _batch_spacings(ids, spacings):
     return list(spacings)
 
 
-def _dice(true, pred):
-    """SIIM-ACR Dice per image (empty truth and prediction = 1)."""
-    inter = np.count_nonzero(true & pred, axis=(1, 2))
-    total = np.count_nonzero(true, axis=(1, 2)) + np.count_nonzero(pred, axis=(1, 2))
-    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
-
-
 def image_probability(df):
     """`(values, column)`: the image-level probability of each image, the aux head's (`aux_prob`) when the
     predictions had one, else the largest pixel probability (`max_prob`); `IMAGE_PROBABILITIES` says which."""
@@ -111,7 +104,7 @@ def score_predictions(predictions, thresholds, spacings=None, gate_masks=True):
         ValueError: on malformed predictions or thresholds.
     """
     from ptx_keras.diagnosis import Thresholds, diagnose
-    from ptx_keras.metrics import batch_segmentation_scores
+    from ptx_keras.metrics.segmentation import batch_dice, batch_segmentation_scores
 
     if not isinstance(thresholds, Thresholds):
         raise ValueError(f"thresholds must be a Thresholds. Received: thresholds={thresholds!r}")
@@ -132,13 +125,13 @@ def score_predictions(predictions, thresholds, spacings=None, gate_masks=True):
         final = raw & (np.asarray(dx.label) == 1)[:, None, None]
         pred = final if gate_masks else raw
         df = batch_segmentation_scores(true, pred, spacings=_batch_spacings(ids, spacings), sample_ids=ids)
-        df["dsc1_raw"] = _dice(true, raw)
+        df["dsc1_raw"] = batch_dice(true, raw)
         if thresholds.top_threshold is None:
-            df["dsc1_pair"] = _dice(true, final)
+            df["dsc1_pair"] = batch_dice(true, final)
         else:
             pair = diagnose(prob, thresholds=thresholds.replace(top_threshold=None), aux_probability=aux)
-            df["dsc1_pair"] = _dice(true, raw & (np.asarray(pair.label) == 1)[:, None, None])
-            df["dsc1_triplet"] = _dice(true, final)
+            df["dsc1_pair"] = batch_dice(true, raw & (np.asarray(pair.label) == 1)[:, None, None])
+            df["dsc1_triplet"] = batch_dice(true, final)
         df.insert(1, "label", (df["true_area"].to_numpy() > 0).astype(int))
         df["diagnosis"] = np.asarray(dx.label, int)
         df["score"] = np.asarray(dx.score, float)

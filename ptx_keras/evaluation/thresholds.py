@@ -81,13 +81,13 @@ def search_validation_thresholds(model, prepared_dir, run, reference_size, batch
         top_thresholds=C.SEARCH_MASK_THRESHOLDS if form == "triplet" else None,
         aux=np.concatenate(aux) if gate != "area" else None, gate=gate,
     )
-    thresholds = result["thresholds"]
-    value = float(result["value"])
+    thresholds = result.thresholds
+    value = float(result.value)
     search = {
         "objective": objective,
         "value": value if np.isfinite(value) else None,
         "form": form,
-        "siim_dice": result["siim_dice"],
+        "siim_dice": result.siim_dice,
         "tta": runner.tta,
         "split": "val",
         "n_images": int(len(labels)),
@@ -96,9 +96,9 @@ def search_validation_thresholds(model, prepared_dir, run, reference_size, batch
         "prepared_dir": str(prepared_dir),
         **({} if data is None else {"data": str(data)}),
     }
-    saved = run.write_thresholds(thresholds, search, grid=result["grid"], data=data)
+    saved = run.write_thresholds(thresholds, search, grid=result.grid, data=data)
     logger.info(
         "Thresholds chosen on %d validation images (%s = %.4f, SIIM-ACR Dice %.4f): %s -> %s",
-        len(labels), objective, value, result["siim_dice"], thresholds.describe(), saved.file,
+        len(labels), objective, value, result.siim_dice, thresholds.describe(), saved.file,
     )
     return saved

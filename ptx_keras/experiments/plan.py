@@ -9,10 +9,11 @@ import dataclasses
 import json
 import os
 
+from ptx_keras import constants as C
 from ptx_keras.errors import ConfigError
 from ptx_keras.experiments.spec import TABLES_DIRNAME
 
-DEFAULT_OUTPUT_ROOT = "runs"
+DEFAULT_OUTPUT_ROOT = C.RUNS_DIR
 # An experiment's view of a run's state (`ptx_keras.runs.RunDir.status`): finished = evaluated on test.
 FINISHED, PARTIAL, NEW = "finished", "partial", "new"
 

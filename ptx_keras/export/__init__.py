@@ -11,6 +11,7 @@
 diagnosis rule are `ptx_keras.serving`'s functions in every format.
 """
 
+from ptx_keras import constants as C
 from ptx_keras.artifacts import FORMATS
 from ptx_keras.errors import ModelError
 from ptx_keras.export.litert import export_litert
@@ -41,7 +42,7 @@ def export_model(run_dir_or_model, format="savedmodel", output=None, *, version=
     """
     if format not in FORMATS:
         raise ModelError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    if format == "savedmodel":
+    if format == C.SAVEDMODEL_FORMAT:
         return export_saved_model(run_dir_or_model, output, version=1 if version is None else version,
                                   thresholds=thresholds, tta=tta)
     if version is not None:

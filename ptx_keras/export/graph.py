@@ -12,6 +12,7 @@ from ptx_keras import constants as C
 from ptx_keras.artifacts import IMAGES_INPUT, PORTABLE_SIGNATURE, VALUE_MAX_INPUT
 from ptx_keras.diagnosis import Thresholds
 from ptx_keras.errors import ModelError, require_tensorflow
+from ptx_keras.inference import check_tta
 from ptx_keras.serving import (
     AUX_PROBABILITY_OUTPUT,
     DTYPE_VALUE_MAX,
@@ -46,8 +47,8 @@ def resolve_deployed(run_dir_or_model, thresholds=None, tta=None):
 
     if thresholds is not None and not isinstance(thresholds, Thresholds):
         raise ModelError(f"thresholds must be a Thresholds. Received: thresholds={thresholds!r}")
-    if tta is not None and tta not in C.TTA_MODES:
-        raise ModelError(f"tta must be one of {C.TTA_MODES}. Received: tta={tta!r}")
+    if tta is not None:
+        check_tta(tta)
     if isinstance(run_dir_or_model, keras.Model):
         return deployed_model(run_dir_or_model, thresholds, tta=tta or "none"), None
     from ptx_keras.runs import RunDir

@@ -36,7 +36,7 @@ class ExportResult:
     thresholds: Thresholds
     image_size: int
     channels: int
-    format: str = "savedmodel"
+    format: str = C.SAVEDMODEL_FORMAT
 
 
 def export_metadata(deployed, fmt, run=None, **fields):
@@ -44,7 +44,7 @@ def export_metadata(deployed, fmt, run=None, **fields):
 
     Args:
         deployed: The exported `ptx_keras.serving.DeployedModel`.
-        fmt: `"tensorflow-saved-model"`, `"onnx"` or `"litert"`.
+        fmt: One of `constants.EXPORT_FORMATS` (`"savedmodel"`, `"onnx"` or `"litert"`).
         run: The source `RunDir`, or None for a model object.
         **fields: More entries, placed after the common ones.
 

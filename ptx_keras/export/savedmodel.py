@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 
+from ptx_keras import constants as C
 from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import ExportResult, describe_outputs, export_metadata, tensor_spec, write_json
@@ -67,7 +68,7 @@ def export_saved_model(run_dir_or_model, output=None, *, version=1, thresholds=N
     try:
         archive.write_out(tmp, verbose=False)
         metadata = export_metadata(
-            deployed, "tensorflow-saved-model", run, signatures=_describe_signatures(tmp), version=version
+            deployed, C.SAVEDMODEL_FORMAT, run, signatures=_describe_signatures(tmp), version=version
         )
         # A copy inside the version directory keeps a lone copied version self-describing (TF Serving ignores it).
         extra = os.path.join(tmp, "assets.extra")

@@ -91,6 +91,32 @@ def _check_spacing(spacing):
     return row_mm, col_mm
 
 
+def dice_from_counts(intersection, pred_area, true_area):
+    """The Dice `2 |A ∩ B| / (|A| + |B|)` from pixel counts, with the empty-mask policy: both empty -> 1.
+
+    The package's one Dice (as MONAI's `DiceHelper` serves its metric class and function alike): the per-image
+    scores here, the evaluation's raw and gated masks (`batch_dice`) and the threshold search's tables
+    (`ptx_keras.diagnosis`) all call it, so the SIIM-ACR convention (docs/evaluation.md) is decided once.
+
+    Args:
+        intersection: Pixels in both the prediction A and the truth B (any shape broadcastable with the others).
+        pred_area: |A|.
+        true_area: |B|.
+
+    Returns:
+        float64 array of the broadcast shape (0-d for scalars): 1 where `pred_area + true_area == 0`.
+    """
+    inter = np.asarray(intersection, dtype=float)
+    total = np.asarray(pred_area, dtype=float) + np.asarray(true_area, dtype=float)
+    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1.0))
+
+
+def batch_dice(true_masks, pred_masks):
+    """Per-image Dice of two boolean stacks `(n, height, width)` -> float64 `(n,)` (`dice_from_counts`)."""
+    inter = np.count_nonzero(true_masks & pred_masks, axis=(1, 2))
+    return dice_from_counts(inter, np.count_nonzero(pred_masks, axis=(1, 2)), np.count_nonzero(true_masks, axis=(1, 2)))
+
+
 def _ratio(num, den, pred_count):
     """num / den with the empty policy: den == 0 -> 1 if pred_count == 0 else 0."""
     if den == 0:
@@ -175,8 +201,8 @@ def segmentation_scores(true_mask, pred_mask, spacing=None):
 
     pa1 = _ratio(n_inter, n_true, n_pred)
     pa0 = _ratio(b_inter, b_true, b_pred)
-    dsc1 = _ratio(2.0 * n_inter, n_true + n_pred, 0)
-    dsc0 = _ratio(2.0 * b_inter, b_true + b_pred, 0)
+    dsc1 = float(dice_from_counts(n_inter, n_pred, n_true))
+    dsc0 = float(dice_from_counts(b_inter, b_pred, b_true))
     scores = {
         "mpa": (pa0 + pa1) / 2.0,
         "pa0": pa0,

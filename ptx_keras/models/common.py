@@ -12,12 +12,10 @@ import numbers
 
 import keras
 
+from ptx_keras.constants import AUX_OUTPUT, MASK_OUTPUT
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import InputSizeCheck, check_spatial_size
 from ptx_keras.layers._validation import check_positive_int
-
-MASK_OUTPUT = "mask"  # the softmax, in the output dict of a model with an aux head
-AUX_OUTPUT = "aux"  # the image-level pneumothorax probability (batch, 1)
 
 
 def image_input(input_shape, num_pools, name="image"):

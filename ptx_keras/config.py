@@ -26,11 +26,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ptx_keras import constants as C
-from ptx_keras.diagnosis import AUX_THRESHOLD, FORMS, GATES, OBJECTIVES, Thresholds
 from ptx_keras import schedules
 from ptx_keras.data import augment
 from ptx_keras.data.settings import PrepareSettings
+from ptx_keras.diagnosis import FORMS, GATES, OBJECTIVES, Thresholds
 from ptx_keras.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class PhantomConfig:
@@ -43,27 +44,46 @@ class PhantomConfig:
     style: str = "classic"  # C.PHANTOM_STYLES: classic (one look), varied (randomised), heldout (unseen style)
 
 
+def _section(value_type, *, nullable=False, first=()):
+    """Class decorator (applied before `@dataclass`): a configuration section that configures `value_type`.
+
+    The section gets one key per field of the `value_type` dataclass, with its type and default (`nullable`:
+    `Optional` and None instead, "take the value from elsewhere", e.g. a preset), so that adding a field to the
+    value type adds its key here without a second edit. The section's own fields named in `first` come before
+    them, its other own fields after. (`DataConfig` is the third form of the same idea: it *is* the value type,
+    `PrepareSettings`, extended by inheritance.)
+    """
+
+    def add(cls):
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        derived = {}
+        for f in dataclasses.fields(value_type):
+            derived[f.name] = Optional[f.type] if nullable else f.type
+            if nullable:
+                setattr(cls, f.name, None)
+            elif f.default is not dataclasses.MISSING:
+                setattr(cls, f.name, f.default)
+            else:
+                setattr(cls, f.name, field(default_factory=f.default_factory))
+        leading = {k: v for k, v in own.items() if k in first}
+        cls.__annotations__ = {**leading, **derived, **{k: v for k, v in own.items() if k not in leading}}
+        return cls
+
+    return add
+
+
 @dataclass(frozen=True)
+@_section(augment.Augmentation, nullable=True, first=("preset",))
 class AugmentConfig:
     """Training-time augmentation (`ptx_keras.data.augment`): a preset and overrides of its parameters.
 
     `preset` is `none`, `flip` (the paper's: random horizontal flips; the default), `standard` or `strong`;
-    every parameter left null takes the preset's value. The presets, the parameters' meanings and their
-    valid ranges are defined in `ptx_keras.data.augment` (PRESETS, PARAMETERS); see docs/training.md.
+    every parameter (one key per field of `ptx_keras.data.augment.Augmentation`) left null takes the preset's
+    value. The presets, the parameters' meanings and their valid ranges are defined in `ptx_keras.data.augment`
+    (PRESETS, PARAMETERS); see docs/training.md.
     """
 
     preset: str = augment.DEFAULT_PRESET
-    flip: Optional[bool] = None
-    rotation: Optional[float] = None
-    scale: Optional[float] = None
-    translation: Optional[float] = None
-    noise: Optional[float] = None
-    blur: Optional[float] = None
-    sharpen: Optional[float] = None
-    unsharp_sigma: Optional[Tuple[float, float]] = None  # [low, high], fraction of the image side
-    gamma: Optional[float] = None
-    contrast: Optional[float] = None
-    brightness: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -162,33 +182,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+@_section(Thresholds)
 class DiagnosisConfig:
     """The paper's rule: pneumothorax if the predicted mask has more than `min_area` pixels at 256 x 256.
 
-    The three numbers are a `ptx_keras.diagnosis.Thresholds` (which validates them); a threshold search on the
-    validation split replaces them for the run (`ptx_keras.runs.RunDir.read_thresholds`).
+    One key per field of `ptx_keras.diagnosis.Thresholds` (`mask_threshold`, `min_area`, `reference_size`; the
+    triplet rule's `top_threshold`, null for the paper's two-number rule; `gate`: area, aux or both, with
+    `aux_threshold`), which validates them; a threshold search on the validation split replaces them for the run
+    (`ptx_keras.runs.RunDir.read_thresholds`).
     """
 
-    min_area: float = C.DIAGNOSIS_MIN_AREA
-    mask_threshold: float = C.MASK_THRESHOLD
-    reference_size: int = C.DIAGNOSIS_REFERENCE_SIZE
-    # Triplet rule: null = the paper's two-number rule; else the image is positive when more than min_area
-    # pixels exceed top_threshold (>= mask_threshold), and its mask is drawn at mask_threshold.
-    top_threshold: Optional[float] = None
-    # What diagnoses an image: area (the rule above), aux (the model's image-level probability >
-    # aux_threshold; needs model.options.aux_head: true) or both (both must say pneumothorax).
-    gate: str = "area"
-    aux_threshold: float = AUX_THRESHOLD
     # The framework's final mask is empty when the diagnosis is negative (segmentation -> area classifier);
     # evaluation scores that mask and the raw mask, and says which is which.
     gate_masks: bool = True
 
     def thresholds(self):
         """These numbers as a `ptx_keras.diagnosis.Thresholds`."""
-        return Thresholds(
-            mask_threshold=self.mask_threshold, min_area=self.min_area, reference_size=self.reference_size,
-            top_threshold=self.top_threshold, gate=self.gate, aux_threshold=self.aux_threshold,
-        )
+        return Thresholds(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Thresholds)})
 
 
 @dataclass(frozen=True)
@@ -208,7 +218,7 @@ class Config:
     """A whole run. `name` names the run directory `<output_dir>/<name>`."""
 
     name: str = "run"
-    output_dir: str = "runs"
+    output_dir: str = C.RUNS_DIR
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -218,6 +228,8 @@ class Config:
 
     @property
     def run_dir(self):
+        """The run directory `<output_dir>/<name>` (the one place that joins them; `ptx_keras.runs.RunDir` takes
+        it from here: the configuration sits below the run directory in the layering)."""
         return os.path.join(self.output_dir, self.name)
 
 
@@ -271,10 +283,6 @@ def yaml_load(stream):
 def _suggest(key, valid):
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def _type_name(tp):
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
 def _coerce(value, tp, where):

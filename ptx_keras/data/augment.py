@@ -60,42 +60,20 @@ This module imports TensorFlow and Keras only inside the functions that build gr
 import dataclasses
 import math
 import numbers
+from typing import Tuple
 
-# Every parameter: (meaning, lower bound, upper bound). 0 (or False) switches a transform off.
-PARAMETERS = {
-    "flip": ("random horizontal flip (the paper's augmentation)", None, None),
-    "rotation": ("largest rotation, degrees (uniform in [-rotation, rotation])", 0.0, 45.0),
-    "scale": ("largest zoom: factor log-uniform in [1 / (1 + scale), 1 + scale]", 0.0, 1.0),
-    "translation": ("largest shift per axis, fraction of the image side", 0.0, 0.5),
-    "noise": ("largest standard deviation of additive Gaussian noise, fraction of full scale", 0.0, 0.5),
-    "blur": ("largest blur: image + a * (image - gaussian(image)), a uniform in [-blur, sharpen]", 0.0, 1.0),
-    "sharpen": ("largest unsharp-mask amount: the a > 0 side of the same formula", 0.0, 10.0),
-    "unsharp_sigma": ("range [low, high] of the sigma of that Gaussian, log-uniform, fraction of the image side",
-                      0.001, 0.05),
-    "gamma": ("largest gamma change: exponent log-uniform in [1 / (1 + gamma), 1 + gamma]", 0.0, 4.0),
-    "contrast": ("largest contrast change: factor in [1 - contrast, 1 + contrast] about the image mean", 0.0, 1.0),
-    "brightness": ("largest brightness change: delta in [-brightness, brightness], fraction of full scale", 0.0, 1.0),
-}
-
-_OFF = dict(flip=False, rotation=0.0, scale=0.0, translation=0.0, noise=0.0, blur=0.0, sharpen=0.0,
-            unsharp_sigma=(0.004, 0.015), gamma=0.0, contrast=0.0, brightness=0.0)
-# Presets. `flip` is the paper's setting and the default. `standard`: what a radiograph varies by between
-# sites and machines (positioning a few degrees and ~10 %, exposure and look-up table, detector noise and
-# edge enhancement). `strong`: about twice that, for small data sets.
-PRESETS = {
-    "none": dict(_OFF),
-    "flip": dict(_OFF, flip=True),
-    "standard": dict(_OFF, flip=True, rotation=10.0, scale=0.1, translation=0.05, noise=0.02, blur=0.5,
-                     sharpen=1.0, gamma=0.3, contrast=0.2, brightness=0.1),
-    "strong": dict(_OFF, flip=True, rotation=15.0, scale=0.2, translation=0.1, noise=0.04, blur=1.0,
-                   sharpen=2.0, unsharp_sigma=(0.004, 0.03), gamma=0.5, contrast=0.4, brightness=0.2),
-}
 DEFAULT_PRESET = "flip"
 
 _GEOMETRIC = ("rotation", "scale", "translation")
 _INTENSITY = ("noise", "blur", "sharpen", "gamma", "contrast", "brightness")
 # Salts that separate the stateless streams drawn from one seed.
 _PARAMETER_SALT, _NOISE_SALT = 0x5EED_A, 0x5EED_B
+
+
+def _parameter(meaning, low=None, high=None, *, off=0.0, default=None):
+    """An `Augmentation` field: `off` switches the transform off and is the default unless `default` is given."""
+    return dataclasses.field(default=off if default is None else default,
+                             metadata={"meaning": meaning, "low": low, "high": high, "off": off})
 
 
 def _in_range(value, low, high):
@@ -149,17 +127,27 @@ class Augmentation:
         ValueError: naming the first invalid value and its valid range.
     """
 
-    flip: bool = True
-    rotation: float = 0.0
-    scale: float = 0.0
-    translation: float = 0.0
-    noise: float = 0.0
-    blur: float = 0.0
-    sharpen: float = 0.0
-    unsharp_sigma: tuple = _OFF["unsharp_sigma"]
-    gamma: float = 0.0
-    contrast: float = 0.0
-    brightness: float = 0.0
+    # One line per parameter: its type, meaning, valid range and the value that switches it off (its default
+    # unless given). `PARAMETERS`, the presets' starting point and `ptx_keras.config.AugmentConfig` (the
+    # `data.augment` keys) are derived from these fields; a preset that uses a new parameter names it below.
+    flip: bool = _parameter("random horizontal flip (the paper's augmentation)", off=False, default=True)
+    rotation: float = _parameter("largest rotation, degrees (uniform in [-rotation, rotation])", 0.0, 45.0)
+    scale: float = _parameter("largest zoom: factor log-uniform in [1 / (1 + scale), 1 + scale]", 0.0, 1.0)
+    translation: float = _parameter("largest shift per axis, fraction of the image side", 0.0, 0.5)
+    noise: float = _parameter("largest standard deviation of additive Gaussian noise, fraction of full scale",
+                              0.0, 0.5)
+    blur: float = _parameter("largest blur: image + a * (image - gaussian(image)), a uniform in [-blur, sharpen]",
+                             0.0, 1.0)
+    sharpen: float = _parameter("largest unsharp-mask amount: the a > 0 side of the same formula", 0.0, 10.0)
+    unsharp_sigma: Tuple[float, float] = _parameter(
+        "range [low, high] of the sigma of that Gaussian, log-uniform, fraction of the image side", 0.001, 0.05,
+        off=(0.004, 0.015),
+    )
+    gamma: float = _parameter("largest gamma change: exponent log-uniform in [1 / (1 + gamma), 1 + gamma]", 0.0, 4.0)
+    contrast: float = _parameter("largest contrast change: factor in [1 - contrast, 1 + contrast] about the image "
+                                 "mean", 0.0, 1.0)
+    brightness: float = _parameter("largest brightness change: delta in [-brightness, brightness], fraction of "
+                                   "full scale", 0.0, 1.0)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -203,6 +191,23 @@ class Augmentation:
     def to_dict(self):
         """The parameters as plain Python values (JSON/YAML-ready)."""
         return dataclasses.asdict(self)
+
+
+# Every parameter: (meaning, lower bound, upper bound). 0 (or False) switches a transform off.
+PARAMETERS = {f.name: (f.metadata["meaning"], f.metadata["low"], f.metadata["high"])
+              for f in dataclasses.fields(Augmentation)}
+_OFF = {f.name: f.metadata["off"] for f in dataclasses.fields(Augmentation)}
+# Presets. `flip` is the paper's setting and the default. `standard`: what a radiograph varies by between
+# sites and machines (positioning a few degrees and ~10 %, exposure and look-up table, detector noise and
+# edge enhancement). `strong`: about twice that, for small data sets.
+PRESETS = {
+    "none": dict(_OFF),
+    "flip": dict(_OFF, flip=True),
+    "standard": dict(_OFF, flip=True, rotation=10.0, scale=0.1, translation=0.05, noise=0.02, blur=0.5,
+                     sharpen=1.0, gamma=0.3, contrast=0.2, brightness=0.1),
+    "strong": dict(_OFF, flip=True, rotation=15.0, scale=0.2, translation=0.1, noise=0.04, blur=1.0,
+                   sharpen=2.0, unsharp_sigma=(0.004, 0.03), gamma=0.5, contrast=0.4, brightness=0.2),
+}
 
 
 def as_augmentation(augment):

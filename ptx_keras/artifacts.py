@@ -1,7 +1,7 @@
 """Portable deployment artifacts (ONNX, LiteRT) on disk, and running one.
 
 `ptx-export --format onnx|litert` (`ptx_keras.export`) writes one model file into a directory, beside the same
-metadata the SavedModel has (`ptx_keras.serving.EXPORT_METADATA_FILENAME`):
+metadata the SavedModel has (`EXPORT_METADATA_FILENAME`):
 
 ```
 <dir>/model.onnx       (ONNX; the metadata is also embedded, under metadata_props["ptx_keras.export"])
@@ -20,7 +20,8 @@ scale as an input, since an ONNX file has one graph and one dtype per input):
   from the same graph functions (`preprocess_images`, `model_function`, `postprocess_probabilities`).
 
 `find_artifact` tells which format a path holds (SavedModel, ONNX, LiteRT), `read_artifact_metadata` reads its
-metadata, and `ArtifactSession` runs an ONNX or LiteRT file through ONNX Runtime or the LiteRT interpreter
+metadata (`find_saved_model_version` and `read_export_metadata`: how a reader finds a SavedModel version and its
+`export.json`), and `ArtifactSession` runs an ONNX or LiteRT file through ONNX Runtime or the LiteRT interpreter
 (`pip install "ptx_keras[deploy]"`).
 """
 
@@ -30,18 +31,12 @@ import os
 import numpy as np
 
 from ptx_keras import constants as C
+from ptx_keras.constants import AUX_PROBABILITY_OUTPUT, PROBABILITIES_OUTPUT
+from ptx_keras.diagnosis import Thresholds
 from ptx_keras.errors import ModelError
-from ptx_keras.serving import (
-    AUX_PROBABILITY_OUTPUT,
-    EXPORT_METADATA_FILENAME,
-    PROBABILITIES_OUTPUT,
-    find_saved_model_version,
-    parse_export_metadata,
-    read_export_metadata,
-    read_export_metadata_file,
-)
 
 FORMATS = C.EXPORT_FORMATS
+EXPORT_METADATA_FILENAME = "export.json"  # beside every export (and inside a SavedModel version's assets.extra)
 FILENAMES = {"onnx": "model.onnx", "litert": "model.tflite"}
 EXTENSIONS = {".onnx": "onnx", ".tflite": "litert"}
 PORTABLE_SIGNATURE = "serve_value_max"
@@ -92,7 +87,7 @@ def read_artifact_metadata(fmt, path):
         path: The SavedModel version directory, or the ONNX / LiteRT file.
 
     Returns:
-        dict (see `ptx_keras.serving.parse_export_metadata`).
+        dict (see `parse_export_metadata`).
 
     Raises:
         ModelError: if none is found or it is invalid. An ONNX file copied alone still has its embedded copy.
@@ -256,3 +251,77 @@ class ArtifactSession:
             return result
 
         return call
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading an export back
+# ---------------------------------------------------------------------------------------------------------
+def find_saved_model_version(path):
+    """The SavedModel directory to load for `path`: itself, or its highest numbered version; None if neither."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        return None
+    versions = [d for d in os.listdir(path) if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+    if not versions:
+        return None
+    return os.path.join(path, max(versions, key=int))
+
+
+def read_export_metadata(version_dir):
+    """The export.json of a SavedModel version: its own `assets.extra` copy, else the one beside the versions.
+
+    Raises:
+        ModelError: if neither exists or it is invalid.
+    """
+    candidates = [
+        os.path.join(version_dir, "assets.extra", EXPORT_METADATA_FILENAME),
+        os.path.join(os.path.dirname(os.path.abspath(version_dir)), EXPORT_METADATA_FILENAME),
+    ]
+    for path in candidates:
+        if os.path.isfile(path):
+            return read_export_metadata_file(path)
+    raise ModelError(
+        f"{version_dir}: no {EXPORT_METADATA_FILENAME} found (looked in {' and '.join(candidates)}); "
+        "export it with ptx-export"
+    )
+
+
+def read_export_metadata_file(path):
+    """Reads one `export.json` (any format's) and checks it (`parse_export_metadata`).
+
+    Raises:
+        ModelError: if it is unreadable or invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable export metadata ({e})") from None
+    return parse_export_metadata(meta, path)
+
+
+def parse_export_metadata(meta, where):
+    """Checks export metadata (any format's `export.json`) and reads its thresholds into a `Thresholds`.
+
+    Args:
+        meta: The decoded JSON.
+        where: Its file (or the artifact holding it), named in errors.
+
+    Returns:
+        `meta`, with `meta["thresholds"]` a `Thresholds`.
+
+    Raises:
+        ModelError: if it is not a mapping, lacks `input_size`, `channels` or `thresholds`, or its thresholds
+            are invalid.
+    """
+    if not isinstance(meta, dict):
+        raise ModelError(f"{where}: export metadata must be a JSON object. Received: {type(meta).__name__}")
+    missing = [k for k in ("input_size", "channels", "thresholds") if k not in meta]
+    if missing:
+        raise ModelError(f"{where}: export metadata lacks {missing}")
+    try:
+        meta["thresholds"] = Thresholds.from_mapping(meta["thresholds"], f"{where}: thresholds")
+    except ValueError as e:
+        raise ModelError(str(e)) from None
+    return meta

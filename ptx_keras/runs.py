@@ -28,12 +28,13 @@ two folders called `siim` in different places never share a directory.
 import dataclasses
 import datetime
 import hashlib
-import json
 import logging
 import os
 
 from ptx_keras import constants as C
 from ptx_keras.errors import ConfigError, ModelError, PtxError
+from ptx_keras.files import file_sha256, write_json  # noqa: F401  (write_json: importable from here as before)
+from ptx_keras.files import read_json as _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -74,32 +75,6 @@ def external_name(data_path):
     path = os.path.abspath(os.fspath(data_path))
     base = os.path.basename(os.path.normpath(path)) or "data"
     return f"{base}-{hashlib.sha1(path.encode('utf-8')).hexdigest()[:8]}"
-
-
-def file_sha256(path):
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_json(path, obj):
-    """Writes JSON atomically (a temporary file renamed into place): a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _read_json(path, what):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise PtxError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
 
 
 @dataclasses.dataclass(frozen=True)

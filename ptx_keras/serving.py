@@ -10,8 +10,8 @@
   them (`GraphPipeline`), so predicting from a run and from the export agree.
 * `DeployedModel` / `load_deployed_run` gather what a deployment needs from a run directory: the model, its
   input contract, the diagnosis thresholds the run chose and its test-time augmentation.
-* The export's on-disk contract (`EXPORT_METADATA_FILENAME`, `find_saved_model_version`,
-  `read_export_metadata`): how a reader finds a SavedModel version and its metadata.
+* Reading an export back (`EXPORT_METADATA_FILENAME`, `find_saved_model_version`, `read_export_metadata`) is
+  `ptx_keras.artifacts`' job; the names stay importable from here.
 
 Intensity scaling is the training data's (`ptx_keras.data.arrays.resize_image`): the image is divided by the
 largest value its type can take (`value_max`: 255 for uint8, 65535 for uint16, 1.0 for float32, which is
@@ -24,10 +24,16 @@ same picture (`v16 = 257 * v8`) therefore give identical inputs. Images whose ra
 """
 
 import dataclasses
-import json
 import os
 
 from ptx_keras import constants as C
+from ptx_keras.artifacts import (  # noqa: F401  (moved to artifacts; importable here as before)
+    EXPORT_METADATA_FILENAME,
+    find_saved_model_version,
+    parse_export_metadata,
+    read_export_metadata,
+    read_export_metadata_file,
+)
 from ptx_keras.diagnosis import Thresholds
 from ptx_keras.errors import ConfigError, ModelError, require_tensorflow
 from ptx_keras.inference import check_tta, input_contract
@@ -35,7 +41,6 @@ from ptx_keras.models.common import MASK_OUTPUT, has_aux_output, split_outputs
 
 require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
 
-EXPORT_METADATA_FILENAME = "export.json"
 # One serving signature per accepted input dtype; the first is `serving_default` (TF Serving's default).
 RAW_SIGNATURES = (("serving_default", "float32"), ("serve_uint8", "uint8"), ("serve_uint16", "uint16"))
 PREPROCESSED_SIGNATURE = "serve_preprocessed"
@@ -447,82 +452,3 @@ def load_deployed_run(run):
         model, cfg.model.name, size, channels, int(cfg.data.bit_depth), saved.thresholds, saved.file,
         os.path.abspath(run.path), cfg.evaluation.tta, has_aux_output(model),
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading an export back
-# ---------------------------------------------------------------------------------------------------------
-def is_saved_model_dir(path):
-    """True for a SavedModel directory (`saved_model.pb`) or a base directory holding numbered versions."""
-    return find_saved_model_version(path) is not None
-
-
-def find_saved_model_version(path):
-    """The SavedModel directory to load for `path`: itself, or its highest numbered version; None if neither."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if not os.path.isdir(path):
-        return None
-    versions = [d for d in os.listdir(path) if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
-    if not versions:
-        return None
-    return os.path.join(path, max(versions, key=int))
-
-
-def read_export_metadata(version_dir):
-    """The export.json of a SavedModel version: its own `assets.extra` copy, else the one beside the versions.
-
-    Raises:
-        ModelError: if neither exists or it is invalid.
-    """
-    candidates = [
-        os.path.join(version_dir, "assets.extra", EXPORT_METADATA_FILENAME),
-        os.path.join(os.path.dirname(os.path.abspath(version_dir)), EXPORT_METADATA_FILENAME),
-    ]
-    for path in candidates:
-        if os.path.isfile(path):
-            return read_export_metadata_file(path)
-    raise ModelError(
-        f"{version_dir}: no {EXPORT_METADATA_FILENAME} found (looked in {' and '.join(candidates)}); "
-        "export it with ptx-export"
-    )
-
-
-def read_export_metadata_file(path):
-    """Reads one `export.json` (any format's) and checks it (`parse_export_metadata`).
-
-    Raises:
-        ModelError: if it is unreadable or invalid.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: unreadable export metadata ({e})") from None
-    return parse_export_metadata(meta, path)
-
-
-def parse_export_metadata(meta, where):
-    """Checks export metadata (any format's `export.json`) and reads its thresholds into a `Thresholds`.
-
-    Args:
-        meta: The decoded JSON.
-        where: Its file (or the artifact holding it), named in errors.
-
-    Returns:
-        `meta`, with `meta["thresholds"]` a `Thresholds`.
-
-    Raises:
-        ModelError: if it is not a mapping, lacks `input_size`, `channels` or `thresholds`, or its thresholds
-            are invalid.
-    """
-    if not isinstance(meta, dict):
-        raise ModelError(f"{where}: export metadata must be a JSON object. Received: {type(meta).__name__}")
-    missing = [k for k in ("input_size", "channels", "thresholds") if k not in meta]
-    if missing:
-        raise ModelError(f"{where}: export metadata lacks {missing}")
-    try:
-        meta["thresholds"] = Thresholds.from_mapping(meta["thresholds"], f"{where}: thresholds")
-    except ValueError as e:
-        raise ModelError(str(e)) from None
-    return meta

@@ -30,7 +30,6 @@ def check_input_size(model, prepared_dir):
         DataError: if `prepared_dir` is not a prepared data set or its size differs from the model's input.
     """
     from ptx_keras.data.prepared import load_prepared_info
-
     from ptx_keras.inference import ModelRunner, input_contract
 
     size = int(load_prepared_info(prepared_dir)["image_size"])

@@ -15,8 +15,8 @@ from ptx_keras import constants as C
 from ptx_keras.artifacts import FORMATS
 from ptx_keras.errors import ModelError
 from ptx_keras.export.litert import export_litert
-from ptx_keras.export.onnx import export_onnx
 from ptx_keras.export.metadata import ExportResult
+from ptx_keras.export.onnx import export_onnx
 from ptx_keras.export.savedmodel import export_saved_model
 
 __all__ = ["FORMATS", "ExportResult", "export_litert", "export_model", "export_onnx", "export_saved_model"]

@@ -6,10 +6,10 @@ import datetime
 import os
 
 from ptx_keras import constants as C
-from ptx_keras.artifacts import PORTABLE_SIGNATURE, RUNTIMES
+from ptx_keras.artifacts import EXPORT_METADATA_FILENAME, PORTABLE_SIGNATURE, RUNTIMES
 from ptx_keras.diagnosis import Thresholds
-from ptx_keras.runs import write_json
-from ptx_keras.serving import DTYPE_VALUE_MAX, EXPORT_METADATA_FILENAME, RAW_OUTPUTS, RAW_SIGNATURES, RESIZE_METHOD
+from ptx_keras.files import write_json
+from ptx_keras.serving import DTYPE_VALUE_MAX, RAW_OUTPUTS, RAW_SIGNATURES, RESIZE_METHOD
 
 
 @dataclasses.dataclass(frozen=True)

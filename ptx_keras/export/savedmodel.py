@@ -23,10 +23,10 @@ import os
 import shutil
 
 from ptx_keras import constants as C
+from ptx_keras.artifacts import EXPORT_METADATA_FILENAME
 from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import ExportResult, describe_outputs, export_metadata, tensor_spec, write_json
-from ptx_keras.serving import EXPORT_METADATA_FILENAME
 
 logger = logging.getLogger(__name__)
 

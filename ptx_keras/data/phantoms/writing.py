@@ -1,10 +1,8 @@
-"""Writing phantom data sets (PNG folder, CSV manifest, SIIM-ACR), naming them, and the worker pool."""
+"""Writing phantom data sets (PNG folder, CSV manifest, SIIM-ACR) and naming them."""
 
 import json
 import logging
-import multiprocessing
 import os
-import sys
 
 import numpy as np
 
@@ -16,6 +14,7 @@ from ptx_keras.constants import (
 )
 from ptx_keras.data.phantoms import generate, siim, styles
 from ptx_keras.data.phantoms._common import as_hw, check_bit_depth, check_conspicuity, check_n, check_seed
+from ptx_keras.data.pool import run_tasks
 from ptx_keras.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -150,24 +149,9 @@ def _check_workers(workers, n, hw):
 
 
 def _run(tasks, workers, progress, desc):
-    """Yields `_write_one` results in sample order, from a spawn pool when `workers > 1`."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, file=sys.stderr)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield _write_one(task)
-                bar.update()
-        else:
-            chunksize = max(1, min(8, len(tasks) // (workers * 8)))
-            # spawn, not fork: the parent may hold TensorFlow's threads; workers import NumPy/SciPy/Pillow only
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-                for result in pool.imap(_write_one, tasks, chunksize=chunksize):
-                    yield result
-                    bar.update()
-    finally:
-        bar.close()
+    """Yields `_write_one` results in sample order, from a spawn pool when `workers > 1` (`run_tasks`); the
+    workers import NumPy/SciPy/Pillow only."""
+    return run_tasks(_write_one, tasks, workers, progress=progress, desc=desc)
 
 
 def _existing(info_path, path, settings):

@@ -43,8 +43,8 @@ PORTABLE_SIGNATURE = "serve_value_max"
 IMAGES_INPUT = "images"
 VALUE_MAX_INPUT = "value_max"
 ONNX_METADATA_KEY = "ptx_keras.export"
-# The LiteRT graph takes one image per call: with a free batch size LiteRT's XNNPACK delegate (ai-edge-litert
-# 2.3) got every call after the first wrong for the paper's network (ptx_keras.export.litert).
+# The LiteRT graph takes one image per call: with a free batch size LiteRT's XNNPACK delegate got every call
+# after the first wrong for the paper's network (ptx_keras.export.litert, docs/deployment.md).
 LITERT_BATCH = 1
 # What runs each format, for messages and the export metadata.
 RUNTIMES = {

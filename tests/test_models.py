@@ -59,7 +59,7 @@ def test_unet_within_a_thousandth_of_the_paper():
     assert trainable == _unet_params() == 7_766_018
     assert abs(trainable - PAPER_UNET) / PAPER_UNET < 1e-3
     no_bn, _ = count_parameters(UNet(input_shape=(None, None, 3), batch_norm=False))
-    assert no_bn == _unet_params(batch_norm=False) == 7_760_130  # DESIGN.md's figure
+    assert no_bn == _unet_params(batch_norm=False) == 7_760_130  # docs/architecture.md, U-Net notes
 
 
 @pytest.mark.slow

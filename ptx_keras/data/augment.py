@@ -48,7 +48,7 @@ needs a per-image background weight; `RandomGaussianBlur` draws one sigma per ba
 therefore draw their own parameters and use Keras' image op for the geometry
 (`keras.ops.image.affine_transform`, TensorFlow's `ImageProjectiveTransformV3`). Written by hand: the affine
 matrix (rotation, scale, translation composed), gamma (no Keras op or layer), the Gaussian of blur and
-unsharp masking (`keras.ops.image.gaussian_blur` gives the same values but cost 6x the CPU time, see
+unsharp masking (`keras.ops.image.gaussian_blur` gives the same values at several times the CPU time, see
 `_gaussian`), and the one-line brightness, contrast and noise formulas, which follow `RandomBrightness` (add a
 delta), `RandomContrast` (scale about the image mean) and `GaussianNoise` (add N(0, std)) but with a
 per-example strength.
@@ -356,10 +356,10 @@ def _gaussian(image, sigma, max_sigma):
         sigma: `(batch,)`, sigmas as fractions of the larger image side.
         max_sigma: The largest possible sigma (Python float, same unit): sets the kernel's radius.
 
-    Computed as weighted sums of shifted slices: on CPU, TensorFlow's convolutions of a one-channel image with
-    a `(k, 1)` kernel (what `keras.ops.image.gaussian_blur` and `keras.ops.conv` run) took 3.1-3.3 ms of CPU
-    per 128 x 128 image at sigma 1.5 px, the shifted sums 0.5 ms, with the same result to 2e-7; and the sums
-    take a different kernel per example at no extra cost.
+    Computed as weighted sums of shifted slices: on CPU they are several times faster than TensorFlow's
+    convolutions of a one-channel image with a `(k, 1)` kernel (what `keras.ops.image.gaussian_blur` and
+    `keras.ops.conv` run; docs/benchmarks.md, "Measurements behind implementation choices"), with the same
+    result to 2e-7; and the sums take a different kernel per example at no extra cost.
     """
     import tensorflow as tf
 

@@ -5,7 +5,7 @@ its predicted mask has **more than** `min_area` pixels (50 in the paper). A pixe
 mask when its PTX probability is strictly above `mask_threshold` (0.5: the softmax argmax, ties to the
 background, as `ptx_keras.metrics.DSC1`). `min_area` is expressed at `reference_size` x `reference_size`
 (256, the paper's training size) and scaled by area for other prediction sizes:
-`threshold_area = min_area * H * W / reference_size**2` (docs/evaluation.md, "The diagnosis rule at other sizes").
+`threshold_area = min_area * H * W / reference_size**2` (docs/evaluation.md, "Metric definitions", Diagnosis).
 
 Two extensions (`Thresholds`): the triplet rule of the SIIM-ACR winners (a higher `top_threshold` decides the
 diagnosis, the mask of a positive image is drawn at `mask_threshold`), and a gate by the model's image-level

@@ -8,9 +8,10 @@ own `model.export(format="litert")` does (a SavedModel written by `keras.export.
 without the TensorFlow (Flex) delegate. Weights stay float32.
 
 The batch is fixed at one image (`LITERT_BATCH`): with a free batch size, LiteRT's default CPU delegate
-(XNNPACK, ai-edge-litert 2.3) computed the first call right and every later call of the same shape wrong for
-networks with scSE blocks in every layer (the paper's); one image per call avoids it, and is how edge devices
-run anyway. The parity tests call each artifact repeatedly to catch that kind of fault.
+(XNNPACK) computed the first call right and every later call of the same shape wrong for networks with scSE
+blocks in every layer (the paper's; the version it was seen with is in docs/deployment.md, "ONNX and LiteRT");
+one image per call avoids it, and is how edge devices run anyway. The parity tests call each artifact
+repeatedly to catch that kind of fault.
 """
 
 import logging

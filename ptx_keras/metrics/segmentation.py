@@ -6,7 +6,7 @@ Definitions (per image; the paper then averages over the N images, eqs. 7-10):
   pneumothorax class (eq. 8), ``pa0`` the background; ``mpa`` = (pa0 + pa1) / 2 (eq. 7).
 * **Dice_c** = 2 |A_c ∩ B_c| / (|A_c| + |B_c|) with A the prediction and B the truth. ``dsc1`` is the
   pneumothorax class (eq. 10), ``dsc0`` the background; ``dsc`` = (dsc0 + dsc1) / 2 (eq. 9).
-* **Empty classes** (the SIIM-ACR convention, DESIGN.md §1): a class absent from both the truth and the
+* **Empty classes** (the SIIM-ACR convention, docs/evaluation.md "Metric definitions"): a class absent from both the truth and the
   prediction scores 1 for both PA and Dice; a class absent from only one of them scores 0. For PA this
   means: truth empty and prediction empty -> 1, truth empty and prediction not -> 0 (the ratio itself is
   0/0 there). The mean of ``dsc1`` over all images is therefore the SIIM-ACR leaderboard Dice.
@@ -26,13 +26,9 @@ Definitions (per image; the paper then averages over the N images, eqs. 7-10):
 
 Speed: PA and Dice come from four ``np.count_nonzero`` counts; the distances come from two Euclidean distance
 transforms restricted to the bounding box of the union of both masks (plus a 1-pixel margin for the
-erosion) - exact, because every contour pixel lies in that box. Measured with ``python benchmarks/metrics.py``
-on the 2-core development machine (AMD EPYC, Python 3.11, NumPy 2.4, one core, shared with other jobs, so
-the ranges span three runs), per 1024x1024 pair: 1.7-2.6 ms for a moderate pneumothorax (0.9 % of the
-image), 19-40 ms for a large one (11 %), 3.5-11 ms with anisotropic millimetre spacing, 0.1 ms when a mask
-is empty, and 84-250 ms in the worst case of a prediction with scattered false-positive pixels over the
-whole image (the box is then the full image). 10,000 SIIM-ACR-size pairs therefore take about 20-30 s for
-typical masks, 3-7 min if all were large, and at most ~15-40 min in that pathological worst case.
+erosion) - exact, because every contour pixel lies in that box. The cost grows with that box (a prediction
+with scattered false-positive pixels over the whole image is the worst case); timings from
+``python benchmarks/metrics.py`` are in docs/benchmarks.md.
 """
 
 import numpy as np

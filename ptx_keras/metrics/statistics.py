@@ -3,7 +3,7 @@
 The paper marks with an asterisk the results that differ significantly from its model according to
 "Student's t-test for two independent samples (p < 0.05)" (Table 2). The test images are the same for
 every model, so a paired test (Wilcoxon signed-rank on the per-image differences) is reported beside it
-(DESIGN.md §1). Runs must therefore be scored on exactly the same images, identified by `sample_id`.
+(docs/evaluation.md, "Comparing runs"). Runs must therefore be scored on exactly the same images, identified by `sample_id`.
 
 Missing values (NaN HD where a mask is empty) are dropped: per run for the mean, std and t-test, pairwise
 for the Wilcoxon test, and counted in `n_missing` / `n_pairs_dropped`.

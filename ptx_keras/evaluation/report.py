@@ -82,12 +82,22 @@ def summary_markdown(summary, run_name=""):
     Returns:
         str, the Markdown document (ends with links to the figures written beside it).
     """
-    from ptx_keras.reports import markdown_table
+    lines = _header_lines(summary, run_name)
+    lines += _segmentation_lines(summary["segmentation"], summary.get("masks", {"scored": "gated"})["scored"],
+                                 summary.get("siim_acr_dice_by_mask") or {})
+    lines += _diagnosis_lines(summary["diagnosis"], summary.get("size_classes", {}))
+    lines += _calibration_lines(summary.get("calibration"))
+    lines += ["", "## Figures", ""]
+    for name, caption in FIGURES:
+        if name in summary.get("figures", {}):
+            lines.append(f"![{caption}]({name}.png)")
+    return "\n".join(lines) + "\n"
 
-    seg = summary["segmentation"]
+
+def _header_lines(summary, run_name):
+    """The title, the counts, the rule and the scored mask."""
     t = summary["thresholds"]
-    masks = summary.get("masks", {"scored": "gated"})
-    scored = masks["scored"]
+    scored = summary.get("masks", {"scored": "gated"})["scored"]
     on = f" of other data: {summary['data_name']} (prepared in {summary.get('data')})" if summary.get("data_name") else ""
     lines = [
         f"# Evaluation of {run_name or 'the run'} on the {summary['split']} split{on}",
@@ -100,9 +110,15 @@ def summary_markdown(summary, run_name=""):
         + ("; `DSC1 (raw mask)` scores the raw mask whatever the diagnosis." if scored == "gated" else
            " (gating is off: `diagnosis.gate_masks: false`)."),
         "",
-        "## Segmentation (mean (std) per image; cf. Table 2)",
-        "",
     ]
+    return lines
+
+
+def _segmentation_lines(seg, scored, by_mask):
+    """Table 2's layout (mean (std), all images and positives, beside the paper) and the SIIM-ACR mean Dice."""
+    from ptx_keras.reports import markdown_table
+
+    lines = ["## Segmentation (mean (std) per image; cf. Table 2)", ""]
     rows = []
     for metric, name in _SEGMENTATION_ROWS:
         if metric not in seg.get("all", {}):
@@ -127,13 +143,18 @@ def summary_markdown(summary, run_name=""):
         "such images are counted, never averaged.",
         "",
     ]
-    by_mask = summary.get("siim_acr_dice_by_mask") or {}
     if by_mask:
         rows = [{"mask scored": key, "SIIM-ACR mean Dice (empty = 1)": "n/a" if v["mean"] is None else
                  f"{v['mean']:.4f}", "which mask": v["mask"]} for key, v in by_mask.items()]
         lines += ["SIIM-ACR mean Dice of each mask (all images):", "", markdown_table(pd.DataFrame(rows)), ""]
-    lines += ["## Diagnosis (cf. Table 3)", ""]
-    dx = summary["diagnosis"]
+    return lines
+
+
+def _diagnosis_lines(dx, sizes):
+    """Table 3's layout beside the paper, ROC AUCs, the counts and the size classes."""
+    from ptx_keras.reports import markdown_table
+
+    lines = ["## Diagnosis (cf. Table 3)", ""]
     rows = []
     for key in C.DIAGNOSIS_KEYS:
         v = dx.get(key)
@@ -149,7 +170,6 @@ def summary_markdown(summary, run_name=""):
               f"Counts: TP {dx['tp']}, FP {dx['fp']}, TN {dx['tn']}, FN {dx['fn']}."]
     if dx.get("undefined"):
         lines.append(f"Undefined (zero denominator): {', '.join(dx['undefined'])}.")
-    sizes = summary.get("size_classes", {})
     if sizes.get("bounds_pixels"):
         lo, hi = sizes["bounds_pixels"]
         c = sizes["counts"]
@@ -158,7 +178,12 @@ def summary_markdown(summary, run_name=""):
             f"Size classes (Fig. 5, tertiles of the true area): small <= {lo:g} px ({c['small']} images), "
             f"moderate <= {hi:g} px ({c['moderate']}), large ({c['large']}).",
         ]
-    cal = summary.get("calibration")
+    return lines
+
+
+def _calibration_lines(cal):
+    """The image-level probability's calibration (ECE, MCE, Brier), or nothing without it."""
+    lines = []
     if cal:
         ece = "n/a" if cal["ece"] is None else f"{cal['ece']:.4f}"
         mce = "n/a" if cal["mce"] is None else f"{cal['mce']:.4f}"
@@ -170,11 +195,7 @@ def summary_markdown(summary, run_name=""):
             f"Image-level probability: {cal['description']}. Expected calibration error (ECE, {cal['n_bins']} "
             f"equal-width bins) {ece}, maximum calibration error {mce}, Brier score {brier}.",
         ]
-    lines += ["", "## Figures", ""]
-    for name, caption in FIGURES:
-        if name in summary.get("figures", {}):
-            lines.append(f"![{caption}]({name}.png)")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def pick_cases(df):

@@ -30,7 +30,6 @@ runs the model only on the batches holding them.
 """
 
 import dataclasses
-import json
 import logging
 import os
 
@@ -44,6 +43,7 @@ from ptx_keras.evaluation.predictions import (
 )
 from ptx_keras.evaluation.report import format_stats, pick_cases, summary_markdown, write_figures
 from ptx_keras.evaluation.scoring import score_predictions, summarize
+from ptx_keras.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -125,22 +125,17 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
         ConfigError: if the run directory's `config.yaml` or thresholds file is invalid.
     """
     from ptx_keras.errors import ConfigError
-    from ptx_keras.evaluation.thresholds import search_validation_thresholds
     from ptx_keras.inference import ModelRunner
-    from ptx_keras.models.common import has_aux_output
-    from ptx_keras.runs import RunDir
 
     check_split(split)
-    run = RunDir.of(run_dir)
-    run.require_model()
-    try:
-        cfg = run.load_config()
-    except ConfigError as e:
-        raise ModelError(str(e)) from None
+    run, cfg = _load_run(run_dir)
     prepared, other = _resolve_data(run, cfg, data)
     batch_size = batch_size or cfg.evaluation.batch_size
     if search_thresholds is None:
         search_thresholds = bool(cfg.evaluation.search_thresholds) and other is None
+    if (threshold_form or gate) and not search_thresholds:
+        raise ConfigError("the threshold form and the gate choose what a threshold search looks for: pass "
+                          "--search-thresholds with them")
     model = run.load_model()
     check_input_size(model, prepared)
     model_sha = run.model_sha256()
@@ -149,18 +144,64 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
         runner = ModelRunner.from_keras(model, tta=tta)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if (threshold_form or gate) and not search_thresholds:
-        raise ConfigError("the threshold form and the gate choose what a threshold search looks for: pass "
-                          "--search-thresholds with them")
     if search_thresholds:
-        saved = search_validation_thresholds(
-            runner, prepared, run, cfg.diagnosis.reference_size, batch_size,
-            objective or cfg.evaluation.objective, progress, model_sha, data=other,
-            form=threshold_form or cfg.evaluation.threshold_form, gate=gate or cfg.diagnosis.gate,
-        )
+        saved = _search(run, cfg, runner, prepared, other, batch_size, objective, threshold_form, gate, model_sha,
+                        progress)
     else:
         saved = run.read_thresholds(cfg, model_sha256=model_sha)
-    thresholds, gate = saved.thresholds, bool(cfg.diagnosis.gate_masks)
+    _check_thresholds(saved, run, model, tta)
+    gate_masks = bool(cfg.diagnosis.gate_masks)
+
+    df = score_predictions(
+        iter_predictions(runner, prepared, split, batch_size, progress=progress), saved.thresholds,
+        spacings=spacing_lookup(prepared), gate_masks=gate_masks,
+    )
+    out_dir = run.eval_dir(split, other)
+    os.makedirs(out_dir, exist_ok=True)
+    per_image = run.per_image_file(split, other)
+    df.to_csv(per_image, index=False)
+    wanted = {df.iloc[i]["sample_id"] for row in pick_cases(df) for _, _, i in row}
+    case_data = collect_cases(iter_predictions(runner, prepared, split, batch_size, progress=False, only_ids=wanted))
+    figures = write_figures(df, out_dir, saved.thresholds, case_data, run.history_file, split, gate_masks=gate_masks)
+
+    summary = summarize(df, saved.describe(), split, gate_masks=gate_masks, tta=tta)
+    summary.update(run_dir=os.path.abspath(run.path), model=os.path.abspath(run.best_model), model_sha256=model_sha,
+                   data=os.path.abspath(prepared), data_name=None if other is None else os.fspath(other),
+                   figures={k: os.path.basename(v) for k, v in figures.items()})
+    summary_json, summary_md = _write_summary(run, split, other, summary)
+    _log_result(split, summary, gate_masks, out_dir)
+    return EvaluationResult(summary, out_dir, per_image, summary_json, summary_md, figures, saved, other)
+
+
+def _load_run(run_dir):
+    """`(RunDir, Config)` of a trained run; a missing model or an invalid config.yaml is a `ModelError`."""
+    from ptx_keras.errors import ConfigError
+    from ptx_keras.runs import RunDir
+
+    run = RunDir.of(run_dir)
+    run.require_model()
+    try:
+        return run, run.load_config()
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
+
+
+def _search(run, cfg, runner, prepared, other, batch_size, objective, threshold_form, gate, model_sha, progress):
+    """Chooses the thresholds on the validation split (the options given, else the run configuration's)."""
+    from ptx_keras.evaluation.thresholds import search_validation_thresholds
+
+    return search_validation_thresholds(
+        runner, prepared, run, cfg.diagnosis.reference_size, batch_size, objective or cfg.evaluation.objective,
+        progress, model_sha, data=other, form=threshold_form or cfg.evaluation.threshold_form,
+        gate=gate or cfg.diagnosis.gate,
+    )
+
+
+def _check_thresholds(saved, run, model, tta):
+    """Refuses an aux gate on a model without the head; warns when the thresholds were searched with another TTA."""
+    from ptx_keras.models.common import has_aux_output
+
+    thresholds = saved.thresholds
     if thresholds.uses_aux and not has_aux_output(model):
         raise ModelError(f"{saved.file}: the diagnosis is gated by the image-level probability (gate="
                          f"{thresholds.gate!r}) but {run.best_model} has no aux head")
@@ -169,35 +210,23 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
         logger.warning("%s was chosen with tta=%s; evaluating with tta=%s (search again to match)", saved.file,
                        searched_tta, tta)
 
-    df = score_predictions(
-        iter_predictions(runner, prepared, split, batch_size, progress=progress), thresholds,
-        spacings=spacing_lookup(prepared), gate_masks=gate,
-    )
-    out_dir = run.eval_dir(split, other)
-    os.makedirs(out_dir, exist_ok=True)
-    per_image = run.per_image_file(split, other)
-    df.to_csv(per_image, index=False)
 
-    wanted = {df.iloc[i]["sample_id"] for row in pick_cases(df) for _, _, i in row}
-    case_data = collect_cases(iter_predictions(runner, prepared, split, batch_size, progress=False, only_ids=wanted))
-    figures = write_figures(df, out_dir, thresholds, case_data, run.history_file, split, gate_masks=gate)
-
-    summary = summarize(df, saved.describe(), split, gate_masks=gate, tta=tta)
-    summary.update(run_dir=os.path.abspath(run.path), model=os.path.abspath(run.best_model), model_sha256=model_sha,
-                   data=os.path.abspath(prepared), data_name=None if other is None else os.fspath(other),
-                   figures={k: os.path.basename(v) for k, v in figures.items()})
+def _write_summary(run, split, other, summary):
+    """Writes `summary.json` (atomically) and `summary.md`; returns their paths."""
     summary_json = run.summary_file(split, other)
-    with open(summary_json, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    write_json(summary_json, summary)
     summary_md = run.summary_file(split, other, markdown=True)
     with open(summary_md, "w", encoding="utf-8") as f:
         f.write(summary_markdown(summary, run.name))
+    return summary_json, summary_md
+
+
+def _log_result(split, summary, gate_masks, out_dir):
     seg, dx = summary["segmentation"], summary["diagnosis"]
     f1 = "undefined" if dx["f1"] is None else f"{dx['f1']:.4f}"
-    scored = "framework output" if gate else "raw mask"
+    scored = "framework output" if gate_masks else "raw mask"
     logger.info(
         "%s: DSC1 %s (all, %s), %s (positives, %s), raw-mask DSC1 %s (positives); diagnosis accuracy %.4f, F1 %s "
         "-> %s", split, format_stats(seg["all"]["dsc1"]), scored, format_stats(seg.get("positive", {}).get("dsc1")),
         scored, format_stats(seg.get("positive", {}).get("dsc1_raw")), dx["accuracy"], f1, out_dir,
     )
-    return EvaluationResult(summary, out_dir, per_image, summary_json, summary_md, figures, saved, other)

@@ -154,6 +154,44 @@ def _run(tasks, workers, progress, desc):
     return run_tasks(_write_one, tasks, workers, progress=progress, desc=desc)
 
 
+def _tally(results):
+    """`(positives, counts, manifest rows)` over `_write_one` results: counts per kind, size class, mimic,
+    device and DICOM export."""
+    counts = {"kinds": {}, "size_classes": {}, "mimics": {}, "devices": {}, "exports": {}}
+    positives, rows = 0, []
+    for _, info, sample_rows in results:
+        positives += info["positive"]
+        for key, values in (
+            ("kinds", [info["kind"]]),
+            ("size_classes", [info["size_class"]]),
+            ("mimics", info.get("mimics", [])),
+            ("devices", info.get("devices", [])),
+            ("exports", ["/".join(map(str, info["export"]))] if "export" in info else []),
+        ):
+            for value in values:
+                counts[key][value] = counts[key].get(value, 0) + 1
+        rows.extend(sample_rows)
+    return positives, counts, rows
+
+
+def _write_manifest(path, format, rows):
+    """Writes the CSV the readers take (`manifest.csv` or SIIM-ACR's `train-rle.csv`); None for `"png"`."""
+    if format == "csv":
+        manifest = os.path.join(path, "manifest.csv")
+        with open(manifest, "w", newline="") as f:
+            f.write("image,mask,label\n")
+            f.writelines(f"{image},{mask},{label}\n" for image, mask, label in rows)
+        return manifest
+    if format == "siim":
+        manifest = os.path.join(path, "train-rle.csv")
+        with open(manifest, "w", newline="") as f:
+            # SIIM-ACR's exact header and row style: a space after each comma.
+            f.write("ImageId, EncodedPixels\n")
+            f.writelines(f"{image_id}, {rle}\n" for image_id, rle in rows)
+        return manifest
+    return None
+
+
 def _existing(info_path, path, settings):
     """The summary of a complete set with the same settings at `path`, or None if there is none."""
     if not os.path.isfile(info_path):
@@ -247,34 +285,9 @@ def write_phantom_dataset(
         os.makedirs(os.path.join(path, "masks"), exist_ok=True)
     labels = generate.balanced_labels(n, seed)
     tasks = [(path, i, bool(labels[i]), hw, seed, style, conspicuity, format, bit_depth) for i in range(n)]
-    counts = {"kinds": {}, "size_classes": {}, "mimics": {}, "devices": {}, "exports": {}}
-    positives, rows = 0, []
     logger.info("Writing %d %s phantoms (%s, %s) to %s, %d worker(s)", n, style, _size_tag(hw), format, path, workers)
-    for _, info, sample_rows in _run(tasks, workers, progress, f"phantoms ({style}, {format})"):
-        positives += info["positive"]
-        for key, values in (
-            ("kinds", [info["kind"]]),
-            ("size_classes", [info["size_class"]]),
-            ("mimics", info.get("mimics", [])),
-            ("devices", info.get("devices", [])),
-            ("exports", ["/".join(map(str, info["export"]))] if "export" in info else []),
-        ):
-            for value in values:
-                counts[key][value] = counts[key].get(value, 0) + 1
-        rows.extend(sample_rows)
-
-    manifest = None
-    if format == "csv":
-        manifest = os.path.join(path, "manifest.csv")
-        with open(manifest, "w", newline="") as f:
-            f.write("image,mask,label\n")
-            f.writelines(f"{image},{mask},{label}\n" for image, mask, label in rows)
-    elif format == "siim":
-        manifest = os.path.join(path, "train-rle.csv")
-        with open(manifest, "w", newline="") as f:
-            # SIIM-ACR's exact header and row style: a space after each comma.
-            f.write("ImageId, EncodedPixels\n")
-            f.writelines(f"{image_id}, {rle}\n" for image_id, rle in rows)
+    positives, counts, rows = _tally(_run(tasks, workers, progress, f"phantoms ({style}, {format})"))
+    manifest = _write_manifest(path, format, rows)
     summary = dict(
         settings,
         path=path,

@@ -149,3 +149,34 @@ def test_every_shipped_config_loads_and_the_small_cpu_recipe_is_the_quick_start_
         "train.steps_per_epoch": 64, "train.learning_rate": 2e-3, "train.lr_schedule": "cosine",
         "train.warmup_epochs": 1, "evaluation.objective": "siim_dice", "evaluation.threshold_form": "triplet",
     }
+
+
+def test_sections_take_their_keys_from_the_value_type():
+    import dataclasses
+    import typing
+
+    from ptx_keras.config import AugmentConfig, DiagnosisConfig, _section
+    from ptx_keras.data.augment import Augmentation
+    from ptx_keras.diagnosis import Thresholds
+
+    names = [f.name for f in dataclasses.fields(DiagnosisConfig)]
+    assert names == [f.name for f in dataclasses.fields(Thresholds)] + ["gate_masks"]
+    assert DiagnosisConfig().thresholds() == Thresholds()
+    assert [f.name for f in dataclasses.fields(AugmentConfig)] == ["preset"] + [
+        f.name for f in dataclasses.fields(Augmentation)]
+    assert all(getattr(AugmentConfig(), f.name) is None for f in dataclasses.fields(Augmentation))
+
+    @dataclasses.dataclass(frozen=True)
+    class Value:
+        a: int = 1
+        b: typing.Tuple[float, float] = (0.0, 1.0)
+
+    @dataclasses.dataclass(frozen=True)
+    @_section(Value, nullable=True, first=("name",))
+    class Section:
+        name: str = "x"
+        extra: bool = False
+
+    assert [(f.name, f.type, f.default) for f in dataclasses.fields(Section)] == [
+        ("name", str, "x"), ("a", typing.Optional[int], None),
+        ("b", typing.Optional[typing.Tuple[float, float]], None), ("extra", bool, False)]

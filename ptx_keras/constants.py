@@ -114,6 +114,7 @@ TTA_MODES = ("none", "hflip")  # hflip: mean of the model on the image and (mirr
 UNCERTAINTY_METHODS = ("mc_dropout", "tta")  # ptx-predict --uncertainty (ptx_keras.inference.ModelRunner.sample)
 SAVEDMODEL_FORMAT = "savedmodel"  # the one name of the SavedModel format (--format, export.json, predict's summary)
 EXPORT_FORMATS = (SAVEDMODEL_FORMAT, "onnx", "litert")  # ptx-export --format (ptx_keras.artifacts, ptx_keras.export)
+EXPORT_FORMAT_NAMES = {SAVEDMODEL_FORMAT: "SavedModel", "onnx": "ONNX", "litert": "LiteRT"}  # in messages
 
 # --- Synthetic phantoms (ptx_keras.data.phantoms) ---------------------------------------------------------
 PHANTOM_VERSION = 1  # the classic style's version: bump when its output changes (phantoms.json records it)

@@ -3,7 +3,7 @@
 import argparse
 
 from ptx_keras.cli.common import run_cli
-from ptx_keras.constants import EXPORT_FORMATS, TTA_MODES
+from ptx_keras.constants import EXPORT_FORMAT_NAMES, EXPORT_FORMATS, SAVEDMODEL_FORMAT, TTA_MODES
 
 
 def build_parser():
@@ -14,7 +14,7 @@ def build_parser():
         "Runtime) or a LiteRT model (.tflite), each with its export.json.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (config.yaml and best.keras)")
-    p.add_argument("--format", default="savedmodel", choices=EXPORT_FORMATS,
+    p.add_argument("--format", default=SAVEDMODEL_FORMAT, choices=EXPORT_FORMATS,
                    help="savedmodel (default; TF Serving), onnx (ONNX Runtime) or litert (.tflite)")
     p.add_argument("--output", metavar="DIR",
                    help="output directory (default: RUN_DIR/saved_model, RUN_DIR/onnx or RUN_DIR/litert)")
@@ -30,7 +30,7 @@ def _export(args):
     from ptx_keras.export import export_model
 
     result = export_model(args.run_dir, args.format, args.output, version=args.version, tta=args.tta)
-    what = {"savedmodel": "SavedModel", "onnx": "ONNX", "litert": "LiteRT"}[result.format]
+    what = EXPORT_FORMAT_NAMES[result.format]
     print(
         f"{what}: {result.path} (signatures: {', '.join(result.signatures)}; diagnosis: "
         f"{result.thresholds.describe()}) | metadata: {result.metadata}"

@@ -22,7 +22,7 @@ from ptx_keras.export.savedmodel import export_saved_model
 __all__ = ["FORMATS", "ExportResult", "export_litert", "export_model", "export_onnx", "export_saved_model"]
 
 
-def export_model(run_dir_or_model, format="savedmodel", output=None, *, version=None, thresholds=None, tta=None):
+def export_model(run_dir_or_model, format=C.SAVEDMODEL_FORMAT, output=None, *, version=None, thresholds=None, tta=None):
     """Exports a run (or a model) in one of `FORMATS`.
 
     Args:

@@ -67,6 +67,7 @@ _UID_MAX = 64
 _UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _STEM_BAD_RE = re.compile(r"[/\\\x00-\x1f\x7f]")  # path separators and control characters
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")  # ESC (0x1b) stays: character set escapes
+_TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI")  # one line each
 _UNCHECKED_VRS = ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "UR")  # sequences, binary, URIs: not copied
 _INSTALL_HINT = 'install the deployment extra: pip install "ptx_keras[deploy]"'
 
@@ -478,7 +479,7 @@ def sanitize_header(ds, path):
         for value in values:
             if problem:
                 break
-            if isinstance(value, str) and _CONTROL_RE.search(value) and elem.VR not in ("LT", "ST", "UT"):
+            if elem.VR in _TEXT_VRS and _CONTROL_RE.search(str(value)):  # str: a PersonName is not a str
                 problem = "control characters"
                 break
             try:

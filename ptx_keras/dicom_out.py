@@ -27,8 +27,16 @@ overlay (OHIF and 3D Slicer display it over the source). A secondary capture als
 that projection radiographs often lack.
 
 Every object gets new UIDs; each run gets one new SEG series and one new SR series per study (a series belongs
-to one study). The source files are only read. Built with highdicom and pydicom
-(`pip install "ptx_keras[deploy]"`).
+to one study). With `uid_seed` (the inference node's) the UIDs are derived from the seed and the source's UIDs
+instead, so the same source always gives the same objects. The source files are only read. Built with highdicom
+and pydicom (`pip install "ptx_keras[deploy]"`).
+
+The objects pass dciodvfy (dicom3tools) without errors. A projection radiograph has no frame of reference, so:
+the SEG carries `PatientOrientation` (type 2C without a plane orientation) and no Pixel Measures; the SR points
+at the SEG's frame without a segment number; the Parametric Map, whose IOD requires a frame of reference and a
+plane position and orientation, gets a frame of reference of its own with a nominal plane (`_nominal_geometry`).
+Values copied from the source header are validated first (`sanitize_header`). docs/deployment.md explains each
+choice.
 
 Not a medical device: the objects say "research use" in their descriptions.
 """

@@ -103,3 +103,40 @@ def test_spooling_is_durable_and_bad_instances_go_to_failed(tiny_model, tmp_path
     assert os.listdir(spool / "incoming") == ["1.2.5.dcm"] and os.listdir(spool / "done") == []
     assert node.counts == {"received": 0, "done": 0, "failed": 1, "send_errors": 1}
     assert os.listdir(spool / "work") == []
+
+
+def test_stop_finishes_the_batch_in_hand(tiny_model, tmp_path):
+    """`stop()` during a batch (SIGTERM in the CLI): that batch is predicted, sent and retired, the others stay
+    spooled for the next start. The destination is a real Storage SCP (pynetdicom) on a free port."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ComprehensiveSRStorage, SegmentationStorage
+
+    from ptx_keras.data.dicom import write_dicom
+    from ptx_keras.dicom_node import DicomNode
+
+    received = []
+    dest = AE(ae_title="DEST")
+    for sop_class in (SegmentationStorage, ComprehensiveSRStorage):
+        dest.add_supported_context(sop_class, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    server = dest.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
+        (evt.EVT_C_STORE, lambda event: received.append(str(event.request.AffectedSOPClassUID)) or 0x0000)])
+    try:
+        spool = tmp_path / "spool"
+        for i in range(3):
+            write_dicom(str(spool / "incoming" / f"1.2.{i}.dcm"), np.full((20, 20), 40 * i, np.uint8),
+                        sop_instance_uid=f"1.2.{i}")
+        node = DicomNode(tiny_model, spool, f"DEST@127.0.0.1:{server.server_address[1]}", batch_size=2)
+        process = node.process
+
+        def stop_during_the_batch(batch):
+            node.stop()  # as the SIGTERM handler does, while the batch is in hand
+            return process(batch)
+
+        node.process = stop_during_the_batch
+        counts = node.serve()
+    finally:
+        server.shutdown()
+    assert counts["done"] == 2 and counts["failed"] == 0
+    assert sorted(os.listdir(spool / "done")) == ["1.2.0.json", "1.2.1.json"]
+    assert os.listdir(spool / "incoming") == ["1.2.2.dcm"]
+    assert sorted(received) == sorted([SegmentationStorage, ComprehensiveSRStorage] * 2)

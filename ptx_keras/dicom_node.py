@@ -303,11 +303,11 @@ class DicomNode:
             return False
         seconds = time.perf_counter() - started
         for row, files in good:
-            self._done(row, files, seconds / max(len(rows), 1))
+            self._done(row, files, len(rows), seconds)
         shutil.rmtree(work, ignore_errors=True)
         return True
 
-    def _done(self, row, files, seconds):
+    def _done(self, row, files, batch, seconds):
         import pydicom
 
         name = os.path.splitext(os.path.basename(row["file"]))[0]
@@ -320,9 +320,9 @@ class DicomNode:
         _write_durably(os.path.join(self.dirs[DONE], name + ".json"), json.dumps(record, indent=1).encode())
         os.remove(row["file"])
         self.counts["done"] += 1
-        logger.info("%s done: %s (score %.2f), %s sent to %s, %.2f s", name,
+        logger.info("%s done: %s (score %.2f), %s sent to %s (batch of %d, %.1f s)", name,
                     "pneumothorax" if record["diagnosis"] else "no pneumothorax", record["score"],
-                    "+".join(record["results"]), self.destination, seconds)
+                    "+".join(record["results"]), self.destination, batch, seconds)
 
     def _fail(self, path, error):
         name = os.path.basename(path)

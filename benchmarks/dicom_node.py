@@ -27,7 +27,7 @@ import time
 # Run from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import machine
 
 SEG_CLASS, SR_CLASS = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.33"
 
@@ -36,6 +36,11 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _run_dir(args):
@@ -115,9 +120,9 @@ def main(argv=None):
                                  str(port), "--destination", f"DEST@127.0.0.1:{dest_port}", "--spool", spool,
                                  "--batch-size", str(args.batch_size)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        while b"ready on port" not in open(log_path, "rb").read():
+        while b"ready on port" not in _read(log_path):
             if node.poll() is not None:
-                sys.exit(open(log_path, encoding="utf-8", errors="replace").read()[-3000:])
+                sys.exit(_read(log_path)[-3000:].decode(errors="replace"))
             time.sleep(0.2)
         load_before = os.getloadavg()
         sender = AE(ae_title="SENDER")

@@ -174,7 +174,7 @@ def _check_listening(destination, where, timeout, count):
 
     try:
         socket.create_connection((destination.host, destination.port), timeout=timeout).close()
-    except socket.timeout:
+    except TimeoutError:
         raise SendError(f"{where}: no answer within {timeout:g} s; {count} file(s) not sent, kept on disk") from None
     except OSError as e:
         raise SendError(f"{where}: cannot connect ({e.strerror or e}: PACS down or wrong host/port?); {count} "
@@ -201,7 +201,8 @@ def _stow(paths, destination, timeout):
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
         uids = [item.get("ReferencedSOPInstanceUID") for item in failed]
-        raise SendError(f"{destination} (STOW-RS): {len(failed)} instance(s) not stored: {uids}")
+        raise SendError(f"{destination} (STOW-RS): {len(failed)} instance(s) not stored: {uids}; the files are kept "
+                        "on disk")
     return len(paths)
 
 

@@ -35,7 +35,12 @@ import shutil
 import threading
 import time
 
-from ptx_keras.dicom_net import DEFAULT_TIMEOUT, check_ae_title, parse_destination, send_files
+from ptx_keras.dicom_net import (
+    DEFAULT_TIMEOUT,
+    check_ae_title,
+    parse_destination,
+    send_files,
+)
 from ptx_keras.dicom_out import check_uid
 from ptx_keras.errors import ConfigError, DataError, PtxError
 
@@ -277,10 +282,11 @@ class DicomNode:
         except PtxError as e:
             shutil.rmtree(work, ignore_errors=True)
             if len(batch) > 1:  # e.g. no file of the batch is DICOM: find the bad ones one at a time
-                return all([self.process([path]) for path in batch])
+                results = [self.process([path]) for path in batch]  # every file, even after a False
+                return all(results)
             self._fail(batch[0], str(e))
             return True
-        except Exception as e:  # noqa: BLE001 - whatever a file does to the model, the node goes on
+        except Exception as e:
             logger.exception("prediction failed for %d instance(s)", len(batch))
             shutil.rmtree(work, ignore_errors=True)
             for path in batch:

@@ -134,20 +134,19 @@ class DicomWriter:
 
     def _derived_image(self, ds, kind):
         """The arguments highdicom's SEG and Parametric Map share: source, new UIDs in the run's series, device."""
-        import highdicom as hd
 
         series_uid, number = self._next_instance(ds.StudyInstanceUID, kind)
-        return dict(
-            source_images=[ds],
-            series_instance_uid=series_uid,
-            series_number={"seg": SEG_SERIES_NUMBER, "pm": PM_SERIES_NUMBER}[kind],
-            sop_instance_uid=self._uid("instance", ds.SOPInstanceUID, kind),
-            instance_number=number,
-            manufacturer="ptx_keras",
-            manufacturer_model_name=self.model_name[:64],
-            software_versions=self.version,
-            device_serial_number="N/A",
-        )
+        return {
+            "source_images": [ds],
+            "series_instance_uid": series_uid,
+            "series_number": {"seg": SEG_SERIES_NUMBER, "pm": PM_SERIES_NUMBER}[kind],
+            "sop_instance_uid": self._uid("instance", ds.SOPInstanceUID, kind),
+            "instance_number": number,
+            "manufacturer": "ptx_keras",
+            "manufacturer_model_name": self.model_name[:64],
+            "software_versions": self.version,
+            "device_serial_number": "N/A",
+        }
 
     def write(self, source, sample_id, mask, result, std_map=None):
         """Writes the SEG and the SR of one DICOM image, and its Parametric Map when given a std map.
@@ -210,7 +209,7 @@ class DicomWriter:
             warnings.simplefilter("ignore", UserWarning)  # single-component person names, as for the SEG
             pm = hd.pm.ParametricMap(
                 pixel_array=stored,
-                **dict(self._derived_image(ds, "pm"), source_images=[self._nominal_geometry(ds)]),
+                **{**self._derived_image(ds, "pm"), "source_images": [self._nominal_geometry(ds)]},
                 contains_recognizable_visual_features=False,
                 real_world_value_mappings=[mapping],
                 voi_lut_transformations=[hd.VOILUTTransformation(window_center=PM_MAX_VALUE / 2,

@@ -262,7 +262,7 @@ def test_dciodvfy_finds_no_error_in_seg_sr_and_pm(run_dir, studies, tmp_path):
     checked = 0
     for name in sorted(os.listdir(summary["dicom_dir"])):
         result = subprocess.run(["dciodvfy", os.path.join(summary["dicom_dir"], name)], capture_output=True,
-                                text=True, timeout=60)
+                                text=True, timeout=60, check=False)
         lines = (result.stdout + result.stderr).splitlines()
         assert any(kind in lines for kind in ("Segmentation", "ComprehensiveSR", "ParametricMap")), lines
         errors = [line for line in lines if line.startswith("Error") and line not in INHERITED_DCIODVFY_ERRORS]

@@ -68,7 +68,7 @@ class Orthanc:
         path = os.path.join(folder, "orthanc.json")
         with open(path, "w") as f:
             json.dump(self.config, f, indent=1)
-        self.log = open(os.path.join(folder, "orthanc.log"), "wb")
+        self.log = open(os.path.join(folder, "orthanc.log"), "wb")  # noqa: SIM115 - open while Orthanc runs
         self.process = subprocess.Popen([ORTHANC, path], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
@@ -137,7 +137,7 @@ def tiny_run(tmp_path_factory):
     return run
 
 
-def siim_phantoms(root, seed, n=len(EXPORTS)):
+def siim_phantoms(root, seed, n=5):
     """SIIM-ACR-layout phantom DICOMs, one per export in `EXPORTS` (cycled), half of them positive."""
     from ptx_keras.data.phantoms.generate import render_phantom
     from ptx_keras.data.phantoms.siim import uid, write_siim_sample
@@ -160,7 +160,7 @@ class Node:
     def __init__(self, run, spool, orthanc, port, batch_size=2):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.log_path = os.path.join(spool + ".log")
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - open while the node runs
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ptx_keras.cli.dicom_node", "--model", run, "--port", str(port), "--ae-title",
              NODE_AET, "--destination", f"{ORTHANC_AET}@127.0.0.1:{orthanc.dicom_port}", "--spool", spool,
@@ -315,17 +315,22 @@ def test_predict_send_c_store_stow_and_failures(orthanc, tiny_run, tmp_path, cap
     found = wait_for_results(orthanc, uids, seconds=30)
     assert all((len(a), len(b)) == (1, 1) for a, b in found.values())
 
+    # The PACS is down: one line, exit status 2, the objects stay on disk.
     out = tmp_path / "c"
+    assert main(base + ["--output", str(out), "--send", f"{ORTHANC_AET}@127.0.0.1:{free_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect" in err and "2 file(s) not sent, kept on disk" in err and err.count("\n") == 1, err
+    written = sorted(str(p) for p in (out / "dicom").iterdir())
+    assert len(written) == 2
     for send, calling, message in [
         (f"WRONG@127.0.0.1:{orthanc.dicom_port}", "PTX", "association was rejected"),  # unknown called AE
         (f"{ORTHANC_AET}@127.0.0.1:{orthanc.dicom_port}", "STRANGER", "does it accept calling AE title STRANGER"),
-        (f"{ORTHANC_AET}@127.0.0.1:{free_port()}", "PTX", "cannot connect"),  # PACS down
-        (f"http://127.0.0.1:{free_port()}/dicom-web", "PTX", "ConnectionError"),
+        (f"http://127.0.0.1:{free_port()}/dicom-web", "PTX", "ConnectionError"),  # DICOMweb server down
+        (f"{orthanc.url}/no-dicom-web", "PTX", "404"),
     ]:
-        assert main(base + ["--output", str(out), "--send", send, "--calling-ae", calling]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "kept on disk" in err and err.count("\n") == 1, err
-        assert len(os.listdir(out / "dicom")) == 2  # the SEG and the SR stay
+        with pytest.raises(SendError, match=message) as error:
+            send_files(written, send, calling_ae=calling)
+        assert "kept on disk" in str(error.value)
     assert main(base + ["--format", "csv", "--send", "X@h:1"]) == 2
     assert "add --format dicom" in capsys.readouterr().err
     # A PACS that accepts the connection but never answers: a timeout, not a hang.
@@ -334,6 +339,5 @@ def test_predict_send_c_store_stow_and_failures(orthanc, tiny_run, tmp_path, cap
         silent.listen(1)
         started = time.monotonic()
         with pytest.raises(SendError, match="aborted|no answer"):
-            send_files(sorted(str(p) for p in (out / "dicom").iterdir()),
-                       f"{ORTHANC_AET}@127.0.0.1:{silent.getsockname()[1]}", timeout=2)
+            send_files(written, f"{ORTHANC_AET}@127.0.0.1:{silent.getsockname()[1]}", timeout=2)
         assert time.monotonic() - started < 20

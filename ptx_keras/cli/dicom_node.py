@@ -14,8 +14,13 @@ from ptx_keras.constants import UNCERTAINTY_METHODS
 
 
 def build_parser():
-    from ptx_keras.dicom_node import DEFAULT_AE_TITLE, DEFAULT_BATCH_SIZE, DEFAULT_PORT, DEFAULT_RETRY_SECONDS
     from ptx_keras.dicom_net import DEFAULT_TIMEOUT
+    from ptx_keras.dicom_node import (
+        DEFAULT_AE_TITLE,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_PORT,
+        DEFAULT_RETRY_SECONDS,
+    )
 
     p = argparse.ArgumentParser(
         prog="ptx-dicom-node",

@@ -196,9 +196,23 @@ class DicomNode:
             logger.error("cannot take an instance (%s: %s): answered 'cannot understand'", type(e).__name__, e)
             return STATUS_CANNOT_UNDERSTAND
 
+    def warm_up(self):
+        """Runs the model once on a full batch and on one image of zeros, so that the first instances received do
+        not wait for TensorFlow to trace and compile the model (tens of seconds for the paper's model)."""
+        import numpy as np
+
+        runner = self.predictor.runner_for(None)
+        shape = (self.predictor.image_size, self.predictor.image_size, self.predictor.channels)
+        for n in sorted({1, self.batch_size}):
+            runner(np.zeros((n, *shape), np.float32))
+
     def start(self):
-        """Starts listening (in a background thread). Returns the port listened on."""
+        """Warms the model up and starts listening (in a background thread). Returns the port listened on."""
         from pynetdicom import AE, evt
+
+        started = time.perf_counter()
+        self.warm_up()
+        logger.info("model warmed up in %.1f s", time.perf_counter() - started)
 
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout

@@ -248,6 +248,7 @@ def dirty_source(path):
     return path
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:pydicom")  # the invalid values are on purpose
 def test_dciodvfy_finds_no_error_in_seg_sr_and_pm(run_dir, studies, tmp_path):
     """Every object `--format dicom --uncertainty` writes passes dciodvfy (dicom3tools) without an error, also for a
     source whose header has invalid values (repaired or dropped, not copied)."""
@@ -273,6 +274,7 @@ def test_dciodvfy_finds_no_error_in_seg_sr_and_pm(run_dir, studies, tmp_path):
     assert seg.PatientAge == "029Y" and seg.StudyDate == "" and seg.PatientSex == "" and seg.AccessionNumber == ""
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:pydicom")  # the invalid values are on purpose
 def test_sanitize_header_repairs_or_drops_by_hand():
     from pydicom import Dataset
 

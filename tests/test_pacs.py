@@ -227,6 +227,12 @@ def test_orthanc_sends_to_the_node_and_gets_a_seg_and_sr_per_image(orthanc, tiny
     from ptx_keras.predict import predict_paths
 
     sources = siim_phantoms(str(tmp_path / "siim"), seed=1)
+    for path, (sop_class, modality) in zip(sources[1:3], [("1.2.840.10008.5.1.4.1.1.1", "CR"),  # CR and DX too
+                                                          ("1.2.840.10008.5.1.4.1.1.1.1", "DX")]):
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.Modality = modality
+        ds.save_as(path)
     uids = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in sources}
     ids = [orthanc.upload(p) for p in sources]
     # An MR image (not a radiograph) and a radiograph without pixel data.

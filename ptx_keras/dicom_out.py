@@ -4,7 +4,7 @@ For each DICOM image `ptx-predict --format dicom` writes, in `OUTPUT/dicom/`:
 
 * `<sample_id>_seg.dcm`: a **DICOM Segmentation** (binary, one segment "Pneumothorax", SNOMED CT 36118008 in
   the category "Morphologically abnormal structure" 49755003), on the source's pixel grid (same rows and
-  columns, the source's `PixelSpacing` when it has one), referencing the source image (Study, Series and SOP
+  columns; no pixel measures, as the source has no frame of reference), referencing the source image (Study, Series and SOP
   Instance UIDs, the same patient and study). It holds the framework's final mask: the predicted mask when the
   image is diagnosed pneumothorax, empty when not (as the SIIM-ACR submission), so what a viewer shows never
   contradicts the diagnosis;

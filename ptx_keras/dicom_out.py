@@ -4,7 +4,7 @@ For each DICOM image `ptx-predict --format dicom` writes, in `OUTPUT/dicom/`:
 
 * `<sample_id>_seg.dcm`: a **DICOM Segmentation** (binary, one segment "Pneumothorax", SNOMED CT 36118008 in
   the category "Morphologically abnormal structure" 49755003), on the source's pixel grid (same rows and
-  columns, the source's `PixelSpacing` when it has one), referencing the source image (Study, Series and SOP
+  columns; no pixel measures, as the source has no frame of reference), referencing the source image (Study, Series and SOP
   Instance UIDs, the same patient and study). It holds the framework's final mask: the predicted mask when the
   image is diagnosed pneumothorax, empty when not (as the SIIM-ACR submission), so what a viewer shows never
   contradicts the diagnosis;
@@ -27,15 +27,23 @@ overlay (OHIF and 3D Slicer display it over the source). A secondary capture als
 that projection radiographs often lack.
 
 Every object gets new UIDs; each run gets one new SEG series and one new SR series per study (a series belongs
-to one study). The source files are only read. Built with highdicom and pydicom
-(`pip install "ptx_keras[deploy]"`).
+to one study). With `uid_seed` (the inference node's) the UIDs are derived from the seed and the source's UIDs
+instead, so the same source always gives the same objects. The source files are only read. Built with highdicom
+and pydicom (`pip install "ptx_keras[deploy]"`).
+
+The objects pass dciodvfy (dicom3tools) without errors. A projection radiograph has no frame of reference, so:
+the SEG carries `PatientOrientation` (type 2C without a plane orientation) and no Pixel Measures; the SR points
+at the SEG's frame without a segment number; the Parametric Map, whose IOD requires a frame of reference and a
+plane position and orientation, gets a frame of reference of its own with a nominal plane (`_nominal_geometry`).
+Values copied from the source header are validated first (`sanitize_header`). docs/deployment.md explains each
+choice.
 
 Not a medical device: the objects say "research use" in their descriptions.
 """
 
-import functools
 import logging
 import os
+import re
 
 from ptx_keras.errors import DataError, ModelError
 
@@ -62,6 +70,13 @@ AGREEMENT_CODE = ("PTX-AGREE", "Fraction of uncertainty samples agreeing with th
 # without them (e.g. a bare secondary capture) is given them empty in the copy passed to highdicom.
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                  "ReferringPhysicianName", "AccessionNumber", "StudyID")
+_SOURCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+_UID_MAX = 64
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_STEM_BAD_RE = re.compile(r"[/\\\x00-\x1f\x7f]")  # path separators and control characters
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")  # ESC (0x1b) stays: character set escapes
+_TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI")  # one line each
+_UNCHECKED_VRS = ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "UR")  # sequences, binary, URIs: not copied
 _INSTALL_HINT = 'install the deployment extra: pip install "ptx_keras[deploy]"'
 
 
@@ -81,18 +96,25 @@ class DicomWriter:
         model_name: The model's name (the SEG's model name, the SR's algorithm).
         thresholds: The `ptx_keras.diagnosis.Thresholds` the diagnosis used (recorded in the SR).
         version: The software version recorded (default: the package's).
+        uid_seed: None (default): every object and every run gets new UIDs. A string: the UIDs are derived from
+            it and the source's UIDs (`derived_uid`), so writing the same source again gives the same SOP
+            Instance and Series UIDs and a PACS replaces (or keeps) the earlier copy instead of storing a
+            duplicate; the inference node (`ptx_keras.dicom_node`) passes its model's identity.
 
     Raises:
         ModelError: if highdicom is not installed.
-        ValueError: for an empty model name.
+        ValueError: for an empty model name or a uid_seed that is not a non-empty string.
     """
 
-    def __init__(self, output_dir, model_name, thresholds, version=None):
+    def __init__(self, output_dir, model_name, thresholds, version=None, uid_seed=None):
         from ptx_keras import __version__
 
         _highdicom()
         if not model_name or not isinstance(model_name, str):
             raise ValueError(f"model_name must be a non-empty string. Received: model_name={model_name!r}")
+        if uid_seed is not None and (not isinstance(uid_seed, str) or not uid_seed):
+            raise ValueError(f"uid_seed must be None or a non-empty string. Received: uid_seed={uid_seed!r}")
+        self.uid_seed = uid_seed
         self.output_dir = os.fspath(output_dir)
         self.model_name, self.thresholds = model_name, thresholds
         self.version = str(version or __version__)
@@ -100,28 +122,31 @@ class DicomWriter:
         os.makedirs(self.output_dir, exist_ok=True)
 
     def _next_instance(self, study_uid, kind):
-        import highdicom as hd
-
-        uid, number = self._series.get((study_uid, kind), (hd.UID(), 1))
+        uid, number = self._series.get((study_uid, kind), (self._uid("series", study_uid, kind), 1))
         self._series[(study_uid, kind)] = (uid, number + 1)
         return uid, number
 
-    def _derived_image(self, ds, kind):
-        """The arguments highdicom's SEG and Parametric Map share: source, new UIDs in the run's series, device."""
+    def _uid(self, *parts):
+        """A new UID, or with `uid_seed` the one derived from the seed and `parts` (the same every time)."""
         import highdicom as hd
 
+        return hd.UID() if self.uid_seed is None else hd.UID(derived_uid(self.uid_seed, *parts))
+
+    def _derived_image(self, ds, kind):
+        """The arguments highdicom's SEG and Parametric Map share: source, new UIDs in the run's series, device."""
+
         series_uid, number = self._next_instance(ds.StudyInstanceUID, kind)
-        return dict(
-            source_images=[ds],
-            series_instance_uid=series_uid,
-            series_number={"seg": SEG_SERIES_NUMBER, "pm": PM_SERIES_NUMBER}[kind],
-            sop_instance_uid=hd.UID(),
-            instance_number=number,
-            manufacturer="ptx_keras",
-            manufacturer_model_name=self.model_name[:64],
-            software_versions=self.version,
-            device_serial_number="N/A",
-        )
+        return {
+            "source_images": [ds],
+            "series_instance_uid": series_uid,
+            "series_number": {"seg": SEG_SERIES_NUMBER, "pm": PM_SERIES_NUMBER}[kind],
+            "sop_instance_uid": self._uid("instance", ds.SOPInstanceUID, kind),
+            "instance_number": number,
+            "manufacturer": "ptx_keras",
+            "manufacturer_model_name": self.model_name[:64],
+            "software_versions": self.version,
+            "device_serial_number": "N/A",
+        }
 
     def write(self, source, sample_id, mask, result, std_map=None):
         """Writes the SEG and the SR of one DICOM image, and its Parametric Map when given a std map.
@@ -139,12 +164,15 @@ class DicomWriter:
             `(seg_path, sr_path, pm_path)`; `pm_path` is None without `std_map`.
 
         Raises:
-            DataError: if the source is not a readable single-frame DICOM image, or the mask or the std map does
-                not match its rows and columns.
+            DataError: if the source is not a readable single-frame DICOM image, has a UID that is not a valid
+                single DICOM UID (`check_uid`), or the mask or the std map does not match its rows and columns.
+            ValueError: if `sample_id` is not a plain file name stem (a path separator, `..`, a control
+                character): names never come from unchecked text.
         """
         import numpy as np
 
         source = os.fspath(source)
+        _check_file_stem(sample_id)
         ds = _read_source(source)
         shape = (int(ds.Rows), int(ds.Columns))
         mask = np.asarray(mask)
@@ -179,9 +207,9 @@ class DicomWriter:
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # single-component person names, as for the SEG
-            return _projection_parametric_map_class()(
+            pm = hd.pm.ParametricMap(
                 pixel_array=stored,
-                **self._derived_image(ds, "pm"),
+                **{**self._derived_image(ds, "pm"), "source_images": [self._nominal_geometry(ds)]},
                 contains_recognizable_visual_features=False,
                 real_world_value_mappings=[mapping],
                 voi_lut_transformations=[hd.VOILUTTransformation(window_center=PM_MAX_VALUE / 2,
@@ -190,6 +218,34 @@ class DicomWriter:
                 content_description="Pneumothorax probability std (ptx_keras, research use only)",
                 series_description="ptx_keras pneumothorax uncertainty map (research use only)",
             )
+        # The anatomy of the frames: the chest, an unpaired region (FrameLaterality "U"). Without it the General
+        # Series' Laterality is required (type 2C: "required if ... Frame Laterality not present"), and an empty
+        # Laterality is "only permitted when actually unknown" (dciodvfy).
+        pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [_chest_anatomy()]
+        return pm
+
+    def _nominal_geometry(self, ds):
+        """A copy of the source with a frame of reference of its own and a nominal plane, for the Parametric Map.
+
+        The Parametric Map IOD requires a Frame of Reference and Plane Position / Orientation (Patient)
+        (dciodvfy reports their absence as errors), which a projection radiograph does not have. The map gets
+        a frame of reference UID that nothing else shares (derived from the source's SOP Instance UID), an
+        empty position reference indicator, the identity orientation at the origin, a slice thickness of 1 and
+        the source's pixel spacing (`PixelSpacing`, else `ImagerPixelSpacing`, else 1 x 1 mm): a coordinate
+        system that relates the map to nothing but itself. The map is aligned with its source pixel for pixel
+        through its references (Derivation Image, Referenced Series), as the SEG is. docs/deployment.md.
+        """
+        import copy
+
+        geo = copy.deepcopy(ds)
+        geo.FrameOfReferenceUID = self._uid("frame-of-reference", ds.SOPInstanceUID)
+        geo.PositionReferenceIndicator = ""
+        geo.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        geo.ImagePositionPatient = [0, 0, 0]
+        geo.SliceThickness = 1
+        spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1, 1]
+        geo.PixelSpacing = [str(v) for v in spacing]
+        return geo
 
     def _segmentation(self, ds, mask):
         import warnings
@@ -222,6 +278,17 @@ class DicomWriter:
                 series_description="ptx_keras pneumothorax SEG (research use only)",
                 omit_empty_frames=False,  # a negative image keeps its (empty) frame: the SR references it
             )
+        # General Image: PatientOrientation is type 2C, required when there is no Image Orientation (Patient),
+        # as for a projection radiograph: the source's (checked by `_read_source`), else empty.
+        seg.PatientOrientation = ds.get("PatientOrientation", "")
+        # highdicom puts the source's PixelSpacing into a Pixel Measures item without SliceThickness. DICOM
+        # allows that without a frame of reference (SliceThickness is type 1C, CP 1426), but highdicom's own
+        # reader then refuses the object; the standard does not require the item either (the functional group
+        # is required only with a frame of reference), and the SEG lies on the source's pixel grid, whose
+        # spacing the source and the SR's area in mm2 carry. Dropped, so that `highdicom.seg.segread` reads it.
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        if "PixelMeasuresSequence" in shared and "SliceThickness" not in shared.PixelMeasuresSequence[0]:
+            del shared.PixelMeasuresSequence
         return seg
 
     def _report(self, ds, seg, result, pm=None):
@@ -243,7 +310,8 @@ class DicomWriter:
             parameters=[self.model_name] + [f"{k}={v}" for k, v in self.thresholds.to_dict().items()],
         )
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Pneumothorax"),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=self._uid("tracking", ds.SOPInstanceUID),
+                                                         identifier="Pneumothorax"),
             referenced_segment=hd.sr.ReferencedSegmentationFrame(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
@@ -273,7 +341,7 @@ class DicomWriter:
         observer = hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=hd.UID(), name="ptx_keras", model_name=self.model_name[:64]
+                uid=self._uid("device"), name="ptx_keras", model_name=self.model_name[:64]
             ),
         )
         report = hd.sr.MeasurementReport(
@@ -289,7 +357,7 @@ class DicomWriter:
                 content=report[0],
                 series_instance_uid=series_uid,
                 series_number=SR_SERIES_NUMBER,
-                sop_instance_uid=hd.UID(),
+                sop_instance_uid=self._uid("instance", ds.SOPInstanceUID, "sr"),
                 instance_number=number,
                 manufacturer="ptx_keras",
                 is_complete=False,
@@ -297,36 +365,156 @@ class DicomWriter:
                 is_verified=False,
                 series_description="ptx_keras pneumothorax report (research use only)",
             )
+        _frame_or_segment(sr)
         return sr
 
 
-@functools.lru_cache(maxsize=None)
-def _projection_parametric_map_class():
-    """The Parametric Map class, made on first use (highdicom is an optional dependency)."""
-    import highdicom as hd
+def _chest_anatomy():
+    from pydicom import Dataset
 
-    class ProjectionParametricMap(hd.pm.ParametricMap):
-        """highdicom's ParametricMap for a source without a frame of reference (a projection radiograph).
+    region = Dataset()
+    region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = "51185008", "SCT", "Chest"
+    item = Dataset()
+    item.AnatomicRegionSequence = [region]
+    item.FrameLaterality = "U"
+    return item
 
-        highdicom 0.28 indexes the frames of such an image by `FrameLabel` (its Dimension Index Sequence says
-        so) but, for a parametric map, leaves each frame's `DimensionIndexValues` empty and its `FrameLabel`
-        unset, and then refuses its own object ("Unexpected mismatch between dimension index values ...").
-        The one frame is given index 1 and a label before highdicom indexes the frames.
-        """
 
-        def _build_luts(self):
-            for item in self.get("PerFrameFunctionalGroupsSequence", []):
-                content = item.FrameContentSequence[0]
-                if not content.get("DimensionIndexValues") and "FrameLabel" not in content:
-                    content.DimensionIndexValues = [1]
-                    content.FrameLabel = PM_LUT_LABEL
-            super()._build_luts()
+def _frame_or_segment(dataset):
+    """Removes `ReferencedSegmentNumber` from references that give a `ReferencedFrameNumber` (in place).
 
-    return ProjectionParametricMap
+    TID 1410's "Referenced Segmentation Frame" points at one frame of the SEG; highdicom writes the frame and its
+    segment number, but the Image SOP Instance Reference Macro allows one or the other ("shall not be present
+    when Referenced Frame Number is present", dciodvfy). The frame identifies its segment already (the SEG's
+    Segment Identification Sequence).
+    """
+    for item in dataset.get("ContentSequence", []):
+        for ref in item.get("ReferencedSOPSequence", []):
+            if "ReferencedFrameNumber" in ref and "ReferencedSegmentNumber" in ref:
+                del ref.ReferencedSegmentNumber
+        _frame_or_segment(item)
+
+
+def derived_uid(seed, *parts):
+    """A UID derived from `seed` and `parts` (strings): the same inputs always give the same UID.
+
+    pydicom's `generate_uid` under its own root with the inputs as entropy (a SHA-512 hash), so a UID made for
+    one source SOP Instance UID and object kind never equals another's.
+    """
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[str(seed), *map(str, parts)])
+
+
+def check_uid(value, what="UID"):
+    """The UID `value` as a string, if it is one valid DICOM UID (PS3.5 9.1).
+
+    Args:
+        value: The value read from a header (a string, or a pydicom MultiValue for a backslash-separated one).
+        what: Names the value in the message (e.g. `"SOPInstanceUID of x.dcm"`).
+
+    Returns:
+        The UID.
+
+    Raises:
+        DataError: for several values (a backslash), an empty value, more than 64 characters, or anything but
+            digit components separated by dots without leading zeros.
+    """
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (MultiValue, list, tuple)) or "\\" in str(value):
+        raise DataError(f"{what} is multi-valued ({str(value)!r}); a DICOM object needs one UID here")
+    text = str(value if value is not None else "")
+    if not text or len(text) > _UID_MAX or not _UID_RE.fullmatch(text):
+        raise DataError(f"{what} is not a valid DICOM UID ({text[:80]!r}: at most {_UID_MAX} characters, digits "
+                        "and dots, no leading zeros)")
+    return text
+
+
+def _check_file_stem(stem):
+    if not isinstance(stem, str) or not stem or len(stem) > 200 or _STEM_BAD_RE.search(stem) or \
+            stem.startswith("."):
+        raise ValueError(f"sample_id must be a file name stem (1 to 200 characters, no path separator, control "
+                         f"character or leading dot). Received: sample_id={stem!r}")
+
+
+def _age_in_years(text):
+    """'29' -> '029Y': a bare number of years, as some exports (SIIM-ACR) write PatientAge; else None."""
+    return f"{int(text):03d}Y" if text.isdigit() and int(text) <= 150 else None
+
+
+def sanitize_header(ds, path):
+    """Checks the values the derived objects copy from a source header; repairs or drops invalid ones in place.
+
+    highdicom copies the source's Patient, General Study and Patient Study attributes into every derived
+    object, and the objects reference the source's UIDs. So that an object never repeats a source's encoding
+    error (dciodvfy then reports it as the object's), every top-level public attribute of the header is
+    validated against its VR (pydicom's validators, plus: no control characters in text, no backslash in a
+    single-valued attribute):
+
+    * the source's Study, Series and SOP Instance UIDs and SOP Class UID must be valid single UIDs, else
+      `DataError` (they cannot be repaired: they are what the objects point at);
+    * `PatientAge` (AS) written as a bare number of years ("29") becomes "029Y";
+    * any other invalid value is dropped: emptied when the derived objects must carry the attribute
+      (type 2: names, IDs, study date and time), else removed.
+
+    Args:
+        ds: The source header (a pydicom Dataset, changed in place).
+        path: The file, named in the messages.
+
+    Returns:
+        A list of `"Keyword: 'old' -> 'new'"` / `"Keyword: 'old' dropped (reason)"` strings (logged at warning).
+
+    Raises:
+        DataError: for an invalid or multi-valued source UID.
+    """
+    from pydicom import config
+    from pydicom.datadict import dictionary_VM
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import validate_value
+
+    for keyword in _SOURCE_UIDS:
+        setattr(ds, keyword, check_uid(ds.get(keyword), f"{keyword} of {path}"))
+    changes = []
+    for elem in list(ds):
+        if elem.tag.is_private or elem.VR in _UNCHECKED_VRS or elem.keyword in _SOURCE_UIDS or elem.value is None:
+            continue
+        values = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
+        problem = None
+        if len(values) > 1 and dictionary_VM(elem.tag) == "1":
+            problem = "multi-valued"
+        for value in values:
+            if problem:
+                break
+            if elem.VR in _TEXT_VRS and _CONTROL_RE.search(str(value)):  # str: a PersonName is not a str
+                problem = "control characters"
+                break
+            try:
+                # numbers read from DS/IS strings are checked as the strings they were read from
+                validate_value(elem.VR, str(value) if elem.VR in ("DS", "IS") else value, config.RAISE)
+            except (ValueError, TypeError) as e:
+                problem = str(e).split(" Please see")[0]
+        if problem is None:
+            continue
+        old = str(elem.value)[:64]
+        repaired = _age_in_years(str(elem.value).strip()) if elem.VR == "AS" else None
+        if repaired:
+            elem.value = repaired
+            changes.append(f"{elem.keyword}: {old!r} -> {repaired!r}")
+        elif elem.keyword in _TYPE2_COPIED:
+            elem.value = ""
+            changes.append(f"{elem.keyword}: {old!r} emptied ({problem})")
+        else:
+            del ds[elem.tag]
+            changes.append(f"{elem.keyword or elem.tag}: {old!r} dropped ({problem})")
+    if changes:
+        logger.warning("%s: invalid header values not copied as they are: %s", path, "; ".join(changes))
+    return changes
 
 
 def _read_source(path):
-    """The source's header (pixels not read), with empty type 2 attributes added where the file lacks them."""
+    """The source's header (pixels not read), sanitised (`sanitize_header`), with empty type 2 attributes
+    added where the file lacks them."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -334,10 +522,10 @@ def _read_source(path):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError, ValueError) as e:
         raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
-    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Rows",
-                           "Columns") if k not in ds]
+    missing = [k for k in (*_SOURCE_UIDS, "Rows", "Columns") if k not in ds]
     if missing:
         raise DataError(f"{path}: DICOM lacks {missing}, which the Segmentation must reference")
+    sanitize_header(ds, path)
     added = [k for k in _TYPE2_COPIED if k not in ds]
     for keyword in added:
         setattr(ds, keyword, "")

@@ -398,6 +398,7 @@ def predict_paths(
     tta=None,
     uncertainty=None,
     samples=None,
+    dicom_uid_seed=None,
 ):
     """Predicts pneumothorax masks and diagnoses for image files and folders.
 
@@ -417,6 +418,9 @@ def predict_paths(
         uncertainty: None, `"mc_dropout"` (a run directory whose model has dropout) or `"tta"`: also write the
             per-pixel standard deviation maps and the uncertainty columns (see the module docstring).
         samples: Samples per image for `uncertainty` (>= 2; default `DEFAULT_SAMPLES`).
+        dicom_uid_seed: With `format="dicom"`: None gives every object new UIDs; a string derives them from it
+            and the source's UIDs, so that predicting a source again gives the same UIDs
+            (`ptx_keras.dicom_out.DicomWriter`'s `uid_seed`; the inference node's).
 
     Returns:
         dict with `n_files`, `n_ok`, `n_failed`, `n_positive`, `failed` (list of `(file, error)`),
@@ -469,7 +473,7 @@ def predict_paths(
         from ptx_keras.dicom_out import DICOM_DIRNAME, DicomWriter
 
         dicom_writer = DicomWriter(os.path.join(output_dir, DICOM_DIRNAME), predictor.model_name or predictor.kind,
-                                   predictor.thresholds)
+                                   predictor.thresholds, uid_seed=dicom_uid_seed)
 
     from ptx_keras.inference import predict_batches
 

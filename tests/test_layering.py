@@ -20,8 +20,8 @@ LAYERS = (
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
     ("runs", "serving", "reports", "figures", "inference", "artifacts"),
-    ("training", "evaluation", "export", "predict", "dicom_out"),
-    ("workflows", "experiments"),
+    ("training", "evaluation", "export", "predict", "dicom_out", "dicom_net"),
+    ("workflows", "experiments", "dicom_node"),
     ("cli",),
 )
 # The package root and its registration hook import the registered classes when Keras is imported; they

@@ -41,11 +41,26 @@ def build_parser():
                         "input (dicom/<id>_pm.dcm)")
     p.add_argument("--samples", type=int, metavar="N",
                    help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)")
+    p.add_argument("--send", metavar="AE@HOST:PORT|URL",
+                   help="with --format dicom: store the DICOM results in a PACS, by C-STORE to AE@HOST:PORT or by "
+                        "STOW-RS to a DICOMweb root (http://HOST:PORT/dicom-web); the files stay in DIR/dicom")
+    p.add_argument("--calling-ae", default="PTX", metavar="AE",
+                   help="this side's AE title for --send AE@HOST:PORT (default PTX; the PACS must know it)")
     return p
 
 
 def _predict(args):
     from ptx_keras.predict import predict_paths
+
+    destination = None
+    if args.send:
+        from ptx_keras.dicom_net import check_ae_title, parse_destination
+        from ptx_keras.errors import ConfigError
+
+        if args.format != "dicom":
+            raise ConfigError("--send stores the DICOM results: add --format dicom")
+        destination = parse_destination(args.send)  # checked before any prediction
+        check_ae_title(args.calling_ae, "--calling-ae")
 
     s = predict_paths(
         args.inputs,
@@ -71,10 +86,27 @@ def _predict(args):
     if s["dicom_skipped"]:
         print(f"DICOM output needs DICOM input: {len(s['dicom_skipped'])} non-DICOM file(s) got no SEG/SR, e.g. "
               f"{s['dicom_skipped'][0]} (their predictions are in the table)")
+    if destination is not None:
+        _send(s, destination, args.calling_ae)
     if s["n_failed"]:
         print(f"{s['n_failed']} file(s) failed, e.g. {s['failed'][0][0]}: {s['failed'][0][1]} (all listed in the table)")
         return 1
     return 0
+
+
+def _send(summary, destination, calling_ae):
+    """Stores every DICOM object of the run in `destination`; a failure raises `SendError` (exit status 2)."""
+    import os
+
+    import pandas as pd
+
+    from ptx_keras.dicom_net import send_files
+
+    table = pd.read_csv(summary["predictions"], keep_default_na=False)
+    out = os.path.dirname(summary["predictions"])
+    files = [os.path.join(out, v) for k in ("dicom_seg", "dicom_sr", "dicom_pm") for v in table[k] if v]
+    sent = send_files(files, destination, calling_ae=calling_ae)
+    print(f"sent {sent} DICOM object(s) to {destination}")
 
 
 def main(argv=None):

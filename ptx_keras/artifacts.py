@@ -41,6 +41,22 @@ from ptx_keras.serving import (
     read_export_metadata_file,
 )
 
+__all__ = [
+    "ArtifactSession",
+    "EXTENSIONS",
+    "FILENAMES",
+    "FORMATS",
+    "IMAGES_INPUT",
+    "LITERT_BATCH",
+    "ONNX_METADATA_KEY",
+    "PORTABLE_SIGNATURE",
+    "RUNTIMES",
+    "VALUE_MAX_INPUT",
+    "find_artifact",
+    "read_artifact_metadata",
+]
+
+
 FORMATS = C.EXPORT_FORMATS
 FILENAMES = {"onnx": "model.onnx", "litert": "model.tflite"}
 EXTENSIONS = {".onnx": "onnx", ".tflite": "litert"}

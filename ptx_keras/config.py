@@ -32,6 +32,28 @@ from ptx_keras.data import augment
 from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import ConfigError
 
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "DiagnosisConfig",
+    "EvaluationConfig",
+    "LEGACY_KEYS",
+    "LossConfig",
+    "ModelConfig",
+    "PhantomConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "flatten_tree",
+    "load_config",
+    "load_yaml_mapping",
+    "parse_override",
+    "save_config",
+    "validate_config",
+    "yaml_load",
+]
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """The synthetic phantom data set used when `data.path` is empty (quick start, tests)."""

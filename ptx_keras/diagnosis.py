@@ -33,6 +33,31 @@ from ptx_keras.constants import (
     SEARCH_MIN_AREAS,
 )
 
+__all__ = [
+    "AUX_QUANTILES",
+    "AUX_THRESHOLD",
+    "CALIBRATION_BINS",
+    "DIAGNOSIS_SCORES",
+    "Diagnosis",
+    "FORMS",
+    "GATES",
+    "OBJECTIVES",
+    "SEARCH_AUX_THRESHOLDS",
+    "Thresholds",
+    "areas_at_thresholds",
+    "aux_threshold_candidates",
+    "calibration",
+    "diagnose",
+    "diagnosis_scores",
+    "dice_counts_at_thresholds",
+    "gate_labels",
+    "ptx_probabilities",
+    "roc_auc",
+    "roc_curve",
+    "search_thresholds",
+]
+
+
 DIAGNOSIS_SCORES = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "youden")
 # What a threshold search maximises: a diagnosis score, or the SIIM-ACR mean Dice (empty = 1) of the final masks.
 OBJECTIVES = ("f1", "youden", "siim_dice")

@@ -35,6 +35,43 @@ import os
 from ptx_keras import constants as C
 from ptx_keras.errors import ConfigError, ModelError, PtxError
 
+__all__ = [
+    "BACKUP_DIRNAME",
+    "BEST_MODEL_FILENAME",
+    "CHECKPOINTS_DIRNAME",
+    "COMPARISON_DIRNAME",
+    "CONFIG_FILENAME",
+    "CURVES_FILENAME",
+    "DATA_CACHE_DIRNAME",
+    "ERROR_FILENAME",
+    "EVAL_DIRNAME",
+    "EXTERNAL_DIRNAME",
+    "HISTORY_FILENAME",
+    "LITERT_DIRNAME",
+    "LOGS_DIRNAME",
+    "METADATA_FILENAME",
+    "ONNX_DIRNAME",
+    "PER_IMAGE_FILENAME",
+    "RunDir",
+    "SAVED_MODEL_DIRNAME",
+    "STATUSES",
+    "STATUS_EVALUATED",
+    "STATUS_NEW",
+    "STATUS_STARTED",
+    "STATUS_TRAINED",
+    "SUMMARY_JSON_FILENAME",
+    "SUMMARY_MD_FILENAME",
+    "SavedThresholds",
+    "THRESHOLDS_FILENAME",
+    "THRESHOLD_GRID_FILENAME",
+    "THRESHOLD_SPLIT",
+    "external_name",
+    "file_sha256",
+    "latest_run",
+    "write_json",
+]
+
+
 logger = logging.getLogger(__name__)
 
 # Every on-disk name of a run, defined once.

@@ -61,6 +61,21 @@ import dataclasses
 import math
 import numbers
 
+__all__ = [
+    "Augmentation",
+    "DEFAULT_PRESET",
+    "PARAMETERS",
+    "PRESETS",
+    "affine_matrices",
+    "as_augmentation",
+    "augment_batch",
+    "background_weight",
+    "draw_parameters",
+    "transform_geometry",
+    "transform_intensity",
+]
+
+
 # Every parameter: (meaning, lower bound, upper bound). 0 (or False) switches a transform off.
 PARAMETERS = {
     "flip": ("random horizontal flip (the paper's augmentation)", None, None),

@@ -45,6 +45,9 @@ from ptx_keras.evaluation.predictions import (
 from ptx_keras.evaluation.report import format_stats, pick_cases, summary_markdown, write_figures
 from ptx_keras.evaluation.scoring import score_predictions, summarize
 
+__all__ = ["EvaluationResult", "evaluate_run"]
+
+
 logger = logging.getLogger(__name__)
 
 

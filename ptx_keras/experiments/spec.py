@@ -29,6 +29,20 @@ import os
 from ptx_keras.errors import ConfigError
 from ptx_keras.runs import DATA_CACHE_DIRNAME
 
+__all__ = [
+    "EXPERIMENT_KEYS",
+    "Experiment",
+    "REQUIRED_KEYS",
+    "RESERVED_RUN_NAMES",
+    "RUNNER_KEYS",
+    "RUN_KEYS",
+    "RunSpec",
+    "TABLES_DIRNAME",
+    "flatten_overrides",
+    "load_experiment",
+]
+
+
 EXPERIMENT_KEYS = ("name", "description", "base", "reference", "common", "figure_runs", "runs")
 RUN_KEYS = ("name", "label", "reference", "set")
 REQUIRED_KEYS = ("base", "reference", "runs")

@@ -27,6 +27,9 @@ from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import ExportResult, describe_outputs, export_metadata, tensor_spec, write_json
 from ptx_keras.serving import EXPORT_METADATA_FILENAME
 
+__all__ = ["export_saved_model"]
+
+
 logger = logging.getLogger(__name__)
 
 

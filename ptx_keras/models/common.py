@@ -16,6 +16,20 @@ from ptx_keras.errors import ModelError
 from ptx_keras.layers import InputSizeCheck, check_spatial_size
 from ptx_keras.layers._validation import check_positive_int
 
+__all__ = [
+    "AUX_OUTPUT",
+    "MASK_OUTPUT",
+    "build_with_overrides",
+    "check_num_classes",
+    "has_aux_output",
+    "image_input",
+    "image_level_head",
+    "segmentation_outputs",
+    "softmax_head",
+    "split_outputs",
+]
+
+
 MASK_OUTPUT = "mask"  # the softmax, in the output dict of a model with an aux head
 AUX_OUTPUT = "aux"  # the image-level pneumothorax probability (batch, 1)
 

@@ -42,7 +42,6 @@ from ptx_keras.serving import (
 )
 
 __all__ = [
-    "ArtifactSession",
     "EXTENSIONS",
     "FILENAMES",
     "FORMATS",
@@ -52,6 +51,7 @@ __all__ = [
     "PORTABLE_SIGNATURE",
     "RUNTIMES",
     "VALUE_MAX_INPUT",
+    "ArtifactSession",
     "find_artifact",
     "read_artifact_metadata",
 ]

@@ -33,12 +33,12 @@ from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import ConfigError
 
 __all__ = [
+    "LEGACY_KEYS",
     "AugmentConfig",
     "Config",
     "DataConfig",
     "DiagnosisConfig",
     "EvaluationConfig",
-    "LEGACY_KEYS",
     "LossConfig",
     "ModelConfig",
     "PhantomConfig",

@@ -42,7 +42,6 @@ from ptx_keras.errors import DataError, ModelError
 __all__ = [
     "AGREEMENT_CODE",
     "DICOM_DIRNAME",
-    "DicomWriter",
     "IMAGE_STD_CODE",
     "MAX_PROBABILITY_CODE",
     "PM_LUT_LABEL",
@@ -58,6 +57,7 @@ __all__ = [
     "SEG_SUFFIX",
     "SR_SERIES_NUMBER",
     "SR_SUFFIX",
+    "DicomWriter",
 ]
 
 

@@ -4,13 +4,13 @@ import os
 import tempfile
 
 __all__ = [
+    "PORTABLE_MODULES",
     "BackendError",
     "BadSampleError",
     "ConfigError",
     "DataError",
     "ModelError",
     "OutputError",
-    "PORTABLE_MODULES",
     "PtxError",
     "WorkerLostError",
     "require_tensorflow",

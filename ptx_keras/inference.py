@@ -19,10 +19,10 @@ import numpy as np
 from ptx_keras import constants as C
 
 __all__ = [
-    "ModelRunner",
     "TTA_GAMMA_MAX",
     "TTA_MODES",
     "UNCERTAINTY_METHODS",
+    "ModelRunner",
     "batch_norm_frozen",
     "dropout_layers",
     "flip_images",

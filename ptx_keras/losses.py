@@ -33,9 +33,9 @@ from ptx_keras.targets import mask_of, one_hot_mask, split_targets
 
 __all__ = [
     "CE",
+    "LOSSES",
     "CompoundLoss",
     "DiceLoss",
-    "LOSSES",
     "SpatialWeightedCE",
     "WeightedCE",
     "aux_loss",

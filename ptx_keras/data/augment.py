@@ -62,10 +62,10 @@ import math
 import numbers
 
 __all__ = [
-    "Augmentation",
     "DEFAULT_PRESET",
     "PARAMETERS",
     "PRESETS",
+    "Augmentation",
     "affine_matrices",
     "as_augmentation",
     "augment_batch",

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 from ptx_keras import constants
 
-__all__ = ["BIT_DEPTHS", "NORMALIZATIONS", "PrepareSettings", "WEIGHT_DTYPES"]
+__all__ = ["BIT_DEPTHS", "NORMALIZATIONS", "WEIGHT_DTYPES", "PrepareSettings"]
 
 
 BIT_DEPTHS = (8, 16)

@@ -31,13 +31,13 @@ from ptx_keras.runs import DATA_CACHE_DIRNAME
 
 __all__ = [
     "EXPERIMENT_KEYS",
-    "Experiment",
     "REQUIRED_KEYS",
     "RESERVED_RUN_NAMES",
     "RUNNER_KEYS",
     "RUN_KEYS",
-    "RunSpec",
     "TABLES_DIRNAME",
+    "Experiment",
+    "RunSpec",
     "flatten_overrides",
     "load_experiment",
 ]

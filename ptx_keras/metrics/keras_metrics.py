@@ -19,7 +19,7 @@ from keras import ops
 from ptx_keras.constants import MASK_THRESHOLD, NUM_CLASSES, PTX_CLASS
 from ptx_keras.targets import mask_of
 
-__all__ = ["DSC1", "GlobalDSC1", "MPA", "per_image_dsc1", "per_image_mpa"]
+__all__ = ["DSC1", "MPA", "GlobalDSC1", "per_image_dsc1", "per_image_mpa"]
 
 
 def _check_threshold(threshold):

@@ -39,11 +39,11 @@ from ptx_keras.models.registry import register_preset
 
 __all__ = [
     "DEFAULT_NUM_POOLS",
-    "FCDenseNet",
     "SCSE_PLACEMENTS",
-    "fc_densenet103",
+    "FCDenseNet",
     "fc_densenet56",
     "fc_densenet67",
+    "fc_densenet103",
     "ms_scse_fc_densenet103",
 ]
 

@@ -25,8 +25,8 @@ from ptx_keras.constants import (
     SCSE_REDUCTION,
 )
 from ptx_keras.layers import DenseBlock, MultiScaleConv2D, SCSEBlock, TransitionDown, TransitionUp
-from ptx_keras.layers.dense_block import resolve_layer_class
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int, check_rate
+from ptx_keras.layers.dense_block import resolve_layer_class
 from ptx_keras.models.common import (
     build_with_overrides,
     check_num_classes,

@@ -35,6 +35,22 @@ from ptx_keras.constants import AUX_PROBABILITY_OUTPUT, PROBABILITIES_OUTPUT
 from ptx_keras.diagnosis import Thresholds
 from ptx_keras.errors import ModelError
 
+__all__ = [
+    "EXTENSIONS",
+    "FILENAMES",
+    "FORMATS",
+    "IMAGES_INPUT",
+    "LITERT_BATCH",
+    "ONNX_METADATA_KEY",
+    "PORTABLE_SIGNATURE",
+    "RUNTIMES",
+    "VALUE_MAX_INPUT",
+    "ArtifactSession",
+    "find_artifact",
+    "read_artifact_metadata",
+]
+
+
 FORMATS = C.EXPORT_FORMATS
 EXPORT_METADATA_FILENAME = "export.json"  # beside every export (and inside a SavedModel version's assets.extra)
 FILENAMES = {"onnx": "model.onnx", "litert": "model.tflite"}

@@ -32,6 +32,27 @@ from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.diagnosis import FORMS, GATES, OBJECTIVES, Thresholds
 from ptx_keras.errors import ConfigError
 
+__all__ = [
+    "LEGACY_KEYS",
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "DiagnosisConfig",
+    "EvaluationConfig",
+    "LossConfig",
+    "ModelConfig",
+    "PhantomConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "flatten_tree",
+    "load_config",
+    "load_yaml_mapping",
+    "parse_override",
+    "save_config",
+    "validate_config",
+    "yaml_load",
+]
+
 
 @dataclass(frozen=True)
 class PhantomConfig:

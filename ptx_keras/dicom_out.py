@@ -47,6 +47,28 @@ import re
 
 from ptx_keras.errors import DataError, ModelError
 
+__all__ = [
+    "AGREEMENT_CODE",
+    "DICOM_DIRNAME",
+    "IMAGE_STD_CODE",
+    "MAX_PROBABILITY_CODE",
+    "PM_LUT_LABEL",
+    "PM_MAX_STD",
+    "PM_MAX_VALUE",
+    "PM_SERIES_NUMBER",
+    "PM_SLOPE",
+    "PM_SUFFIX",
+    "PRIVATE_SCHEME",
+    "SCORE_CODE",
+    "SEGMENT_LABEL",
+    "SEG_SERIES_NUMBER",
+    "SEG_SUFFIX",
+    "SR_SERIES_NUMBER",
+    "SR_SUFFIX",
+    "DicomWriter",
+]
+
+
 logger = logging.getLogger(__name__)
 
 DICOM_DIRNAME = "dicom"

@@ -3,6 +3,20 @@
 import os
 import tempfile
 
+__all__ = [
+    "PORTABLE_MODULES",
+    "BackendError",
+    "BadSampleError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "OutputError",
+    "PtxError",
+    "WorkerLostError",
+    "require_tensorflow",
+    "writable_dir",
+]
+
 
 class PtxError(Exception):
     """Base class for errors caused by user input (files, configuration, shapes)."""

@@ -19,6 +19,20 @@ import numpy as np
 from ptx_keras import constants as C
 from ptx_keras.errors import ModelError
 
+__all__ = [
+    "TTA_GAMMA_MAX",
+    "TTA_MODES",
+    "UNCERTAINTY_METHODS",
+    "ModelRunner",
+    "batch_norm_frozen",
+    "dropout_layers",
+    "flip_images",
+    "mc_dropout_samples",
+    "predict_batches",
+    "tta_gammas",
+]
+
+
 TTA_MODES = C.TTA_MODES
 UNCERTAINTY_METHODS = C.UNCERTAINTY_METHODS
 # Views of `sample(method="tta")` beyond the mirror pair: intensity gammas x**g with |log g| <= log(TTA_GAMMA_MAX).

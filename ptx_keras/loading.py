@@ -11,6 +11,8 @@ import zlib
 from ptx_keras import _registration
 from ptx_keras.errors import ModelError
 
+__all__ = ["check_archive", "load_model", "register_all"]
+
 
 def register_all():
     """Imports the modules whose classes are registered with `keras.saving.register_keras_serializable`.

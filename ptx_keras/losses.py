@@ -31,6 +31,19 @@ from ptx_keras.constants import DICE_SMOOTH, LOSS_EPSILON, NUM_CLASSES, PTX_CLAS
 from ptx_keras.errors import ConfigError
 from ptx_keras.targets import mask_of, one_hot_mask, split_targets
 
+__all__ = [
+    "CE",
+    "LOSSES",
+    "CompoundLoss",
+    "DiceLoss",
+    "SpatialWeightedCE",
+    "WeightedCE",
+    "aux_loss",
+    "get_loss",
+    "image_labels",
+]
+
+
 _PIXEL_AXES = (1, 2)  # height, width of (batch, height, width)
 
 

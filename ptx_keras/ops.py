@@ -22,6 +22,17 @@ import os
 import keras
 from keras import ops
 
+__all__ = [
+    "FUSED_MIN_EPSILON",
+    "FUSED_OPS_VARIABLE",
+    "batch_normalization",
+    "fused_ops",
+    "fused_ops_enabled",
+    "keras_batch_normalization",
+    "set_fused_ops",
+]
+
+
 FUSED_OPS_VARIABLE = "PTX_KERAS_FUSED_OPS"
 # The smallest epsilon TensorFlow's fused kernel accepts (cuDNN's limit); Keras' default is 1e-3.
 FUSED_MIN_EPSILON = 1.001e-5

@@ -25,6 +25,9 @@ from keras import ops
 
 from ptx_keras.constants import BETA_1, BETA_2, LEARNING_RATE, WEIGHT_DECAY, WEIGHT_DECAY_MODE, WEIGHT_DECAY_MODES
 
+__all__ = ["ADAM_EPSILON", "AdamL2", "make_optimizer"]
+
+
 ADAM_EPSILON = 1e-7  # Keras' Adam default ("epsilon hat" of Kingma & Ba), kept from the earlier AdamW setup
 
 
@@ -131,7 +134,8 @@ def make_optimizer(
         learning_rate: Adam's step size (paper: 1e-4), or a learning-rate schedule.
         weight_decay: Decay coefficient, >= 0 (paper: 1e-4).
         weight_decay_mode: `"coupled"` or `"decoupled"`.
-        beta_1, beta_2: Adam's moment decays (paper: 0.9, 0.999).
+        beta_1: Adam's first-moment decay (paper: 0.9).
+        beta_2: Adam's second-moment decay (paper: 0.999).
         loss_scale: Wrap the optimizer in `keras.optimizers.LossScaleOptimizer` (needed for float16
             gradients). None: wrap when the global dtype policy is `mixed_float16`.
 

@@ -42,6 +42,28 @@ from ptx_keras import constants as C
 from ptx_keras.errors import DataError, ModelError, PtxError
 from ptx_keras.runs import latest_run
 
+__all__ = [
+    "DEFAULT_RUNS_DIR",
+    "DEFAULT_SAMPLES",
+    "FORMATS",
+    "MASK_DIRNAME",
+    "OVERLAY_DIRNAME",
+    "PREDICTIONS_FILENAME",
+    "PREDICTION_COLUMNS",
+    "SUBMISSION_FILENAME",
+    "SUMMARY_FILENAME",
+    "UNCERTAINTY_DIRNAME",
+    "UNCERTAINTY_PNG_SCALE",
+    "Predictor",
+    "collect_inputs",
+    "load_predictor",
+    "overlay_image",
+    "predict_paths",
+    "sample_ids",
+    "uncertainty_summary",
+]
+
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("csv", "siim", "dicom")

@@ -10,6 +10,9 @@ import os
 import numpy as np
 import pandas as pd
 
+__all__ = ["cell_text", "latex_escape", "latex_table", "markdown_table", "write_text"]
+
+
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
 

@@ -36,6 +36,43 @@ from ptx_keras.errors import ConfigError, ModelError, PtxError
 from ptx_keras.files import file_sha256, write_json  # noqa: F401  (write_json: importable from here as before)
 from ptx_keras.files import read_json as _read_json
 
+__all__ = [
+    "BACKUP_DIRNAME",
+    "BEST_MODEL_FILENAME",
+    "CHECKPOINTS_DIRNAME",
+    "COMPARISON_DIRNAME",
+    "CONFIG_FILENAME",
+    "CURVES_FILENAME",
+    "DATA_CACHE_DIRNAME",
+    "ERROR_FILENAME",
+    "EVAL_DIRNAME",
+    "EXTERNAL_DIRNAME",
+    "HISTORY_FILENAME",
+    "LITERT_DIRNAME",
+    "LOGS_DIRNAME",
+    "METADATA_FILENAME",
+    "ONNX_DIRNAME",
+    "PER_IMAGE_FILENAME",
+    "SAVED_MODEL_DIRNAME",
+    "STATUSES",
+    "STATUS_EVALUATED",
+    "STATUS_NEW",
+    "STATUS_STARTED",
+    "STATUS_TRAINED",
+    "SUMMARY_JSON_FILENAME",
+    "SUMMARY_MD_FILENAME",
+    "THRESHOLDS_FILENAME",
+    "THRESHOLD_GRID_FILENAME",
+    "THRESHOLD_SPLIT",
+    "RunDir",
+    "SavedThresholds",
+    "external_name",
+    "file_sha256",
+    "latest_run",
+    "write_json",
+]
+
+
 logger = logging.getLogger(__name__)
 
 # Every on-disk name of a run, defined once.

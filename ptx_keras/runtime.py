@@ -23,6 +23,9 @@ import logging
 import os
 import sys
 
+__all__ = ["PROCESS_SETTINGS", "TUNING_VARIABLE", "configure_process", "tuning_enabled"]
+
+
 logger = logging.getLogger(__name__)
 
 TUNING_VARIABLE = "PTX_KERAS_PROCESS_TUNING"

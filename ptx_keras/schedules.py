@@ -29,6 +29,18 @@ import functools
 import math
 import numbers
 
+__all__ = [
+    "LR_SCHEDULE",
+    "MIN_LEARNING_RATE",
+    "PLATEAU_FACTOR",
+    "PLATEAU_PATIENCE",
+    "SCHEDULES",
+    "WARMUP_EPOCHS",
+    "check_schedule",
+    "make_schedule",
+]
+
+
 SCHEDULES = ("constant", "cosine", "plateau")
 # Defaults (the paper: constant, no warm-up).
 LR_SCHEDULE = "constant"
@@ -101,8 +113,10 @@ def make_schedule(
         epochs: Epochs of the run (positive int); the cosine reaches `min_learning_rate` at their end.
         warmup_epochs: Epochs of linear warm-up from 0 (`constant` and `cosine` only).
         min_learning_rate: The cosine's final rate and the plateau's floor.
-        plateau_factor, plateau_patience: `ReduceLROnPlateau`'s `factor` and `patience`.
-        monitor, mode: The run's monitored value (`plateau`).
+        plateau_factor: `ReduceLROnPlateau`'s `factor`.
+        plateau_patience: `ReduceLROnPlateau`'s `patience`.
+        monitor: The run's monitored value (`plateau`).
+        mode: Whether that value should go `"min"` or `"max"` (`plateau`).
         history: For `plateau`: a function `history(initial_epoch)` returning the monitored values of the
             epochs before `initial_epoch` (a resumed run), or None.
 

@@ -39,6 +39,32 @@ from ptx_keras.errors import ConfigError, ModelError, require_tensorflow
 from ptx_keras.inference import check_tta, input_contract
 from ptx_keras.models.common import MASK_OUTPUT, has_aux_output, split_outputs
 
+__all__ = [
+    "AUX_PROBABILITY_OUTPUT",
+    "DTYPE_VALUE_MAX",
+    "EXPORT_METADATA_FILENAME",
+    "PREPROCESSED_SIGNATURE",
+    "PROBABILITIES_OUTPUT",
+    "RAW_OUTPUTS",
+    "RAW_SIGNATURES",
+    "RESIZE_METHOD",
+    "DeployedModel",
+    "GraphPipeline",
+    "deployed_model",
+    "find_saved_model_version",
+    "is_saved_model_dir",
+    "load_deployed_run",
+    "model_function",
+    "model_input",
+    "parse_export_metadata",
+    "postprocess_probabilities",
+    "preprocess_images",
+    "read_export_metadata",
+    "read_export_metadata_file",
+    "resize_antialiased",
+]
+
+
 require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
 
 # One serving signature per accepted input dtype; the first is `serving_default` (TF Serving's default).

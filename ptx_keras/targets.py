@@ -10,6 +10,17 @@ Nothing else in the package indexes `y_true` channels directly.
 
 from keras import ops
 
+__all__ = [
+    "MASK_CHANNEL",
+    "NUM_TARGET_CHANNELS",
+    "WEIGHT_CHANNEL",
+    "mask_of",
+    "one_hot_mask",
+    "pack_targets",
+    "split_targets",
+]
+
+
 MASK_CHANNEL = 0
 WEIGHT_CHANNEL = 1
 NUM_TARGET_CHANNELS = 2

@@ -28,6 +28,25 @@ from ptx_keras import constants as C
 from ptx_keras.errors import BadSampleError, ConfigError, WorkerLostError, require_tensorflow, writable_dir
 from ptx_keras.runs import RunDir
 
+__all__ = [
+    "SKIP_HINT",
+    "TF_CONFIG_VARIABLE",
+    "TrainResult",
+    "Worker",
+    "aux_targets",
+    "build_and_compile",
+    "choose_strategy",
+    "configure_execution",
+    "describe_task",
+    "lost_worker_error",
+    "make_callbacks",
+    "monitored",
+    "read_tf_config",
+    "set_bn_momentum",
+    "train",
+]
+
+
 require_tensorflow(__name__)  # tf.distribute, tf.data and TensorFlow graphs: a clear error on JAX or PyTorch
 
 logger = logging.getLogger(__name__)

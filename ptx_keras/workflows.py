@@ -10,6 +10,9 @@ import logging
 import time
 from typing import Optional
 
+__all__ = ["WorkflowResult", "train_evaluate_export"]
+
+
 logger = logging.getLogger(__name__)
 
 

@@ -16,7 +16,7 @@ PACKAGE_DIR = os.path.dirname(ptx_keras.__file__)
 
 # Bottom to top. A module belongs to the first entry that equals it or is a package prefix of it.
 LAYERS = (
-    ("errors", "constants", "targets", "runtime", "files"),
+    ("errors", "constants", "targets", "runtime", "files", "_deprecation"),
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
     ("runs", "serving", "reports", "figures", "inference", "artifacts"),

@@ -1,1 +1,3 @@
 """Command-line wrappers: argument parsing only."""
+
+__all__ = []

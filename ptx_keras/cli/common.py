@@ -4,6 +4,9 @@ import logging
 import os
 import sys
 
+__all__ = ["configure_logging", "run_cli"]
+
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from ptx_keras.runtime import configure_process  # noqa: E402
 

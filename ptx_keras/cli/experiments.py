@@ -4,6 +4,8 @@ import argparse
 
 from ptx_keras.cli.common import run_cli
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser():
     p = argparse.ArgumentParser(

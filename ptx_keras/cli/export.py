@@ -5,6 +5,8 @@ import argparse
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import EXPORT_FORMAT_NAMES, EXPORT_FORMATS, SAVEDMODEL_FORMAT, TTA_MODES
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser():
     p = argparse.ArgumentParser(

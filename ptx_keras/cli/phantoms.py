@@ -6,6 +6,8 @@ import json
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import IMAGE_SIZE, PHANTOM_FORMATS, PHANTOM_STYLES, SIIM_SIZE
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser():
     p = argparse.ArgumentParser(

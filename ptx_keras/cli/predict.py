@@ -9,6 +9,8 @@ import argparse
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import TTA_MODES, UNCERTAINTY_METHODS
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser():
     from ptx_keras.predict import FORMATS

@@ -11,6 +11,8 @@ import typing
 from ptx_keras import constants
 from ptx_keras.cli.common import run_cli
 
+__all__ = ["build_parser", "main"]
+
 
 def _positive_int(text):
     try:

@@ -5,6 +5,8 @@ import argparse
 from ptx_keras import constants
 from ptx_keras.cli.common import run_cli
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser():
     p = argparse.ArgumentParser(

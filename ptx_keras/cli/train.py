@@ -5,6 +5,9 @@ import os
 
 from ptx_keras.cli.common import run_cli
 
+__all__ = ["DEFAULT_CONFIG", "build_parser", "main"]
+
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "configs", "quickstart.yaml")
 

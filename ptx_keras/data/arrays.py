@@ -24,6 +24,17 @@ from PIL import Image
 from ptx_keras import constants
 from ptx_keras.errors import DataError
 
+__all__ = [
+    "FLOAT16_MAX",
+    "MASK_AREA_THRESHOLD",
+    "PNG_COMPRESS_LEVEL",
+    "png_bytes",
+    "prepare_arrays",
+    "resize_image",
+    "resize_mask",
+]
+
+
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504
 # zlib level 1: slightly larger shards than Pillow's default 6, encoded several times faster (docs/benchmarks.md).
 PNG_COMPRESS_LEVEL = 1

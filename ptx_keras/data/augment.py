@@ -62,6 +62,21 @@ import math
 import numbers
 from typing import Tuple
 
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "PARAMETERS",
+    "PRESETS",
+    "Augmentation",
+    "affine_matrices",
+    "as_augmentation",
+    "augment_batch",
+    "background_weight",
+    "draw_parameters",
+    "transform_geometry",
+    "transform_intensity",
+]
+
 DEFAULT_PRESET = "flip"
 
 _GEOMETRIC = ("rotation", "scale", "translation")

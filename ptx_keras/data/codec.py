@@ -12,6 +12,16 @@ import numpy as np
 
 from ptx_keras.errors import DataError
 
+__all__ = [
+    "FEATURES",
+    "WEIGHT_COMPRESS_LEVEL",
+    "WEIGHT_ENCODING",
+    "decode_weight_map",
+    "encode_example",
+    "encode_weight_map",
+]
+
+
 FEATURES = ("image", "mask", "weight", "sample_id", "label", "height", "width")
 # zlib level 1 on the weight map: measured faster to compress and to decompress than the default 6, and the
 # stored map (~2 KB at 256 px, ~23 KB at 1024) is small beside the image's PNG either way (docs/data.md).

@@ -14,6 +14,20 @@ import numpy as np
 
 from ptx_keras.errors import DataError
 
+__all__ = [
+    "COMPRESSIONS",
+    "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
+    "EXPLICIT_VR_LITTLE_ENDIAN",
+    "JPEG_BASELINE",
+    "JPEG_QUALITY",
+    "PHOTOMETRICS",
+    "RLE_LOSSLESS",
+    "SECONDARY_CAPTURE",
+    "read_dicom",
+    "write_dicom",
+]
+
+
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"

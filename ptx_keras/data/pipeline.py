@@ -28,6 +28,9 @@ from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import DataError, require_tensorflow
 from ptx_keras.targets import pack_targets
 
+__all__ = ["CHANNELS", "count_examples", "make_dataset", "make_dataset_from_source"]
+
+
 require_tensorflow(__name__)  # tf.data/SavedModel/graph code: a clear error on JAX or PyTorch
 
 CHANNELS = (1, 3)
@@ -281,8 +284,16 @@ def make_dataset_from_source(
 
     Args:
         source: A source path (auto-detected) or a list of `SampleRecord`.
-        batch_size, training, channels, seed, shuffle_buffer, repeat, drop_remainder, with_ids, flip, augment:
-            As in `make_dataset`.
+        batch_size: As in `make_dataset`.
+        training: As in `make_dataset`.
+        channels: As in `make_dataset`.
+        seed: As in `make_dataset`.
+        shuffle_buffer: As in `make_dataset`.
+        repeat: As in `make_dataset`.
+        drop_remainder: As in `make_dataset`.
+        with_ids: As in `make_dataset`.
+        flip: As in `make_dataset`.
+        augment: As in `make_dataset`.
         settings: A `PrepareSettings` (its image size, bit depth and weight-map settings are used; the weights
             stay float32); default: the package's defaults.
         **setting_overrides: Settings changed by keyword (`image_size=128`, ...), as `prepare_dataset` takes.

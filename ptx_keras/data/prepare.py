@@ -57,6 +57,9 @@ from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.data.split import stratified_split
 from ptx_keras.errors import BadSampleError, DataError, writable_dir
 
+__all__ = ["PARTIAL_SUFFIX", "SKIPPED_LOGGED", "SKIP_HINT", "WORK_DIR", "prepare_dataset", "resolve_source"]
+
+
 logger = logging.getLogger(__name__)
 
 WORK_DIR = ".prepare-work"

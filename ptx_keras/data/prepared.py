@@ -17,6 +17,20 @@ import re
 
 from ptx_keras.errors import DataError
 
+__all__ = [
+    "DATASET_JSON",
+    "FORMAT_VERSION",
+    "MANIFEST_COLUMNS",
+    "MANIFEST_CSV",
+    "SHARD_RE",
+    "OldFormatError",
+    "is_prepared_dir",
+    "load_prepared_info",
+    "read_manifest",
+    "shard_name",
+]
+
+
 # 2: weight maps zlib-compressed, float32 by default (1: raw bytes, float16 by default, clamped at 65,504).
 FORMAT_VERSION = 2
 DATASET_JSON = "dataset.json"

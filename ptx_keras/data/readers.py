@@ -32,6 +32,25 @@ from ptx_keras.data.records import LoadedSample, SampleRecord
 from ptx_keras.data.rle import rle_decode, rle_validate
 from ptx_keras.errors import BadSampleError, DataError
 
+__all__ = [
+    "DICOM_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "MASK_SUFFIX",
+    "SPLIT_ALIASES",
+    "SourceRecords",
+    "check_pixels",
+    "discover_source",
+    "is_dicom",
+    "load_sample",
+    "read_csv_manifest",
+    "read_folder",
+    "read_image",
+    "read_mask",
+    "read_siim",
+]
+
+
 logger = logging.getLogger(__name__)
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")

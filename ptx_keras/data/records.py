@@ -10,6 +10,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+__all__ = ["LoadedSample", "SampleRecord"]
+
 
 @dataclass(frozen=True)
 class SampleRecord:

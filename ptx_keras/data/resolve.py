@@ -17,6 +17,9 @@ import os
 from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import DataError
 
+__all__ = ["KINDS", "ResolvedData", "check_prepared_size", "resolve_data", "settings_tag"]
+
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("phantoms", "source", "prepared")
@@ -69,7 +72,9 @@ def resolve_data(path, settings, *, cache_dir, phantoms=None, skip_bad=False, wo
         cache_dir: Where phantoms and prepared sources are written.
         phantoms: With no path: the phantom set's settings (`n`, `size`, `seed`, `conspicuity`, `style`; a
             run's `data.phantoms`).
-        skip_bad, workers, progress: As `prepare_dataset`.
+        skip_bad: As in `prepare_dataset`.
+        workers: As in `prepare_dataset`.
+        progress: As in `prepare_dataset`.
 
     Returns:
         `ResolvedData`.

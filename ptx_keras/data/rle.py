@@ -21,6 +21,9 @@ import numpy as np
 
 from ptx_keras.errors import DataError
 
+__all__ = ["EMPTY_RLE", "rle_decode", "rle_encode", "rle_validate"]
+
+
 EMPTY_RLE = "-1"
 
 

@@ -13,6 +13,9 @@ from typing import Optional, Tuple
 
 from ptx_keras import constants
 
+__all__ = ["BIT_DEPTHS", "NORMALIZATIONS", "WEIGHT_DTYPES", "PrepareSettings"]
+
+
 BIT_DEPTHS = (8, 16)
 WEIGHT_DTYPES = ("float32", "float16")
 NORMALIZATIONS = (None, "mean")

@@ -12,6 +12,8 @@ import numpy as np
 
 from ptx_keras import constants
 
+__all__ = ["largest_remainder", "stratified_split", "validate_fractions"]
+
 
 def validate_fractions(fractions):
     """Checks split fractions and returns them as a tuple of floats.

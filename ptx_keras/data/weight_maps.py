@@ -40,6 +40,9 @@ import numpy as np
 from ptx_keras.constants import BOUNDARY_WIDTH, WEIGHT_CLIP, WEIGHT_NORMALIZE
 from ptx_keras.errors import DataError
 
+__all__ = ["NORMALIZE_OPTIONS", "boundary_mask", "class_weight_map", "spatial_weight_map", "weight_map_terms"]
+
+
 NORMALIZE_OPTIONS = (None, "mean")
 
 # The only foreground values accepted in a mask: 0/1 masks and 0/255 (8-bit PNG) masks.

@@ -13,6 +13,9 @@ from ptx_keras.errors import DataError, PtxError
 from ptx_keras.evaluation.predictions import check_split
 from ptx_keras.evaluation.report import DIAGNOSIS_NAMES
 
+__all__ = ["COMPARED_METRICS", "ComparisonResult", "compare_runs", "unique_names", "write_comparison"]
+
+
 logger = logging.getLogger(__name__)
 
 COMPARED_METRICS = ("mpa", "pa1", "dsc", "dsc1", "hd", "hd95")

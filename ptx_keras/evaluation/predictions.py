@@ -8,6 +8,8 @@ import pandas as pd
 from ptx_keras import constants as C
 from ptx_keras.errors import DataError
 
+__all__ = ["check_input_size", "check_split", "collect_cases", "iter_predictions", "predict_split", "spacing_lookup"]
+
 
 def check_split(split):
     """Returns `split` if it is one of `constants.SPLITS`; raises DataError naming the valid ones."""

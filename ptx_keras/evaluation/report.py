@@ -8,6 +8,18 @@ import pandas as pd
 from ptx_keras import constants as C
 from ptx_keras.evaluation.scoring import IMAGE_PROBABILITIES, MASKS, SIZE_CLASSES, image_probability
 
+__all__ = [
+    "CASE_PICKS",
+    "DIAGNOSIS_NAMES",
+    "FIGURES",
+    "format_stats",
+    "pick_cases",
+    "summary_markdown",
+    "threshold_source",
+    "write_figures",
+]
+
+
 CASE_PICKS = ("best", "median", "worst")
 DIAGNOSIS_NAMES = {
     "accuracy": "Accuracy",

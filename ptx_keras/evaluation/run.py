@@ -45,6 +45,9 @@ from ptx_keras.evaluation.report import format_stats, pick_cases, summary_markdo
 from ptx_keras.evaluation.scoring import score_predictions, summarize
 from ptx_keras.files import write_json
 
+__all__ = ["EvaluationResult", "evaluate_run"]
+
+
 logger = logging.getLogger(__name__)
 
 

@@ -16,6 +16,19 @@ import pandas as pd
 
 from ptx_keras import constants as C
 
+__all__ = [
+    "IMAGE_PROBABILITIES",
+    "MASKS",
+    "SIIM_MASKS",
+    "SIZE_CLASSES",
+    "image_probability",
+    "num",
+    "score_predictions",
+    "size_classes",
+    "summarize",
+]
+
+
 SIZE_CLASSES = ("small", "moderate", "large")
 # How summaries name the scored masks (docs/evaluation.md uses the same words).
 MASKS = {

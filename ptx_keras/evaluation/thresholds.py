@@ -8,6 +8,9 @@ import numpy as np
 from ptx_keras import constants as C
 from ptx_keras.errors import DataError, ModelError
 
+__all__ = ["search_validation_thresholds"]
+
+
 logger = logging.getLogger(__name__)
 
 

@@ -6,6 +6,9 @@ import numpy as np
 
 from ptx_keras.errors import PtxError
 
+__all__ = ["CASE_QUANTILES", "EVAL_SPLIT", "pick_cases", "plot_dsc_histogram", "plot_model_cases"]
+
+
 EVAL_SPLIT = "test"
 CASE_QUANTILES = (("small", 0.15), ("moderate", 0.5), ("large", 0.85))
 

@@ -13,6 +13,18 @@ from ptx_keras import constants as C
 from ptx_keras.errors import ConfigError
 from ptx_keras.experiments.spec import TABLES_DIRNAME
 
+__all__ = [
+    "DEFAULT_OUTPUT_ROOT",
+    "PlannedRun",
+    "config_differences",
+    "default_output_dir",
+    "describe_plan",
+    "plan_runs",
+    "resolve_run_config",
+    "run_status",
+]
+
+
 DEFAULT_OUTPUT_ROOT = C.RUNS_DIR
 # An experiment's view of a run's state (`ptx_keras.runs.RunDir.status`): finished = evaluated on test.
 FINISHED, PARTIAL, NEW = "finished", "partial", "new"

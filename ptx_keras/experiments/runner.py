@@ -22,6 +22,9 @@ from ptx_keras.experiments.plan import (
 from ptx_keras.experiments.spec import TABLES_DIRNAME, load_experiment
 from ptx_keras.experiments.tables import EVAL_SPLIT, write_tables
 
+__all__ = ["ExperimentResult", "run_experiment"]
+
+
 logger = logging.getLogger(__name__)
 
 

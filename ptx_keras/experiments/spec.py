@@ -29,6 +29,20 @@ import os
 from ptx_keras.errors import ConfigError
 from ptx_keras.runs import DATA_CACHE_DIRNAME
 
+__all__ = [
+    "EXPERIMENT_KEYS",
+    "REQUIRED_KEYS",
+    "RESERVED_RUN_NAMES",
+    "RUNNER_KEYS",
+    "RUN_KEYS",
+    "TABLES_DIRNAME",
+    "Experiment",
+    "RunSpec",
+    "flatten_overrides",
+    "load_experiment",
+]
+
+
 EXPERIMENT_KEYS = ("name", "description", "base", "reference", "common", "figure_runs", "runs")
 RUN_KEYS = ("name", "label", "reference", "set")
 REQUIRED_KEYS = ("base", "reference", "runs")

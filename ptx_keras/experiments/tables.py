@@ -22,6 +22,21 @@ from ptx_keras.experiments.figures import pick_cases, plot_dsc_histogram, plot_m
 from ptx_keras.experiments.plan import FINISHED, run_status
 from ptx_keras.reports import latex_table, markdown_table, write_text
 
+__all__ = [
+    "DIAGNOSIS_TITLES",
+    "EVAL_SPLIT",
+    "METRIC_TITLES",
+    "TABLE_METRICS",
+    "T_MARK",
+    "WILCOXON_MARK",
+    "diagnosis_display",
+    "diagnosis_rows",
+    "segmentation_display",
+    "segmentation_rows",
+    "write_tables",
+]
+
+
 EVAL_SPLIT = "test"
 TABLE_METRICS = ("mpa", "pa1", "dsc", "dsc1", "hd")
 METRIC_TITLES = {"mpa": "MPA", "pa1": "PA1", "dsc": "DSC", "dsc1": "DSC1", "hd": "HD (px)"}

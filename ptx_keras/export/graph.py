@@ -26,6 +26,9 @@ from ptx_keras.serving import (
     preprocess_images,
 )
 
+__all__ = ["ServingGraph", "resolve_deployed"]
+
+
 require_tensorflow(__name__)  # tf.function/SavedModel graph code: a clear error on JAX or PyTorch
 
 

@@ -23,6 +23,9 @@ from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import describe_outputs, portable_metadata, portable_result, tensor_spec
 
+__all__ = ["export_litert"]
+
+
 logger = logging.getLogger(__name__)
 
 

@@ -11,6 +11,16 @@ from ptx_keras.diagnosis import Thresholds
 from ptx_keras.files import write_json
 from ptx_keras.serving import DTYPE_VALUE_MAX, RAW_OUTPUTS, RAW_SIGNATURES, RESIZE_METHOD
 
+__all__ = [
+    "ExportResult",
+    "describe_outputs",
+    "export_metadata",
+    "portable_metadata",
+    "portable_result",
+    "tensor_spec",
+    "training_data",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:

@@ -16,6 +16,9 @@ from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import describe_outputs, portable_metadata, portable_result, tensor_spec
 
+__all__ = ["DEFAULT_OPSET", "export_onnx"]
+
+
 logger = logging.getLogger(__name__)
 
 # 17: every op the graph needs (Resize with sizes, MatMul broadcasting, Round); ONNX Runtime 1.16+ runs it.

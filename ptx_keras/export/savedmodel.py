@@ -28,6 +28,9 @@ from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import ExportResult, describe_outputs, export_metadata, tensor_spec, write_json
 
+__all__ = ["export_saved_model"]
+
+
 logger = logging.getLogger(__name__)
 
 

@@ -6,6 +6,17 @@ Every function writes one PNG with the Agg backend and returns its path.
 
 import matplotlib
 
+__all__ = [
+    "PRED_COLOR",
+    "TRUTH_COLOR",
+    "plot_cases",
+    "plot_history",
+    "plot_reliability",
+    "plot_roc",
+    "plot_score_histograms",
+]
+
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

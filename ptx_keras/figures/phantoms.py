@@ -6,6 +6,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+__all__ = ["plot_phantom_page", "plot_phantom_styles"]
+
+
 _CONTOUR_COLOUR = "#ff3b30"
 
 

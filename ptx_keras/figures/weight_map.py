@@ -5,6 +5,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+__all__ = ["plot_weight_map"]
+
+
 # Above this max/min ratio the weight map is drawn on a log colour scale: the three terms of eq. 6 span
 # two to three orders of magnitude on small pneumothoraces, and a linear scale would show one colour.
 _LOG_SCALE_RATIO = 20.0

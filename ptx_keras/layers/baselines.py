@@ -12,6 +12,9 @@ All three compute with `keras.ops` only and work with unknown (None) batch, heig
 import keras
 from keras import ops
 
+__all__ = ["MaxPoolingWithIndices2D", "MaxUnpooling2D", "ResizeLike"]
+
+
 _INTERPOLATIONS = ("bilinear", "nearest")
 
 

@@ -5,6 +5,8 @@ import keras
 from ptx_keras.errors import ModelError
 from ptx_keras.layers._validation import check_non_negative_int
 
+__all__ = ["InputSizeCheck", "check_spatial_size"]
+
 
 def check_spatial_size(height, width, num_pools):
     """Refuses a height or width that is not divisible by `2 ** num_pools`.

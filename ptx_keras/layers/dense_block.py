@@ -13,6 +13,41 @@ from ptx_keras.constants import DROPOUT_RATE, SCSE_FUSION, SCSE_REDUCTION
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int, check_rate
 from ptx_keras.layers.scse import SCSE_FUSIONS, SCSEBlock
 
+__all__ = ["DenseBlock", "DenseLayer", "TransitionDown", "TransitionUp", "resolve_layer_class"]
+
+
+def resolve_layer_class(name, value, default):
+    """Returns the Keras layer class `value` names: `default` for None, a class, or its registered name.
+
+    The class must be registered with `keras.saving.register_keras_serializable`: a model or layer that
+    records it in its config reloads from a `.keras` file only then.
+
+    Args:
+        name: The argument's name, for the error message.
+        value: None, a `keras.layers.Layer` subclass, or its registered name (`"package>ClassName"`).
+        default: The class returned for None.
+
+    Returns:
+        A `keras.layers.Layer` subclass.
+
+    Raises:
+        ValueError: for anything but a registered Keras layer class or the name of one.
+    """
+    if value is None:
+        return default
+    cls = keras.saving.get_registered_object(value) if isinstance(value, str) else value
+    if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+        raise ValueError(
+            f"`{name}` must be a keras.layers.Layer subclass or the registered name of one "
+            f"(\"package>ClassName\"). Received: {name}={value!r}"
+        )
+    if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
+        raise ValueError(
+            f"`{name}` must be registered with @keras.saving.register_keras_serializable(package=...) so that "
+            f".keras files that use it reload. Received: {name}={cls.__module__}.{cls.__qualname__}"
+        )
+    return cls
+
 
 def _channels(input_shape):
     """Channel count of one shape or the summed channels of a list of shapes (concatenated inputs)."""
@@ -262,14 +297,27 @@ class DenseLayer(keras.layers.Layer):
 class DenseBlock(keras.layers.Layer):
     """A dense block (paper Fig. 1b): `num_layers` `DenseLayer`s, each fed all maps before it (eq. 1).
 
+    The layer class is an extension point: `dense_layer` replaces `DenseLayer` by another registered Keras
+    layer class (docs/extending.md). The block constructs it with `DenseLayer`'s arguments
+    (`growth_rate` positionally, then `dropout_rate`, `scse`, `scse_reduction`, `scse_fusion`,
+    `kernel_initializer`, `memory_efficient`, `dtype` and `name` by keyword), calls it on the list of all
+    earlier feature maps (the block input first) and expects `(batch, height, width, growth_rate)` back.
+
     Args:
         num_layers: Number of dense layers (>= 1).
         growth_rate: k, feature maps added by each layer.
         return_new_only: If True, return only the `num_layers * k` maps the block added (used before a
             transition up in FC-DenseNet, so the up path does not grow without bound); if False, return
             the input concatenated with them.
-        dropout_rate, scse, scse_reduction, scse_fusion, kernel_initializer, memory_efficient: Passed to
-            every `DenseLayer`.
+        dropout_rate: Passed to every dense layer.
+        scse: Passed to every dense layer.
+        scse_reduction: Passed to every dense layer.
+        scse_fusion: Passed to every dense layer.
+        kernel_initializer: Passed to every dense layer.
+        memory_efficient: Passed to every dense layer.
+        dense_layer: The dense layer class: None for `DenseLayer`, or a `keras.layers.Layer` subclass
+            registered with `keras.saving.register_keras_serializable` (the class or its registered name,
+            e.g. `"my_project>BottleneckDenseLayer"`), so that `.keras` files reload.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Input shape:
@@ -280,7 +328,8 @@ class DenseBlock(keras.layers.Layer):
         `(batch, height, width, channels + num_layers * growth_rate)`.
 
     Raises:
-        ValueError: for a non-positive `num_layers` or any invalid `DenseLayer` argument.
+        ValueError: for a non-positive `num_layers`, any invalid `DenseLayer` argument, or a `dense_layer`
+            that is not a registered Keras layer class.
     """
 
     def __init__(
@@ -294,13 +343,15 @@ class DenseBlock(keras.layers.Layer):
         scse_fusion=SCSE_FUSION,
         kernel_initializer="he_uniform",
         memory_efficient=False,
+        dense_layer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.return_new_only = check_bool("return_new_only", return_new_only)
+        self.dense_layer = resolve_layer_class("dense_layer", dense_layer, DenseLayer)
         self.dense_layers = [
-            DenseLayer(
+            self.dense_layer(
                 growth_rate,
                 dropout_rate=dropout_rate,
                 scse=scse,
@@ -313,7 +364,17 @@ class DenseBlock(keras.layers.Layer):
             )
             for i in range(self.num_layers)
         ]
-        self.growth_rate = self.dense_layers[0].growth_rate
+        self.growth_rate = check_positive_int("growth_rate", growth_rate)
+        # What get_config saves for a dense layer class without `layer_arguments` (DenseLayer has it).
+        self._layer_arguments = {
+            "growth_rate": self.growth_rate,
+            "dropout_rate": dropout_rate,
+            "scse": scse,
+            "scse_reduction": scse_reduction,
+            "scse_fusion": scse_fusion,
+            "kernel_initializer": keras.initializers.serialize(keras.initializers.get(kernel_initializer)),
+            "memory_efficient": memory_efficient,
+        }
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -339,7 +400,10 @@ class DenseBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"num_layers": self.num_layers, "return_new_only": self.return_new_only})
-        config.update(self.dense_layers[0].layer_arguments())
+        first = self.dense_layers[0]
+        config.update(first.layer_arguments() if isinstance(first, DenseLayer) else self._layer_arguments)
+        if self.dense_layer is not DenseLayer:  # files of plain blocks keep the config they always had
+            config["dense_layer"] = keras.saving.get_registered_name(self.dense_layer)
         return config
 
 

@@ -6,6 +6,8 @@ from keras import ops
 from ptx_keras.constants import MULTISCALE_KERNEL_SIZES
 from ptx_keras.layers._validation import check_bool, check_positive_int
 
+__all__ = ["MultiScaleConv2D"]
+
 
 @keras.saving.register_keras_serializable(package="ptx_keras")
 class MultiScaleConv2D(keras.layers.Layer):

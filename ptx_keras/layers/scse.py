@@ -6,6 +6,9 @@ from keras import ops
 from ptx_keras.constants import SCSE_FUSION, SCSE_REDUCTION
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int
 
+__all__ = ["SCSE_FUSIONS", "SCSEBlock"]
+
+
 SCSE_FUSIONS = ("add", "max")
 
 

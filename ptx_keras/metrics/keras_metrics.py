@@ -19,6 +19,8 @@ from keras import ops
 from ptx_keras.constants import MASK_THRESHOLD, NUM_CLASSES, PTX_CLASS
 from ptx_keras.targets import mask_of
 
+__all__ = ["DSC1", "MPA", "GlobalDSC1", "per_image_dsc1", "per_image_mpa"]
+
 
 def _check_threshold(threshold):
     if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:

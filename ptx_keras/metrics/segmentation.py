@@ -35,6 +35,19 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+__all__ = [
+    "DISTANCE_METRICS",
+    "HD_PERCENTILE",
+    "SEGMENTATION_METRICS",
+    "as_binary_mask",
+    "batch_segmentation_scores",
+    "describe",
+    "segmentation_scores",
+    "summarize_scores",
+    "surface_distances",
+]
+
+
 SEGMENTATION_METRICS = ("mpa", "pa0", "pa1", "dsc", "dsc0", "dsc1", "hd", "hd95")
 DISTANCE_METRICS = ("hd", "hd95", "hd_mm", "hd95_mm")
 HD_PERCENTILE = 95.0

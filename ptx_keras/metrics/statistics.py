@@ -19,6 +19,9 @@ from ptx_keras.constants import SIGNIFICANCE_LEVEL
 from ptx_keras.errors import DataError
 from ptx_keras.metrics.segmentation import describe
 
+__all__ = ["COMPARED_METRICS", "COMPARISON_COLUMNS", "compare_runs", "comparison_table", "format_mean_std"]
+
+
 COMPARED_METRICS = ("mpa", "pa1", "dsc", "dsc1", "hd")
 COMPARISON_COLUMNS = (
     "run",

@@ -17,6 +17,19 @@ from ptx_keras.errors import ModelError
 from ptx_keras.layers import InputSizeCheck, check_spatial_size
 from ptx_keras.layers._validation import check_positive_int
 
+__all__ = [
+    "AUX_OUTPUT",
+    "MASK_OUTPUT",
+    "build_with_overrides",
+    "check_num_classes",
+    "has_aux_output",
+    "image_input",
+    "image_level_head",
+    "segmentation_outputs",
+    "softmax_head",
+    "split_outputs",
+]
+
 
 def image_input(input_shape, num_pools, name="image"):
     """Creates the model input and the size check for a network with `num_pools` poolings.

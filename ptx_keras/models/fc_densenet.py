@@ -26,6 +26,7 @@ from ptx_keras.constants import (
 )
 from ptx_keras.layers import DenseBlock, MultiScaleConv2D, SCSEBlock, TransitionDown, TransitionUp
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int, check_rate
+from ptx_keras.layers.dense_block import resolve_layer_class
 from ptx_keras.models.common import (
     build_with_overrides,
     check_num_classes,
@@ -35,6 +36,17 @@ from ptx_keras.models.common import (
     softmax_head,
 )
 from ptx_keras.models.registry import register_preset
+
+__all__ = [
+    "DEFAULT_NUM_POOLS",
+    "SCSE_PLACEMENTS",
+    "FCDenseNet",
+    "fc_densenet56",
+    "fc_densenet67",
+    "fc_densenet103",
+    "ms_scse_fc_densenet103",
+]
+
 
 SCSE_PLACEMENTS = ("per_layer", "per_block")
 DEFAULT_NUM_POOLS = FCDENSENET_NUM_POOLS  # when layers_per_block is an int
@@ -80,9 +92,16 @@ def FCDenseNet(
     dropout_rate=DROPOUT_RATE,
     memory_efficient=False,
     aux_head=False,
+    dense_layer=None,
+    dense_block=None,
     name="fc_densenet",
 ):
     """Builds an FC-DenseNet, optionally with the multi-scale module and scSE (MS_scSE_FC-DenseNet).
+
+    This is the one general builder of the family (like `keras.applications`' builders): the presets
+    (`fc_densenet56/67/103`, `ms_scse_fc_densenet103`) call it with their arguments, and `dense_layer` and
+    `dense_block` swap the building blocks for registered Keras layer classes of one's own
+    (docs/extending.md).
 
     The transition up of the bottleneck and of every up block but the last sees only the maps that
     block added (Jegou et al.), so the up path stays narrow. `scse_placement="per_layer"` puts an
@@ -115,6 +134,14 @@ def FCDenseNet(
             (dropout masks are drawn once and reused).
         aux_head: Add an image-level pneumothorax probability computed from the bottleneck (global average
             pooling -> dense -> sigmoid, `ptx_keras.models.common.image_level_head`).
+        dense_layer: The layer class of every dense layer: None for `DenseLayer`, or a registered
+            `keras.layers.Layer` subclass (or its registered name) that takes `DenseLayer`'s constructor
+            arguments, is called on the list of all earlier feature maps and returns `growth_rate` new maps
+            (see `DenseBlock`).
+        dense_block: The layer class of every dense block: None for `DenseBlock`, or a registered
+            `keras.layers.Layer` subclass (or its registered name) that takes `DenseBlock`'s constructor
+            arguments and computes the same output shape (`num_layers * growth_rate` maps with
+            `return_new_only`, else the input's channels plus those).
         name: Model name.
 
     Returns:
@@ -123,7 +150,8 @@ def FCDenseNet(
         `{"mask": softmax, "aux": (batch, 1) float32 probability}`.
 
     Raises:
-        ValueError: for any invalid argument (`ModelError`, a `ValueError`, for a bad input shape).
+        ValueError: for any invalid argument (`ModelError`, a `ValueError`, for a bad input shape), and for a
+            `dense_layer` or `dense_block` that is not a registered Keras layer class.
     """
     check_num_classes(num_classes)
     blocks, pools = _blocks(layers_per_block, num_pools)
@@ -135,6 +163,8 @@ def FCDenseNet(
     check_rate("dropout_rate", dropout_rate)
     check_bool("memory_efficient", memory_efficient)
     check_bool("aux_head", aux_head)
+    block_class = resolve_layer_class("dense_block", dense_block, DenseBlock)
+    resolve_layer_class("dense_layer", dense_layer, None)
 
     per_layer = scse and scse_placement == "per_layer"
     per_block = scse and scse_placement == "per_block"
@@ -146,6 +176,8 @@ def FCDenseNet(
         scse_fusion=scse_fusion,
         memory_efficient=memory_efficient,
     )
+    if dense_layer is not None:  # passed only when set, so a `dense_block` of one's own need not take it
+        block_args["dense_layer"] = dense_layer
 
     def block_scse(x, block_name):
         if per_block:
@@ -162,12 +194,12 @@ def FCDenseNet(
 
     skips = []
     for i in range(pools):
-        x = DenseBlock(blocks[i], name=f"down_block_{i}", **block_args)(x)
+        x = block_class(blocks[i], name=f"down_block_{i}", **block_args)(x)
         x = block_scse(x, f"down_block_{i}")
         skips.append(x)
         x = TransitionDown(dropout_rate, memory_efficient=memory_efficient, name=f"transition_down_{i}")(x)
 
-    x = DenseBlock(blocks[pools], return_new_only=True, name="bottleneck", **block_args)(x)
+    x = block_class(blocks[pools], return_new_only=True, name="bottleneck", **block_args)(x)
     x = block_scse(x, "bottleneck")
     aux = image_level_head(x) if aux_head else None
 
@@ -175,7 +207,7 @@ def FCDenseNet(
         x = TransitionUp(name=f"transition_up_{i}")(x)
         x = keras.layers.Concatenate(name=f"skip_concat_{i}")([x, skips[-(i + 1)]])
         last = i == pools - 1
-        x = DenseBlock(blocks[pools + 1 + i], return_new_only=not last, name=f"up_block_{i}", **block_args)(x)
+        x = block_class(blocks[pools + 1 + i], return_new_only=not last, name=f"up_block_{i}", **block_args)(x)
         x = block_scse(x, f"up_block_{i}")
 
     return keras.Model(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)

@@ -10,6 +10,9 @@ Importing this module imports its package `ptx_keras.models` first (Python impor
 
 from ptx_keras.errors import ModelError
 
+__all__ = ["build_model", "list_models", "register_preset"]
+
+
 _PRESETS = {}
 
 

@@ -22,6 +22,9 @@ import pandas as pd
 
 from ptx_keras.constants import IMAGE_SIZE, PAPER_TABLE2_COMPLEXITY
 
+__all__ = ["PAPER_ROW_OF_PRESET", "count_macs", "count_parameters", "layer_macs", "summary_table"]
+
+
 # Which row of the paper's Table 2 each preset reproduces (baselines under the names their module uses).
 PAPER_ROW_OF_PRESET = {
     "unet": "U-Net",

@@ -29,6 +29,8 @@ from ptx_keras.models.common import (
 )
 from ptx_keras.models.registry import register_preset
 
+__all__ = ["UNet", "ms_scse_unet", "unet"]
+
 
 def _conv_bn_relu(x, filters, batch_norm, name):
     x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_uniform", name=f"{name}_conv")(x)

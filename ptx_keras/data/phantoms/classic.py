@@ -30,6 +30,9 @@ from ptx_keras.data.phantoms._common import smooth_noise as _smooth_noise
 from ptx_keras.data.phantoms._common import smoothstep as _smoothstep
 from ptx_keras.data.phantoms._common import vessel_tree
 
+__all__ = ["SIDES", "SIZE_CLASSES", "draw_anatomy", "draw_pneumothorax", "extent_profile", "render"]
+
+
 SIDES = ("right", "left")  # the patient's sides; "right" is the image's left half
 SIZE_CLASSES = ("small", "moderate", "large")
 

@@ -8,6 +8,23 @@ from ptx_keras.constants import IMAGE_SIZE, PHANTOM_POSITIVE_FRACTION, PHANTOM_S
 from ptx_keras.data.phantoms import classic, processing, styled
 from ptx_keras.data.phantoms._common import as_hw, check_bit_depth, check_conspicuity, check_n, check_seed
 
+__all__ = [
+    "KINDS",
+    "SIDES",
+    "SIZE_CLASSES",
+    "STYLE_STREAMS",
+    "balanced_labels",
+    "check_generate_kwargs",
+    "check_style",
+    "generate_phantoms",
+    "make_phantom",
+    "quantise",
+    "render_phantom",
+    "sample_id",
+    "sample_stream",
+]
+
+
 KINDS = ("apical", "lateral", "apicolateral", "basal", "bilateral")  # basal: randomised styles only
 SIZE_CLASSES = classic.SIZE_CLASSES
 SIDES = classic.SIDES

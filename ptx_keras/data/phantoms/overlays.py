@@ -14,6 +14,9 @@ from scipy import ndimage
 
 from ptx_keras.data.phantoms._common import smoothstep
 
+__all__ = ["KEEPOUT_FRACTION", "draw_devices", "draw_mimics", "keepout"]
+
+
 KEEPOUT_FRACTION = 0.012  # margin kept free of mimics around a pneumothorax, in image sides (>= 2 px)
 _LABEL_WORDS = ("PA", "AP", "ERECT", "SITTING", "PORTABLE", "CHEST", "INSP", "1", "2", "WARD")
 

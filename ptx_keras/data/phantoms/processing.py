@@ -11,6 +11,9 @@ anti-scatter grid lines.
 import numpy as np
 from scipy import ndimage
 
+__all__ = ["blur", "expose", "summary"]
+
+
 _HEADROOM = 0.08  # the recognised range maps to [0.08, 0.92] before mis-exposure and the tone curve
 _DIRECT_BLUR_MAX_SIGMA = 6.0  # pixels; wider Gaussians are computed on a reduced image
 

@@ -15,6 +15,9 @@ from scipy import ndimage
 
 from ptx_keras.constants import PHANTOM_SPACING_MM, SIIM_SIZE
 
+__all__ = ["SIIM_UID_ROOT", "classic_export", "uid", "write_siim_sample"]
+
+
 SIIM_UID_ROOT = "1.2.826.0.1.3680043.10.1234."  # UID root of the phantom DICOMs (arbitrary, fixed)
 _TRANSFERS = {"explicit": None, "jpeg": "jpeg", "rle": "rle", "deflate": "deflate"}
 

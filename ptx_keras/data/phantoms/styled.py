@@ -26,6 +26,9 @@ from ptx_keras.data.phantoms._common import (
 from ptx_keras.data.phantoms.classic import SIDES, SIZE_CLASSES, extent_profile
 from ptx_keras.data.phantoms.styles import draw_factor, draw_style
 
+__all__ = ["MIN_DEPTH_PX", "Projection", "draw_anatomy", "draw_and_render", "draw_pneumothorax", "render"]
+
+
 MIN_DEPTH_PX = 1.5  # a pneumothorax is at least this deep at the rendered size, so a positive has a mask
 
 

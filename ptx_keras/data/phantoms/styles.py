@@ -20,6 +20,18 @@ import numpy as np
 
 from ptx_keras.constants import PHANTOM_STYLE_VERSIONS
 
+__all__ = [
+    "EXPORT",
+    "HELDOUT_CHANGES",
+    "SPECS",
+    "VARIED",
+    "draw_export",
+    "draw_factor",
+    "draw_style",
+    "spec_fingerprint",
+    "style_table",
+]
+
 
 def _u(lo, hi):
     return ("uniform", lo, hi)

@@ -17,6 +17,9 @@ from ptx_keras.data.phantoms._common import as_hw, check_bit_depth, check_conspi
 from ptx_keras.data.pool import run_tasks
 from ptx_keras.errors import DataError
 
+__all__ = ["GENERATOR", "default_size", "phantom_dataset_name", "write_phantom_dataset"]
+
+
 logger = logging.getLogger(__name__)
 
 GENERATOR = "ptx_keras.data.phantoms"
@@ -43,7 +46,13 @@ def phantom_dataset_name(n, size=None, seed=0, *, style="classic", conspicuity=1
     its name, version and the fingerprint of its factor table first: `phantoms-varied-v1-1a2b3c4d5e-n400-...`.
 
     Args:
-        n, size, seed, style, conspicuity, format, bit_depth: As in `write_phantom_dataset`.
+        n: As in `write_phantom_dataset`.
+        size: As in `write_phantom_dataset`.
+        seed: As in `write_phantom_dataset`.
+        style: As in `write_phantom_dataset`.
+        conspicuity: As in `write_phantom_dataset`.
+        format: As in `write_phantom_dataset`.
+        bit_depth: As in `write_phantom_dataset`.
 
     Returns:
         The name (no path).

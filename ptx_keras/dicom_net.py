@@ -17,6 +17,17 @@ import re
 
 from ptx_keras.errors import ConfigError, PtxError
 
+__all__ = [
+    "DEFAULT_CALLING_AE",
+    "DEFAULT_TIMEOUT",
+    "Destination",
+    "SendError",
+    "check_ae_title",
+    "parse_destination",
+    "send_files",
+]
+
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CALLING_AE = "PTX"

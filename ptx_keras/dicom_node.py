@@ -44,6 +44,27 @@ from ptx_keras.dicom_net import (
 from ptx_keras.dicom_out import check_uid
 from ptx_keras.errors import ConfigError, DataError, PtxError
 
+__all__ = [
+    "ACCEPTED_SOP_CLASSES",
+    "DEFAULT_AE_TITLE",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_PORT",
+    "DEFAULT_RETRY_SECONDS",
+    "DONE",
+    "FAILED",
+    "INCOMING",
+    "PART_SUFFIX",
+    "STATUS_CANNOT_UNDERSTAND",
+    "STATUS_OUT_OF_RESOURCES",
+    "STATUS_SOP_CLASS_NOT_SUPPORTED",
+    "STATUS_SUCCESS",
+    "WORK",
+    "DicomNode",
+    "spool_name",
+    "transfer_syntaxes",
+]
+
+
 logger = logging.getLogger(__name__)
 
 ACCEPTED_SOP_CLASSES = {

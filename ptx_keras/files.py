@@ -6,6 +6,13 @@ import os
 
 from ptx_keras.errors import PtxError
 
+__all__ = [
+    "file_sha256",
+    "read_json",
+    "write_json",
+]
+
+
 
 def file_sha256(path):
     """SHA-256 of a file's bytes (hex)."""

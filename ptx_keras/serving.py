@@ -52,7 +52,6 @@ __all__ = [
     "GraphPipeline",
     "deployed_model",
     "find_saved_model_version",
-    "is_saved_model_dir",
     "load_deployed_run",
     "model_function",
     "model_input",

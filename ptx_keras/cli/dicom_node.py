@@ -12,6 +12,12 @@ import signal
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import UNCERTAINTY_METHODS
 
+__all__ = [
+    "build_parser",
+    "main",
+]
+
+
 
 def build_parser():
     from ptx_keras.dicom_net import DEFAULT_TIMEOUT

@@ -6,6 +6,11 @@ Data preparation and the phantom writer run their per-sample work through `run_t
 import multiprocessing
 import sys
 
+__all__ = [
+    "run_tasks",
+]
+
+
 
 def run_tasks(function, tasks, workers, *, progress=True, desc=None, ordered=True):
     """Yields `function(task)` for every task: in this process for `workers <= 1` (or one task), else from a pool.

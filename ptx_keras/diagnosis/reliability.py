@@ -8,6 +8,12 @@ import pandas as pd
 from ptx_keras.diagnosis.rule import _aux_vector
 from ptx_keras.diagnosis.scores import _binary_vector, _divide
 
+__all__ = [
+    "CALIBRATION_BINS",
+    "calibration",
+]
+
+
 CALIBRATION_BINS = 10  # equal-width bins of the reliability diagram and the ECE
 
 

@@ -27,6 +27,18 @@ from ptx_keras.constants import (
     PTX_CLASS,
 )
 
+__all__ = [
+    "AUX_THRESHOLD",
+    "FORMS",
+    "GATES",
+    "Diagnosis",
+    "Thresholds",
+    "diagnose",
+    "gate_labels",
+    "ptx_probabilities",
+]
+
+
 FORMS = ("pair", "triplet")  # the two-number rule, or the triplet rule (Thresholds.top_threshold)
 GATES = ("area", "aux", "both")  # what diagnoses an image (Thresholds.gate)
 AUX_THRESHOLD = 0.5  # default image-level probability threshold of the aux gate

@@ -6,6 +6,14 @@ is zero (e.g. PPV when nothing is predicted positive) is NaN and its name is lis
 
 import numpy as np
 
+__all__ = [
+    "DIAGNOSIS_SCORES",
+    "diagnosis_scores",
+    "roc_auc",
+    "roc_curve",
+]
+
+
 DIAGNOSIS_SCORES = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "youden")
 
 

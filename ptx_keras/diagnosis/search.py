@@ -26,6 +26,18 @@ from ptx_keras.diagnosis.rule import (
 from ptx_keras.diagnosis.scores import _binary_vector, _scores_from_counts
 from ptx_keras.metrics.segmentation import dice_from_counts
 
+__all__ = [
+    "AUX_QUANTILES",
+    "OBJECTIVES",
+    "SEARCH_AUX_THRESHOLDS",
+    "ThresholdSearch",
+    "areas_at_thresholds",
+    "aux_threshold_candidates",
+    "dice_counts_at_thresholds",
+    "search_thresholds",
+]
+
+
 # What a threshold search maximises: a diagnosis score, or the SIIM-ACR mean Dice (empty = 1) of the final masks.
 OBJECTIVES = ("f1", "youden", "siim_dice")
 SEARCH_AUX_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

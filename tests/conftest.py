@@ -20,3 +20,11 @@ def _seed():
 
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory (config.yaml, best.keras) of the bright-is-pneumothorax model of `tiny.py`."""
+    from tiny import make_bright_run
+
+    return make_bright_run(str(tmp_path_factory.mktemp("run")))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tiny
 from ptx_keras import build_model
 from ptx_keras.constants import PAPER_TABLE2_COMPLEXITY
 from ptx_keras.errors import ModelError
@@ -20,25 +21,7 @@ PAPER_PARAMS = {
 }
 MEASURED_PARAMS = {"segnet": 29_444_162, "deeplabv3plus": 59_339_426, "denseaspp": 35_365_762}
 
-# Width-reduced configurations that keep every part of each architecture (fast to build and train).
-TINY = {
-    "segnet": {"base_filters": 4, "convs_per_stage": (1, 1, 2, 1, 1)},
-    "deeplabv3plus": {
-        "blocks": (1, 1, 1, 2),
-        "base_filters": 4,
-        "aspp_filters": 8,
-        "low_level_filters": 4,
-        "decoder_filters": 8,
-    },
-    "denseaspp": {
-        "backbone": "densenet121",
-        "growth_rate": 4,
-        "init_filters": 8,
-        "block_config": (1, 1, 1, 1),
-        "aspp_bottleneck_filters": 8,
-        "aspp_growth_filters": 4,
-    },
-}
+TINY = tiny.BASELINES
 NAMES = sorted(TINY)
 
 

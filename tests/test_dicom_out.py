@@ -10,7 +10,9 @@ import pydicom
 import pytest
 
 from ptx_keras.errors import ConfigError, DataError
-from test_predict import SIZE, run_dir  # noqa: F401  (run_dir: the bright-is-pneumothorax run fixture)
+import tiny
+
+SIZE = tiny.BRIGHT_SIZE
 
 PNEUMOTHORAX_SCT = "36118008"
 

@@ -18,10 +18,8 @@ from ptx_keras.diagnosis import Thresholds
 from ptx_keras.runs import RunDir
 from ptx_keras.cli.evaluate import main as evaluate_main
 from ptx_keras.errors import DataError, ModelError, PtxError
-from test_training import TINY as TRAINING_TINY
+from tiny import make_tiny_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 
 # min_area 2 at 16 x 16 = the rule "more than 2 predicted pixels" at the images' own size.
 THRESHOLDS = Thresholds(min_area=2.0, mask_threshold=0.5, reference_size=16)
@@ -334,36 +332,6 @@ def test_api_errors_name_the_problem(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # End to end: a tiny saved model on prepared phantoms
 # ---------------------------------------------------------------------------------------------------------------
-# The training tests' tiny settings (24 phantoms at 64 px, a tiny FC-DenseNet), without the training keys.
-TINY = [s for s in TRAINING_TINY if not s.startswith("train.")] + ["evaluation.batch_size=2"]
-
-
-def make_tiny_run(root, name="tiny", overrides=()):
-    """A run directory as training leaves it (config.yaml, best.keras, history.csv), with an untrained model on
-    the tiny phantoms prepared under `root`; `overrides` are extra `--set` strings.
-
-    Returns:
-        `(run_dir, cfg, prepared_dir)`.
-    """
-    from ptx_keras.config import load_config, save_config
-    from ptx_keras.models import build_model
-    from ptx_keras.data.resolve import resolve_data
-
-    cfg = load_config(QUICKSTART, overrides=TINY + [f"data.cache_dir={root / 'cache'}",
-                                                     f"output_dir={root / 'runs'}", f"name={name}", *overrides])
-    prepared = resolve_data(None, cfg.data, cache_dir=cfg.data.cache_dir, phantoms=cfg.data.phantoms,
-                            workers=1).prepared_dir
-    run = root / "runs" / name
-    run.mkdir(parents=True)
-    save_config(cfg, str(run / "config.yaml"))
-    RunDir(str(run)).update_metadata(prepared_dir=prepared)
-    model = build_model(cfg.model.name, input_shape=(64, 64, cfg.data.channels), num_classes=2, **cfg.model.options)
-    model.save(str(run / "best.keras"))
-    (run / "history.csv").write_text("epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n"
-                                     "1,0.3,1.5,0.6,0.25,1.6,0.6\n")
-    return run, cfg, prepared
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A run directory as training leaves it, with an untrained model (`make_tiny_run`).

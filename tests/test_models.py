@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tiny
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import DenseLayer, SCSEBlock, TransitionDown
 from ptx_keras.models import FCDenseNet, UNet, build_model, count_parameters, list_models
@@ -16,16 +17,7 @@ SCSE_PER_K12_LAYER = 13 + 78 + 84  # sSE 1x1 conv 12 -> 1, Dense 12 -> 6, Dense 
 FC_DENSENET103_LAYERS = 4 + 5 + 7 + 10 + 12 + 15 + 12 + 10 + 7 + 5 + 4
 MULTISCALE_EXTRA = (9 + 25 + 49) * 3 * 16 + 48 - (9 * 3 * 48 + 48)  # 3/5/7 branches instead of one 3x3 conv
 
-TINY_FC = dict(input_shape=(32, 32, 3), growth_rate=2, layers_per_block=2, num_pools=2)
-TINY_UNET = dict(input_shape=(32, 32, 3), base_filters=4, depth=2)
-TINY = {
-    "fc_densenet56": TINY_FC,
-    "fc_densenet67": TINY_FC,
-    "fc_densenet103": dict(TINY_FC, layers_per_block=[1, 2, 1, 2, 1]),
-    "ms_scse_fc_densenet103": dict(TINY_FC, multiscale_filters=2),
-    "unet": TINY_UNET,
-    "ms_scse_unet": dict(TINY_UNET, multiscale_filters=2),
-}
+TINY = tiny.MODELS
 
 
 def _unet_params(base=32, depth=4, channels=3, classes=2, batch_norm=True):

@@ -9,31 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import tiny
 from ptx_keras.errors import ConfigError, DataError, ModelError
 
-SIZE = 32
-
-
-def bright_is_ptx_model():
-    """A 1x1-conv softmax: PTX probability sigmoid(20 (x - 0.5)), so bright pixels are the predicted mask."""
-    import keras
-
-    inp = keras.Input((SIZE, SIZE, 1))
-    conv = keras.layers.Conv2D(2, 1)
-    model = keras.Model(inp, keras.layers.Softmax()(conv(inp)), name="bright_is_ptx")
-    conv.set_weights([np.array([[[[-10.0, 10.0]]]], np.float32), np.array([5.0, -5.0], np.float32)])
-    return model
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from ptx_keras.config import load_config, save_config
-
-    run = str(tmp_path_factory.mktemp("run"))
-    cfg = load_config(extra={"model": {"name": "bright_is_ptx"}, "data": {"image_size": SIZE, "channels": 1}})
-    save_config(cfg, os.path.join(run, "config.yaml"))
-    bright_is_ptx_model().save(os.path.join(run, "best.keras"))
-    return run
+SIZE = tiny.BRIGHT_SIZE
 
 
 @pytest.fixture(scope="module")

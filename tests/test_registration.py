@@ -87,8 +87,8 @@ def test_a_failed_registration_warns_and_never_breaks_import_keras(tmp_path):
 
 def _tiny_options():
     """Small options for every registered model (the model tests' tiny configurations)."""
-    from test_baselines import TINY as TINY_BASELINES
-    from test_models import TINY as TINY_MODELS
+    from tiny import BASELINES as TINY_BASELINES
+    from tiny import MODELS as TINY_MODELS
 
     options = {name: dict(opts) for name, opts in TINY_MODELS.items()}
     options.update({name: dict(opts, input_shape=(32, 32, 3)) for name, opts in TINY_BASELINES.items()})

@@ -12,26 +12,12 @@ import time
 import pytest
 
 from ptx_keras.cli.train import main as train_main
+import tiny
 from ptx_keras.config import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+QUICKSTART = tiny.QUICKSTART
 
-# Shrinks the quick-start configuration to seconds: 24 phantoms at 64 px, a tiny FC-DenseNet.
-TINY = [
-    "data.phantoms.n=24",
-    "data.phantoms.size=64",
-    "data.phantoms.conspicuity=1",  # independent of the quick start's tuning
-    "evaluation.search_thresholds=false",
-    "data.image_size=64",
-    "data.shard_size=8",
-    "data.workers=1",
-    "model.name=fc_densenet56",
-    "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
-    "train.batch_size=4",
-    "train.tensorboard=false",
-    "train.jit_compile=off",
-]
+TINY = tiny.TRAINING
 
 
 def _history(run_dir):

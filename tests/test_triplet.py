@@ -222,7 +222,7 @@ def test_score_predictions_reports_raw_gated_and_triplet_dice():
 @pytest.fixture(scope="module")
 def tiny_aux_run(tmp_path_factory):
     """A run directory with an untrained aux-head model on 24 prepared 64 px phantoms (test_evaluation's)."""
-    from test_evaluation import make_tiny_run
+    from tiny import make_tiny_run
 
     return make_tiny_run(tmp_path_factory.mktemp("triplet"), "aux", [
         "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2, aux_head: true}",

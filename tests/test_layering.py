@@ -19,7 +19,7 @@ LAYERS = (
     ("errors", "constants", "targets", "runtime"),
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
-    ("runs", "serving", "reports", "figures", "inference", "artifacts"),
+    ("runs", "serving", "reports", "figures", "inference", "artifacts", "finetune"),
     ("training", "evaluation", "export", "predict", "dicom_out"),
     ("workflows", "experiments"),
     ("cli",),

@@ -5,7 +5,8 @@ pre-trained start.
 folder). The images are split into `--folds` folds, stratified by label (and by `group` when the source gives
 one); for each fold the recipe (`--config`, `--set`) trains on the other folds (a `--val-fraction` of them, per
 label, is its validation split: checkpoint choice and threshold search) and is scored on that fold, once from
-scratch and once started from `--init-from` (`train.init_from`, see docs/training.md). Without `--init-from` the
+scratch and once started from `--init-from` (`train.init_from`, see docs/training.md; with its encoder frozen for
+`--freeze-encoder-epochs`). Without `--init-from` the
 script first pre-trains the same recipe on its built-in phantoms (`data.path` empty) and starts from that run;
 `--scratch-only` skips the pre-trained start.
 
@@ -89,7 +90,7 @@ def fold_splits(labels, groups, fold, folds_of, val_fraction, seed):
         members = sorted({g for g, s, y in zip(groups, split, labels) if s == "train" and y == label})
         if len(members) < 2:
             continue
-        n_val = max(1, int(round(val_fraction * len(members))))
+        n_val = max(1, round(val_fraction * len(members)))
         for g in (members[i] for i in rng.permutation(len(members))[:n_val]):
             split[groups == g] = "val"
     return split
@@ -112,7 +113,7 @@ def score(frame):
     pos = labels == 1
     classes = size_classes(frame["true_area"].to_numpy())[0]
     out = {
-        "n_images": int(len(frame)),
+        "n_images": len(frame),
         "n_positive": int(pos.sum()),
         "dsc1_positive_gated": _mean(frame["dsc1"].to_numpy()[pos]),
         "dsc1_positive_raw": _mean(frame["dsc1_raw"].to_numpy()[pos]),
@@ -181,7 +182,7 @@ def _train(cfg, verbose):
 def pretrain(args, out):
     """Trains the recipe on its built-in phantoms (`data.path` empty): the pre-trained start."""
     cfg = _config(args, "data.path=null", f"output_dir={out}", "name=pretrain", "train.evaluate=false",
-                  "train.export=false")
+                  "train.export=false", "train.init_from=null", "train.freeze_encoder_epochs=0")
     from ptx_keras.training import train
 
     t0 = time.time()
@@ -227,7 +228,9 @@ def run(args):
             sets = [f"data.path={prepared}", f"output_dir={os.path.join(out, 'runs')}", f"name={start}-fold{fold}",
                     "train.evaluate=false", "train.export=false"]
             if start == "pretrained":
-                sets.append(f"train.init_from={init_from}")
+                sets += [f"train.init_from={init_from}", f"train.freeze_encoder_epochs={args.freeze_encoder_epochs}"]
+            else:
+                sets += ["train.init_from=null", "train.freeze_encoder_epochs=0"]
             frame, seconds = _train(_config(args, *sets), args.verbose)
             frame["fold"] = fold
             per_image[start].append(frame)
@@ -260,6 +263,8 @@ def build_parser():
                    help="override a configuration value (repeatable), for every run including the pre-training")
     p.add_argument("--init-from", help="the pre-trained start (run directory or .keras); default: pre-train the "
                    "recipe on its phantoms first")
+    p.add_argument("--freeze-encoder-epochs", type=int, default=0,
+                   help="train.freeze_encoder_epochs of the pre-trained start (default 0)")
     p.add_argument("--scratch-only", action="store_true", help="only train from scratch")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of the training folds' images of each label used for validation (default 0.2)")

@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import logging
 import os
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -57,8 +56,8 @@ class LayerInit:
     layer: str
     status: str
     reason: str = ""
-    source_shapes: Tuple[tuple, ...] = ()
-    target_shapes: Tuple[tuple, ...] = ()
+    source_shapes: tuple[tuple, ...] = ()
+    target_shapes: tuple[tuple, ...] = ()
 
     def row(self):
         return {"layer": self.layer, "status": self.status, "reason": self.reason,
@@ -80,7 +79,7 @@ class InitReport:
     source: str
     model_file: str
     model_sha256: str
-    layers: Tuple[LayerInit, ...]
+    layers: tuple[LayerInit, ...]
 
     def counts(self):
         """`{status: number of layers}` for every status."""
@@ -98,8 +97,8 @@ class InitReport:
     def describe(self):
         """One line for the log."""
         c = self.counts()
-        parts = [f"{c[LOADED]} layers loaded", f"{c[RESHAPED]} reshaped", f"{c[SKIPPED]} skipped (kept their "
-                 "initialisation)", f"{c[UNUSED]} source layers unused"]
+        parts = [f"{c[LOADED]} layers loaded", f"{c[RESHAPED]} reshaped",
+                 f"{c[SKIPPED]} skipped (kept their initialisation)", f"{c[UNUSED]} source layers unused"]
         text = f"Initialised from {self.model_file}: " + ", ".join(parts)
         details = [f"{layer.layer} ({layer.status}: {layer.reason})" for layer in self.layers
                    if layer.status in (RESHAPED, SKIPPED)]
@@ -210,7 +209,7 @@ def encoder_layers(model):
 def _variables(layer):
     """`[(path below the layer, variable)]` of a layer's variables."""
     prefix = layer.name + "/"
-    return [(v.path[len(prefix):] if v.path.startswith(prefix) else v.path, v) for v in layer.weights]
+    return [(v.path.removeprefix(prefix), v) for v in layer.weights]
 
 
 def spread_channels(kernel, channels):
@@ -363,7 +362,7 @@ def recompile(model):
     """Compiles `model` again with the arguments of its last `compile`, keeping its (built) optimizer, so that a
     change of `trainable` takes effect. Keras' own advice ("call compile() again") would make a new optimizer:
     its step counter, moments and learning-rate schedule would start again."""
-    config: Optional[dict] = getattr(getattr(model, "_compile_config", None), "config", None)
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
     if config is None:
         raise ModelError(f"model {model.name!r} was never compiled")
     model.compile(**{**config, "optimizer": model.optimizer})

@@ -22,7 +22,7 @@ def _model(channels=1, seed=0, **overrides):
     from ptx_keras.models import build_model
 
     keras.utils.set_random_seed(seed)
-    options = dict(layers_per_block=1, num_pools=2, growth_rate=4, multiscale_filters=4, dropout_rate=0.0)
+    options = {"layers_per_block": 1, "num_pools": 2, "growth_rate": 4, "multiscale_filters": 4, "dropout_rate": 0.0}
     options.update(overrides)
     return build_model("ms_scse_fc_densenet103", input_shape=(16, 16, channels), num_classes=2, **options)
 

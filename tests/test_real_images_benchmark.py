@@ -65,23 +65,23 @@ def test_scores_by_hand():
 @pytest.mark.slow
 def test_end_to_end_on_tiny_phantoms(tmp_path):
     """2 folds of 16 phantom PNG pairs at 32 px, a tiny model, 1 epoch of 2 steps, from scratch and from a
-    phantom pre-training the script runs itself."""
+    phantom pre-training the script runs itself (its encoder frozen)."""
     from ptx_keras.data.phantoms import write_phantom_dataset
 
     data = tmp_path / "data"
     write_phantom_dataset(str(data), 16, size=32, format="png", seed=3, progress=False, workers=1)
     sets = [
         "data.image_size=32", "data.shard_size=8", "data.workers=1", "data.phantoms.n=8", "data.phantoms.size=32",
-        "model.options={layers_per_block: 1, num_pools: 2, growth_rate: 2, first_conv_filters: 4, "
-        "multiscale_filters: 2}",
+        ("model.options={layers_per_block: 1, num_pools: 2, growth_rate: 2, first_conv_filters: 4, "
+         "multiscale_filters: 2}"),
         "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=4", "train.tensorboard=false",
         "train.jit_compile=off", "evaluation.search_thresholds=false",
     ]
     cmd = [sys.executable, SCRIPT, str(data), "--folds", "2", "--out", str(tmp_path / "out"),
-           "--config", os.path.join(ROOT, "configs", "quickstart.yaml")]
+           "--config", os.path.join(ROOT, "configs", "quickstart.yaml"), "--freeze-encoder-epochs", "1"]
     for s in sets:
         cmd += ["--set", s]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert res.returncode == 0, res.stderr[-3000:]
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
@@ -104,5 +104,6 @@ def test_end_to_end_on_tiny_phantoms(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| start | fold |" in table and "DSC1 pos. (raw)" in table
     meta = json.loads((tmp_path / "out" / "runs" / "pretrained-fold0" / "run.json").read_text())
-    assert meta["init_from"]["counts"]["loaded"] > 0
+    assert meta["init_from"]["counts"]["loaded"] > 0 and meta["init_from"]["freeze_encoder_epochs"] == 1
+    assert "encoder (" in res.stderr and "frozen" in res.stderr  # the frozen phase is logged
     assert np.isfinite(float(rows[-1]["train_seconds"]))

@@ -130,7 +130,7 @@ def score(frame):
 
 COLUMNS = ("start", "fold", "n_images", "n_positive", "dsc1_positive_gated", "dsc1_positive_raw",
            *(f"dsc1_{t}_{m}" for t in TERTILES for m in ("gated", "raw")), "accuracy", "sensitivity", "specificity",
-           "train_seconds")
+           "train_seconds", "thresholds")
 
 
 def _fmt(value):
@@ -146,9 +146,10 @@ def write_tables(rows, out_dir, header):
         writer.writeheader()
         writer.writerows(rows)
     shown = ("start", "fold", "n_images", "n_positive", "dsc1_positive_gated", "dsc1_positive_raw", "dsc1_small_gated",
-             "dsc1_moderate_gated", "dsc1_large_gated", "accuracy", "sensitivity", "specificity", "train_seconds")
+             "dsc1_moderate_gated", "dsc1_large_gated", "accuracy", "sensitivity", "specificity", "train_seconds",
+             "thresholds")
     names = ("start", "fold", "images", "positive", "DSC1 pos. (gated)", "DSC1 pos. (raw)", "DSC1 small", "DSC1 moderate",
-             "DSC1 large", "accuracy", "sensitivity", "specificity", "train s")
+             "DSC1 large", "accuracy", "sensitivity", "specificity", "train s", "thresholds")
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in sorted(rows, key=lambda r: (r["fold"] != "all", str(r["fold"]), r["start"])):
         lines.append("| " + " | ".join(_fmt(row.get(k)) for k in shown) + " |")
@@ -224,9 +225,15 @@ def run(args):
         fold_records = [dataclasses.replace(r, split=str(s)) for r, s in zip(records, split)]
         prepared = os.path.join(out, "folds", f"fold{fold}")
         prepare_dataset(fold_records, prepared, base.data, workers=base.data.workers, progress=False)
+        # The threshold search needs positive and negative validation images; a set without negatives (or a
+        # fold whose validation split lacks one kind) is scored with the configuration's thresholds.
+        search = base.evaluation.search_thresholds and len({y for y, s in zip(labels, split) if s == "val"}) == 2
+        if base.evaluation.search_thresholds and not search:
+            print(f"fold {fold}: the validation split holds one label only: configured thresholds, no search",
+                  file=sys.stderr)
         for start in starts:
             sets = [f"data.path={prepared}", f"output_dir={os.path.join(out, 'runs')}", f"name={start}-fold{fold}",
-                    "train.evaluate=false", "train.export=false"]
+                    "train.evaluate=false", "train.export=false", f"evaluation.search_thresholds={str(search).lower()}"]
             if start == "pretrained":
                 sets += [f"train.init_from={init_from}", f"train.freeze_encoder_epochs={args.freeze_encoder_epochs}"]
             else:
@@ -234,7 +241,8 @@ def run(args):
             frame, seconds = _train(_config(args, *sets), args.verbose)
             frame["fold"] = fold
             per_image[start].append(frame)
-            row = {"start": start, "fold": fold, **score(frame), "train_seconds": round(seconds, 1)}
+            row = {"start": start, "fold": fold, **score(frame), "train_seconds": round(seconds, 1),
+                   "thresholds": "searched on val" if search else "configured"}
             rows.append(row)
             emit("real_images_fold", **row)
     for start in starts:
@@ -242,7 +250,8 @@ def run(args):
         pooled.to_csv(os.path.join(out, f"per_image_{start}.csv"), index=False)
         seconds = sum(r["train_seconds"] for r in rows if r["start"] == start)
         fold_dsc = [r["dsc1_positive_gated"] for r in rows if r["start"] == start and r["dsc1_positive_gated"] is not None]
-        row = {"start": start, "fold": "all", **score(pooled), "train_seconds": round(seconds, 1)}
+        row = {"start": start, "fold": "all", **score(pooled), "train_seconds": round(seconds, 1),
+               "thresholds": "; ".join(sorted({r["thresholds"] for r in rows if r["start"] == start}))}
         rows.append(row)
         emit("real_images_summary", **row, init_from=init_from if start == "pretrained" else None,
              dsc1_positive_gated_fold_std=float(np.std(fold_dsc)) if fold_dsc else None)

@@ -17,8 +17,8 @@ summarised in its `run.json`):
 
 A source with nothing in common with the configured model is refused (`ModelError`).
 
-Freezing: the encoder is every layer with weights that the first up-sampling layer depends on (for
-FC-DenseNet: the first convolution, the dense blocks and transitions down, the bottleneck). Keras reads the
+Freezing: the encoder is every layer with weights at the model's lowest resolution and everything they
+depend on (for FC-DenseNet: the first convolution, the dense blocks and transitions down, the bottleneck). Keras reads the
 trainable variables when a model is compiled, so `set_trainable` is followed by `recompile`, which keeps the
 optimizer (built for every variable before freezing: its step counter, and so the learning-rate schedule,
 carries on).
@@ -164,43 +164,52 @@ def _channels(model):
     return int(model.inputs[0].shape[-1])
 
 
-def _spatial(shape):
-    return tuple(shape[1:-1]) if shape is not None and len(shape) == 4 else None
-
-
-def _upsamples(layer):
-    """True when the layer's single 4-D output is larger in space than its single 4-D input."""
-    try:
-        inp, out = _spatial(layer.input.shape), _spatial(layer.output.shape)
-    except (AttributeError, ValueError, TypeError):  # several inputs or outputs
-        return False
-    if not inp or not out or None in inp or None in out:
-        return False
-    return all(o >= i for o, i in zip(out, inp)) and any(o > i for o, i in zip(out, inp))
+def _spatial_size(layer):
+    """Height x width of the layer's first 4-D output, or None (not 4-D, unknown, or global: 1 x 1)."""
+    outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+    for tensor in outputs:
+        shape = getattr(tensor, "shape", None)
+        if shape is not None and len(shape) == 4:
+            height, width = shape[1], shape[2]
+            if height is None or width is None or height * width == 1:
+                return None
+            return height * width
+    return None
 
 
 def encoder_layers(model):
-    """The layers with weights that the first up-sampling layer depends on (the encoder, bottleneck included).
+    """The layers with weights at the model's lowest (non-global) resolution and every layer they depend on:
+    the encoder, bottleneck included (for FC-DenseNet and U-Net: the down path and the bottleneck; for DeepLab
+    v3+ the backbone and ASPP). An image-level head (1 x 1 or flat outputs) is not part of it.
 
     Returns:
         list of layers, in the model's order.
 
     Raises:
-        ModelError: when the model has no up-sampling layer of known size (an input size of None).
+        ModelError: when no layer has a 4-D output of known size (an input size of None), or every layer with
+            weights is in the encoder (no decoder, as DenseASPP).
     """
-    first = next((layer for layer in model.layers if _upsamples(layer)), None)
-    if first is None:
+    sizes = {layer.name: _spatial_size(layer) for layer in model.layers}
+    known = [size for size in sizes.values() if size is not None]
+    if not known:
         raise ModelError(
-            f"model {model.name!r} has no up-sampling layer with a known input size, so its encoder cannot be "
-            "found for train.freeze_encoder_epochs"
+            f"model {model.name!r} has no feature map of known size (an input size of None), so its encoder "
+            "cannot be found for train.freeze_encoder_epochs"
         )
-    ancestors, stack = set(), list(_parents(first))
+    deepest = [layer for layer in model.layers if sizes[layer.name] == min(known)]
+    members, stack = set(), list(deepest)
     while stack:
         layer = stack.pop()
-        if layer.name not in ancestors:
-            ancestors.add(layer.name)
+        if layer.name not in members:
+            members.add(layer.name)
             stack.extend(_parents(layer))
-    return [layer for layer in model.layers if layer.name in ancestors and layer.weights]
+    encoder = [layer for layer in model.layers if layer.name in members and layer.weights]
+    if len(encoder) == sum(1 for layer in model.layers if layer.weights):
+        raise ModelError(
+            f"model {model.name!r} has no layer with weights above its lowest resolution (no decoder): freezing "
+            "its encoder would leave nothing to train; set train.freeze_encoder_epochs: 0"
+        )
+    return encoder
 
 
 # --------------------------------------------------------------------------------------------------------------

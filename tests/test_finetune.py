@@ -177,6 +177,14 @@ def test_encoder_needs_a_known_size():
         finetune.encoder_layers(model)
 
 
+def test_a_model_without_a_decoder_cannot_freeze_its_encoder():
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, padding="same", name="conv")])
+    with pytest.raises(ModelError, match="no decoder"):
+        finetune.encoder_layers(model)
+
+
 def test_training_phases():
     P = finetune.Phase
     assert finetune.training_phases(10) == [P(0, 10, False)]

@@ -200,6 +200,10 @@ class TrainConfig:
     tensorboard: bool = True
     evaluate: bool = True  # evaluate the test split at the end of training
     export: bool = True  # export a SavedModel at the end of training
+    # Fine-tuning (ptx_keras.finetune): a run directory or .keras file whose weights start this run, matched by
+    # layer name; and how many first epochs train with its encoder frozen (0: none; needs init_from).
+    init_from: Optional[str] = None
+    freeze_encoder_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -525,6 +529,17 @@ def validate_config(cfg):
         )
     except ValueError as e:
         raise ConfigError(f"train.{e}") from None
+    if t.freeze_encoder_epochs < 0:
+        raise ConfigError(f"train.freeze_encoder_epochs must be >= 0. Received: {t.freeze_encoder_epochs!r}")
+    if t.freeze_encoder_epochs and not t.init_from:
+        raise ConfigError(
+            f"train.freeze_encoder_epochs={t.freeze_encoder_epochs} freezes pre-trained weights: set train.init_from "
+            "(--init-from RUN_DIR|FILE.keras), or set train.freeze_encoder_epochs: 0"
+        )
+    if t.freeze_encoder_epochs > t.epochs:
+        raise ConfigError(
+            f"train.freeze_encoder_epochs={t.freeze_encoder_epochs} is more than train.epochs={t.epochs}"
+        )
     if not cfg.name or os.sep in cfg.name:
         raise ConfigError(f"name must be a non-empty directory name. Received: {cfg.name!r}")
 

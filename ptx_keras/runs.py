@@ -11,6 +11,7 @@ Nothing else in the package spells a run path; everyone asks a `RunDir`. The lay
   best.keras                   the model at the best monitored epoch
   logs/                        TensorBoard
   training_curves.png
+  init_from.csv                a fine-tuned run: what each layer took from train.init_from (ptx_keras.finetune)
   eval/<split>/                evaluation on the run's own data (per_image.csv, summary.json/.md, figures)
   eval/val/thresholds.json     the run's diagnosis thresholds, chosen on its validation split
   eval/val/threshold_search.csv
@@ -81,6 +82,7 @@ METADATA_FILENAME = "run.json"
 HISTORY_FILENAME = "history.csv"
 BEST_MODEL_FILENAME = "best.keras"
 CURVES_FILENAME = "training_curves.png"
+INIT_REPORT_FILENAME = "init_from.csv"
 CHECKPOINTS_DIRNAME = "checkpoints"
 BACKUP_DIRNAME = "backup"
 LOGS_DIRNAME = "logs"
@@ -191,6 +193,10 @@ class RunDir:
     @property
     def curves_file(self):
         return self._join(CURVES_FILENAME)
+
+    @property
+    def init_report_file(self):
+        return self._join(INIT_REPORT_FILENAME)
 
     @property
     def backup_dir(self):

@@ -669,6 +669,19 @@ def train(cfg, verbose=1):
             shutil.rmtree(out.path, ignore_errors=True)
 
 
+def _initialize(cfg, model, out):
+    """Loads `train.init_from` into `model` (`ptx_keras.finetune`); None without it, or when resuming (the
+    backup holds the run's own weights then)."""
+    if not cfg.train.init_from:
+        return None
+    if _read_history(out.history_file):
+        logger.info("Resuming: the weights come from %s; train.init_from is not loaded again", out.backup_dir)
+        return None
+    from ptx_keras.finetune import initialize_from
+
+    return initialize_from(model, cfg.train.init_from)
+
+
 def _train(cfg, run, out, worker, created, verbose, t0):
     """`train`'s work. `run` is the run directory, `out` where this process writes (`run`, or a non-chief
     worker's scratch copy), `worker` the multi-worker role or None, `created` whether this call made `run`."""
@@ -689,6 +702,12 @@ def _train(cfg, run, out, worker, created, verbose, t0):
             )
         with strategy.scope():
             model = build_and_compile(cfg, jit_compile=jit)
+            init = _initialize(cfg, model, out)
+        from ptx_keras.finetune import apply_phase, encoder_layers, training_phases
+
+        t = cfg.train
+        phases = training_phases(t.epochs, t.freeze_encoder_epochs, len(_read_history(out.history_file)))
+        encoder = encoder_layers(model) if t.freeze_encoder_epochs else []
         try:
             data = resolve_data(
                 cfg.data.path, cfg.data, cache_dir=cfg.data.cache_dir or run.default_cache_dir,
@@ -732,6 +751,9 @@ def _train(cfg, run, out, worker, created, verbose, t0):
                 distribution["workers"] = worker.cluster
             run.update_metadata(prepared_dir=prepared, data_kind=data.kind, data_source=data.source,
                                 status="training", distribution=distribution)
+            if init is not None:
+                run.update_metadata(init_from=init.summary(report=init.write_csv(run.init_report_file),
+                                                           freeze_encoder_epochs=cfg.train.freeze_encoder_epochs))
     except BaseException:
         if created:
             _remove_rejected_run(run)
@@ -749,15 +771,20 @@ def _train(cfg, run, out, worker, created, verbose, t0):
             "removed at the end",
         )
     try:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.train.epochs,
-            steps_per_epoch=cfg.train.steps_per_epoch,
-            validation_steps=cfg.train.validation_steps,
-            callbacks=schedule_callbacks + make_callbacks(cfg, out),  # a plateau cut must precede the backup
-            verbose=verbose,
-        )
+        for phase in phases:  # one phase unless the encoder is frozen for the first epochs
+            apply_phase(model, phase, encoder)
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=phase.start,
+                epochs=phase.end,
+                steps_per_epoch=cfg.train.steps_per_epoch,
+                validation_steps=cfg.train.validation_steps,
+                callbacks=schedule_callbacks + make_callbacks(cfg, out),  # a plateau cut must precede the backup
+                verbose=verbose,
+            )
+            if model.stop_training:  # early stopping or a NaN loss in the frozen phase
+                break
     except Exception as e:
         lost = lost_worker_error(e, worker, run) if worker is not None else None
         if lost is None:

@@ -7,7 +7,7 @@ Exit status: 0 when every file was predicted, 1 when some file could not be read
 import argparse
 
 from ptx_keras.cli.common import run_cli
-from ptx_keras.constants import TTA_MODES, UNCERTAINTY_METHODS
+from ptx_keras.constants import MAX_IMAGE_PIXELS, TTA_MODES, UNCERTAINTY_METHODS
 
 
 def build_parser():
@@ -41,6 +41,9 @@ def build_parser():
                         "input (dicom/<id>_pm.dcm)")
     p.add_argument("--samples", type=int, metavar="N",
                    help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)")
+    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
+                   help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
+                        f"before decoding; that file gets an error row; default {MAX_IMAGE_PIXELS:,})")
     return p
 
 
@@ -59,6 +62,7 @@ def _predict(args):
         tta=args.tta,
         uncertainty=args.uncertainty,
         samples=args.samples,
+        max_image_pixels=args.max_image_pixels,
     )
     parts = [f"{s['n_ok']}/{s['n_files']} images predicted, {s['n_positive']} pneumothorax", f"table: {s['predictions']}"]
     if s["submission"]:

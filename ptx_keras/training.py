@@ -598,6 +598,33 @@ def _learning_rate_schedule(cfg, model, steps_per_epoch, run):
 SKIP_HINT = "Fix or remove it, or set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples"
 
 
+def check_label_balance(cfg, prepared_dir):
+    """Refuses, before the first epoch, training data the run could not use: a training split with only positive
+    or only negative images (the model cannot learn to tell them apart, and the diagnosis has nothing to
+    separate), or, when the thresholds are searched at the end (`evaluation.search_thresholds` with
+    `train.evaluate`), a validation split with only one kind (the search needs both).
+
+    Raises:
+        DataError: naming the split, its counts and the prepared data set.
+    """
+    from ptx_keras.data.prepared import load_prepared_info
+    from ptx_keras.errors import DataError
+
+    counts = load_prepared_info(prepared_dir)["counts"]
+    needs = [("train", "training needs both positive and negative images")]
+    if cfg.train.evaluate and cfg.evaluation.search_thresholds:
+        needs.append(("val", "the threshold search (evaluation.search_thresholds) needs both kinds; set it to false "
+                             "to keep the configured thresholds"))
+    for split, why in needs:
+        count = counts[split]
+        if count["total"] and (count["positive"] == 0 or count["negative"] == 0):
+            raise DataError(
+                f"The {split} split of {prepared_dir} has {count['positive']} positive and {count['negative']} "
+                f"negative images: {why}. Add images of the missing kind to the source (the split is stratified by "
+                "label)"
+            )
+
+
 def _remove_rejected_run(run):
     """Removes what `train` wrote in a run directory this invocation created, for a run rejected before
     training (the configuration and run metadata), and the directory itself once it is empty."""
@@ -681,6 +708,7 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         from ptx_keras.data.pipeline import count_examples, make_dataset
 
         n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+        check_label_balance(cfg, prepared)
         # Several replicas: every step gives each exactly batch_size / replicas images, so the last, smaller
         # batch of an epoch is dropped (split unevenly, a replica could get none).
         drop_remainder = replicas > 1

@@ -531,3 +531,24 @@ def test_a_malformed_dicom_element_is_a_data_error(tmp_path):
     ds.save_as(path)
     with pytest.raises(DataError, match=r"x\.dcm: malformed DICOM \(TypeError"):
         read_dicom(path)
+
+
+@pytest.mark.parametrize("kind", ["negative", "positive"])
+def test_training_data_of_one_kind_is_refused_before_the_first_epoch(tmp_path, capsys, monkeypatch, kind):
+    import ptx_keras.training as training
+
+    src = tmp_path / "src"
+    os.makedirs(src / "images")
+    os.makedirs(src / "masks")
+    for i in range(10):
+        Image.fromarray(_image(64)).save(src / "images" / f"s{i}.png")
+        if kind == "positive":
+            mask = np.zeros((64, 64), np.uint8)
+            mask[10:30, 12:34] = 255
+            Image.fromarray(mask).save(src / "masks" / f"s{i}.png")
+    monkeypatch.setattr(training, "make_callbacks", lambda *a: pytest.fail("training started"))
+    assert _train(tmp_path, data=src) == 2
+    err = _one_line(capsys)
+    count = "0 positive and 6 negative" if kind == "negative" else "6 positive and 0 negative"
+    assert f"The train split of {tmp_path / 'cache'}" in err and f"has {count} images: training needs both" in err
+    assert not (tmp_path / "runs" / "run").exists()

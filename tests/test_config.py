@@ -149,3 +149,15 @@ def test_every_shipped_config_loads_and_the_small_cpu_recipe_is_the_quick_start_
         "train.steps_per_epoch": 64, "train.learning_rate": 2e-3, "train.lr_schedule": "cosine",
         "train.warmup_epochs": 1, "evaluation.objective": "siim_dice", "evaluation.threshold_form": "triplet",
     }
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_an_empty_config_file_is_refused_like_one_holding_a_string(tmp_path, text):
+    """Accepted, an empty file would train the built-in defaults (the paper's model at 256 px) silently."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match="holds no configuration \\(it is empty or only comments\\)") as info:
+        cfgmod.load_config(path)
+    assert path in str(info.value)
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        cfgmod.load_config(_write(tmp_path, "just a string\n", name="s.yaml"))
+    assert cfgmod.load_yaml_mapping(path) == {}  # other YAML files (experiment grids) may still be empty

@@ -552,3 +552,57 @@ def test_training_data_of_one_kind_is_refused_before_the_first_epoch(tmp_path, c
     count = "0 positive and 6 negative" if kind == "negative" else "6 positive and 0 negative"
     assert f"The train split of {tmp_path / 'cache'}" in err and f"has {count} images: training needs both" in err
     assert not (tmp_path / "runs" / "run").exists()
+
+
+# --- 8. An export never replaces a model file that is not ptx_keras's (issue 25) ---------------------------
+@pytest.fixture(scope="module")
+def tiny_export_run(tmp_path_factory):
+    from ptx_keras import build_model
+    from ptx_keras.config import load_config, save_config
+
+    run = str(tmp_path_factory.mktemp("export-run"))
+    cfg = load_config(extra={"model": {"name": "fc_densenet56"}, "data": {"image_size": 32, "channels": 1}})
+    save_config(cfg, os.path.join(run, "config.yaml"))
+    build_model("fc_densenet56", input_shape=(32, 32, 1), growth_rate=2, layers_per_block=1, num_pools=2,
+                first_conv_filters=4).save(os.path.join(run, "best.keras"))
+    return run
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("litert", "model.tflite")])
+def test_export_refuses_to_replace_a_foreign_model_file(tiny_export_run, tmp_path, capsys, fmt, name):
+    from ptx_keras.cli.export import main as export_main
+
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / name).write_bytes(b"someone else's model")
+    assert export_main([tiny_export_run, "--format", fmt, "--output", str(out)]) == 2
+    err = _one_line(capsys)
+    assert f"{out / name} exists and is not a ptx_keras {fmt} export" in err and "refusing to replace it" in err
+    assert (out / name).read_bytes() == b"someone else's model" and sorted(os.listdir(out)) == [name]
+
+
+def test_export_replaces_its_own_artifacts_and_says_so(tiny_export_run, tmp_path, caplog):
+    from ptx_keras.errors import OutputError
+    from ptx_keras.export import export_model
+
+    out = str(tmp_path / "deploy")
+    first = export_model(tiny_export_run, "litert", out).path
+    with caplog.at_level(logging.WARNING, logger="ptx_keras.export.replace"):
+        assert export_model(tiny_export_run, "litert", out).path == first
+    assert f"Replacing the earlier ptx_keras litert export {first}" in caplog.text
+    with open(first, "ab") as f:  # the .tflite beside our export.json is no longer the one it describes
+        f.write(b"changed")
+    with pytest.raises(OutputError, match="is not a ptx_keras litert export"):
+        export_model(tiny_export_run, "litert", out)
+    onnx_out = str(tmp_path / "onnx")
+    os.makedirs(onnx_out)
+    with open(os.path.join(onnx_out, "export.json"), "w") as f:
+        f.write("{}")  # not ptx_keras export metadata
+    with pytest.raises(OutputError, match="export.json exists and is not ptx_keras export metadata"):
+        export_model(tiny_export_run, "onnx", onnx_out)
+    os.remove(os.path.join(onnx_out, "export.json"))
+    path = export_model(tiny_export_run, "onnx", onnx_out).path
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptx_keras.export.replace"):
+        export_model(tiny_export_run, "onnx", onnx_out)
+    assert f"Replacing the earlier ptx_keras onnx export {path}" in caplog.text

@@ -20,7 +20,7 @@ LAYERS = (
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
     ("runs", "serving", "reports", "figures", "inference", "artifacts"),
-    ("training", "evaluation", "export", "predict", "dicom_out"),
+    ("training", "multiworker", "evaluation", "export", "predict", "dicom_out"),
     ("workflows", "experiments"),
     ("cli",),
 )

@@ -80,6 +80,8 @@ _INT_COLUMNS = ("diagnosis", "area_px", "height", "width")
 _OVERLAY_FILL = np.array([255, 40, 40], np.float32)  # red
 _OVERLAY_CONTOUR = np.array([255, 230, 0], np.uint8)  # yellow
 _OVERLAY_ALPHA = 0.35
+_OVERLAY_BAND_PIXELS = 1 << 20  # pixels blended at a time (a 16 MB float32 band)
+_LABEL_ROWS = 40  # the rows the overlay's label can touch (its box is 17 rows high)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -350,10 +352,17 @@ def overlay_image(image, mask, value_max=None, label=None):
     mask = np.asarray(mask) != 0
     if value_max is None:
         value_max = DTYPE_VALUE_MAX.get(image.dtype.name, 1.0)
-    gray = np.clip(image.astype(np.float32) / float(value_max), 0.0, 1.0) * 255.0
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
-    rgb[mask] = (1 - _OVERLAY_ALPHA) * rgb[mask] + _OVERLAY_ALPHA * _OVERLAY_FILL
-    rgb = rgb.round().astype(np.uint8)
+    # Blended a band of rows at a time: the float32 RGB of a whole 10000 x 10000 image alone would be 1.2 GB
+    # (docs/data.md, memory); the band's arithmetic is the whole image's, so the result is the same.
+    rgb = np.empty(image.shape + (3,), np.uint8)
+    band = max(1, _OVERLAY_BAND_PIXELS // max(1, image.shape[1]))
+    for top in range(0, image.shape[0], band):
+        rows = slice(top, top + band)
+        gray = np.clip(image[rows].astype(np.float32) / float(value_max), 0.0, 1.0) * 255.0
+        part = np.repeat(gray[..., None], 3, axis=-1)
+        inside = mask[rows]
+        part[inside] = (1 - _OVERLAY_ALPHA) * part[inside] + _OVERLAY_ALPHA * _OVERLAY_FILL
+        rgb[rows] = part.round().astype(np.uint8)
     if mask.any():
         # About 1 pixel per 512 of image side, so the contour stays visible on 2-3k radiographs.
         width = max(1, round(min(mask.shape) / 512))
@@ -362,11 +371,12 @@ def overlay_image(image, mask, value_max=None, label=None):
     if label:
         from PIL import Image, ImageDraw
 
-        pil = Image.fromarray(rgb)
+        top = rgb[:_LABEL_ROWS]  # drawn on the top rows only: a copy of a large image costs its size twice
+        pil = Image.fromarray(np.ascontiguousarray(top))
         draw = ImageDraw.Draw(pil)
         draw.rectangle((0, 0, 8 + 6 * len(label), 16), fill=(0, 0, 0))
         draw.text((4, 3), label, fill=(255, 255, 255))
-        rgb = np.asarray(pil)
+        top[...] = np.asarray(pil)
     return rgb
 
 
@@ -507,7 +517,8 @@ def predict_paths(
             aux = batch.get("aux")
             for j, (item, p) in enumerate(zip(batch["item"], batch["prob"])):
                 try:
-                    _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows,
+                    _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir,
+                                rle_rows if format == "siim" else None,
                                 None if aux is None else aux[j], keep_mask=dicom_writer is not None)
                 except Exception as e:  # noqa: BLE001 - one file's failure is its error row, the run goes on
                     _fail(item, e, "output failed")
@@ -631,7 +642,8 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
     if mask_dir:
         _save_png(os.path.join(mask_dir, name), (mask * 255).astype(np.uint8))
         item["mask"] = os.path.relpath(os.path.join(mask_dir, name), output_dir)
-    rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
+    if rle_rows is not None:  # the submission's run-length encoding: several times the mask's size to compute
+        rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
     if keep_mask and item.get("dicom"):
         item["_final_mask"] = mask * np.uint8(item["diagnosis"] == 1)  # for `_write_dicom`, which pops it
 

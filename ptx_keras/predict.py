@@ -592,7 +592,7 @@ def _fail(item, error, stage=None):
     for key in [k for k in item if k not in _ROW_IDENTITY]:
         del item[key]
     item.update(status="error", error=f"{stage}: {message}" if stage else message)
-    logger.warning("%s: %s", item["file"], item["error"])
+    logger.warning("%s", item["error"] if item["file"] in item["error"] else f"{item['file']}: {item['error']}")
 
 
 def _load_one(path, sample_id, predictor, max_pixels=None):

@@ -114,6 +114,11 @@ def fuzzed(tmp_path_factory):
                           workers=1)
     rle = pd.read_csv(base / "train-rle.csv", dtype=str)
     sources = sorted(str(p) for p in base.rglob("*.dcm"))
+    for path in sources:  # the study and series UIDs are random: fixed ones keep every byte offset reproducible
+        ds = pydicom.dcmread(path)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+            setattr(ds, keyword, pydicom.uid.generate_uid(entropy_srcs=[keyword, os.path.basename(path)]))
+        ds.save_as(path)
     transfers = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in sources}
     from ptx_keras.data.dicom import (
         DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,

@@ -88,7 +88,8 @@ def _work_one(task):
     Returns `(index, meta)`; a bad sample gives `meta = {"bad": reason}` and writes nothing, so that a fixed
     file is read again on the next run.
     """
-    index, record, settings, work_dir, max_pixels = task
+    index, record, settings, work_dir, *limit = task  # `(..., max_pixels)`; without it the default limit
+    max_pixels = limit[0] if limit else None
     from ptx_keras.data.readers import load_sample
 
     try:

@@ -445,7 +445,7 @@ def test_any_exception_while_reading_or_writing_one_file_is_its_error_row(tiny_r
     save = predict._save_png
 
     def failing_save(path, array):
-        if os.path.basename(path) == "c.png" and "overlays" in path:
+        if os.path.basename(path) == "c.png" and "masks" in path:
             raise KeyError("disk full")
         save(path, array)
 
@@ -457,7 +457,8 @@ def test_any_exception_while_reading_or_writing_one_file_is_its_error_row(tiny_r
     assert table.loc["a", "status"] == "ok"
     assert table.loc["b", "error"] == "TypeError: unhashable type: 'MultiValue'"
     assert table.loc["c", "error"] == "output failed: KeyError: 'disk full'"
-    assert sorted(os.listdir(out / "masks")) == ["a.png"]  # c's mask (written before its overlay failed) removed
+    assert sorted(os.listdir(out / "masks")) == ["a.png"]
+    assert sorted(os.listdir(out / "overlays")) == ["a.png"]  # c's overlay, written before its mask failed, removed
 
 
 def test_a_decompression_bomb_is_an_error_row_and_the_good_image_is_predicted(tiny_run, tmp_path):

@@ -124,6 +124,7 @@ class DataConfig(PrepareSettings):
     channels: int = 3
     skip_bad: bool = False
     workers: Optional[int] = None
+    max_image_pixels: int = C.MAX_IMAGE_PIXELS  # larger images are refused from their header (docs/data.md)
     flip: Optional[bool] = None  # the older name of augment.flip, kept for older files; null = augment's
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     positive_fraction: Optional[float] = None  # null = natural order; e.g. 0.5: half the training draws positive
@@ -197,6 +198,7 @@ class TrainConfig:
     deterministic: bool = False
     seed: int = 0
     strategy: str = "auto"  # auto, default, mirrored, multi_worker
+    worker_timeout_s: float = C.WORKER_TIMEOUT_S  # multi_worker: start-up and collective timeout (docs/scaling.md)
     tensorboard: bool = True
     evaluate: bool = True  # evaluate the test split at the end of training
     export: bool = True  # export a SavedModel at the end of training
@@ -280,6 +282,8 @@ _POSITIVE = (
     "train.epochs",
     "train.batch_size",
     "train.learning_rate",
+    "train.worker_timeout_s",
+    "data.max_image_pixels",
     "evaluation.batch_size",
     "diagnosis.reference_size",
 )
@@ -444,7 +448,7 @@ def _apply_override(tree, parts, value):
 def _read_yaml(path):
     if not os.path.isfile(path):
         raise ConfigError(f"Configuration file not found: {path}")
-    data = load_yaml_mapping(path)
+    data = load_yaml_mapping(path, allow_empty=False)
     base = data.pop("base", None)
     if base is not None:
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
@@ -562,7 +566,7 @@ def save_config(cfg, path):
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
 
 
-def load_yaml_mapping(path):
+def load_yaml_mapping(path, allow_empty=True):
     """Reads a YAML file whose top level is a mapping, without any `base:` merging or validation.
 
     For YAML files that are not run configurations (e.g. experiment grids, `ptx_keras.experiments`), so that
@@ -570,12 +574,16 @@ def load_yaml_mapping(path):
 
     Args:
         path: The YAML file.
+        allow_empty: Whether an empty file (or one holding only comments) reads as `{}`. A run configuration
+            refuses it: trained as the built-in defaults, an empty file would silently give the paper's model,
+            not what the user meant.
 
     Returns:
         dict (empty for an empty file).
 
     Raises:
-        ConfigError: if the file is missing, is not valid YAML, or its top level is not a mapping.
+        ConfigError: if the file is missing, is not valid YAML, is empty while `allow_empty` is False, or its
+            top level is not a mapping.
     """
     if not os.path.isfile(path):
         raise ConfigError(f"File not found: {path}")
@@ -585,6 +593,9 @@ def load_yaml_mapping(path):
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if data is None:
+        if not allow_empty:
+            raise ConfigError(f"{path}: the file holds no configuration (it is empty or only comments); the top level "
+                              "must be a mapping of keys, e.g. a copy of configs/quickstart.yaml")
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping. Received: {type(data).__name__}")

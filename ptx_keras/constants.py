@@ -106,6 +106,14 @@ WEIGHT_DTYPE = "float32"  # exact; "float16" clamps at 65,504 (small pneumothora
 IMAGE_BIT_DEPTH = 8
 SIIM_SIZE = 1024  # SIIM-ACR masks are 1024 x 1024
 RUNS_DIR = "runs"  # the default parent of run directories (config `output_dir`, experiments, ptx-predict's search)
+# The largest image (rows x columns x samples per pixel x frames) any reader decodes: checked from the file's header
+# before decoding (docs/data.md), so a "decompression bomb" (a small file claiming a huge image) costs nothing. 100
+# megapixels is over five times a 4300 x 4300 detector radiograph; `data.max_image_pixels` / `--max-image-pixels`
+# change it.
+MAX_IMAGE_PIXELS = 10000 * 10000
+# How long a multi-worker run waits for every peer to answer at start-up, and a collective operation for every
+# peer to join it, before stopping with an error naming the peers (`train.worker_timeout_s`, docs/scaling.md).
+WORKER_TIMEOUT_S = 600.0
 
 # --- Training (paper, Methods / Implementation) --------------------------------------------------------
 LEARNING_RATE = 1e-4

@@ -102,6 +102,8 @@ _INT_COLUMNS = ("diagnosis", "area_px", "height", "width")
 _OVERLAY_FILL = np.array([255, 40, 40], np.float32)  # red
 _OVERLAY_CONTOUR = np.array([255, 230, 0], np.uint8)  # yellow
 _OVERLAY_ALPHA = 0.35
+_OVERLAY_BAND_PIXELS = 1 << 20  # pixels blended at a time (a 16 MB float32 band)
+_LABEL_ROWS = 40  # the rows the overlay's label can touch (its box is 17 rows high)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -372,10 +374,17 @@ def overlay_image(image, mask, value_max=None, label=None):
     mask = np.asarray(mask) != 0
     if value_max is None:
         value_max = DTYPE_VALUE_MAX.get(image.dtype.name, 1.0)
-    gray = np.clip(image.astype(np.float32) / float(value_max), 0.0, 1.0) * 255.0
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
-    rgb[mask] = (1 - _OVERLAY_ALPHA) * rgb[mask] + _OVERLAY_ALPHA * _OVERLAY_FILL
-    rgb = rgb.round().astype(np.uint8)
+    # Blended a band of rows at a time: the float32 RGB of a whole 10000 x 10000 image alone would be 1.2 GB
+    # (docs/data.md, memory); the band's arithmetic is the whole image's, so the result is the same.
+    rgb = np.empty(image.shape + (3,), np.uint8)
+    band = max(1, _OVERLAY_BAND_PIXELS // max(1, image.shape[1]))
+    for top in range(0, image.shape[0], band):
+        rows = slice(top, top + band)
+        gray = np.clip(image[rows].astype(np.float32) / float(value_max), 0.0, 1.0) * 255.0
+        part = np.repeat(gray[..., None], 3, axis=-1)
+        inside = mask[rows]
+        part[inside] = (1 - _OVERLAY_ALPHA) * part[inside] + _OVERLAY_ALPHA * _OVERLAY_FILL
+        rgb[rows] = part.round().astype(np.uint8)
     if mask.any():
         # About 1 pixel per 512 of image side, so the contour stays visible on 2-3k radiographs.
         width = max(1, round(min(mask.shape) / 512))
@@ -384,11 +393,12 @@ def overlay_image(image, mask, value_max=None, label=None):
     if label:
         from PIL import Image, ImageDraw
 
-        pil = Image.fromarray(rgb)
+        top = rgb[:_LABEL_ROWS]  # drawn on the top rows only: a copy of a large image costs its size twice
+        pil = Image.fromarray(np.ascontiguousarray(top))
         draw = ImageDraw.Draw(pil)
         draw.rectangle((0, 0, 8 + 6 * len(label), 16), fill=(0, 0, 0))
         draw.text((4, 3), label, fill=(255, 255, 255))
-        rgb = np.asarray(pil)
+        top[...] = np.asarray(pil)
     return rgb
 
 
@@ -421,8 +431,13 @@ def predict_paths(
     uncertainty=None,
     samples=None,
     dicom_uid_seed=None,
+    max_image_pixels=None,
 ):
     """Predicts pneumothorax masks and diagnoses for image files and folders.
+
+    Whatever goes wrong with one file (unreadable, too large, a decoder or a DICOM writer failing on its header,
+    an output that cannot be written) becomes that file's error row; the other files are predicted and every
+    output is written.
 
     Args:
         inputs: A path or a list of paths: PNG/JPEG/TIFF/DICOM files, or folders searched recursively.
@@ -443,6 +458,8 @@ def predict_paths(
         dicom_uid_seed: With `format="dicom"`: None gives every object new UIDs; a string derives them from it
             and the source's UIDs, so that predicting a source again gives the same UIDs
             (`ptx_keras.dicom_out.DicomWriter`'s `uid_seed`; the inference node's).
+        max_image_pixels: The image size limit (`ptx_keras.data.limits`; None: `MAX_IMAGE_PIXELS`): a larger
+            image, as its header claims, gets an error row without being decoded.
 
     Returns:
         dict with `n_files`, `n_ok`, `n_failed`, `n_positive`, `failed` (list of `(file, error)`),
@@ -467,6 +484,12 @@ def predict_paths(
         raise ConfigError(f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    from ptx_keras.data.limits import resolve_limit
+
+    try:
+        max_image_pixels = resolve_limit(max_image_pixels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     files = collect_inputs(inputs)
     if format == "dicom":
         _check_dicom_inputs(files)
@@ -507,7 +530,7 @@ def predict_paths(
         # predicted. The model runs through the shared prediction loop.
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
-            loaded = [_load_one(path, sample_id, predictor) for path, sample_id in chunk]
+            loaded = [_load_one(path, sample_id, predictor, max_image_pixels) for path, sample_id in chunk]
             items.extend(loaded)
             bar.update(len(chunk))
             ok = [item for item in loaded if item["status"] == "ok"]
@@ -519,8 +542,12 @@ def predict_paths(
         for batch in predict_batches(runner, batches(), progress=False):
             aux = batch.get("aux")
             for j, (item, p) in enumerate(zip(batch["item"], batch["prob"])):
-                _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir, rle_rows,
-                            None if aux is None else aux[j], keep_mask=dicom_writer is not None)
+                try:
+                    _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir,
+                                rle_rows if format == "siim" else None,
+                                None if aux is None else aux[j], keep_mask=dicom_writer is not None)
+                except Exception as e:  # noqa: BLE001 - one file's failure is its error row, the run goes on
+                    _fail(item, e, "output failed")
             if uncertainty:
                 _add_uncertainty(batch, runner, predictor, uncertainty_info, uncertainty_dir, output_dir,
                                  keep_map=dicom_writer is not None)
@@ -570,17 +597,41 @@ def predict_paths(
     return summary
 
 
-def _load_one(path, sample_id, predictor):
-    """Reads and preprocesses one file; a failure becomes an error record (the run goes on)."""
+# What a failed file keeps in its row: its name and the error; nothing half-computed.
+_ROW_IDENTITY = ("file", "sample_id", "status", "error")
+
+
+def _fail(item, error, stage=None):
+    """Turns an item into an error record: status `error`, the message (`stage: ` first when given), no outputs.
+
+    Any exception counts: a decoder or a writer raising something unforeseen for one file must not stop the run.
+    Output files already written for the item are listed in no row, so they are removed.
+    """
+    message = str(error) if isinstance(error, PtxError) else f"{type(error).__name__}: {error}"
+    output_dir = item.get("_output_dir")
+    for column in ("overlay", "mask", "uncertainty_map", "dicom_seg", "dicom_sr", "dicom_pm"):
+        if item.get(column) and output_dir:
+            try:
+                os.remove(os.path.join(output_dir, item[column]))
+            except OSError:
+                pass
+    for key in [k for k in item if k not in _ROW_IDENTITY]:
+        del item[key]
+    item.update(status="error", error=f"{stage}: {message}" if stage else message)
+    logger.warning("%s", item["error"] if item["file"] in item["error"] else f"{item['file']}: {item['error']}")
+
+
+def _load_one(path, sample_id, predictor, max_pixels=None):
+    """Reads and preprocesses one file; any failure becomes an error record (the run goes on)."""
     from ptx_keras.data.readers import read_image
 
     item = {"file": path, "sample_id": sample_id, "status": "ok", "error": ""}
     try:
-        image, info = read_image(path)
+        image, info = read_image(path, max_pixels=max_pixels)
         value_max = float(info["value_range"][1]) if info.get("value_range") else None
         item["input"] = predictor.pipeline.preprocess(image, value_max)
-    except (PtxError, ValueError, OSError) as e:
-        item.update(status="error", error=str(e) if isinstance(e, PtxError) else f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - one file's failure is its error row, whatever raised it
+        _fail(item, e)
         return item
     item.update(image=image, value_max=value_max, spacing=info.get("spacing"), dicom=info.get("photometric") is not None)
     return item
@@ -590,6 +641,7 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
                 keep_mask=False):
     from ptx_keras.data.rle import EMPTY_RLE, rle_encode
 
+    item["_output_dir"] = output_dir
     image = item.pop("image")
     height, width = image.shape
     out = predictor.pipeline.postprocess(ptx_probability, height, width, aux_probability)
@@ -616,7 +668,8 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
     if mask_dir:
         _save_png(os.path.join(mask_dir, name), (mask * 255).astype(np.uint8))
         item["mask"] = os.path.relpath(os.path.join(mask_dir, name), output_dir)
-    rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
+    if rle_rows is not None:  # the submission's run-length encoding: several times the mask's size to compute
+        rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
     if keep_mask and item.get("dicom"):
         item["_final_mask"] = mask * np.uint8(item["diagnosis"] == 1)  # for `_write_dicom`, which pops it
 
@@ -684,20 +737,29 @@ def uncertainty_summary(probs, aux, thresholds, diagnosis):
 
 
 def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir, keep_map=False):
-    from PIL import Image
-
     probs, aux = runner.sample(batch["image"], info["method"], info["samples"])
     for j, item in enumerate(batch["item"]):
-        u = uncertainty_summary(probs[:, j], None if aux is None else aux[:, j], predictor.thresholds,
-                                item["diagnosis"])
-        std = Image.fromarray(u["std_map"].astype(np.float32)).resize((item["width"], item["height"]), Image.BILINEAR)
-        png = np.clip(np.round(np.asarray(std) * UNCERTAINTY_PNG_SCALE), 0, 255).astype(np.uint8)
-        path = os.path.join(uncertainty_dir, f"{item['sample_id']}.png")
-        _save_png(path, png)
-        item.update(image_probability_std=u["image_probability_std"], diagnosis_agreement=u["diagnosis_agreement"],
-                    uncertainty_map=os.path.relpath(path, output_dir))
-        if keep_map and item.get("dicom"):
-            item["_std_map"] = np.asarray(std, np.float32)  # the DICOM Parametric Map's values (`_write_dicom`)
+        if item["status"] != "ok":
+            continue
+        try:
+            _add_uncertainty_one(item, probs[:, j], None if aux is None else aux[:, j], predictor, uncertainty_dir,
+                                 output_dir, keep_map)
+        except Exception as e:  # noqa: BLE001 - one file's failure is its error row
+            _fail(item, e, "uncertainty failed")
+
+
+def _add_uncertainty_one(item, probs, aux, predictor, uncertainty_dir, output_dir, keep_map):
+    from PIL import Image
+
+    u = uncertainty_summary(probs, aux, predictor.thresholds, item["diagnosis"])
+    std = Image.fromarray(u["std_map"].astype(np.float32)).resize((item["width"], item["height"]), Image.BILINEAR)
+    png = np.clip(np.round(np.asarray(std) * UNCERTAINTY_PNG_SCALE), 0, 255).astype(np.uint8)
+    path = os.path.join(uncertainty_dir, f"{item['sample_id']}.png")
+    _save_png(path, png)
+    item.update(image_probability_std=u["image_probability_std"], diagnosis_agreement=u["diagnosis_agreement"],
+                uncertainty_map=os.path.relpath(path, output_dir))
+    if keep_map and item.get("dicom"):
+        item["_std_map"] = np.asarray(std, np.float32)  # the DICOM Parametric Map's values (`_write_dicom`)
 
 
 def _check_dicom_inputs(files):
@@ -722,12 +784,14 @@ def _write_dicom(item, writer, output_dir):
     """Writes the SEG (the final mask: emptied when diagnosed negative), the SR and, with uncertainty, the
     Parametric Map of one DICOM input (`_finish_one` and `_add_uncertainty` left the arrays in the item)."""
     mask, std_map = item.pop("_final_mask", None), item.pop("_std_map", None)
-    if mask is None:  # not a DICOM input
+    if mask is None or item["status"] != "ok":  # not a DICOM input, or failed before
         return
     try:
         seg, sr, pm = writer.write(item["file"], item["sample_id"], mask, item, std_map=std_map)
-    except (PtxError, ValueError, OSError) as e:
-        item.update(status="error", error=f"DICOM output failed: {e}")
+    except Exception as e:  # noqa: BLE001 - whatever the writer (highdicom) raises for one file's header
+        message = str(e) if isinstance(e, PtxError) else f"{type(e).__name__}: {e}"
+        item.update(status="error", error=f"DICOM output failed: {message}")
+        logger.warning("%s: %s", item["file"], item["error"])
         return
     item.update(dicom_seg=os.path.relpath(seg, output_dir), dicom_sr=os.path.relpath(sr, output_dir),
                 dicom_pm=os.path.relpath(pm, output_dir) if pm else None)

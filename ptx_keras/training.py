@@ -14,18 +14,27 @@ A run directory (`ptx_keras.runs.RunDir`, `<output_dir>/<name>/`) receives:
 
 import csv
 import dataclasses
-import json
 import logging
 import math
 import os
-import re
 import shutil
-import tempfile
 import time
 from typing import Optional
 
 from ptx_keras import constants as C
-from ptx_keras.errors import BadSampleError, ConfigError, WorkerLostError, require_tensorflow, writable_dir
+from ptx_keras.errors import BadSampleError, ConfigError, require_tensorflow, writable_dir
+from ptx_keras.multiworker import (  # noqa: F401 - TF_CONFIG_VARIABLE, Worker, describe_task: this module's API
+    TF_CONFIG_VARIABLE,
+    Worker,
+    check_multi_worker_data,
+    describe_task,
+    lost_worker_error,
+    multi_worker_strategy,
+    patch_keras_for_multi_worker,
+    read_tf_config,
+    shard_by_data,
+    worker_scratch,
+)
 from ptx_keras.runs import RunDir
 
 __all__ = [
@@ -87,15 +96,17 @@ def _gpus():
     return tf.config.list_physical_devices("GPU")
 
 
-def choose_strategy(name):
+def choose_strategy(name, timeout_s=C.WORKER_TIMEOUT_S):
     """Returns a `tf.distribute.Strategy` for `train.strategy`.
 
     `auto` uses `MirroredStrategy` when several GPUs are visible and the default strategy otherwise;
     `multi_worker` needs the `TF_CONFIG` environment variable (see docs/training.md), checked by
-    `read_tf_config` before TensorFlow sees it.
+    `read_tf_config` before TensorFlow sees it; every peer must answer within `timeout_s` seconds
+    (`train.worker_timeout_s`, `ptx_keras.multiworker.multi_worker_strategy`).
 
     Raises:
         ConfigError: for `multi_worker` without a valid TF_CONFIG, or an unknown name.
+        WorkerLostError: for `multi_worker` when a peer does not answer in time (named).
     """
     import tensorflow as tf
 
@@ -109,213 +120,8 @@ def choose_strategy(name):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        read_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multi_worker_strategy(read_tf_config(), timeout_s)
     raise ConfigError(f"Unknown train.strategy: {name!r}")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Multi-worker training (train.strategy: multi_worker)
-# --------------------------------------------------------------------------------------------------------------
-TF_CONFIG_VARIABLE = "TF_CONFIG"
-_TF_CONFIG_HELP = (
-    'e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}} '
-    "(docs/training.md, Distribution)"
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Worker:
-    """This process's place in a multi-worker cluster, as `TF_CONFIG` describes it.
-
-    Attributes:
-        task_type: `"worker"` (or `"chief"` in a cluster with a separate chief job).
-        index: Its index in that job.
-        cluster: `{job: ["host:port", ...]}`: the `chief` and `worker` jobs.
-    """
-
-    task_type: str
-    index: int
-    cluster: dict
-
-    @property
-    def is_chief(self):
-        """TensorFlow's rule: the `chief` task, or worker 0 when the cluster has no chief job."""
-        return self.task_type == "chief" or ("chief" not in self.cluster and self.index == 0)
-
-    @property
-    def count(self):
-        """Processes that train (chief and workers)."""
-        return sum(len(self.cluster.get(job, ())) for job in ("chief", "worker"))
-
-    @property
-    def name(self):
-        return describe_task(self.cluster, self.task_type, self.index)
-
-
-def describe_task(cluster, task_type, index):
-    """`"worker 1 (host2:12345)"`: a task and its address in the cluster."""
-    addresses = cluster.get(task_type, [])
-    address = addresses[index] if 0 <= index < len(addresses) else "not in TF_CONFIG"
-    return f"{task_type} {index} ({address})"
-
-
-def read_tf_config(environ=None):
-    """Reads and checks `TF_CONFIG` (TensorFlow's own messages about a bad one are obscure).
-
-    Args:
-        environ: The environment (default `os.environ`).
-
-    Returns:
-        `Worker`.
-
-    Raises:
-        ConfigError: if TF_CONFIG is missing, is not JSON, or lacks a cluster with `worker` (or `chief`) addresses
-            or a task whose type and index are in that cluster.
-    """
-    environ = os.environ if environ is None else environ
-    raw = environ.get(TF_CONFIG_VARIABLE)
-    if not raw:
-        raise ConfigError(f"train.strategy=multi_worker needs the {TF_CONFIG_VARIABLE} environment variable, {_TF_CONFIG_HELP}")
-    try:
-        spec = json.loads(raw)
-    except ValueError as e:
-        raise ConfigError(f"{TF_CONFIG_VARIABLE} is not valid JSON ({e}): {raw!r}") from None
-    cluster = spec.get("cluster") if isinstance(spec, dict) else None
-    task = spec.get("task") if isinstance(spec, dict) else None
-    jobs = {job: cluster[job] for job in ("chief", "worker") if isinstance(cluster, dict) and cluster.get(job)}
-    if not jobs or not all(isinstance(a, list) and all(isinstance(x, str) for x in a) for a in jobs.values()):
-        raise ConfigError(f"{TF_CONFIG_VARIABLE} needs a cluster with a list of worker addresses, {_TF_CONFIG_HELP}. "
-                          f"Received: {raw}")
-    task_type = task.get("type") if isinstance(task, dict) else None
-    index = task.get("index") if isinstance(task, dict) else None
-    if task_type not in jobs or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(jobs[task_type]):
-        raise ConfigError(f"{TF_CONFIG_VARIABLE}'s task must name this process's job and index in the cluster "
-                          f"({', '.join(f'{job}: 0-{len(a) - 1}' for job, a in jobs.items())}). Received: task={task!r}")
-    return Worker(task_type, index, jobs)
-
-
-def _check_multi_worker_data(cfg):
-    """Every worker reads the same prepared data set; none may prepare it (they would race on the cache)."""
-    from ptx_keras.data.prepared import is_prepared_dir
-
-    path = cfg.data.path
-    if not path or not is_prepared_dir(path):
-        raise ConfigError(
-            "train.strategy=multi_worker trains from a prepared data set on storage every worker sees: prepare it "
-            "once (ptx-prepare SOURCE OUT) and pass --data OUT to every worker. Received: data.path="
-            f"{path or 'null (phantoms)'}"
-        )
-
-
-def _worker_scratch(run, worker):
-    """A non-chief worker's private run directory: a temporary copy of the chief's resume state.
-
-    All workers must take the same decisions at every epoch end (a worker stopping early while the others wait
-    for it would hang the cluster), so each one restores the same backup and history as the chief. Only the
-    chief writes the run directory; the others write to this copy, which `train` removes.
-    """
-    scratch = RunDir(tempfile.mkdtemp(prefix=f"ptx-{worker.task_type}{worker.index}-"))
-    if os.path.isfile(run.history_file):
-        shutil.copy2(run.history_file, scratch.history_file)
-    if os.path.isdir(run.backup_dir):
-        shutil.copytree(run.backup_dir, scratch.backup_dir)
-    return scratch
-
-
-def _shard_by_data(dataset):
-    """Each worker reads the whole stream and keeps its slice of every global batch (tf.data's DATA sharding).
-
-    tf.distribute's default (AUTO) shards by FILE when the input lists files: each worker would then read its own
-    shards, whose example counts differ, so workers would run different numbers of steps and hang; and no
-    worker's batches would be those a single process sees.
-    """
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
-def _patch_keras_for_multi_worker(model, strategy, element_spec):
-    """Works around Keras 3's Model.fit under MultiWorkerMirroredStrategy (Keras 3.15, TensorFlow 2.21).
-
-    * `fit` first builds the model symbolically from one distributed batch, which it averages with
-      `strategy.reduce("MEAN", (x, y), axis=None)`; the multi-worker reduce takes single tensors, not the
-      `(x, y)` tuple ("Attempt to convert a value (PerReplica...)"). The build needs only shapes: it is done
-      here from zeros of the dataset's element spec, and `fit` skips its own.
-    * Each step's logs (scalars) are averaged across workers with `strategy.reduce("MEAN", v, axis=0)`, which
-      fails on a scalar ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow/tensorflow#72388).
-      The train and test steps here return each log as a 1-element vector: the reduce along axis 0 then gives
-      the mean over the replicas, a scalar, as for one worker.
-
-    Instance attributes only: the `.keras` files are unchanged. tests/test_multiworker.py fails if a Keras
-    upgrade breaks this.
-    """
-    import tensorflow as tf
-    from keras import ops
-
-    def zeros(spec):
-        return tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
-
-    with strategy.scope():
-        model._symbolic_build(data_batch=tf.nest.map_structure(zeros, element_spec))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-    def vector_logs(step):
-        def wrapped(data):
-            return {name: ops.reshape(value, (1,)) for name, value in step(data).items()}
-
-        return wrapped
-
-    model.train_step = vector_logs(model.train_step)
-    model.test_step = vector_logs(model.test_step)
-
-
-# TensorFlow raises these when a collective operation loses a peer (connection refused or reset, coordination
-# service heartbeats missed, collectives aborted by the health check).
-_PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "AbortedError", "CancelledError")
-_TASK_PATTERN = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
-_CAUSE_PATTERN = re.compile(r"refused|unhealthy|heartbeat|failed to connect|is down|deadline|abort|unavailable", re.I)
-
-
-def _mentioned(address, message):
-    """Whether `host:port` appears in `message` as written or with the host resolved (gRPC writes `ipv4:IP:PORT`)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    names = {address}
-    try:
-        names.add(f"{socket.gethostbyname(host)}:{port}")
-    except OSError:
-        pass
-    return any(re.search(rf"(?<![\w.]){re.escape(name)}(?!\d)", message) for name in names)
-
-
-def lost_worker_error(error, worker, run):
-    """The `WorkerLostError` for a TensorFlow error that means a peer stopped, or None for any other error.
-
-    The peer is named from the tasks (`/job:worker/replica:0/task:1`) and addresses TensorFlow's message
-    mentions, other than this process.
-    """
-    import tensorflow as tf
-
-    if not (isinstance(error, tf.errors.OpError) and type(error).__name__ in _PEER_ERRORS):
-        return None
-    message = str(error)
-    tasks = {(job, int(i)) for job, i in _TASK_PATTERN.findall(message)}
-    for job, addresses in worker.cluster.items():
-        tasks.update((job, i) for i, address in enumerate(addresses) if _mentioned(address, message))
-    tasks.discard((worker.task_type, worker.index))
-    peers = ", ".join(describe_task(worker.cluster, job, i) for job, i in sorted(tasks)) or "another worker"
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
-    cause = next((line for line in lines if _CAUSE_PATTERN.search(line)), lines[0] if lines else "")
-    return WorkerLostError(
-        f"Multi-worker training stopped on {worker.name}: {peers} stopped or cannot be reached "
-        f"({type(error).__name__}: {cause[:200]}). Start the same command again on every worker: training resumes "
-        f"from the last finished epoch ({run.backup_dir})"
-    )
 
 
 def configure_execution(train_cfg):
@@ -617,6 +423,33 @@ def _learning_rate_schedule(cfg, model, steps_per_epoch, run):
 SKIP_HINT = "Fix or remove it, or set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples"
 
 
+def check_label_balance(cfg, prepared_dir):
+    """Refuses, before the first epoch, training data the run could not use: a training split with only positive
+    or only negative images (the model cannot learn to tell them apart, and the diagnosis has nothing to
+    separate), or, when the thresholds are searched at the end (`evaluation.search_thresholds` with
+    `train.evaluate`), a validation split with only one kind (the search needs both).
+
+    Raises:
+        DataError: naming the split, its counts and the prepared data set.
+    """
+    from ptx_keras.data.prepared import load_prepared_info
+    from ptx_keras.errors import DataError
+
+    counts = load_prepared_info(prepared_dir)["counts"]
+    needs = [("train", "training needs both positive and negative images")]
+    if cfg.train.evaluate and cfg.evaluation.search_thresholds:
+        needs.append(("val", "the threshold search (evaluation.search_thresholds) needs both kinds; set it to false "
+                             "to keep the configured thresholds"))
+    for split, why in needs:
+        count = counts[split]
+        if count["total"] and (count["positive"] == 0 or count["negative"] == 0):
+            raise DataError(
+                f"The {split} split of {prepared_dir} has {count['positive']} positive and {count['negative']} "
+                f"negative images: {why}. Add images of the missing kind to the source (the split is stratified by "
+                "label)"
+            )
+
+
 def _remove_rejected_run(run):
     """Removes what `train` wrote in a run directory this invocation created, for a run rejected before
     training (the configuration and run metadata), and the directory itself once it is empty."""
@@ -655,10 +488,10 @@ def train(cfg, verbose=1):
     worker = None
     if cfg.train.strategy == "multi_worker":
         worker = read_tf_config()
-        _check_multi_worker_data(cfg)
+        check_multi_worker_data(cfg)
     chief = worker is None or worker.is_chief
     # Where this process writes: the run directory, or for a non-chief worker a temporary copy of its resume state.
-    out = run if chief else _worker_scratch(run, worker)
+    out = run if chief else worker_scratch(run, worker)
     created = chief and not run.exists()
     try:
         if chief:
@@ -693,7 +526,7 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         # execution settings, the strategy, and the model itself (an unknown option, an input size its
         # poolings cannot divide).
         mixed, jit, grappler = configure_execution(cfg.train)
-        strategy = choose_strategy(cfg.train.strategy)
+        strategy = choose_strategy(cfg.train.strategy, cfg.train.worker_timeout_s)
         replicas = strategy.num_replicas_in_sync
         if cfg.train.batch_size % replicas:
             raise ConfigError(
@@ -719,6 +552,7 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         from ptx_keras.data.pipeline import count_examples, make_dataset
 
         n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+        check_label_balance(cfg, prepared)
         # Several replicas: every step gives each exactly batch_size / replicas images, so the last, smaller
         # batch of an epoch is dropped (split unevenly, a replica could get none).
         drop_remainder = replicas > 1
@@ -741,8 +575,8 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         if cfg.model.options.get("aux_head"):
             train_ds, val_ds = aux_targets(train_ds), aux_targets(val_ds)
         if worker is not None:
-            train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
-            _patch_keras_for_multi_worker(model, strategy, train_ds.element_spec)
+            train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
+            patch_keras_for_multi_worker(model, strategy, train_ds.element_spec)
         schedule_callbacks = _learning_rate_schedule(cfg, model, steps_per_epoch, out)
         if chief:
             run.save_config(cfg)  # only now: the run is accepted

@@ -348,3 +348,262 @@ def test_training_names_a_bad_manifest_row_and_its_own_skip_option(tmp_path, cap
     assert "manifest.csv: line 4: mask file not found" in err
     assert err.endswith("set data.skip_bad: true (--set data.skip_bad=true) to skip bad samples")
     assert not (tmp_path / "runs" / "run").exists()
+
+
+# --- 7. One bad file is one error row; image size limits (issue 25) ----------------------------------------
+PREDICT_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run directory with a 1x1-conv model (bright pixels are the predicted mask) at 32 px, 1 channel."""
+    import keras
+
+    from ptx_keras.config import load_config, save_config
+
+    run = str(tmp_path_factory.mktemp("run"))
+    cfg = load_config(extra={"model": {"name": "bright_is_ptx"}, "data": {"image_size": PREDICT_SIZE, "channels": 1}})
+    save_config(cfg, os.path.join(run, "config.yaml"))
+    inp = keras.Input((PREDICT_SIZE, PREDICT_SIZE, 1))
+    conv = keras.layers.Conv2D(2, 1)
+    model = keras.Model(inp, keras.layers.Softmax()(conv(inp)), name="bright_is_ptx")
+    conv.set_weights([np.array([[[[-10.0, 10.0]]]], np.float32), np.array([5.0, -5.0], np.float32)])
+    model.save(os.path.join(run, "best.keras"))
+    return run
+
+
+def _image(size=48):
+    image = np.full((size, size), 30, np.uint8)
+    image[10:30, 12:34] = 220
+    return image
+
+
+def _dicom(path, **kwargs):
+    from ptx_keras.data.dicom import write_dicom
+
+    return write_dicom(str(path), _image(), **kwargs)
+
+
+def _png_bomb(path, width=60000, height=60000):
+    """A PNG of a few dozen bytes whose header claims `width` x `height` 8-bit grayscale pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def _table(output):
+    import pandas as pd
+
+    return pd.read_csv(os.path.join(output, "predictions.csv")).set_index("sample_id")
+
+
+def test_a_multi_valued_uid_in_one_dicom_is_its_error_row_and_the_others_are_predicted(tiny_run, tmp_path):
+    import pydicom
+
+    from ptx_keras.predict import predict_paths
+
+    good, odd = _dicom(tmp_path / "good.dcm"), _dicom(tmp_path / "odd.dcm")
+    ds = pydicom.dcmread(odd)
+    ds.SOPInstanceUID = "1.2.3\\4.5.6"  # a backslash: DICOM reads a multi-valued UID
+    ds.save_as(odd)
+    out = tmp_path / "out"
+    summary = predict_paths([odd, good], tiny_run, str(out), format="dicom", progress=False)
+    table = _table(out)
+    assert summary["n_files"] == 2 and sorted(table.index) == ["good", "odd"]
+    assert table.loc["good", "status"] == "ok" and os.path.isfile(out / table.loc["good", "dicom_seg"])
+    if table.loc["odd", "status"] == "ok":  # sanitised by the writer: then it has its outputs too
+        assert os.path.isfile(out / table.loc["odd", "dicom_seg"])
+    else:
+        assert "odd.dcm" in table.loc["odd", "file"] and table.loc["odd", "error"]
+    assert os.path.isfile(out / "summary.json")
+
+
+def test_any_exception_while_reading_or_writing_one_file_is_its_error_row(tiny_run, tmp_path, monkeypatch):
+    import ptx_keras.data.readers as readers
+    from ptx_keras.predict import predict_paths
+
+    for name in ("a", "b", "c"):
+        Image.fromarray(_image()).save(tmp_path / f"{name}.png")
+    read = readers.read_image
+
+    def flaky(path, **kwargs):
+        if path.endswith("b.png"):
+            raise TypeError("unhashable type: 'MultiValue'")  # what no reader is written to raise
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(readers, "read_image", flaky)
+    import ptx_keras.predict as predict
+
+    save = predict._save_png
+
+    def failing_save(path, array):
+        if os.path.basename(path) == "c.png" and "masks" in path:
+            raise KeyError("disk full")
+        save(path, array)
+
+    monkeypatch.setattr(predict, "_save_png", failing_save)
+    out = tmp_path / "out"
+    summary = predict_paths([str(tmp_path)], tiny_run, str(out), progress=False, save_masks=True)
+    table = _table(out)
+    assert summary["n_ok"] == 1 and summary["n_failed"] == 2
+    assert table.loc["a", "status"] == "ok"
+    assert table.loc["b", "error"] == "TypeError: unhashable type: 'MultiValue'"
+    assert table.loc["c", "error"] == "output failed: KeyError: 'disk full'"
+    assert sorted(os.listdir(out / "masks")) == ["a.png"]
+    assert sorted(os.listdir(out / "overlays")) == ["a.png"]  # c's overlay, written before its mask failed, removed
+
+
+def test_a_decompression_bomb_is_an_error_row_and_the_good_image_is_predicted(tiny_run, tmp_path):
+    from ptx_keras.predict import predict_paths
+
+    bomb = _png_bomb(tmp_path / "bomb.png")
+    assert os.path.getsize(bomb) < 100
+    Image.fromarray(_image()).save(tmp_path / "good.png")
+    out = tmp_path / "out"
+    predict_paths([bomb, str(tmp_path / "good.png")], tiny_run, str(out), progress=False)
+    table = _table(out)
+    assert table.loc["good", "status"] == "ok"
+    assert table.loc["bomb", "status"] == "error"
+    assert "image too large: its header claims 60000 x 60000 = 3,600,000,000 values, over the limit of " \
+           "100,000,000 (raise it with data.max_image_pixels / --max-image-pixels" in table.loc["bomb", "error"]
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "tif"])
+def test_the_size_limit_is_checked_from_the_header_before_decoding(tmp_path, monkeypatch, ext):
+    from PIL import ImageFile
+
+    from ptx_keras.data.readers import read_image
+
+    path = str(tmp_path / f"x.{ext}")
+    Image.fromarray(_image(40)).save(path)
+    assert read_image(path, max_pixels=1600)[0].shape == (40, 40)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(DataError, match=r"header claims 40 x 40 = 1,600 values, over the limit of 1,599 "):
+        read_image(path, max_pixels=1599)
+
+
+@pytest.mark.parametrize("where", ["header", "jpeg_stream"])
+def test_a_jpeg_dicom_claiming_a_huge_image_is_refused_before_decoding(tmp_path, monkeypatch, where):
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_fragments
+
+    from ptx_keras.data.dicom import read_dicom
+
+    path = _dicom(tmp_path / "x.dcm", compress="jpeg")
+    ds = pydicom.dcmread(path)
+    if where == "header":
+        ds.Rows = ds.Columns = 60000
+    else:  # the JPEG stream's own start-of-frame claims 60000 x 60000; the DICOM header says 48 x 48
+        jpeg = bytearray([f for f in generate_fragments(ds.PixelData) if f[:2] == b"\xff\xd8"][0])
+        sof = jpeg.index(b"\xff\xc0")
+        jpeg[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+        ds.PixelData = encapsulate([bytes(jpeg)])
+    ds.save_as(path)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: pytest.fail("decoded")))
+    with pytest.raises(DataError, match="header claims 60000 x 60000 = 3,600,000,000 values"):
+        read_dicom(path)
+
+
+def test_preparation_skips_an_image_over_the_size_limit(tmp_path):
+    src = _folder(str(tmp_path / "src"), size=24)
+    Image.fromarray(_image(40)).save(tmp_path / "src" / "images" / "big.png")
+    summary = _prepare(src, tmp_path / "out", skip_bad=True, max_image_pixels=24 * 24)
+    listed = load_prepared_info(str(tmp_path / "out"))["bad_samples"]
+    assert [os.path.basename(b["file"]) for b in listed] == ["big.png"] and "over the limit of 576" in listed[0]["reason"]
+    assert summary["counts"]["all"]["total"] == 6
+
+
+def test_a_malformed_dicom_element_is_a_data_error(tmp_path):
+    import pydicom
+
+    from ptx_keras.data.dicom import read_dicom
+
+    path = _dicom(tmp_path / "x.dcm")
+    ds = pydicom.dcmread(path)
+    ds["NumberOfFrames"] = pydicom.DataElement(0x00280008, "IS", "1\\2")  # two values where one is expected
+    ds.save_as(path)
+    with pytest.raises(DataError, match=r"x\.dcm: malformed DICOM \(TypeError"):
+        read_dicom(path)
+
+
+@pytest.mark.parametrize("kind", ["negative", "positive"])
+def test_training_data_of_one_kind_is_refused_before_the_first_epoch(tmp_path, capsys, monkeypatch, kind):
+    import ptx_keras.training as training
+
+    src = tmp_path / "src"
+    os.makedirs(src / "images")
+    os.makedirs(src / "masks")
+    for i in range(10):
+        Image.fromarray(_image(64)).save(src / "images" / f"s{i}.png")
+        if kind == "positive":
+            mask = np.zeros((64, 64), np.uint8)
+            mask[10:30, 12:34] = 255
+            Image.fromarray(mask).save(src / "masks" / f"s{i}.png")
+    monkeypatch.setattr(training, "make_callbacks", lambda *a: pytest.fail("training started"))
+    assert _train(tmp_path, data=src) == 2
+    err = _one_line(capsys)
+    count = "0 positive and 6 negative" if kind == "negative" else "6 positive and 0 negative"
+    assert f"The train split of {tmp_path / 'cache'}" in err and f"has {count} images: training needs both" in err
+    assert not (tmp_path / "runs" / "run").exists()
+
+
+# --- 8. An export never replaces a model file that is not ptx_keras's (issue 25) ---------------------------
+@pytest.fixture(scope="module")
+def tiny_export_run(tmp_path_factory):
+    from ptx_keras import build_model
+    from ptx_keras.config import load_config, save_config
+
+    run = str(tmp_path_factory.mktemp("export-run"))
+    cfg = load_config(extra={"model": {"name": "fc_densenet56"}, "data": {"image_size": 32, "channels": 1}})
+    save_config(cfg, os.path.join(run, "config.yaml"))
+    build_model("fc_densenet56", input_shape=(32, 32, 1), growth_rate=2, layers_per_block=1, num_pools=2,
+                first_conv_filters=4).save(os.path.join(run, "best.keras"))
+    return run
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("litert", "model.tflite")])
+def test_export_refuses_to_replace_a_foreign_model_file(tiny_export_run, tmp_path, capsys, fmt, name):
+    from ptx_keras.cli.export import main as export_main
+
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / name).write_bytes(b"someone else's model")
+    assert export_main([tiny_export_run, "--format", fmt, "--output", str(out)]) == 2
+    err = _one_line(capsys)
+    assert f"{out / name} exists and is not a ptx_keras {fmt} export" in err and "refusing to replace it" in err
+    assert (out / name).read_bytes() == b"someone else's model" and sorted(os.listdir(out)) == [name]
+
+
+def test_export_replaces_its_own_artifacts_and_says_so(tiny_export_run, tmp_path, caplog):
+    from ptx_keras.errors import OutputError
+    from ptx_keras.export import export_model
+
+    out = str(tmp_path / "deploy")
+    first = export_model(tiny_export_run, "litert", out).path
+    with caplog.at_level(logging.WARNING, logger="ptx_keras.export.replace"):
+        assert export_model(tiny_export_run, "litert", out).path == first
+    assert f"Replacing the earlier ptx_keras litert export {first}" in caplog.text
+    with open(first, "ab") as f:  # the .tflite beside our export.json is no longer the one it describes
+        f.write(b"changed")
+    with pytest.raises(OutputError, match="is not a ptx_keras litert export"):
+        export_model(tiny_export_run, "litert", out)
+    onnx_out = str(tmp_path / "onnx")
+    os.makedirs(onnx_out)
+    with open(os.path.join(onnx_out, "export.json"), "w") as f:
+        f.write("{}")  # not ptx_keras export metadata
+    with pytest.raises(OutputError, match="export.json exists and is not ptx_keras export metadata"):
+        export_model(tiny_export_run, "onnx", onnx_out)
+    os.remove(os.path.join(onnx_out, "export.json"))
+    path = export_model(tiny_export_run, "onnx", onnx_out).path
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptx_keras.export.replace"):
+        export_model(tiny_export_run, "onnx", onnx_out)
+    assert f"Replacing the earlier ptx_keras onnx export {path}" in caplog.text

@@ -180,3 +180,15 @@ def test_sections_take_their_keys_from_the_value_type():
     assert [(f.name, f.type, f.default) for f in dataclasses.fields(Section)] == [
         ("name", str, "x"), ("a", typing.Optional[int], None),
         ("b", typing.Optional[typing.Tuple[float, float]], None), ("extra", bool, False)]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_an_empty_config_file_is_refused_like_one_holding_a_string(tmp_path, text):
+    """Accepted, an empty file would train the built-in defaults (the paper's model at 256 px) silently."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match="holds no configuration \\(it is empty or only comments\\)") as info:
+        cfgmod.load_config(path)
+    assert path in str(info.value)
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        cfgmod.load_config(_write(tmp_path, "just a string\n", name="s.yaml"))
+    assert cfgmod.load_yaml_mapping(path) == {}  # other YAML files (experiment grids) may still be empty

@@ -20,7 +20,7 @@ LAYERS = (
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
     ("runs", "serving", "reports", "figures", "inference", "artifacts", "finetune"),
-    ("training", "evaluation", "export", "predict", "dicom_out", "dicom_net"),
+    ("training", "multiworker", "evaluation", "export", "predict", "dicom_out", "dicom_net"),
     ("workflows", "experiments", "dicom_node"),
     ("cli",),
 )

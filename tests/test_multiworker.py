@@ -386,3 +386,68 @@ def test_multi_worker_needs_a_prepared_data_set(tmp_path, monkeypatch, capsys):
            "prepare it once (ptx-prepare SOURCE OUT) and pass --data OUT to every worker. Received: data.path=null " \
            "(phantoms)" in err
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A peer that never starts (issue 25): a bounded wait, an error naming it, SIGTERM honoured, no run left behind
+# --------------------------------------------------------------------------------------------------------------
+def _start_alone(tmp_path, prepared, ports, timeout_s):
+    """Worker 0 of a two-worker TF_CONFIG, started alone (worker 1 never starts)."""
+    args = _args(tmp_path, prepared, tmp_path / "runs", f"train.worker_timeout_s={timeout_s}",
+                 "train.strategy=multi_worker")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": 0}}))
+    return subprocess.Popen([sys.executable, "-m", "ptx_keras.cli.train", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _error_line(err):
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_an_unreachable_peer_stops_start_up_within_the_timeout_naming_it(tmp_path, prepared):
+    ports = _free_ports(2)
+    started = time.monotonic()
+    proc = _start_alone(tmp_path, prepared, ports, 5)
+    try:
+        _, err = proc.communicate(timeout=120)  # TensorFlow's import and the 5 s wait; without it: forever
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("worker 0 still waits for its missing peer")
+    assert proc.returncode == 2, err[-3000:]
+    assert _error_line(err) == (
+        f"error: Multi-worker start-up on worker 0 (localhost:{ports[0]}): worker 1 (localhost:{ports[1]}) did not "
+        "answer within 5 s (train.worker_timeout_s). Start ptx-train with the same configuration on every worker of "
+        "TF_CONFIG, or check its addresses"
+    )
+    assert time.monotonic() - started < 120
+    assert not (tmp_path / "runs" / "mw").exists()  # the run directory it had made is removed
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_worker_waiting_for_its_peers(tmp_path, prepared):
+    ports = _free_ports(2)
+    proc = _start_alone(tmp_path, prepared, ports, 600)
+    deadline = time.time() + 120
+    while True:  # worker 0 listens on its own port while it waits for worker 1
+        try:
+            socket.create_connection(("localhost", ports[0]), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("worker 0 never started waiting: " + proc.communicate()[1][-2000:])
+            time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("SIGTERM ignored")
+    assert proc.returncode == 2, err[-3000:]
+    assert _error_line(err) == (f"error: Multi-worker start-up on worker 0 (localhost:{ports[0]}) stopped by SIGTERM "
+                                "while waiting for its peers")
+    assert not (tmp_path / "runs" / "mw").exists()

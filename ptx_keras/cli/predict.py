@@ -7,7 +7,7 @@ Exit status: 0 when every file was predicted, 1 when some file could not be read
 import argparse
 
 from ptx_keras.cli.common import run_cli
-from ptx_keras.constants import TTA_MODES, UNCERTAINTY_METHODS
+from ptx_keras.constants import MAX_IMAGE_PIXELS, TTA_MODES, UNCERTAINTY_METHODS
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +48,9 @@ def build_parser():
                         "STOW-RS to a DICOMweb root (http://HOST:PORT/dicom-web); the files stay in DIR/dicom")
     p.add_argument("--calling-ae", default="PTX", metavar="AE",
                    help="this side's AE title for --send AE@HOST:PORT (default PTX; the PACS must know it)")
+    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
+                   help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
+                        f"before decoding; that file gets an error row; default {MAX_IMAGE_PIXELS:,})")
     return p
 
 
@@ -76,6 +79,7 @@ def _predict(args):
         tta=args.tta,
         uncertainty=args.uncertainty,
         samples=args.samples,
+        max_image_pixels=args.max_image_pixels,
     )
     parts = [f"{s['n_ok']}/{s['n_files']} images predicted, {s['n_positive']} pneumothorax", f"table: {s['predictions']}"]
     if s["submission"]:

@@ -82,6 +82,9 @@ def build_parser():
     p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a data set prepared with other settings or from another source in OUTPUT")
+    p.add_argument("--max-image-pixels", type=_positive_int, default=constants.MAX_IMAGE_PIXELS, metavar="N",
+                   help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
+                        f"before decoding; default {constants.MAX_IMAGE_PIXELS:,})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -99,6 +102,7 @@ def _prepare(args):
         workers=args.workers,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        max_image_pixels=args.max_image_pixels,
     )
     counts = ", ".join(f"{s} {summary['counts'][s]['total']}" for s in constants.SPLITS)
     skipped = len(summary["bad_samples"]) + len(summary["source"].get("reader_skipped", []))

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from ptx_keras.data.limits import check_image_size, j2k_frame_size, jpeg_frame_size
 from ptx_keras.errors import DataError
 
 __all__ = [
@@ -97,7 +98,7 @@ def _cut_short(ds, path):
     return tell + length != size
 
 
-def read_dicom(path):
+def read_dicom(path, max_pixels=None):
     """Reads a single-frame grayscale DICOM image.
 
     Compressed transfer syntaxes are decoded by pydicom's pixel handlers (JPEG Baseline through
@@ -108,8 +109,13 @@ def read_dicom(path):
     nothing but its sign, so a negative slope inverts the image and a positive one leaves it as stored
     (keeping the integer type and `BitsStored` range exact). It is reported in `info["rescale"]`.
 
+    The image size (Rows x Columns x SamplesPerPixel x NumberOfFrames, and for JPEG and JPEG 2000 pixel data
+    also the size the compressed stream's own header claims) is checked against `max_pixels` before anything
+    is decoded (`ptx_keras.data.limits`).
+
     Args:
         path: The DICOM file.
+        max_pixels: The size limit (None: `ptx_keras.constants.MAX_IMAGE_PIXELS`).
 
     Returns:
         `(image, info)`: `image` is a 2-D array `(rows, cols)`, uint8 if `BitsStored <= 8`, else uint16.
@@ -120,13 +126,42 @@ def read_dicom(path):
 
     Raises:
         DataError: If the file is missing, not DICOM, truncated (said so, whether the cut falls in the header
-            or in the pixel data), undecodable, multi-frame, colour, or complete but without pixel data;
-            the message names the file.
+            or in the pixel data), undecodable, multi-frame, colour, larger than `max_pixels`, malformed
+            (an element of the wrong type or value), or complete but without pixel data; the message names
+            the file.
     """
+    path = os.fspath(path)
+    try:
+        return _read_dicom(path, max_pixels)
+    except DataError:
+        raise
+    except Exception as exc:  # a malformed element (wrong VR, multi-valued, out of range) read on access
+        raise DataError(f"{path}: malformed DICOM ({type(exc).__name__}: {str(exc)[:300]})") from None
+
+
+def _check_size(ds, path, rows, cols, samples, frames, max_pixels):
+    """`check_image_size` on the header's size, and on what a JPEG / JPEG 2000 stream's own header claims."""
+    check_image_size(path, rows, cols, samples, frames, max_pixels)
+    if not getattr(ds.file_meta, "TransferSyntaxUID", None) or not ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    from pydicom.encaps import generate_fragments
+
+    try:  # the first item may be the Basic Offset Table: look at the first few
+        fragments = [f for f, _ in zip(generate_fragments(ds.PixelData), range(3))]
+    except Exception:  # malformed encapsulation: left to the decoder, which reports it
+        return
+    for fragment in fragments:
+        for parse in (jpeg_frame_size, j2k_frame_size):
+            claimed = parse(fragment)
+            if claimed is not None:
+                check_image_size(path, claimed[0], claimed[1], claimed[2] or 1, frames, max_pixels)
+                return
+
+
+def _read_dicom(path, max_pixels):
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
-    path = os.fspath(path)
     try:
         ds = pydicom.dcmread(path)
     except FileNotFoundError:
@@ -169,6 +204,7 @@ def read_dicom(path):
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: DICOM lacks a valid Rows/Columns/BitsAllocated ({exc})") from None
+    _check_size(ds, path, rows, cols, samples, frames, max_pixels)
     if not 1 <= bits_stored <= min(bits_allocated, 16):
         raise DataError(
             f"{path}: unsupported BitsStored={bits_stored} (BitsAllocated={bits_allocated}); expected 1..16"

@@ -91,11 +91,12 @@ def _work_one(task):
     Returns `(index, meta)`; a bad sample gives `meta = {"bad": reason}` and writes nothing, so that a fixed
     file is read again on the next run.
     """
-    index, record, settings, work_dir = task
+    index, record, settings, work_dir, *limit = task  # `(..., max_pixels)`; without it the default limit
+    max_pixels = limit[0] if limit else None
     from ptx_keras.data.readers import load_sample
 
     try:
-        loaded = load_sample(record)
+        loaded = load_sample(record, max_pixels=max_pixels)
         image, mask, weight = prepare_arrays(loaded, **settings)
         label = int(loaded.label)
         if label not in (0, 1):
@@ -267,11 +268,11 @@ def resolve_source(source, skip_bad=False):
 # --- Running ------------------------------------------------------------------------------------------------
 
 
-def _process(records, indices, work_settings, work_dir, workers, progress, desc):
+def _process(records, indices, work_settings, work_dir, workers, progress, desc, max_pixels=None):
     """Runs `_work_one` over `indices` (in a spawn pool when `workers > 1`), yielding `(index, meta)`."""
     from tqdm.auto import tqdm
 
-    tasks = [(i, records[i], work_settings, work_dir) for i in indices]
+    tasks = [(i, records[i], work_settings, work_dir, max_pixels) for i in indices]
     bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress or not tasks, file=sys.stderr)
     try:
         if workers <= 1 or len(tasks) <= 1:
@@ -417,6 +418,7 @@ def prepare_dataset(
     workers=None,
     progress=True,
     overwrite=False,
+    max_image_pixels=None,
     **setting_overrides,
 ):
     """Prepares a source as split, sharded TFRecords with precomputed weight maps (see the module docstring).
@@ -434,6 +436,8 @@ def prepare_dataset(
         workers: Worker processes (default `os.cpu_count()`); 1 works in this process.
         progress: Show a progress bar.
         overwrite: Replace a data set prepared with other settings or from another source in `output_dir`.
+        max_image_pixels: The image size limit (`ptx_keras.data.limits`; None: `MAX_IMAGE_PIXELS`): a larger
+            image is a bad sample, refused from its header before decoding.
         **setting_overrides: Settings changed by keyword (`image_size=128`, ...), applied over `settings`.
 
     Returns:
@@ -488,7 +492,8 @@ def prepare_dataset(
     metas.update(_metas_from_work(work_dir))
 
     todo = [i for i in range(len(records)) if i not in metas]
-    for i, meta in _process(records, todo, work_settings, work_dir, workers, progress, "prepare"):
+    for i, meta in _process(records, todo, work_settings, work_dir, workers, progress, "prepare",
+                            max_image_pixels):
         if "bad" in meta and not skip_bad:
             raise _bad_error(records[i], meta["bad"])
         metas[i] = meta
@@ -529,7 +534,8 @@ def prepare_dataset(
     # Samples of missing shards without a cached example (a complete data set with a deleted shard).
     os.makedirs(work_dir, exist_ok=True)
     redo = [i for name in missing for i in plan[name] if not os.path.exists(_work_paths(work_dir, i)[0])]
-    for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair"):
+    for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair",
+                            max_image_pixels):
         if "bad" in meta:
             raise DataError(
                 f"Cannot rebuild the missing shards of {output_dir}: {_bad_error(records[i], meta['bad']).problem}. "

@@ -23,11 +23,13 @@ Accepted layouts (`discover_source`):
 
 import logging
 import os
+import warnings
 
 import numpy as np
 
 from ptx_keras.constants import SIIM_SIZE, SPLITS
 from ptx_keras.data.dicom import read_dicom
+from ptx_keras.data.limits import check_image_size
 from ptx_keras.data.records import LoadedSample, SampleRecord
 from ptx_keras.data.rle import rle_decode, rle_validate
 from ptx_keras.errors import BadSampleError, DataError
@@ -112,18 +114,31 @@ def is_dicom(path):
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _open_pillow(path, what):
+def _open_pillow(path, what, max_pixels=None):
+    """Opens an image with Pillow, checks its size from the header (`check_image_size`), then decodes it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(path)
+        # Pillow's own bomb check (a warning, then DecompressionBombError at twice its MAX_IMAGE_PIXELS) is
+        # replaced by `check_image_size` with the configured limit, which is applied before decoding.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
         frames = getattr(image, "n_frames", 1)
+        width, height = image.size
+        check_image_size(path, height, width, len(image.getbands()), frames, max_pixels)
         image.load()  # decode now, so that truncated files fail here
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable {what} (unknown or corrupt image format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+    except Image.DecompressionBombError as exc:  # defensive: the limit is ours, but never let it escape
+        raise DataError(f"{path}: {what} too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:  # truncated or corrupt data
         raise DataError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
     if frames > 1:
         raise DataError(f"{path}: {what} has {frames} frames; expected a single image")
@@ -182,7 +197,7 @@ def check_pixels(image, path):
         logger.warning("%s: constant image (every pixel is %s); it holds nothing to segment", path, image.flat[0])
 
 
-def read_image(path, *, dicom=None):
+def read_image(path, *, dicom=None, max_pixels=None):
     """Reads a grayscale image from PNG/JPEG/TIFF/BMP (Pillow) or DICOM.
 
     DICOM is recognised by the extension `.dcm`/`.dicom` or the `DICM` magic and read with `read_dicom`.
@@ -193,6 +208,8 @@ def read_image(path, *, dicom=None):
     Args:
         path: The image file.
         dicom: True to read the file as DICOM whatever its name; None to recognise DICOM as above.
+        max_pixels: The size limit (`ptx_keras.data.limits.check_image_size`; None: `MAX_IMAGE_PIXELS`),
+            checked from the header before any pixel is decoded.
 
     Returns:
         `(image, info)`: `image` is a 2-D array `(height, width)`, uint8, uint16 (16-bit PNG/TIFF, DICOM
@@ -201,15 +218,15 @@ def read_image(path, *, dicom=None):
         `rows`, `cols` and `value_range` (`(low, high)` the image type can take).
 
     Raises:
-        DataError: If the file is missing, unreadable, truncated, multi-frame, of an unsupported kind, or
-            has NaN or infinite pixels.
+        DataError: If the file is missing, unreadable, truncated, multi-frame, larger than `max_pixels`, of an
+            unsupported kind, or has NaN or infinite pixels.
     """
     path = os.fspath(path)
     if dicom or (dicom is None and is_dicom(path)):
-        image, info = read_dicom(path)
+        image, info = read_dicom(path, max_pixels=max_pixels)
         check_pixels(image, path)
         return image, info
-    image = _open_pillow(path, "image")
+    image = _open_pillow(path, "image", max_pixels)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     values = _pillow_array(image, path)
@@ -242,7 +259,7 @@ def read_image(path, *, dicom=None):
     return values, info
 
 
-def read_mask(path, expected_shape=None):
+def read_mask(path, expected_shape=None, max_pixels=None):
     """Reads a binary mask image.
 
     Accepted values: a subset of {0, 1}, {0, 255} or {0, 65535} (8- or 16-bit PNG/TIFF/BMP, or 1-bit).
@@ -252,6 +269,7 @@ def read_mask(path, expected_shape=None):
     Args:
         path: The mask file.
         expected_shape: Optional `(height, width)` the mask must have (its image's shape).
+        max_pixels: The size limit, as for `read_image`.
 
     Returns:
         Bool array `(height, width)`.
@@ -261,7 +279,7 @@ def read_mask(path, expected_shape=None):
             JPEG mask usually does, being lossy) or has a shape other than `expected_shape` (both named).
     """
     path = os.fspath(path)
-    image = _open_pillow(path, "mask")
+    image = _open_pillow(path, "mask", max_pixels)
     values = _pillow_array(image, path)
     if values.ndim == 3:
         rgb = values[..., :3]
@@ -554,10 +572,10 @@ def _dicom_header(path):
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         size = (int(ds.Rows), int(ds.Columns))
+        patient = str(ds.get("PatientID", "") or "").strip() or None
     except Exception as exc:  # unreadable header: reported by the caller
         read_dicom(path)  # raises the precise diagnosis (truncated, not DICOM, ...) where there is one
         raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-    patient = str(ds.get("PatientID", "") or "").strip() or None
     return size, patient
 
 
@@ -719,7 +737,7 @@ def discover_source(path, *, skip_bad=False):
 # --- Loading --------------------------------------------------------------------------------------------
 
 
-def load_sample(record):
+def load_sample(record, max_pixels=None):
     """Loads one record's image and mask at native resolution.
 
     The mask comes from the mask file, the union of the record's RLE strings decoded at the image's size,
@@ -727,6 +745,7 @@ def load_sample(record):
 
     Args:
         record: A `SampleRecord`.
+        max_pixels: The image size limit for the image and the mask (`read_image`).
 
     Returns:
         A `LoadedSample`; `meta` holds `value_min`/`value_max` (the range the image type can take, for
@@ -737,13 +756,13 @@ def load_sample(record):
             shape, RLE size differing from the image size, non-binary mask, malformed RLE, or a label
             that disagrees with the mask.
     """
-    image, info = read_image(record.image_path, dicom=(record.kind == "dicom") or None)
+    image, info = read_image(record.image_path, dicom=(record.kind == "dicom") or None, max_pixels=max_pixels)
     if image.ndim != 2:
         raise DataError(f"{record.image_path}: expected a 2-D grayscale image, got shape {image.shape}")
     shape = tuple(image.shape)
     if record.mask_path:
         try:
-            mask = read_mask(record.mask_path, expected_shape=shape)
+            mask = read_mask(record.mask_path, expected_shape=shape, max_pixels=max_pixels)
         except DataError as exc:
             raise DataError(f"{exc} [image {record.image_path}]") from None
     elif record.rle:

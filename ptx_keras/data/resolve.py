@@ -110,5 +110,6 @@ def resolve_data(path, settings, *, cache_dir, phantoms=None, skip_bad=False, wo
         kind = "source"
     name = os.path.basename(os.path.normpath(source)) or "data"
     prepared = os.path.join(cache_dir, f"{name}-prepared-{settings_tag(settings)}")
-    prepare_dataset(source, prepared, settings, skip_bad=skip_bad, workers=workers, progress=progress)
+    prepare_dataset(source, prepared, settings, skip_bad=skip_bad, workers=workers, progress=progress,
+                    max_image_pixels=getattr(settings, "max_image_pixels", None))
     return ResolvedData(os.path.abspath(prepared), kind, os.path.abspath(source))

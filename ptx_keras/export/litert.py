@@ -14,6 +14,7 @@ one image per call avoids it, and is how edge devices run anyway. The parity tes
 repeatedly to catch that kind of fault.
 """
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -22,6 +23,7 @@ from ptx_keras.artifacts import FILENAMES, LITERT_BATCH, PORTABLE_SIGNATURE
 from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import describe_outputs, portable_metadata, portable_result, tensor_spec
+from ptx_keras.export.replace import check_replaceable
 
 __all__ = ["export_litert"]
 
@@ -45,6 +47,8 @@ def export_litert(run_dir_or_model, output=None, *, thresholds=None, tta=None):
     Raises:
         ModelError: for a bad run, model or argument, or a graph op LiteRT has no builtin for (named by the
             converter).
+        OutputError: if `output` holds a `model.tflite` or `export.json` that ptx_keras did not write
+            (`ptx_keras.export.replace`); an earlier ptx_keras export there is replaced, with a warning.
     """
     import tensorflow as tf
 
@@ -54,6 +58,7 @@ def export_litert(run_dir_or_model, output=None, *, thresholds=None, tta=None):
             raise ModelError("output is required when exporting a model object (no run directory to put it in)")
         output = run.litert_dir
     base = os.path.abspath(os.fspath(output))
+    check_replaceable("litert", base)  # before the conversion: a foreign model.tflite is never replaced
     os.makedirs(base, exist_ok=True)
     archive = ServingGraph(deployed).archive(saved_model=False, portable=True, portable_batch=LITERT_BATCH)
     logger.info("Converting %s to LiteRT (TensorFlow %s converter)", deployed.model_name, tf.__version__)
@@ -78,7 +83,7 @@ def export_litert(run_dir_or_model, output=None, *, thresholds=None, tta=None):
             os.remove(tmp)
     metadata = portable_metadata(
         deployed, run, "litert", path, inputs, outputs,
-        batch=LITERT_BATCH, weights="float32", converter=f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__}), builtin ops only",
+        batch=LITERT_BATCH, weights="float32", sha256=hashlib.sha256(flatbuffer).hexdigest(), converter=f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__}), builtin ops only",
     )
     logger.info("LiteRT model written to %s (%.1f MB)", path, len(flatbuffer) / 1e6)
     return portable_result(deployed, path, metadata)

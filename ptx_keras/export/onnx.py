@@ -15,6 +15,7 @@ from ptx_keras.artifacts import FILENAMES, IMAGES_INPUT, ONNX_METADATA_KEY, PORT
 from ptx_keras.errors import ModelError
 from ptx_keras.export.graph import ServingGraph, resolve_deployed
 from ptx_keras.export.metadata import describe_outputs, portable_metadata, portable_result, tensor_spec
+from ptx_keras.export.replace import check_replaceable
 
 __all__ = ["DEFAULT_OPSET", "export_onnx"]
 
@@ -43,6 +44,8 @@ def export_onnx(run_dir_or_model, output=None, *, thresholds=None, tta=None, ops
     Raises:
         ModelError: for a bad run, model or argument, a missing converter (`ptx_keras[deploy]`), or a graph
             op the converter cannot express (named).
+        OutputError: if `output` holds a `model.onnx` or `export.json` that ptx_keras did not write
+            (`ptx_keras.export.replace`); an earlier ptx_keras export there is replaced, with a warning.
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ModelError(f"opset must be an integer >= 13. Received: opset={opset!r}")
@@ -56,6 +59,7 @@ def export_onnx(run_dir_or_model, output=None, *, thresholds=None, tta=None, ops
         if run is None:
             raise ModelError("output is required when exporting a model object (no run directory to put it in)")
         output = run.onnx_dir
+    check_replaceable("onnx", output)  # before the conversion: a foreign model.onnx is never replaced
     graph = ServingGraph(deployed)
     function = graph.portable_function()
     logger.info("Converting %s to ONNX (opset %d) with tf2onnx %s", deployed.model_name, opset, tf2onnx.__version__)

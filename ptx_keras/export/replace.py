@@ -11,31 +11,21 @@ and records the file's SHA-256 (`sha256`, written by `export_litert`; an `export
 counts by its format alone).
 """
 
-import hashlib
 import logging
 import os
 
 from ptx_keras.artifacts import FILENAMES
 from ptx_keras.errors import ModelError, OutputError
+from ptx_keras.files import file_sha256
 from ptx_keras.serving import EXPORT_METADATA_FILENAME
 
 __all__ = [
     "check_replaceable",
-    "file_sha256",
     "own_artifact",
 ]
 
 
 logger = logging.getLogger(__name__)
-
-
-def file_sha256(path):
-    """The hex SHA-256 of a file (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _beside_metadata(path):

@@ -29,10 +29,8 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 
@@ -41,6 +39,7 @@ import numpy as np
 from ptx_keras import __version__, constants
 from ptx_keras.data.arrays import FLOAT16_MAX, png_bytes, prepare_arrays
 from ptx_keras.data.codec import FEATURES, WEIGHT_ENCODING, encode_example, encode_weight_map
+from ptx_keras.data.pool import run_tasks
 from ptx_keras.data.prepared import (
     DATASET_JSON,
     FORMAT_VERSION,
@@ -269,25 +268,9 @@ def resolve_source(source, skip_bad=False):
 
 
 def _process(records, indices, work_settings, work_dir, workers, progress, desc, max_pixels=None):
-    """Runs `_work_one` over `indices` (in a spawn pool when `workers > 1`), yielding `(index, meta)`."""
-    from tqdm.auto import tqdm
-
+    """Runs `_work_one` over `indices` (`ptx_keras.data.pool.run_tasks`), yielding `(index, meta)` as they finish."""
     tasks = [(i, records[i], work_settings, work_dir, max_pixels) for i in indices]
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress or not tasks, file=sys.stderr)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield _work_one(task)
-                bar.update()
-        else:
-            chunksize = max(1, min(8, len(tasks) // (workers * 8)))
-            # spawn, not fork: the parent may hold TensorFlow's threads, which do not survive a fork.
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-                for result in pool.imap_unordered(_work_one, tasks, chunksize=chunksize):
-                    yield result
-                    bar.update()
-    finally:
-        bar.close()
+    return run_tasks(_work_one, tasks, workers, progress=progress, desc=desc, ordered=False)
 
 
 def _bad_error(record, reason):

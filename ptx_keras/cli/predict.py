@@ -8,6 +8,7 @@ import argparse
 
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import TTA_MODES, UNCERTAINTY_METHODS
+from ptx_keras.runtime import configure_process, serving_batch_size
 
 
 def build_parser():
@@ -79,6 +80,9 @@ def _predict(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.batch_size >= 1:  # else predict_paths names the bad value
+        # Before TensorFlow starts: the kernels for the batches this process will run (ptx_keras.runtime).
+        configure_process(purpose="serve", batch_size=serving_batch_size(args.inputs, args.batch_size))
     return run_cli(_predict, args)
 
 

@@ -124,7 +124,7 @@ def configure_process(purpose="train", batch_size=None):
             if purpose != "train":
                 # A serving command called inside a process that already runs TensorFlow (a test, a notebook):
                 # it works, only not with the kernels best for its batch size.
-                logger.info("%s; the process keeps its kernels", result["not_applied"])
+                logger.debug("%s; the process keeps its kernels", result["not_applied"])
             elif not set(missed) <= _warned:
                 _warned.update(missed)
                 logger.warning(

@@ -22,6 +22,7 @@ A whole run of three policies on one backend at the defaults takes a few minutes
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -100,7 +101,8 @@ def worker(options):
         b = options["train_batch"]
         images = rng.random((b, size, size, CHANNELS), dtype=np.float32)
         labels = np.eye(2, dtype=np.float32)[(rng.random((b, size, size)) > 0.9).astype(int)]
-        first, total = _timed(lambda: model.train_on_batch(images, labels), options["warmup"], options["steps"])
+        step = functools.partial(model.train_on_batch, images, labels)
+        first, total = _timed(step, options["warmup"], options["steps"])
         common = {"measurement": "gpu", "backend": backend, "keras": keras.__version__, "policy": policy,
                   "model": MODEL, "size": size, "jit_compile": bool(model.jit_compile), "devices": devices}
         lines.append({**common, "task": "train", "batch": b, "steps": options["steps"],
@@ -108,7 +110,8 @@ def worker(options):
                       "images_per_s": round(b * options["steps"] / total, 2)})
         b = options["infer_batch"]
         images = rng.random((b, size, size, CHANNELS), dtype=np.float32)
-        first, total = _timed(lambda: model.predict_on_batch(images), options["warmup"], options["steps"])
+        call = functools.partial(model.predict_on_batch, images)
+        first, total = _timed(call, options["warmup"], options["steps"])
         lines.append({**common, "task": "infer", "batch": b, "calls": options["steps"],
                       "warmup_s": round(first, 2), "s_per_call": round(total / options["steps"], 4),
                       "images_per_s": round(b * options["steps"] / total, 2)})
@@ -120,7 +123,7 @@ def _run_worker(backend, options, timeout):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(options)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return [{"measurement": "gpu", "backend": backend, "error": f"timed out after {timeout} s"}]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

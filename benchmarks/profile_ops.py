@@ -181,7 +181,7 @@ def profile_parts(batch):
         layer = SCSEBlock()
         layer.build(x.shape)
 
-        def literal(u):
+        def literal(u, layer=layer):
             channel = layer.excite(layer.squeeze(ops.mean(u, axis=(1, 2), keepdims=True)))
             return u * layer.spatial_conv(u) + u * channel
 

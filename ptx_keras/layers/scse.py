@@ -98,7 +98,7 @@ class SCSEBlock(keras.layers.Layer):
         channel = self.excite(self.squeeze(ops.mean(inputs, axis=(1, 2), keepdims=True)))  # (batch, 1, 1, C)
         if self.fusion == "add":
             # U * s + U * c as U * (s + c): one full-size product fewer forward and backward (equal to float
-            # rounding; the block's training cost -20 % at 256 x 256, docs/benchmarks.md).
+            # rounding; the block's training cost -16 % at 256 x 256, docs/benchmarks.md).
             return inputs * (spatial + channel)
         return ops.maximum(inputs * spatial, inputs * channel)
 

@@ -8,6 +8,13 @@ sum can exceed the wall time).
 
     python benchmarks/profile_ops.py [--framework package peer] [--task train|infer] [--batch 4]
         [--model fc_densenet103] [--top 25]
+    python benchmarks/profile_ops.py --parts [--batch 4]
+
+`--parts` times what the paper's model adds to FC-DenseNet103, each formulation against the alternative it
+was chosen over (CPU-milliseconds, median of 5 calls after 2, forward and forward + backward in one
+`tf.function` each): the scSE block on 12 channels at 256 and 128 pixels (the package's `SCSEBlock` against eqs.
+2-4 written literally: the 1x1 Conv2D sublayer, two products and their sum) and the multi-scale convolution
+(three 3/5/7 branches against one 7x7 convolution with the smaller kernels zero-padded). One JSON line each.
 """
 
 import argparse
@@ -123,6 +130,87 @@ def profile_peer(task, batch, top):
     return _summed(times, top, wall * 1e3)
 
 
+def _cpu_ms(fn, calls=5):
+    import numpy as np
+
+    fn()
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return round(1000 * float(np.median(times)), 1)
+
+
+def _forward_backward(fn, x, variables, input_gradient=True, calls=5):
+    """`(forward ms, forward + backward ms)`: CPU time of `fn(x)` and of the gradient of a loss of it (with
+    respect to `variables` and, if `input_gradient`, `x`: the model's first layer needs none)."""
+    import tensorflow as tf
+
+    @tf.function
+    def forward(x):
+        return fn(x)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [x, *variables] if input_gradient else list(variables))
+
+    return _cpu_ms(lambda: forward(x), calls), _cpu_ms(lambda: step(x), calls)
+
+
+def profile_parts(batch):
+    """The scSE block and the multi-scale convolution, each against its alternative formulation (see above)."""
+    from ptx_keras.runtime import configure_process
+
+    configure_process()
+    import numpy as np
+    import tensorflow as tf
+    from keras import ops
+
+    from ptx_keras.layers import MultiScaleConv2D, SCSEBlock
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for size in (256, 128):
+        x = tf.constant(rng.normal(size=(batch, size, size, 12)).astype("float32"))
+        layer = SCSEBlock()
+        layer.build(x.shape)
+
+        def literal(u, layer=layer):
+            channel = layer.excite(layer.squeeze(ops.mean(u, axis=(1, 2), keepdims=True)))
+            return u * layer.spatial_conv(u) + u * channel
+
+        np.testing.assert_allclose(layer(x), literal(x), rtol=1e-5, atol=1e-5)
+        for name, fn in (("SCSEBlock", layer), ("literal eqs. 2-4", literal)):
+            fwd, train = _forward_backward(fn, x, layer.trainable_variables)
+            lines.append({"part": "scse", "formulation": name, "shape": list(x.shape), "forward_cpu_ms": fwd,
+                          "forward_backward_cpu_ms": train})
+    x = tf.constant(rng.random((batch, SIZE, SIZE, CHANNELS)).astype("float32"))
+    layer = MultiScaleConv2D(16)
+    layer.build(x.shape)
+    largest = max(layer.kernel_sizes)
+
+    def fused(u):
+        kernels = []
+        for branch in layer.branches:
+            pad = (largest - branch.kernel_size[0]) // 2
+            kernels.append(ops.pad(branch.kernel, [[pad, pad], [pad, pad], [0, 0], [0, 0]]))
+        bias = ops.concatenate([branch.bias for branch in layer.branches], axis=0)
+        return ops.conv(u, ops.concatenate(kernels, axis=-1), padding="same") + bias
+
+    np.testing.assert_allclose(layer(x), fused(x), rtol=1e-4, atol=1e-4)
+    for name, fn in (("MultiScaleConv2D (branches)", layer), (f"one {largest}x{largest} convolution", fused)):
+        fwd, train = _forward_backward(fn, x, layer.trainable_variables, input_gradient=False)
+        lines.append({"part": "multiscale", "formulation": name, "shape": list(x.shape), "forward_cpu_ms": fwd,
+                      "forward_backward_cpu_ms": train})
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--framework", nargs="+", default=["package", "peer"], choices=("package", "peer"))
@@ -130,7 +218,13 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--model", default="fc_densenet103", help="the package's model")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--parts", action="store_true", help="the scSE and multi-scale layers' formulations (above)")
     args = p.parse_args(argv)
+    if args.parts:
+        for line in profile_parts(args.batch):
+            print(json.dumps({"measurement": "part_profile", **line, "load_average": round(os.getloadavg()[0], 2),
+                              "machine": machine()}), flush=True)
+        return 0
     if len(args.framework) > 1:
         # One fresh process per framework: both models' training memory in one process (the package's BFC
         # pool keeps its peak) came to ~14.6 GiB and was killed on a 24 GiB machine.

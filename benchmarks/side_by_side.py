@@ -6,13 +6,20 @@ minutes. Both get the same input (NumPy, seed 0; NCHW for the peer), the same th
 defaults, or `--threads`) and do the same work:
 
 * inference at 256 x 256, batch 1 and 8: the package as `ptx-predict` and evaluation run it
-  (`model.predict_on_batch`: a `tf.function`, XLA as `jit_compile="auto"` resolves), the peer in
-  `torch.inference_mode()`;
+  (`model.predict_on_batch`: a `tf.function`, XLA as `jit_compile="auto"` resolves), each batch size in its
+  own process started as `ptx-predict --batch-size N` starts (`configure_process(purpose="serve",
+  batch_size=N)` before TensorFlow), the peer in `torch.inference_mode()`;
 * a training step at batch 4: Adam (lr 1e-4) and the pixel-wise cross-entropy, the package compiled as
   `ptx_keras.training` runs it (`configure_execution` with the default `train` settings: its mixed
   precision, XLA and Grappler choices, and `ptx_keras.runtime.configure_process` before TensorFlow
   starts), the peer in eager PyTorch. The package's `ms_scse_fc_densenet103` (the paper's model) is
   measured too; its ratio is to the peer's FC-DenseNet103.
+
+These are the command-line path (variant `package`). The library path (variant `library`, `--paths`) is a
+user's script: `import ptx_keras` first (nothing else: the import applies the process settings), then
+`keras`, `ptx_keras.build_model`, `model.predict(x, batch_size=N)` for inference and `model.compile(Adam,
+CategoricalCrossentropy)` with Keras' defaults and `model.fit(x, y, batch_size=4)` for the training step, all
+in one process.
 
 Printed JSON lines (each with the machine and the 1-minute load average):
 
@@ -22,7 +29,8 @@ Printed JSON lines (each with the machine and the 1-minute load average):
   `ratio` = package / peer (> 1: the package is faster), with every round's ratio.
 
     python benchmarks/side_by_side.py [--quick] [--rounds 2] [--threads N] [--tasks infer train]
-        [--package-models fc_densenet103 ms_scse_fc_densenet103]
+        [--paths cli library] [--infer-batches 1 8] [--package-models fc_densenet103 ms_scse_fc_densenet103]
+        [--train-models ms_scse_fc_densenet103]
         [--variant NAME:VAR=VALUE,VAR=VALUE ...]   # package variants (environment), e.g. fused:PTX_KERAS_FUSED_OPS=1
 
 `--variant` replaces the single package configuration by named ones (each a set of environment variables
@@ -33,6 +41,7 @@ Needs the `bench` extra (`pip install -e ".[bench]"`: PyTorch, CPU build).
 """
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -106,7 +115,9 @@ def _result(task, batch, first, usage, calls):
 def package_worker(config):
     from ptx_keras.runtime import configure_process
 
-    process = configure_process()  # before TensorFlow starts, as the CLIs do
+    # Before TensorFlow starts, as the CLIs do: ptx-predict with its batch size, training with the defaults.
+    serve = config.get("serve_batch")
+    process = configure_process(purpose="serve", batch_size=serve) if serve else configure_process()
     import keras
     import numpy as np
     import tensorflow as tf
@@ -127,14 +138,15 @@ def package_worker(config):
     info = {
         "framework": "package", "model": config["model"], "tensorflow": tf.__version__, "keras": keras.__version__,
         "mixed_precision": mixed, "jit_compile": jit, "grappler": grappler, "fused_ops": fused_ops_enabled(),
-        "process_settings": process, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "process_settings": process, "serve_batch": serve,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }
     results = []
     model = build_model(config["model"], input_shape=(SIZE, SIZE, CHANNELS))
     info["params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     if "infer" in config["tasks"]:
-        for batch in INFER_BATCHES:
+        for batch in config["infer_batches"]:
             images = _data(batch)[0]
             calls = config["infer_calls"][str(batch)]
             first, usage = _time_calls(lambda: model.predict_on_batch(images), calls)
@@ -150,6 +162,45 @@ def package_worker(config):
         model.optimizer.build(model.trainable_variables)  # as training.build_and_compile does
         calls = config["train_steps"]
         first, usage = _time_calls(lambda: model.train_on_batch(images, onehot), calls)
+        results.append(_result("train", TRAIN_BATCH, first, usage, calls))
+    return info, results
+
+
+def library_worker(config):
+    """A user's script: `import ptx_keras` before Keras, then Keras' own `predict` and `fit` with its defaults."""
+    # ptx_keras first: its import puts the process settings in place before TensorFlow starts.
+    import ptx_keras  # isort: skip
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    if config.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(config["threads"])
+    info = {
+        "framework": "library", "model": config["model"], "tensorflow": tf.__version__, "keras": keras.__version__,
+        "process_settings": {k: os.environ.get(k) for k in ptx_keras.runtime.PROCESS_SETTINGS},
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+    }
+    results = []
+    model = ptx_keras.build_model(config["model"], input_shape=(SIZE, SIZE, CHANNELS))
+    info["params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    if "infer" in config["tasks"]:
+        for batch in config["infer_batches"]:
+            images = _data(batch)[0]
+            calls = config["infer_calls"][str(batch)]
+            predict = functools.partial(model.predict, images, batch_size=batch, verbose=0)
+            first, usage = _time_calls(predict, calls)
+            results.append(_result("infer", batch, first, usage, calls))
+    if "train" in config["tasks"]:
+        images, labels = _data(TRAIN_BATCH, seed=1)
+        onehot = np.eye(2, dtype=np.float32)[labels]
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
+                      loss=keras.losses.CategoricalCrossentropy())
+        info["jit_compile"] = model.jit_compile
+        calls = config["train_steps"]
+        first, usage = _time_calls(lambda: model.fit(images, onehot, batch_size=TRAIN_BATCH, epochs=1, verbose=0),
+                                   calls)
         results.append(_result("train", TRAIN_BATCH, first, usage, calls))
     return info, results
 
@@ -170,7 +221,7 @@ def peer_worker(config):
     results = []
     if "infer" in config["tasks"]:
         model.eval()
-        for batch in INFER_BATCHES:
+        for batch in config["infer_batches"]:
             images = torch.from_numpy(_data(batch)[0]).permute(0, 3, 1, 2).contiguous()
             calls = config["infer_calls"][str(batch)]
 
@@ -233,6 +284,35 @@ def _parse_variants(specs):
     return variants
 
 
+def package_processes(variants, paths, models, tasks, infer_batches, base, train_models=None):
+    """`[(variant name, environment, worker config)]`: the package's processes of one round.
+
+    The command-line path runs each inference batch size in its own process (`ptx-predict --batch-size N` sets
+    the process up for N) and the training step in another, for every model of `train_models` (default: all);
+    models after the first are timed for the training step only. The library path runs the first model's tasks
+    in one process, as a script would.
+    """
+    processes = []
+    train_models = models if train_models is None else train_models
+    for name, env in variants or [("package", {})]:
+        for path in paths:
+            label = name if path == "cli" else ("library" if name == "package" else f"{name}-library")
+            for i, model in enumerate(models):
+                model_tasks = [t for t in tasks if (t == "infer" and i == 0) or (t == "train" and model in train_models)]
+                config = {**base, "model": model}
+                if path == "library":
+                    if i == 0:
+                        processes.append((label, env, {**config, "framework": "library", "tasks": tasks}))
+                    continue
+                if "infer" in model_tasks:
+                    for batch in infer_batches:
+                        processes.append((label, env, {**config, "framework": "package", "tasks": ["infer"],
+                                                       "infer_batches": [batch], "serve_batch": batch}))
+                if "train" in model_tasks:
+                    processes.append((label, env, {**config, "framework": "package", "tasks": ["train"]}))
+    return processes
+
+
 def schedule(rounds, package_configs, peer):
     """The order of the worker processes: each round runs every package configuration and the peer once,
     alternating which side goes first (package first in even rounds, the peer first in odd ones)."""
@@ -281,8 +361,13 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, help="rounds of alternating processes (default 3, --quick 1)")
     p.add_argument("--threads", type=int, help="intra- and inter-op threads of both (default: the frameworks')")
     p.add_argument("--tasks", nargs="+", default=["infer", "train"], choices=("infer", "train"))
+    p.add_argument("--paths", nargs="+", default=["cli", "library"], choices=("cli", "library"),
+                   help="the package as its commands run it (cli) and as a user's script does (library)")
+    p.add_argument("--infer-batches", nargs="+", type=int, default=list(INFER_BATCHES), choices=INFER_BATCHES)
     p.add_argument("--package-models", nargs="+", default=[PEER_MODEL, "ms_scse_fc_densenet103"],
                    help="the first is timed for every task, the others for the training step only")
+    p.add_argument("--train-models", nargs="+", help="the models whose training step the command-line path times "
+                   "(default: all of --package-models)")
     p.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE,... (repeatable)")
     p.add_argument("--no-peer", action="store_true", help="package variants only")
     p.add_argument("--train-steps", type=int)
@@ -292,7 +377,8 @@ def main(argv=None):
     if args.worker:
         config = json.loads(args.worker)
         started = _usage()
-        info, results = (package_worker if config["framework"] == "package" else peer_worker)(config)
+        worker = {"package": package_worker, "library": library_worker, "peer": peer_worker}[config["framework"]]
+        info, results = worker(config)
         info["process_usage"] = _delta(started)
         info["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(json.dumps({"info": info, "results": results}), flush=True)
@@ -309,14 +395,9 @@ def main(argv=None):
     rounds = args.rounds or (1 if args.quick else 3)
     calls = {"1": 3, "8": 1} if args.quick else {"1": 6, "8": 2}
     steps = args.train_steps or (2 if args.quick else 3)
-    base = {"threads": args.threads, "infer_calls": calls, "train_steps": steps}
-    variants = _parse_variants(args.variant) or [("package", {})]
-    package_configs = []
-    for name, env in variants:
-        for i, model in enumerate(args.package_models):
-            tasks = args.tasks if i == 0 else [t for t in args.tasks if t == "train"]
-            if tasks:
-                package_configs.append((name, env, {**base, "framework": "package", "model": model, "tasks": tasks}))
+    base = {"threads": args.threads, "infer_calls": calls, "train_steps": steps, "infer_batches": args.infer_batches}
+    package_configs = package_processes(_parse_variants(args.variant), args.paths, args.package_models, args.tasks,
+                                        args.infer_batches, base, args.train_models)
     peer = None if args.no_peer else ("peer", {}, {**base, "framework": "peer", "tasks": args.tasks})
     processes, began = [], time.perf_counter()
     for r, item in schedule(rounds, package_configs, peer is not None):

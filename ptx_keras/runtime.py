@@ -1,9 +1,9 @@
-"""Process-wide settings that make TensorFlow faster on CPUs; they must be applied before TensorFlow starts.
+"""Process-wide settings that make TensorFlow faster on CPUs; they must be in place before TensorFlow starts.
 
-`configure_process()` runs when a command-line entry point starts (`ptx_keras.cli.common`) and at the start of
-`ptx_keras.training.configure_execution`; a script that imports TensorFlow itself should call it first. It
-sets, unless the variable is already set (yours win), the environment variables that TensorFlow reads once,
-when it starts (measured in docs/benchmarks.md, "Speed against PyTorch"):
+`import ptx_keras` applies the training settings (`configure_process()`) to the process's environment, so a
+script that imports ptx_keras before Keras or TensorFlow, builds a model and calls `fit` gets the same speed
+as the command-line tools (why at import time: docs/benchmarks.md, "Fast settings at import"). The variables
+are those TensorFlow reads once, when it starts (measured in docs/benchmarks.md, "Speed against PyTorch"):
 
 * `TF_CPU_ALLOCATOR_USE_BFC=true`: TensorFlow's best-fit-with-coalescing pool (its GPU allocator) for CPU
   tensors. The default CPU allocator hands every tensor to `malloc`, which maps each block of more than
@@ -12,11 +12,23 @@ when it starts (measured in docs/benchmarks.md, "Speed against PyTorch"):
   the kernel. The pool maps its memory once and keeps it (the process's resident memory stays at its peak).
 * `TF_ENABLE_ONEDNN_OPTS=1`: oneDNN's convolution, batch-normalization and pooling kernels. TensorFlow turns
   them on by itself only on CPUs with AVX-512 VNNI or newer; on AVX2 CPUs it otherwise runs Eigen's
-  convolutions, whose filter gradients took almost half of a training step.
+  convolutions, whose filter gradients took almost half of a training step. A process that serves single
+  images (`purpose="serve"` with `batch_size` below `ONEDNN_MIN_BATCH`) gets `TF_ENABLE_ONEDNN_OPTS=0`
+  instead: oneDNN falls back to a slow kernel for a batch of one, where Eigen's is 1.6x faster.
 
-On a GPU machine both only concern the few operations left on the CPU. Set `PTX_KERAS_PROCESS_TUNING=0` to
-change nothing. Once TensorFlow has been imported the settings can no longer take effect: `configure_process`
-then leaves them alone and says so (in its result and a log warning).
+Rules, in order:
+
+* `PTX_KERAS_PROCESS_TUNING=0` (or `false`, `off`, `no`): nothing is changed.
+* A value the user set wins: only variables that ptx_keras itself set are ever changed again. Which those are
+  is kept in `PTX_KERAS_PROCESS_DEFAULTS` (`NAME=value,...`), which child processes inherit: a `ptx-predict`
+  started from a script that imported ptx_keras can still choose its serving settings.
+* Before TensorFlow starts, every call sets the settings of its purpose (the last call before the start
+  wins): `ptx-predict` and other serving entry points call `configure_process(purpose="serve",
+  batch_size=N)` after `import ptx_keras` has set the training ones.
+* Once TensorFlow has started, nothing can take effect: a setting that is not in effect is reported in the
+  result (`"not_applied"`) and, for the training settings, by one log warning per process, which names the fix.
+
+On a GPU machine these settings only concern the few operations left on the CPU.
 """
 
 import logging
@@ -29,9 +41,17 @@ __all__ = ["PROCESS_SETTINGS", "TUNING_VARIABLE", "configure_process", "tuning_e
 logger = logging.getLogger(__name__)
 
 TUNING_VARIABLE = "PTX_KERAS_PROCESS_TUNING"
+# `NAME=value,...` of the variables that ptx_keras (not the user) set; inherited by child processes.
+DEFAULTS_VARIABLE = "PTX_KERAS_PROCESS_DEFAULTS"
+# The training (and default) settings.
 PROCESS_SETTINGS = {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "1"}
+PURPOSES = ("train", "serve")
+# Serving batches smaller than this run Eigen's kernels (oneDNN off): oneDNN has no fast convolution for a
+# batch of one NHWC tensor (docs/benchmarks.md, "Targets"). Batches of 2-7 were not measured; 8 is faster
+# with oneDNN, so the switch is kept at the measured case.
+ONEDNN_MIN_BATCH = 2
 
-_applied = {}
+_warned = set()  # the settings one warning has already named in this process
 
 
 def tuning_enabled():
@@ -39,27 +59,110 @@ def tuning_enabled():
     return os.environ.get(TUNING_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
-def configure_process():
-    """Sets `PROCESS_SETTINGS` in the environment, once per process, where TensorFlow has not started yet.
+def process_settings(purpose="train", batch_size=None):
+    """The environment variables a process of this purpose should start TensorFlow with.
+
+    Args:
+        purpose: `"train"` (also the default for anything else: evaluation, export) or `"serve"` (a process
+            that runs inference on batches of `batch_size` images).
+        batch_size: Images per model call of a serving process; None: unknown (treated as large).
 
     Returns:
-        dict of the process's settings: `{variable: value in effect}`, `{"tuning": "off"}`, or with
-        `"not_applied"` saying why when TensorFlow had already been imported. Later calls return the first
-        call's result.
+        dict `{variable: value}`.
+
+    Raises:
+        ValueError: for an unknown `purpose` or a `batch_size` that is not a positive integer or None.
     """
-    if _applied:
-        return dict(_applied)
+    if purpose not in PURPOSES:
+        raise ValueError(f"`purpose` must be one of {', '.join(PURPOSES)}. Received: purpose={purpose!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"`batch_size` must be a positive integer or None. Received: batch_size={batch_size!r}")
+    settings = dict(PROCESS_SETTINGS)
+    if purpose == "serve" and batch_size is not None and batch_size < ONEDNN_MIN_BATCH:
+        settings["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    return settings
+
+
+def _own_values():
+    """`{variable: value}` that ptx_keras set in this process or a parent and that still hold."""
+    own = {}
+    for item in filter(None, os.environ.get(DEFAULTS_VARIABLE, "").split(",")):
+        name, _, value = item.partition("=")
+        if name in PROCESS_SETTINGS and os.environ.get(name) == value:
+            own[name] = value
+    return own
+
+
+def _tensorflow_started():
+    return "tensorflow" in sys.modules
+
+
+def configure_process(purpose="train", batch_size=None):
+    """Puts `process_settings(purpose, batch_size)` into the environment where TensorFlow has not started yet.
+
+    Variables the user set are left alone; those ptx_keras set earlier (at `import ptx_keras`, or in a parent
+    process) are set again for this purpose.
+
+    Args:
+        purpose, batch_size: As for `process_settings`.
+
+    Returns:
+        dict: `{variable: value in effect}`; `{"tuning": "off"}` with `PTX_KERAS_PROCESS_TUNING=0`; with a
+        `"not_applied"` entry saying what is not in effect when TensorFlow had already started.
+
+    Raises:
+        ValueError: as `process_settings`.
+    """
+    wanted = process_settings(purpose, batch_size)
     if not tuning_enabled():
-        _applied["tuning"] = "off"
-        return dict(_applied)
-    if "tensorflow" in sys.modules:
-        missing = sorted(set(PROCESS_SETTINGS) - set(os.environ))
-        if missing:
-            _applied["not_applied"] = f"TensorFlow started before configure_process(): {', '.join(missing)} not set"
-            logger.warning("%s; call ptx_keras.runtime.configure_process() before importing TensorFlow (or "
-                           "Keras) for the faster CPU settings (docs/benchmarks.md)", _applied["not_applied"])
-    else:
-        for name, value in PROCESS_SETTINGS.items():
-            os.environ.setdefault(name, value)
-    _applied.update({name: os.environ.get(name) for name in PROCESS_SETTINGS})
-    return dict(_applied)
+        return {"tuning": "off"}
+    own = _own_values()
+    users = {name for name in wanted if name in os.environ and name not in own}
+    if _tensorflow_started():
+        missed = sorted(n for n, v in wanted.items() if n not in users and os.environ.get(n) != v)
+        result = {name: os.environ.get(name) for name in wanted}
+        if missed:
+            text = ", ".join(f"{n}={wanted[n]}" for n in missed)
+            result["not_applied"] = f"TensorFlow started before ptx_keras could set {text}"
+            if purpose != "train":
+                # A serving command called inside a process that already runs TensorFlow (a test, a notebook):
+                # it works, only not with the kernels best for its batch size.
+                logger.debug("%s; the process keeps its kernels", result["not_applied"])
+            elif not set(missed) <= _warned:
+                _warned.update(missed)
+                logger.warning(
+                    "%s: this process runs without them (training on CPUs without AVX-512 VNNI up to 2x slower, "
+                    "docs/benchmarks.md). Fix: import ptx_keras before keras and tensorflow (or set the variables "
+                    "before Python starts); %s=0 turns this tuning and this warning off.",
+                    result["not_applied"], TUNING_VARIABLE,
+                )
+        return result
+    for name, value in wanted.items():
+        if name not in users:
+            os.environ[name] = value
+            own[name] = value
+    os.environ[DEFAULTS_VARIABLE] = ",".join(f"{n}={v}" for n, v in sorted(own.items()))
+    return {name: os.environ[name] for name in wanted}
+
+
+def configure_on_import():
+    """`configure_process()` as `import ptx_keras` runs it: never lets the import fail."""
+    try:
+        configure_process()
+    except Exception as e:  # noqa: BLE001 - a broken environment must not break `import ptx_keras`
+        logger.warning("ptx_keras could not apply its process settings (%s: %s)", type(e).__name__, e)
+
+
+def serving_batch_size(inputs, batch_size):
+    """The largest batch a serving command will run: `batch_size`, or fewer when it was given fewer files.
+
+    Args:
+        inputs: The paths the command was given (files or folders; a folder counts as many images).
+        batch_size: The command's images per model call.
+
+    Returns:
+        int, at least 1.
+    """
+    if inputs and all(os.path.isfile(path) for path in inputs):
+        return max(1, min(batch_size, len(inputs)))
+    return batch_size

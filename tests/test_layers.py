@@ -416,3 +416,47 @@ def test_input_size_check_refuses_at_build_and_call():
 def test_input_size_check_round_trip(tmp_path, rng):
     x = rng.random((1, 8, 8, 2)).astype("float32")
     np.testing.assert_allclose(_round_trip(InputSizeCheck(3, name="check"), x, tmp_path), x)
+
+
+# --- SCSEBlock's fast formulation against the literal one ---------------------------------------------------
+
+
+def _scse_literal(layer, u):
+    """Eq. 2-4 written as before the speed-up: the 1x1 Conv2D sublayer called, two products, then the fusion."""
+    from keras import ops
+
+    u_sse = u * layer.spatial_conv(u)
+    u_cse = u * layer.excite(layer.squeeze(ops.mean(u, axis=(1, 2), keepdims=True)))
+    return u_sse + u_cse if layer.fusion == "add" else ops.maximum(u_sse, u_cse)
+
+
+@pytest.mark.parametrize("fusion, use_bias", [("add", True), ("add", False), ("max", True)])
+def test_scse_fast_path_equals_literal_equations_with_gradients(fusion, use_bias, rng):
+    import tensorflow as tf
+
+    layer = SCSEBlock(fusion=fusion, use_bias=use_bias)
+    u = tf.constant(rng.normal(size=(2, 5, 6, 8)).astype("float32"))
+    layer.build(u.shape)
+    if use_bias:  # non-zero biases, so that their gradients are compared too
+        for var in (layer.spatial_conv.bias, layer.squeeze.bias, layer.excite.bias):
+            var.assign(rng.normal(size=var.shape).astype("float32"))
+    weights = rng.normal(size=(2, 5, 6, 8)).astype("float32")
+    results = []
+    for fn in (layer, lambda x: _scse_literal(layer, x)):
+        with tf.GradientTape() as tape:
+            tape.watch(u)
+            y = fn(u)
+            loss = tf.reduce_sum(y * weights)
+        results.append([y, *tape.gradient(loss, [u, *layer.trainable_variables])])
+    assert len(results[0]) == 2 + (6 if use_bias else 3)
+    for fast, literal in zip(*results):
+        np.testing.assert_allclose(fast, literal, rtol=1e-5, atol=1e-5)
+
+
+def test_scse_fast_path_under_mixed_precision(rng):
+    layer = SCSEBlock(dtype="mixed_float16")
+    u = rng.normal(size=(1, 4, 4, 6)).astype("float32")
+    out = layer(u)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    np.testing.assert_allclose(np.asarray(out, "float32"), np.asarray(_scse_literal(layer, u), "float32"),
+                               rtol=1e-2, atol=1e-2)

@@ -1,4 +1,8 @@
-"""ptx_keras.runtime: the process settings are set before TensorFlow starts, never over the user's own."""
+"""ptx_keras.runtime: the process settings are set before TensorFlow starts, never over the user's own.
+
+Each case runs in a fresh Python process (the settings concern a process's start), with an environment cleaned
+of the variables involved.
+"""
 
 import json
 import os
@@ -9,49 +13,138 @@ import pytest
 
 from ptx_keras import runtime
 
-SCRIPT = (
-    "import json, os, sys; from ptx_keras.runtime import configure_process, PROCESS_SETTINGS; "
-    "r = configure_process(); assert configure_process() == r; "
-    "print(json.dumps([r, {k: os.environ.get(k) for k in PROCESS_SETTINGS}, 'tensorflow' in sys.modules]))"
-)
+NAMES = (*runtime.PROCESS_SETTINGS, runtime.TUNING_VARIABLE, runtime.DEFAULTS_VARIABLE)
+REPORT = "print(json.dumps([{k: os.environ.get(k) for k in PROCESS_SETTINGS}, 'tensorflow' in sys.modules]))"
+TRAIN = {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
-def _fresh_process(**env):
-    clean = {k: v for k, v in os.environ.items() if k not in runtime.PROCESS_SETTINGS and k != runtime.TUNING_VARIABLE}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env={**clean, **env}, check=True)
-    return json.loads(out.stdout)
+def _fresh_process(code, **env):
+    """Runs `code` (after `import json, os, sys`) in a new interpreter; returns (JSON of its last line, stderr)."""
+    clean = {k: v for k, v in os.environ.items() if k not in NAMES}
+    clean["KERAS_BACKEND"] = "tensorflow"
+    source = f"import json, os, sys\n{code}\nfrom ptx_keras.runtime import PROCESS_SETTINGS\n{REPORT}"
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, env={**clean, **env},
+                         check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
-def test_sets_the_settings_before_tensorflow_starts():
-    result, environment, tensorflow_imported = _fresh_process()
-    assert environment == {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "1"}
-    assert result == environment
-    assert not tensorflow_imported  # configure_process itself must not start TensorFlow
+def test_import_sets_the_settings_before_tensorflow_starts():
+    (environment, tensorflow_imported), stderr = _fresh_process("import ptx_keras")
+    assert environment == TRAIN
+    assert not tensorflow_imported  # importing the package must not start TensorFlow
+    assert "ptx_keras" not in stderr
 
 
-def test_the_users_own_values_win():
-    result, environment, _ = _fresh_process(TF_ENABLE_ONEDNN_OPTS="0")
+def test_configure_process_is_idempotent():
+    code = "from ptx_keras.runtime import configure_process\nr = configure_process()\nassert configure_process() == r"
+    (environment, _), _ = _fresh_process(code)
+    assert environment == TRAIN
+
+
+def test_import_leaves_the_users_own_values_alone():
+    (environment, _), _ = _fresh_process("import ptx_keras", TF_ENABLE_ONEDNN_OPTS="0")
     assert environment == {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0"}
-    assert result["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    # Nor does a serving process change it.
+    code = "import ptx_keras\nptx_keras.runtime.configure_process(purpose='serve', batch_size=8)"
+    (environment, _), _ = _fresh_process(code, TF_ENABLE_ONEDNN_OPTS="0", TF_CPU_ALLOCATOR_USE_BFC="false")
+    assert environment == {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 def test_tuning_off_changes_nothing():
-    result, environment, _ = _fresh_process(PTX_KERAS_PROCESS_TUNING="0")
-    assert result == {"tuning": "off"}
+    code = "import ptx_keras\nassert ptx_keras.runtime.configure_process() == {'tuning': 'off'}"
+    (environment, _), _ = _fresh_process(code, PTX_KERAS_PROCESS_TUNING="0")
     assert environment == {"TF_CPU_ALLOCATOR_USE_BFC": None, "TF_ENABLE_ONEDNN_OPTS": None}
+
+
+def test_one_warning_with_the_fix_when_keras_came_first():
+    code = (
+        "import keras\nimport ptx_keras\nfrom ptx_keras.runtime import configure_process\n"
+        "r = configure_process()\nassert 'TF_ENABLE_ONEDNN_OPTS=1' in r['not_applied'], r\n"
+        "from ptx_keras.training import configure_execution\nfrom ptx_keras.config import TrainConfig\n"
+        "configure_execution(TrainConfig())"  # calls configure_process again: no second warning
+    )
+    (environment, _), stderr = _fresh_process(code, TF_CPP_MIN_LOG_LEVEL="3")
+    assert environment == {"TF_CPU_ALLOCATOR_USE_BFC": None, "TF_ENABLE_ONEDNN_OPTS": None}  # too late: untouched
+    assert stderr.count("TensorFlow started before ptx_keras could set") == 1, stderr
+    assert "Fix: import ptx_keras before keras and tensorflow" in stderr
+    assert "PTX_KERAS_PROCESS_TUNING=0" in stderr
+
+
+def test_no_warning_when_keras_came_first_with_the_settings_already_set():
+    _, stderr = _fresh_process("import keras\nimport ptx_keras", TF_CPP_MIN_LOG_LEVEL="3", **TRAIN)
+    assert "ptx_keras could set" not in stderr
+
+
+def test_serving_a_single_image_turns_onednn_off_after_import():
+    code = "import ptx_keras\nptx_keras.runtime.configure_process(purpose='serve', batch_size=1)"
+    (environment, _), _ = _fresh_process(code)
+    assert environment == {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    code = "import ptx_keras\nptx_keras.runtime.configure_process(purpose='serve', batch_size=8)"
+    (environment, _), _ = _fresh_process(code)
+    assert environment == TRAIN
+
+
+def test_a_child_process_may_choose_again():
+    # The parent's `import ptx_keras` set the training values; a serving child inherits them, marked as ptx_keras'.
+    parent = {**TRAIN, runtime.DEFAULTS_VARIABLE: "TF_CPU_ALLOCATOR_USE_BFC=true,TF_ENABLE_ONEDNN_OPTS=1"}
+    code = "import ptx_keras\nptx_keras.runtime.configure_process(purpose='serve', batch_size=1)"
+    (environment, _), _ = _fresh_process(code, **parent)
+    assert environment["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    # The same value without the mark is the user's.
+    (environment, _), _ = _fresh_process(code, **TRAIN)
+    assert environment["TF_ENABLE_ONEDNN_OPTS"] == "1"
+
+
+def test_predict_cli_chooses_serving_settings_before_tensorflow(tmp_path):
+    image = tmp_path / "one.png"
+    image.write_bytes(b"")
+    code = (
+        "import ptx_keras.cli.predict as cli\nfrom ptx_keras import runtime\nseen = {}\n"
+        "runtime_configure = runtime.configure_process\n"
+        "def spy(**kw):\n    seen['tf'] = 'tensorflow' in sys.modules\n    return runtime_configure(**kw)\n"
+        "cli.configure_process = spy\ncli.run_cli = lambda fn, args: 0\n"
+        f"assert cli.main([{str(image)!r}, '--model', 'none']) == 0\nassert seen == {{'tf': False}}, seen"
+    )
+    (environment, tensorflow_imported), _ = _fresh_process(code)
+    assert environment["TF_ENABLE_ONEDNN_OPTS"] == "0"  # one file: batch 1
+    assert not tensorflow_imported
+
+
+def test_serving_batch_size(tmp_path):
+    files = [tmp_path / f"{i}.png" for i in range(3)]
+    for f in files:
+        f.write_bytes(b"")
+    assert runtime.serving_batch_size([str(files[0])], 8) == 1
+    assert runtime.serving_batch_size([str(f) for f in files], 2) == 2
+    assert runtime.serving_batch_size([str(tmp_path)], 8) == 8  # a folder: as many as the batch takes
+
+
+def test_process_settings_by_purpose():
+    assert runtime.process_settings() == TRAIN
+    assert runtime.process_settings("serve", 1)["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert runtime.process_settings("serve", runtime.ONEDNN_MIN_BATCH) == TRAIN
+    assert runtime.process_settings("serve") == TRAIN
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"purpose": "infer"}, "purpose='infer'"), ({"batch_size": 0}, "batch_size=0"),
+    ({"batch_size": True}, "batch_size=True"), ({"batch_size": 1.0}, "batch_size=1.0"),
+])
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        runtime.process_settings(**kwargs)
 
 
 def test_too_late_once_tensorflow_started(monkeypatch, caplog):
     import tensorflow  # noqa: F401  (the test process has started it)
 
-    monkeypatch.setattr(runtime, "_applied", {})
-    for name in runtime.PROCESS_SETTINGS:
+    for name in NAMES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(runtime.TUNING_VARIABLE, raising=False)
+    monkeypatch.setattr(runtime, "_warned", set())
     result = runtime.configure_process()
-    assert "TF_CPU_ALLOCATOR_USE_BFC, TF_ENABLE_ONEDNN_OPTS not set" in result["not_applied"]
+    assert "TF_CPU_ALLOCATOR_USE_BFC=true, TF_ENABLE_ONEDNN_OPTS=1" in result["not_applied"]
     assert all(name not in os.environ for name in runtime.PROCESS_SETTINGS)
-    assert "before importing TensorFlow" in caplog.text
+    assert "import ptx_keras before keras and tensorflow" in caplog.text
 
 
 @pytest.mark.parametrize("value, enabled", [("0", False), ("off", False), ("1", True), ("", True)])

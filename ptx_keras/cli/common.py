@@ -10,7 +10,9 @@ __all__ = ["configure_logging", "run_cli"]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from ptx_keras.runtime import configure_process  # noqa: E402
 
-configure_process()  # before anything starts TensorFlow: CPU allocator and oneDNN (ptx_keras.runtime)
+# Before anything starts TensorFlow: CPU allocator and oneDNN (ptx_keras.runtime; `import ptx_keras` has already
+# applied them, this keeps every CLI's start explicit). Serving CLIs choose again once they know their batch size.
+configure_process()
 
 
 class _Formatter(logging.Formatter):

@@ -11,6 +11,7 @@ import signal
 
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import UNCERTAINTY_METHODS
+from ptx_keras.runtime import configure_process
 
 __all__ = [
     "build_parser",
@@ -79,6 +80,9 @@ def _serve(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Before TensorFlow starts. A PACS sends radiographs one by one, so most batches the node runs hold one image:
+    # the batch-1 kernels (ptx_keras.runtime), whatever --batch-size allows when a study arrives at once.
+    configure_process(purpose="serve", batch_size=1)
     return run_cli(_serve, args)
 
 

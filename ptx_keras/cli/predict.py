@@ -8,6 +8,7 @@ import argparse
 
 from ptx_keras.cli.common import run_cli
 from ptx_keras.constants import MAX_IMAGE_PIXELS, TTA_MODES, UNCERTAINTY_METHODS
+from ptx_keras.runtime import configure_process, serving_batch_size
 
 __all__ = ["build_parser", "main"]
 
@@ -117,6 +118,9 @@ def _send(summary, destination, calling_ae):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.batch_size >= 1:  # else predict_paths names the bad value
+        # Before TensorFlow starts: the kernels for the batches this process will run (ptx_keras.runtime).
+        configure_process(purpose="serve", batch_size=serving_batch_size(args.inputs, args.batch_size))
     return run_cli(_predict, args)
 
 

@@ -97,12 +97,13 @@ class SCSEBlock(keras.layers.Layer):
         return keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
 
     def call(self, inputs):
-        u_sse = inputs * self.spatial_conv(inputs)
-        z = ops.mean(inputs, axis=(1, 2), keepdims=True)
-        u_cse = inputs * self.excite(self.squeeze(z))
+        spatial = self.spatial_conv(inputs)  # sigmoid(W_s * U), (batch, height, width, 1)
+        channel = self.excite(self.squeeze(ops.mean(inputs, axis=(1, 2), keepdims=True)))  # (batch, 1, 1, C)
         if self.fusion == "add":
-            return u_sse + u_cse
-        return ops.maximum(u_sse, u_cse)
+            # U * s + U * c as U * (s + c): one full-size product fewer forward and backward (equal to float
+            # rounding; the block's training cost -16 % at 256 x 256, docs/benchmarks.md).
+            return inputs * (spatial + channel)
+        return ops.maximum(inputs * spatial, inputs * channel)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -85,10 +85,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.figure:
+        from PIL import Image
+
         from ptx_keras.data.phantoms import generate_phantoms
         from ptx_keras.figures.phantoms import plot_phantom_page
-
-        from PIL import Image
 
         plot_phantom_page(generate_phantoms(16, size=256, seed=2), args.figure, ncols=4)
         # a 96-colour palette keeps the page small in the repository

@@ -24,9 +24,9 @@ import scipy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from _machine import machine  # noqa: E402
-
 from ptx_keras.data.phantoms import make_phantom  # noqa: E402
+
+from _machine import machine  # noqa: E402
 
 
 def emit(name, **values):

@@ -47,9 +47,9 @@ def _emit(name, machine_info, **values):
 def _encoding(machine_info, repeats=200):
     import tensorflow as tf
 
-    from ptx_keras.data.phantoms import make_phantom
     from ptx_keras.data.arrays import png_bytes
     from ptx_keras.data.codec import encode_example
+    from ptx_keras.data.phantoms import make_phantom
     from ptx_keras.data.weight_maps import spatial_weight_map
 
     image, mask = make_phantom(256, seed=3, positive=True)[:2]

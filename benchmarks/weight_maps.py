@@ -21,9 +21,9 @@ from scipy import ndimage
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _machine import machine  # noqa: E402
-
 from ptx_keras.data.weight_maps import spatial_weight_map  # noqa: E402
+
+from _machine import machine  # noqa: E402
 
 
 def _cases(size):

@@ -21,7 +21,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 import yaml
 
@@ -157,7 +157,7 @@ class ModelConfig:
     """`name` is a `ptx_keras.build_model` preset; `options` are its keyword overrides (e.g. growth_rate)."""
 
     name: str = "ms_scse_fc_densenet103"
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class LossConfig:
     """`name` is one of `ptx_keras.losses.get_loss` (sw_cel, wce, ce, dice, ...); `options` its arguments."""
 
     name: str = "sw_cel"
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     # Weight of the image-level BCE term of a model with an aux head (model.options.aux_head: true):
     # loss = segmentation loss + aux_weight * BCE(aux probability, image label). Ignored without the head.
     aux_weight: float = 0.4
@@ -327,19 +327,19 @@ def _coerce(value, tp, where):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping of keys. Received: {value!r}")
         return _from_dict(tp, value, where + ".")
-    if origin in (tuple, Tuple):
+    if origin in (tuple, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list. Received: {value!r}")
         if args and args[-1] is not Ellipsis and len(value) != len(args):
             raise ConfigError(f"{where} must have {len(args)} values. Received: {value!r}")
         return tuple(_coerce(v, args[0] if args else Any, where) for v in value)
-    if origin in (dict, Dict):
+    if origin in (dict, dict):
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping. Received: {value!r}")
         return dict(value)
-    if origin in (list, List):
+    if origin in (list, list):
         return list(value)
     if tp is Any:
         return value

@@ -234,15 +234,15 @@ class CompoundLoss(keras.losses.Loss):
     """
 
     def __init__(self, losses, weights=None, reduction="sum_over_batch_size", name=None):
-        losses = [keras.saving.deserialize_keras_object(l) if isinstance(l, dict) else l for l in losses or []]
-        if not losses or not all(isinstance(l, keras.losses.Loss) for l in losses):
+        losses = [keras.saving.deserialize_keras_object(item) if isinstance(item, dict) else item for item in losses or []]
+        if not losses or not all(isinstance(item, keras.losses.Loss) for item in losses):
             raise ValueError(f"losses must be a non-empty list of keras Loss instances. Received: losses={losses!r}")
         weights = [1.0] * len(losses) if weights is None else [float(w) for w in weights]
         if len(weights) != len(losses) or any(not w >= 0 for w in weights):
             raise ValueError(
                 f"weights must hold one non-negative number per loss ({len(losses)}). Received: weights={weights!r}"
             )
-        super().__init__(name=name or "_plus_".join(l.name for l in losses), reduction=reduction, dtype="float32")
+        super().__init__(name=name or "_plus_".join(item.name for item in losses), reduction=reduction, dtype="float32")
         self.losses = losses
         self.weights = weights
 
@@ -255,7 +255,7 @@ class CompoundLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"losses": [keras.saving.serialize_keras_object(l) for l in self.losses], "weights": list(self.weights)}
+            {"losses": [keras.saving.serialize_keras_object(item) for item in self.losses], "weights": list(self.weights)}
         )
         return config
 

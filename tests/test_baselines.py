@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tiny
 from ptx_keras import build_model
 from ptx_keras.constants import PAPER_TABLE2_COMPLEXITY
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import MaxPoolingWithIndices2D, MaxUnpooling2D, ResizeLike
+
+import tiny
 
 # The paper's Table 2 parameter counts, and what our presets measure (3 input channels, 2 classes).
 PAPER_PARAMS = {

@@ -169,7 +169,7 @@ def test_sections_take_their_keys_from_the_value_type():
     @dataclasses.dataclass(frozen=True)
     class Value:
         a: int = 1
-        b: typing.Tuple[float, float] = (0.0, 1.0)
+        b: tuple[float, float] = (0.0, 1.0)
 
     @dataclasses.dataclass(frozen=True)
     @_section(Value, nullable=True, first=("name",))
@@ -179,7 +179,7 @@ def test_sections_take_their_keys_from_the_value_type():
 
     assert [(f.name, f.type, f.default) for f in dataclasses.fields(Section)] == [
         ("name", str, "x"), ("a", typing.Optional[int], None),
-        ("b", typing.Optional[typing.Tuple[float, float]], None), ("extra", bool, False)]
+        ("b", typing.Optional[tuple[float, float]], None), ("extra", bool, False)]
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])

@@ -211,7 +211,7 @@ def test_search_invalid_arguments():
 def test_search_result_is_a_frozen_dataclass_readable_as_the_old_dict():
     import dataclasses
 
-    from ptx_keras.diagnosis import ThresholdSearch, Thresholds
+    from ptx_keras.diagnosis import Thresholds, ThresholdSearch
 
     out = search_thresholds(LABELS, areas=AREAS, pixels=256 * 256, mask_thresholds=(0.5, 0.7), min_areas=(0, 25, 50))
     assert isinstance(out, ThresholdSearch)

@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 from ptx_keras.errors import ConfigError, DataError
+
 import tiny
 
 SIZE = tiny.BRIGHT_SIZE

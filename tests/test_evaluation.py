@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from ptx_keras import evaluation as ev
-from ptx_keras.diagnosis import Thresholds
-from ptx_keras.runs import RunDir
 from ptx_keras.cli.evaluate import main as evaluate_main
+from ptx_keras.diagnosis import Thresholds
 from ptx_keras.errors import DataError, ModelError, PtxError
-from tiny import make_tiny_run
+from ptx_keras.runs import RunDir
 
+from tiny import make_tiny_run
 
 # min_area 2 at 16 x 16 = the rule "more than 2 predicted pixels" at the images' own size.
 THRESHOLDS = Thresholds(min_area=2.0, mask_threshold=0.5, reference_size=16)

@@ -2,10 +2,9 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from ptx_keras import losses as L

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tiny
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import DenseLayer, SCSEBlock, TransitionDown
 from ptx_keras.models import FCDenseNet, UNet, build_model, count_parameters, list_models
+
+import tiny
 
 PAPER_FC_DENSENET = 5_415_278
 PAPER_UNET = 7_764_098

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import tiny
 from ptx_keras.errors import ConfigError, DataError, ModelError
+
+import tiny
 
 SIZE = tiny.BRIGHT_SIZE
 

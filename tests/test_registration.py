@@ -16,6 +16,7 @@ import pytest
 
 from ptx_keras.errors import ModelError
 
+
 def _run(code, cwd, extra_env=None):
     """Runs `code` in a fresh interpreter; returns (stdout, stderr). Fails the test on a non-zero exit."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))

@@ -1,12 +1,11 @@
 """Tests of ptx_keras.models.summary: hand-computed MACs per layer type, parameter counts, the table."""
 
 import keras
-import numpy as np
 import pytest
 
+from ptx_keras.cli.summary import main
 from ptx_keras.layers import SCSEBlock
 from ptx_keras.models import build_model, count_macs, count_parameters, summary_table
-from ptx_keras.cli.summary import main
 from ptx_keras.models.summary import PAPER_ROW_OF_PRESET, layer_macs
 from ptx_keras.reports import markdown_table
 

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from ptx_keras.cli.train import main as train_main
-import tiny
 from ptx_keras.config import load_config
+
+import tiny
 
 QUICKSTART = tiny.QUICKSTART
 

@@ -213,9 +213,9 @@ def test_uncertainty_invalid_requests(dropout_run, tmp_path):
     with pytest.raises(ConfigError, match="uncertainty method"):
         predict_paths([str(folder)], str(run), str(tmp_path / "c"), uncertainty="bayes", **kw)
     # A model without dropout (the bright-pixel model of the prediction tests) cannot give MC-dropout samples.
-    from tiny import bright_is_ptx_model
-
     from ptx_keras.config import load_config, save_config
+
+    from tiny import bright_is_ptx_model
 
     nodrop = tmp_path / "nodrop"
     nodrop.mkdir()

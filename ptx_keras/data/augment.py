@@ -60,8 +60,6 @@ This module imports TensorFlow and Keras only inside the functions that build gr
 import dataclasses
 import math
 import numbers
-from typing import Tuple
-
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -154,7 +152,7 @@ class Augmentation:
     blur: float = _parameter("largest blur: image + a * (image - gaussian(image)), a uniform in [-blur, sharpen]",
                              0.0, 1.0)
     sharpen: float = _parameter("largest unsharp-mask amount: the a > 0 side of the same formula", 0.0, 10.0)
-    unsharp_sigma: Tuple[float, float] = _parameter(
+    unsharp_sigma: tuple[float, float] = _parameter(
         "range [low, high] of the sigma of that Gaussian, log-uniform, fraction of the image side", 0.001, 0.05,
         off=(0.004, 0.015),
     )

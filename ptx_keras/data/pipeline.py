@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from ptx_keras import constants
-from ptx_keras.data.augment import as_augmentation, augment_batch
 from ptx_keras.data.arrays import prepare_arrays
+from ptx_keras.data.augment import as_augmentation, augment_batch
 from ptx_keras.data.prepared import MANIFEST_CSV, load_prepared_info
 from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import DataError, require_tensorflow

@@ -6,7 +6,7 @@ descriptions that preparation workers load in parallel with `load_sample(record)
 """
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -34,8 +34,8 @@ class SampleRecord:
     image_path: str
     kind: str = "image"
     mask_path: Optional[str] = None
-    rle: Optional[Tuple[str, ...]] = None
-    mask_size: Optional[Tuple[int, int]] = None
+    rle: Optional[tuple[str, ...]] = None
+    mask_size: Optional[tuple[int, int]] = None
     label: Optional[int] = None
     group: Optional[str] = None
     split: Optional[str] = None
@@ -61,6 +61,6 @@ class LoadedSample:
     image: np.ndarray
     mask: np.ndarray
     label: int
-    spacing: Optional[Tuple[float, float]] = None
+    spacing: Optional[tuple[float, float]] = None
     bits_stored: int = 8
     meta: dict = field(default_factory=dict)

@@ -9,7 +9,7 @@ import dataclasses
 import difflib
 import math
 import numbers
-from typing import Optional, Tuple
+from typing import Optional
 
 from ptx_keras import constants
 
@@ -69,7 +69,7 @@ class PrepareSettings:
     weight_dtype: str = _setting(
         constants.WEIGHT_DTYPE, "stored weight-map precision (float32 exact; float16 clamps)", "--weight-dtype", True
     )
-    split_fractions: Tuple[float, float, float] = _setting(
+    split_fractions: tuple[float, float, float] = _setting(
         constants.SPLIT_FRACTIONS, "train,val,test split fractions", "--split", False
     )
     split_seed: int = _setting(constants.SPLIT_SEED, "split and shard-order seed", "--seed", False)

@@ -120,7 +120,7 @@ def stratified_split(
 
     result = list(given)
     free_groups = []
-    for key, indices in members.items():
+    for indices in members.values():
         fixed = [given[i] for i in indices if given[i] is not None]
         if fixed:
             # The source split this patient (or part of it): the rest follows the most common given split.

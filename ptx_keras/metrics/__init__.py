@@ -18,7 +18,7 @@ from ptx_keras.metrics.segmentation import (
     summarize_scores,
     surface_distances,
 )
-from ptx_keras.metrics.statistics import comparison_table, compare_runs, format_mean_std
+from ptx_keras.metrics.statistics import compare_runs, comparison_table, format_mean_std
 
 _LAZY = {
     "DSC1": "ptx_keras.metrics.keras_metrics",

@@ -12,7 +12,13 @@ def machine(**versions):
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "python": platform.python_version(), **versions}
+    return {
+        "cpu": cpu,
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        **versions,
+    }
 
 
 def cpu_flags():

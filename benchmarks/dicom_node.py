@@ -56,7 +56,8 @@ def _run_dir(args):
         save_config(cfg, os.path.join(run, "config.yaml"))
         keras.utils.set_random_seed(0)
         build_model(args.arch, input_shape=(args.size, args.size, cfg.data.channels)).save(
-            os.path.join(run, "best.keras"))
+            os.path.join(run, "best.keras")
+        )
     return run
 
 
@@ -105,8 +106,9 @@ def main(argv=None):
     os.makedirs(args.workdir, exist_ok=True)
     model = args.model or _run_dir(args)
     phantoms = os.path.join(args.workdir, f"siim-{args.images}-{args.raw_size}")
-    summary = write_phantom_dataset(phantoms, args.images, size=args.raw_size, format="siim", style="varied",
-                                    progress=False)
+    summary = write_phantom_dataset(
+        phantoms, args.images, size=args.raw_size, format="siim", style="varied", progress=False
+    )
     files = sorted(glob.glob(os.path.join(phantoms, "dicom-images-train", "*", "*", "*.dcm")))
     datasets = [pydicom.dcmread(f) for f in files]
 
@@ -116,9 +118,25 @@ def main(argv=None):
     spool = tempfile.mkdtemp(prefix="spool-", dir=args.workdir)
     log_path = os.path.join(spool, "node.log")
     with open(log_path, "wb") as log:
-        node = subprocess.Popen([sys.executable, "-m", "ptx_keras.cli.dicom_node", "--model", model, "--port",
-                                 str(port), "--destination", f"DEST@127.0.0.1:{dest_port}", "--spool", spool,
-                                 "--batch-size", str(args.batch_size)], stdout=log, stderr=subprocess.STDOUT)
+        node = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ptx_keras.cli.dicom_node",
+                "--model",
+                model,
+                "--port",
+                str(port),
+                "--destination",
+                f"DEST@127.0.0.1:{dest_port}",
+                "--spool",
+                spool,
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         while b"ready on port" not in _read(log_path):
             if node.poll() is not None:
@@ -144,16 +162,26 @@ def main(argv=None):
         server.shutdown()
     import importlib.metadata as md
 
-    print(json.dumps({
-        "measurement": "dicom_node", "model": model if args.model else f"{args.arch} (untrained) at {args.size}",
-        "images": len(files), "raw_size": args.raw_size, "batch_size": args.batch_size,
-        "exports": summary.get("exports"), "seconds": round(seconds, 2),
-        "instances_per_minute": round(60 * len(files) / seconds, 1),
-        "seconds_to_spool_all": round(spooled, 2), "received": {k: v for k, v in counts.items() if k != "last"},
-        "load_average_before": [round(v, 2) for v in load_before], "load_average_after": [
-            round(v, 2) for v in os.getloadavg()],
-        "machine": machine(tensorflow=md.version("tensorflow"), pynetdicom=md.version("pynetdicom")),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "measurement": "dicom_node",
+                "model": model if args.model else f"{args.arch} (untrained) at {args.size}",
+                "images": len(files),
+                "raw_size": args.raw_size,
+                "batch_size": args.batch_size,
+                "exports": summary.get("exports"),
+                "seconds": round(seconds, 2),
+                "instances_per_minute": round(60 * len(files) / seconds, 1),
+                "seconds_to_spool_all": round(spooled, 2),
+                "received": {k: v for k, v in counts.items() if k != "last"},
+                "load_average_before": [round(v, 2) for v in load_before],
+                "load_average_after": [round(v, 2) for v in os.getloadavg()],
+                "machine": machine(tensorflow=md.version("tensorflow"), pynetdicom=md.version("pynetdicom")),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

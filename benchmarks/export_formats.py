@@ -80,10 +80,20 @@ def _export(args, info):
     for fmt in FORMATS[1:]:
         start = time.perf_counter()
         result = export_model(model, fmt, os.path.join(args.dir, fmt))
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(result.path) for f in fs) \
-            if os.path.isdir(result.path) else os.path.getsize(result.path)
-        _emit("export", info, model=args.model, size=args.size, format=fmt,
-              seconds=round(time.perf_counter() - start, 1), megabytes=round(size / 1e6, 1))
+        size = (
+            sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(result.path) for f in fs)
+            if os.path.isdir(result.path)
+            else os.path.getsize(result.path)
+        )
+        _emit(
+            "export",
+            info,
+            model=args.model,
+            size=args.size,
+            format=fmt,
+            seconds=round(time.perf_counter() - start, 1),
+            megabytes=round(size / 1e6, 1),
+        )
 
 
 def _phantoms(args):
@@ -130,10 +140,21 @@ def _parity(args, info):
             m_diff = max(m_diff, float(np.abs(out["max_probability"] - ref["max_probability"]).max()))
             mask_px += int((out["mask"] != ref["mask"]).sum())
             diagnoses += int((out["diagnosis"] != ref["diagnosis"]).sum())
-        _emit("parity", info, model=args.model, size=args.size, format=fmt, images=len(images),
-              raw_size=args.raw_size, max_abs_probability=p_diff, max_abs_max_probability=m_diff,
-              mask_pixels_differing=mask_px, mask_pixels=int(len(images) * args.raw_size ** 2),
-              diagnoses_differing=diagnoses, positives=int(sum(int(r["diagnosis"][0]) for r in refs)))
+        _emit(
+            "parity",
+            info,
+            model=args.model,
+            size=args.size,
+            format=fmt,
+            images=len(images),
+            raw_size=args.raw_size,
+            max_abs_probability=p_diff,
+            max_abs_max_probability=m_diff,
+            mask_pixels_differing=mask_px,
+            mask_pixels=int(len(images) * args.raw_size**2),
+            diagnoses_differing=diagnoses,
+            positives=int(sum(int(r["diagnosis"][0]) for r in refs)),
+        )
 
 
 def _worker(args):
@@ -172,23 +193,40 @@ def _worker(args):
 def _speed(args, info):
     results = {fmt: {"model": [], "raw": []} for fmt in FORMATS}
     for r in range(args.rounds):
-        order = FORMATS[r % len(FORMATS):] + FORMATS[: r % len(FORMATS)]
+        order = FORMATS[r % len(FORMATS) :] + FORMATS[: r % len(FORMATS)]
         for fmt in order:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", fmt] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                f"--{k.replace('_', '-')}={v}"
+                for k, v in vars(args).items()
                 if k in ("model", "size", "workdir", "raw_size", "batch", "repeats")
             ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             values = json.loads(out)
             for key in ("model", "raw"):
                 results[fmt][key].append(values[key])
-            _emit("speed", info, model=args.model, size=args.size, format=fmt, round=r,
-                  model_images_per_s=round(values["model"], 3), raw_images_per_s=round(values["raw"], 3),
-                  batch=args.batch, raw_size=args.raw_size, repeats=args.repeats)
+            _emit(
+                "speed",
+                info,
+                model=args.model,
+                size=args.size,
+                format=fmt,
+                round=r,
+                model_images_per_s=round(values["model"], 3),
+                raw_images_per_s=round(values["raw"], 3),
+                batch=args.batch,
+                raw_size=args.raw_size,
+                repeats=args.repeats,
+            )
     medians = {fmt: {k: statistics.median(v) for k, v in res.items()} for fmt, res in results.items()}
-    _emit("speed_summary", info, model=args.model, size=args.size, rounds=args.rounds,
-          median_images_per_s={f: {k: round(v, 3) for k, v in m.items()} for f, m in medians.items()},
-          ratio_to_keras={f: {k: round(v / medians["keras"][k], 3) for k, v in m.items()} for f, m in medians.items()})
+    _emit(
+        "speed_summary",
+        info,
+        model=args.model,
+        size=args.size,
+        rounds=args.rounds,
+        median_images_per_s={f: {k: round(v, 3) for k, v in m.items()} for f, m in medians.items()},
+        ratio_to_keras={f: {k: round(v / medians["keras"][k], 3) for k, v in m.items()} for f, m in medians.items()},
+    )
 
 
 def main(argv=None):

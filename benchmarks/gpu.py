@@ -42,8 +42,14 @@ BACKENDS = ("tensorflow", "jax")
 LEARNING_RATE = 1e-4
 CHANNELS = 3
 # --dry-run: the paper model's layout shrunk to a few layers, so that the script's every path runs in seconds.
-DRY_RUN = {"size": 32, "train_batch": 2, "infer_batch": 2, "steps": 1, "warmup": 1,
-           "model": {"growth_rate": 2, "layers_per_block": 2, "num_pools": 2, "multiscale_filters": 2}}
+DRY_RUN = {
+    "size": 32,
+    "train_batch": 2,
+    "infer_batch": 2,
+    "steps": 1,
+    "warmup": 1,
+    "model": {"growth_rate": 2, "layers_per_block": 2, "num_pools": 2, "multiscale_filters": 2},
+}
 
 
 def installed_backends():
@@ -87,8 +93,13 @@ def worker(options):
     backend = keras.backend.backend()
     devices = _accelerators(backend)
     if not devices and not options["dry_run"]:
-        return [{"measurement": "gpu", "backend": backend, "error": "no GPU visible to this backend: use --dry-run "
-                 "to check the script on a CPU"}]
+        return [
+            {
+                "measurement": "gpu",
+                "backend": backend,
+                "error": "no GPU visible to this backend: use --dry-run to check the script on a CPU",
+            }
+        ]
     size = options["size"]
     rng = np.random.default_rng(0)
     lines = []
@@ -96,25 +107,52 @@ def worker(options):
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)
         model = build_model(MODEL, input_shape=(size, size, CHANNELS), **options.get("model", {}))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
-                      loss=keras.losses.CategoricalCrossentropy(), jit_compile="auto")
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
+            loss=keras.losses.CategoricalCrossentropy(),
+            jit_compile="auto",
+        )
         b = options["train_batch"]
         images = rng.random((b, size, size, CHANNELS), dtype=np.float32)
         labels = np.eye(2, dtype=np.float32)[(rng.random((b, size, size)) > 0.9).astype(int)]
         step = functools.partial(model.train_on_batch, images, labels)
         first, total = _timed(step, options["warmup"], options["steps"])
-        common = {"measurement": "gpu", "backend": backend, "keras": keras.__version__, "policy": policy,
-                  "model": MODEL, "size": size, "jit_compile": bool(model.jit_compile), "devices": devices}
-        lines.append({**common, "task": "train", "batch": b, "steps": options["steps"],
-                      "warmup_s": round(first, 2), "s_per_step": round(total / options["steps"], 4),
-                      "images_per_s": round(b * options["steps"] / total, 2)})
+        common = {
+            "measurement": "gpu",
+            "backend": backend,
+            "keras": keras.__version__,
+            "policy": policy,
+            "model": MODEL,
+            "size": size,
+            "jit_compile": bool(model.jit_compile),
+            "devices": devices,
+        }
+        lines.append(
+            {
+                **common,
+                "task": "train",
+                "batch": b,
+                "steps": options["steps"],
+                "warmup_s": round(first, 2),
+                "s_per_step": round(total / options["steps"], 4),
+                "images_per_s": round(b * options["steps"] / total, 2),
+            }
+        )
         b = options["infer_batch"]
         images = rng.random((b, size, size, CHANNELS), dtype=np.float32)
         call = functools.partial(model.predict_on_batch, images)
         first, total = _timed(call, options["warmup"], options["steps"])
-        lines.append({**common, "task": "infer", "batch": b, "calls": options["steps"],
-                      "warmup_s": round(first, 2), "s_per_call": round(total / options["steps"], 4),
-                      "images_per_s": round(b * options["steps"] / total, 2)})
+        lines.append(
+            {
+                **common,
+                "task": "infer",
+                "batch": b,
+                "calls": options["steps"],
+                "warmup_s": round(first, 2),
+                "s_per_call": round(total / options["steps"], 4),
+                "images_per_s": round(b * options["steps"] / total, 2),
+            }
+        )
         keras.backend.clear_session()
     return lines
 
@@ -135,8 +173,12 @@ def _run_worker(backend, options, timeout):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="auto", choices=("auto", "all", *BACKENDS),
-                   help="auto: TensorFlow where installed, else JAX; all: every installed one")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "all", *BACKENDS),
+        help="auto: TensorFlow where installed, else JAX; all: every installed one",
+    )
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--infer-batch", type=int, default=16)
@@ -157,11 +199,26 @@ def main(argv=None):
     available = installed_backends()
     wanted = {"auto": available[:1], "all": available}.get(args.backend, [args.backend])
     if not wanted or not set(wanted) <= set(available):
-        print(json.dumps({"measurement": "gpu", "error": f"backend {args.backend} not installed (installed: "
-                          f"{', '.join(available) or 'none'})", "machine": info}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "measurement": "gpu",
+                    "error": f"backend {args.backend} not installed (installed: {', '.join(available) or 'none'})",
+                    "machine": info,
+                }
+            ),
+            flush=True,
+        )
         return 2
-    options = {"size": args.size, "train_batch": args.train_batch, "infer_batch": args.infer_batch,
-               "steps": args.steps, "warmup": args.warmup, "policies": args.policies, "dry_run": args.dry_run}
+    options = {
+        "size": args.size,
+        "train_batch": args.train_batch,
+        "infer_batch": args.infer_batch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "policies": args.policies,
+        "dry_run": args.dry_run,
+    }
     if args.dry_run:
         options.update(DRY_RUN)
     status = 0

@@ -68,18 +68,33 @@ def emit(name, **values):
     import keras
     import tensorflow as tf
 
-    print(json.dumps({"measurement": name, **values, **machine(tensorflow=tf.__version__, keras=keras.__version__)}),
-          flush=True)
+    print(
+        json.dumps({"measurement": name, **values, **machine(tensorflow=tf.__version__, keras=keras.__version__)}),
+        flush=True,
+    )
 
 
 def predict(run, modes, batch, batches, rounds, config):
     for r in range(rounds):
         for mode in modes:
-            out = subprocess.run([sys.executable, "-c", _WORKER, run or "", mode, str(batch), str(batches), config],
-                                 check=True, capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run(
+                [sys.executable, "-c", _WORKER, run or "", mode, str(batch), str(batches), config],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            emit("predict", mode=mode, round=r, batch=batch, images=batch * batches, model=run or config,
-                 size=result["size"], seconds_per_image=round(result["seconds_per_image"], 4))
+            emit(
+                "predict",
+                mode=mode,
+                round=r,
+                batch=batch,
+                images=batch * batches,
+                model=run or config,
+                size=result["size"],
+                seconds_per_image=round(result["seconds_per_image"], 4),
+            )
 
 
 def search(n, seed=0):
@@ -95,8 +110,11 @@ def search(n, seed=0):
     inter = np.minimum(areas, true[:, None])
     aux = np.clip(labels * 0.6 + rng.random(n) * 0.4, 0, 1)
     common = dict(areas=areas, pixels=256 * 256, levels=levels, intersections=inter, true_areas=true)
-    for name, kw in (("pair", {}), ("triplet", dict(form="triplet")),
-                     ("triplet+both", dict(form="triplet", gate="both", aux=aux))):
+    for name, kw in (
+        ("pair", {}),
+        ("triplet", dict(form="triplet")),
+        ("triplet+both", dict(form="triplet", gate="both", aux=aux)),
+    ):
         start = time.perf_counter()
         out = search_thresholds(labels.astype(int), **common, **kw)
         emit("search", form=name, n=n, candidates=len(out["grid"]), seconds=round(time.perf_counter() - start, 3))

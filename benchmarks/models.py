@@ -55,7 +55,9 @@ def _machine_info():
 
 def _emit(name, machine_info, **values):
     print(
-        json.dumps({"measurement": name, **values, "load_average": round(os.getloadavg()[0], 2), "machine": machine_info}),
+        json.dumps(
+            {"measurement": name, **values, "load_average": round(os.getloadavg()[0], 2), "machine": machine_info}
+        ),
         flush=True,
     )
 
@@ -92,7 +94,12 @@ def matmul_reference(size=2048, min_seconds=3.0):
     product(a, b).numpy()
     calls, wall, cpu = _timed(lambda: product(a, b).numpy(), 3, min_seconds)
     flops = 2.0 * size**3 * calls
-    return {"size": size, "calls": calls, "gflops": round(flops / wall / 1e9, 1), "gflops_per_cpu_s": round(flops / cpu / 1e9, 1)}
+    return {
+        "size": size,
+        "calls": calls,
+        "gflops": round(flops / wall / 1e9, 1),
+        "gflops_per_cpu_s": round(flops / cpu / 1e9, 1),
+    }
 
 
 def _model_and_macs(name, size, **overrides):
@@ -129,10 +136,18 @@ def inference(model, macs, size, batch, mode, reference, repeats=3, min_seconds=
     flops = 2.0 * macs * batch * calls
     gflops = flops / wall / 1e9
     return {
-        "model": model.name, "size": size, "batch": batch, "mode": mode, "gmacs_per_image": round(macs / 1e9, 3),
-        "first_call_s": round(first, 1), "calls": calls, "s_per_batch": round(wall / calls, 3),
-        "images_per_s": round(batch * calls / wall, 2), "gflops": round(gflops, 1),
-        "gflops_per_cpu_s": round(flops / cpu / 1e9, 1), **_ratios(gflops, flops / cpu / 1e9, reference),
+        "model": model.name,
+        "size": size,
+        "batch": batch,
+        "mode": mode,
+        "gmacs_per_image": round(macs / 1e9, 3),
+        "first_call_s": round(first, 1),
+        "calls": calls,
+        "s_per_batch": round(wall / calls, 3),
+        "images_per_s": round(batch * calls / wall, 2),
+        "gflops": round(gflops, 1),
+        "gflops_per_cpu_s": round(flops / cpu / 1e9, 1),
+        **_ratios(gflops, flops / cpu / 1e9, reference),
     }
 
 
@@ -233,12 +248,23 @@ def train_step(name, size, batch, memory_efficient=False, jit_compile=False, ste
     flops = 3 * 2.0 * macs * batch * calls
     gflops = flops / wall / 1e9
     result = {
-        "model": name, "size": size, "batch": batch, "memory_efficient": memory_efficient, "jit_compile": jit_compile,
-        "grappler": grappler, "params": model.count_params(), "first_step_s": round(first, 1), "first_step_cpu_s": round(first_cpu, 1),
-        "steps": calls, "s_per_step": round(wall / calls, 3), "cpu_s_per_step": round(cpu / calls, 3),
-        "images_per_s": round(batch * calls / wall, 2), "gflops": round(gflops, 1),
+        "model": name,
+        "size": size,
+        "batch": batch,
+        "memory_efficient": memory_efficient,
+        "jit_compile": jit_compile,
+        "grappler": grappler,
+        "params": model.count_params(),
+        "first_step_s": round(first, 1),
+        "first_step_cpu_s": round(first_cpu, 1),
+        "steps": calls,
+        "s_per_step": round(wall / calls, 3),
+        "cpu_s_per_step": round(cpu / calls, 3),
+        "images_per_s": round(batch * calls / wall, 2),
+        "gflops": round(gflops, 1),
         "gflops_per_cpu_s": round(flops / cpu / 1e9, 1),
-        "rss_before_first_step_mib": round(rss_before), "peak_rss_first_step_mib": round(peak_first),
+        "rss_before_first_step_mib": round(rss_before),
+        "peak_rss_first_step_mib": round(peak_first),
         "rss_after_first_step_mib": round(baseline),
         # Peak over the timed steps only (None where VmHWM cannot be reset: then it includes the first step).
         "peak_rss_steps_mib": round(_proc_status("VmHWM")) if reset else None,
@@ -281,9 +307,19 @@ def memory_efficient_comparison(results):
         dict with the peak-memory ratios (live tensors and resident set over the pre-step baseline) and
         the step-time ratios (wall and CPU), or None when either configuration is missing or failed.
     """
+
     def pick(efficient):
-        return next((r for r in results if r.get("memory_efficient") == efficient and not r.get("jit_compile")
-                     and not r.get("grappler") and "error" not in r), None)
+        return next(
+            (
+                r
+                for r in results
+                if r.get("memory_efficient") == efficient
+                and not r.get("jit_compile")
+                and not r.get("grappler")
+                and "error" not in r
+            ),
+            None,
+        )
 
     default, efficient = pick(False), pick(True)
     if default is None or efficient is None or default["model"] != efficient["model"]:
@@ -294,9 +330,11 @@ def memory_efficient_comparison(results):
         return None if not a or b is None else round(b / a, 3)
 
     return {
-        "model": default["model"], "peak_tensor_ratio": ratio("peak_tensor_mib"),
+        "model": default["model"],
+        "peak_tensor_ratio": ratio("peak_tensor_mib"),
         "peak_rss_over_baseline_ratio": ratio("step_peak_over_baseline_mib"),
-        "step_time_ratio": ratio("s_per_step"), "cpu_time_ratio": ratio("cpu_s_per_step"),
+        "step_time_ratio": ratio("s_per_step"),
+        "cpu_time_ratio": ratio("cpu_s_per_step"),
         "targets": {"peak_tensor_ratio": "<= 0.5", "step_time_ratio": "<= 1.4"},
     }
 
@@ -355,14 +393,21 @@ def main(argv=None):
             repeats = (2 if batch == 1 else 1) if args.quick else 5
             # Measured right before each configuration: the machine's speed drifts during a run.
             adjacent = matmul_reference(min_seconds=1.0 if args.quick else 3.0) if reference else None
-            result = inference(*built[name], args.size, batch, mode, adjacent,
-                               repeats=repeats, min_seconds=0.0 if args.quick else 10.0)
+            result = inference(
+                *built[name], args.size, batch, mode, adjacent, repeats=repeats, min_seconds=0.0 if args.quick else 10.0
+            )
             _emit("inference", info, **result)
     if "train" not in args.skip:
         trained = []
         for config in train_runs:
-            config = {"size": args.size, "batch": args.train_batch, "steps": 2 if args.quick else 5,
-                      "grappler": False, "reference": reference is not None, **config}
+            config = {
+                "size": args.size,
+                "batch": args.train_batch,
+                "steps": 2 if args.quick else 5,
+                "grappler": False,
+                "reference": reference is not None,
+                **config,
+            }
             trained.append(_train_in_subprocess(config, reference, timeout=900))
             _emit("train_step", info, **trained[-1])
         comparison = memory_efficient_comparison(trained)

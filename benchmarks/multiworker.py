@@ -88,10 +88,18 @@ def _prepare(work, images, size):
     from ptx_keras.data.prepare import prepare_dataset
 
     prepared = os.path.join(work, "prepared")
-    write_phantom_dataset(os.path.join(work, "raw"), images, size=size, seed=0, progress=False, workers=1,
-                          conspicuity=2.0)
-    prepare_dataset(os.path.join(work, "raw"), prepared, image_size=size, split_fractions=(0.5, 0.25, 0.25),
-                    shard_size=8, workers=1, progress=False)
+    write_phantom_dataset(
+        os.path.join(work, "raw"), images, size=size, seed=0, progress=False, workers=1, conspicuity=2.0
+    )
+    prepare_dataset(
+        os.path.join(work, "raw"),
+        prepared,
+        image_size=size,
+        split_fractions=(0.5, 0.25, 0.25),
+        shard_size=8,
+        workers=1,
+        progress=False,
+    )
     return prepared
 
 
@@ -109,8 +117,15 @@ def _run(mode, work, prepared, config, index):
         if mode != "single":
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": task}})
             extra = ["--set", "train.strategy=multi_worker"]
-        procs.append(subprocess.Popen([sys.executable, "-c", SCRIPT, *args, *extra], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SCRIPT, *args, *extra],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode:
@@ -119,9 +134,15 @@ def _run(mode, work, prepared, config, index):
     with open(f"{times}.0") as f:  # the chief's (or the single process's) epochs
         epochs = [tuple(map(float, line.split()))[1:] for line in f]
     steady = [end - begin for begin, end in epochs[1:]]
-    return {"mode": mode, "run": index, "workers": workers, "epoch_seconds": [round(s, 2) for s in steady],
-            "median_epoch_seconds": round(statistics.median(steady), 3), "first_epoch_seconds":
-            round(epochs[0][1] - epochs[0][0], 2), "wall_seconds": round(wall, 1)}
+    return {
+        "mode": mode,
+        "run": index,
+        "workers": workers,
+        "epoch_seconds": [round(s, 2) for s in steady],
+        "median_epoch_seconds": round(statistics.median(steady), 3),
+        "first_epoch_seconds": round(epochs[0][1] - epochs[0][0], 2),
+        "wall_seconds": round(wall, 1),
+    }
 
 
 def main():
@@ -150,8 +171,18 @@ def main():
             results[mode].append(result["median_epoch_seconds"])
             print(json.dumps({"benchmark": "multiworker", **settings, **result, "machine": info}), flush=True)
     single, two = statistics.median(results["single"]), statistics.median(results["two_workers"])
-    print(json.dumps({"benchmark": "multiworker_summary", **settings, "single_epoch_seconds": single,
-                      "two_workers_epoch_seconds": two, "speedup": round(single / two, 3), "machine": info}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "multiworker_summary",
+                **settings,
+                "single_epoch_seconds": single,
+                "two_workers_epoch_seconds": two,
+                "speedup": round(single / two, 3),
+                "machine": info,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

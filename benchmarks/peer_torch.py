@@ -32,9 +32,7 @@ class DenseLayer(nn.Sequential):
     """BN -> ELU -> 3x3 conv (growth_rate maps) -> dropout."""
 
     def __init__(self, channels, growth_rate, dropout):
-        super().__init__(
-            _bn(channels), nn.ELU(), nn.Conv2d(channels, growth_rate, 3, padding=1), nn.Dropout(dropout)
-        )
+        super().__init__(_bn(channels), nn.ELU(), nn.Conv2d(channels, growth_rate, 3, padding=1), nn.Dropout(dropout))
 
 
 class DenseBlock(nn.Module):
@@ -42,9 +40,7 @@ class DenseBlock(nn.Module):
 
     def __init__(self, channels, layers, growth_rate, dropout, new_only):
         super().__init__()
-        self.layers = nn.ModuleList(
-            DenseLayer(channels + i * growth_rate, growth_rate, dropout) for i in range(layers)
-        )
+        self.layers = nn.ModuleList(DenseLayer(channels + i * growth_rate, growth_rate, dropout) for i in range(layers))
         self.new_only = new_only
 
     def forward(self, x):
@@ -66,8 +62,15 @@ class TransitionDown(nn.Sequential):
 class FCDenseNet(nn.Module):
     """FC-DenseNet; `forward` returns logits (batch, classes, height, width)."""
 
-    def __init__(self, in_channels=3, num_classes=NUM_CLASSES, blocks=FCDENSENET103_LAYERS,
-                 growth_rate=GROWTH_RATE, first_filters=FIRST_CONV_FILTERS, dropout=DROPOUT_RATE):
+    def __init__(
+        self,
+        in_channels=3,
+        num_classes=NUM_CLASSES,
+        blocks=FCDENSENET103_LAYERS,
+        growth_rate=GROWTH_RATE,
+        first_filters=FIRST_CONV_FILTERS,
+        dropout=DROPOUT_RATE,
+    ):
         super().__init__()
         pools = (len(blocks) - 1) // 2
         self.first = nn.Conv2d(in_channels, first_filters, 3, padding=1)
@@ -116,7 +119,9 @@ def build_peer(in_channels=3):
     """
     model = FCDenseNet(in_channels=in_channels)
     count = trainable_parameters(model)
-    assert count == FC_DENSENET103_PARAMS, f"peer FC-DenseNet103 has {count:,} trainable parameters, not {FC_DENSENET103_PARAMS:,}"
+    assert count == FC_DENSENET103_PARAMS, (
+        f"peer FC-DenseNet103 has {count:,} trainable parameters, not {FC_DENSENET103_PARAMS:,}"
+    )
     return model
 
 

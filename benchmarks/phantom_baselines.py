@@ -113,9 +113,7 @@ def main(argv=None):
     for size in args.sizes:
         rows = []
         for i in range(args.n):
-            image, mask, info, lung = _make_phantom_layers(
-                size, None, positive=True, seed=[args.seed, i], bit_depth=8
-            )
+            image, mask, info, lung = _make_phantom_layers(size, None, positive=True, seed=[args.seed, i], bit_depth=8)
             cavity = lung | mask
             smooth = ndimage.gaussian_filter(image.astype(np.float32), max(1.0, 2.0 * size / 256))
             # Compare texture away from the edges (the pleural line and lung borders are edges).

@@ -60,11 +60,20 @@ def write(style, n, size, repeats=2):
             with tempfile.TemporaryDirectory():
                 out = subprocess.run(
                     [sys.executable, "-c", _WRITE, str(n), str(size), str(workers), style],
-                    check=True, capture_output=True, text=True,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 )
             seconds = float(out.stdout.strip().splitlines()[-1])
-            emit("write", style=style, size=size, n=n, workers=workers, seconds=round(seconds, 2),
-                 images_per_s=round(n / seconds, 2))
+            emit(
+                "write",
+                style=style,
+                size=size,
+                n=n,
+                workers=workers,
+                seconds=round(seconds, 2),
+                images_per_s=round(n / seconds, 2),
+            )
 
 
 def main(argv=None):

@@ -55,8 +55,15 @@ def _encoding(machine_info, repeats=200):
     image, mask = make_phantom(256, seed=3, positive=True)[:2]
     image_png, mask_png = png_bytes(np.asarray(image, np.uint8)), png_bytes(np.asarray(mask, np.uint8))
     weight = spatial_weight_map(mask).astype(np.float16).tobytes()
-    features = {"image": image_png, "mask": mask_png, "weight": weight, "sample_id": "x", "label": 1,
-                "height": 256, "width": 256}
+    features = {
+        "image": image_png,
+        "mask": mask_png,
+        "weight": weight,
+        "sample_id": "x",
+        "label": 1,
+        "height": 256,
+        "width": 256,
+    }
 
     def ours():
         return encode_example(features)
@@ -68,9 +75,19 @@ def _encoding(machine_info, repeats=200):
         def i(v):
             return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
 
-        return tf.train.Example(features=tf.train.Features(feature={
-            "image": b(image_png), "mask": b(mask_png), "weight": b(weight), "sample_id": b(b"x"),
-            "label": i(1), "height": i(256), "width": i(256)})).SerializeToString()
+        return tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "image": b(image_png),
+                    "mask": b(mask_png),
+                    "weight": b(weight),
+                    "sample_id": b(b"x"),
+                    "label": i(1),
+                    "height": i(256),
+                    "width": i(256),
+                }
+            )
+        ).SerializeToString()
 
     result = {}
     for name, fn in (("minimal_writer_us", ours), ("tf_train_example_us", theirs)):
@@ -94,9 +111,17 @@ def _prepare_1024(workdir, n, machine_info):
     start = time.perf_counter()
     summary = prepare_dataset(source, out, image_size=256, workers=workers, progress=False)
     seconds = time.perf_counter() - start
-    _emit("prepare_1024", machine_info, images=n, workers=workers, seconds=round(seconds, 2),
-          seconds_per_1000=round(seconds / n * 1000, 1), images_per_s=round(n / seconds, 2),
-          shards_written=summary["shards_written"], load_average=round(os.getloadavg()[0], 1))
+    _emit(
+        "prepare_1024",
+        machine_info,
+        images=n,
+        workers=workers,
+        seconds=round(seconds, 2),
+        seconds_per_1000=round(seconds / n * 1000, 1),
+        images_per_s=round(n / seconds, 2),
+        shards_written=summary["shards_written"],
+        load_average=round(os.getloadavg()[0], 1),
+    )
 
 
 def _throughput(make, epochs):
@@ -131,10 +156,19 @@ def _pipeline_256(workdir, n, epochs, batch_size, machine_info):
         ("on_the_fly_256", lambda: make_dataset_from_source(source, batch_size, True, image_size=256), 1),
     ):
         images, seconds, cpu_seconds = _throughput(make, n_epochs)
-        _emit(name, machine_info, images=images, epochs=n_epochs, batch_size=batch_size, channels=3,
-              seconds=round(seconds, 2), images_per_s=round(images / seconds, 1),
-              cpu_seconds=round(cpu_seconds, 2), images_per_cpu_s=round(images / cpu_seconds, 1),
-              load_average=round(os.getloadavg()[0], 1))
+        _emit(
+            name,
+            machine_info,
+            images=images,
+            epochs=n_epochs,
+            batch_size=batch_size,
+            channels=3,
+            seconds=round(seconds, 2),
+            images_per_s=round(images / seconds, 1),
+            cpu_seconds=round(cpu_seconds, 2),
+            images_per_cpu_s=round(images / cpu_seconds, 1),
+            load_average=round(os.getloadavg()[0], 1),
+        )
 
 
 def _augment_worker(prepared, preset, epochs, batch_size):
@@ -143,8 +177,15 @@ def _augment_worker(prepared, preset, epochs, batch_size):
 
     preset, _, fraction = preset.partition("@")
     images, seconds, cpu_seconds = _throughput(
-        lambda: make_dataset(prepared, "train", batch_size, training=True, augment=preset,
-                             positive_fraction=float(fraction) if fraction else None), epochs
+        lambda: make_dataset(
+            prepared,
+            "train",
+            batch_size,
+            training=True,
+            augment=preset,
+            positive_fraction=float(fraction) if fraction else None,
+        ),
+        epochs,
     )
     print(json.dumps({"images": images, "seconds": seconds, "cpu_seconds": cpu_seconds}), flush=True)
 
@@ -162,25 +203,60 @@ def _augment(workdir, n, sizes, presets, rounds, epochs, batch_size, machine_inf
         prepare_dataset(source, out, image_size=size, split_fractions=(1.0, 0.0, 0.0), progress=False)
         results = {p: [] for p in presets}
         for r in range(rounds):
-            for preset in presets[r % len(presets):] + presets[: r % len(presets)]:
-                cmd = [sys.executable, os.path.abspath(__file__), "--augment-worker", out, preset,
-                       "--epochs", str(epochs), "--batch-size", str(batch_size)]
+            for preset in presets[r % len(presets) :] + presets[: r % len(presets)]:
+                cmd = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--augment-worker",
+                    out,
+                    preset,
+                    "--epochs",
+                    str(epochs),
+                    "--batch-size",
+                    str(batch_size),
+                ]
                 line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
                 m = json.loads(line)
                 results[preset].append(m)
-                _emit(f"augment_{size}", machine_info, preset=preset, round=r, images=m["images"], epochs=epochs,
-                      batch_size=batch_size, channels=3, seconds=round(m["seconds"], 2),
-                      images_per_s=round(m["images"] / m["seconds"], 1),
-                      images_per_cpu_s=round(m["images"] / m["cpu_seconds"], 1),
-                      load_average=round(os.getloadavg()[0], 1))
-        medians = {p: (float(np.median([m["images"] / m["seconds"] for m in ms])),
-                       float(np.median([m["images"] / m["cpu_seconds"] for m in ms]))) for p, ms in results.items()}
+                _emit(
+                    f"augment_{size}",
+                    machine_info,
+                    preset=preset,
+                    round=r,
+                    images=m["images"],
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    channels=3,
+                    seconds=round(m["seconds"], 2),
+                    images_per_s=round(m["images"] / m["seconds"], 1),
+                    images_per_cpu_s=round(m["images"] / m["cpu_seconds"], 1),
+                    load_average=round(os.getloadavg()[0], 1),
+                )
+        medians = {
+            p: (
+                float(np.median([m["images"] / m["seconds"] for m in ms])),
+                float(np.median([m["images"] / m["cpu_seconds"] for m in ms])),
+            )
+            for p, ms in results.items()
+        }
         base = medians.get("none")
-        _emit(f"augment_{size}_summary", machine_info, rounds=rounds, presets={
-            p: {"images_per_s": round(v[0], 1), "images_per_cpu_s": round(v[1], 1),
-                **({"ratio_to_none": round(v[0] / base[0], 2), "cpu_ratio_to_none": round(v[1] / base[1], 2)}
-                   if base else {})}
-            for p, v in medians.items()})
+        _emit(
+            f"augment_{size}_summary",
+            machine_info,
+            rounds=rounds,
+            presets={
+                p: {
+                    "images_per_s": round(v[0], 1),
+                    "images_per_cpu_s": round(v[1], 1),
+                    **(
+                        {"ratio_to_none": round(v[0] / base[0], 2), "cpu_ratio_to_none": round(v[1] / base[1], 2)}
+                        if base
+                        else {}
+                    ),
+                }
+                for p, v in medians.items()
+            },
+        )
 
 
 def main(argv=None):
@@ -212,8 +288,16 @@ def main(argv=None):
     if "pipeline" not in args.skip:
         _pipeline_256(args.workdir, args.pipeline_n, args.epochs, args.batch_size, machine_info)
     if args.augment:
-        _augment(args.workdir, args.augment_n, args.augment_sizes, list(args.augment), args.rounds, args.epochs,
-                 args.batch_size, machine_info)
+        _augment(
+            args.workdir,
+            args.augment_n,
+            args.augment_sizes,
+            list(args.augment),
+            args.rounds,
+            args.epochs,
+            args.batch_size,
+            machine_info,
+        )
     return 0
 
 

@@ -60,8 +60,13 @@ def worker(policy, size, batch, warmup, steps):
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
-        "bench": "precision_process", "policy": policy, "size": size, "batch": batch, "steps": steps,
-        "wall_ms_per_step": round(1000 * wall / steps, 1), "cpu_ms_per_step": round(1000 * cpu / steps, 1),
+        "bench": "precision_process",
+        "policy": policy,
+        "size": size,
+        "batch": batch,
+        "steps": steps,
+        "wall_ms_per_step": round(1000 * wall / steps, 1),
+        "cpu_ms_per_step": round(1000 * cpu / steps, 1),
         "load1": round(os.getloadavg()[0], 2),
         "machine": machine(tensorflow=tf.__version__, keras=keras.__version__),
     }
@@ -85,9 +90,23 @@ def main(argv=None):
         order = args.policies if r % 2 == 0 else list(reversed(args.policies))  # alternate who goes first
         for policy in order:
             out = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--worker", policy, "--size", str(args.size),
-                 "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps)],
-                check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--worker",
+                    policy,
+                    "--size",
+                    str(args.size),
+                    "--batch",
+                    str(args.batch),
+                    "--warmup",
+                    str(args.warmup),
+                    "--steps",
+                    str(args.steps),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             record = json.loads(out.strip().splitlines()[-1])
             print(json.dumps(record), flush=True)
@@ -95,10 +114,19 @@ def main(argv=None):
     base = statistics.median(times["float32"]) if "float32" in times else None
     for policy, values in times.items():
         median = statistics.median(values)
-        print(json.dumps({
-            "bench": "precision", "policy": policy, "median_wall_ms_per_step": median,
-            "ratio_to_float32": round(median / base, 2) if base else None, "rounds": values, "machine": machine(),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "precision",
+                    "policy": policy,
+                    "median_wall_ms_per_step": median,
+                    "ratio_to_float32": round(median / base, 2) if base else None,
+                    "rounds": values,
+                    "machine": machine(),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -37,7 +37,8 @@ def _summed(durations_ms, top, wall_ms):
     total = sum(durations_ms.values())
     ranked = sorted(durations_ms.items(), key=lambda kv: -kv[1])
     return {
-        "wall_ms": round(wall_ms), "op_ms_total": round(total),
+        "wall_ms": round(wall_ms),
+        "op_ms_total": round(total),
         "ops": [{"op": name, "ms": round(ms, 1), "share": round(ms / total, 3)} for name, ms in ranked[:top]],
     }
 
@@ -77,16 +78,19 @@ def profile_package(model_name, task, batch, top):
     model = build_model(model_name, input_shape=(SIZE, SIZE, CHANNELS))
     images, labels = _data(batch, seed=1)
     if task == "train":
-        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.CategoricalCrossentropy(),
-                      jit_compile=jit)
+        model.compile(
+            optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.CategoricalCrossentropy(), jit_compile=jit
+        )
         model.optimizer.build(model.trainable_variables)
         onehot = np.eye(2, dtype=np.float32)[labels]
 
         def call():
             return model.train_on_batch(images, onehot)
     else:
+
         def call():
             return model.predict_on_batch(images)
+
     call()
     call()  # the second call is the steady state
     logdir = tempfile.mkdtemp(prefix="ptx_profile_")
@@ -188,8 +192,15 @@ def profile_parts(batch):
         np.testing.assert_allclose(layer(x), literal(x), rtol=1e-5, atol=1e-5)
         for name, fn in (("SCSEBlock", layer), ("literal eqs. 2-4", literal)):
             fwd, train = _forward_backward(fn, x, layer.trainable_variables)
-            lines.append({"part": "scse", "formulation": name, "shape": list(x.shape), "forward_cpu_ms": fwd,
-                          "forward_backward_cpu_ms": train})
+            lines.append(
+                {
+                    "part": "scse",
+                    "formulation": name,
+                    "shape": list(x.shape),
+                    "forward_cpu_ms": fwd,
+                    "forward_backward_cpu_ms": train,
+                }
+            )
     x = tf.constant(rng.random((batch, SIZE, SIZE, CHANNELS)).astype("float32"))
     layer = MultiScaleConv2D(16)
     layer.build(x.shape)
@@ -206,8 +217,15 @@ def profile_parts(batch):
     np.testing.assert_allclose(layer(x), fused(x), rtol=1e-4, atol=1e-4)
     for name, fn in (("MultiScaleConv2D (branches)", layer), (f"one {largest}x{largest} convolution", fused)):
         fwd, train = _forward_backward(fn, x, layer.trainable_variables, input_gradient=False)
-        lines.append({"part": "multiscale", "formulation": name, "shape": list(x.shape), "forward_cpu_ms": fwd,
-                      "forward_backward_cpu_ms": train})
+        lines.append(
+            {
+                "part": "multiscale",
+                "formulation": name,
+                "shape": list(x.shape),
+                "forward_cpu_ms": fwd,
+                "forward_backward_cpu_ms": train,
+            }
+        )
     return lines
 
 
@@ -222,8 +240,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.parts:
         for line in profile_parts(args.batch):
-            print(json.dumps({"measurement": "part_profile", **line, "load_average": round(os.getloadavg()[0], 2),
-                              "machine": machine()}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "measurement": "part_profile",
+                        **line,
+                        "load_average": round(os.getloadavg()[0], 2),
+                        "machine": machine(),
+                    }
+                ),
+                flush=True,
+            )
         return 0
     if len(args.framework) > 1:
         # One fresh process per framework: both models' training memory in one process (the package's BFC
@@ -232,8 +259,20 @@ def main(argv=None):
 
         rc = 0
         for framework in args.framework:
-            command = [sys.executable, os.path.abspath(__file__), "--framework", framework, "--task", args.task,
-                       "--batch", str(args.batch), "--model", args.model, "--top", str(args.top)]
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--framework",
+                framework,
+                "--task",
+                args.task,
+                "--batch",
+                str(args.batch),
+                "--model",
+                args.model,
+                "--top",
+                str(args.top),
+            ]
             rc = rc or subprocess.run(command).returncode
         return rc
     for framework in args.framework:
@@ -241,11 +280,22 @@ def main(argv=None):
             result = profile_package(args.model, args.task, args.batch, args.top)
         else:
             result = profile_peer(args.task, args.batch, args.top)
-        print(json.dumps({
-            "measurement": "op_profile", "framework": framework, "model": args.model if framework == "package" else "fc_densenet103",
-            "task": args.task, "batch": args.batch, **result, "load_average": round(os.getloadavg()[0], 2),
-            "fused_ops": os.environ.get("PTX_KERAS_FUSED_OPS", "default"), "machine": machine(),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "measurement": "op_profile",
+                    "framework": framework,
+                    "model": args.model if framework == "package" else "fc_densenet103",
+                    "task": args.task,
+                    "batch": args.batch,
+                    **result,
+                    "load_average": round(os.getloadavg()[0], 2),
+                    "fused_ops": os.environ.get("PTX_KERAS_FUSED_OPS", "default"),
+                    "machine": machine(),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -44,8 +44,10 @@ TERTILES = ("small", "moderate", "large")
 def emit(name, **values):
     import tensorflow as tf
 
-    print(json.dumps({"measurement": name, **values, "machine": machine(tensorflow=tf.__version__)}, default=float),
-          flush=True)
+    print(
+        json.dumps({"measurement": name, **values, "machine": machine(tensorflow=tf.__version__)}, default=float),
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -128,9 +130,20 @@ def score(frame):
     return out
 
 
-COLUMNS = ("start", "fold", "n_images", "n_positive", "dsc1_positive_gated", "dsc1_positive_raw",
-           *(f"dsc1_{t}_{m}" for t in TERTILES for m in ("gated", "raw")), "accuracy", "sensitivity", "specificity",
-           "train_seconds", "thresholds")
+COLUMNS = (
+    "start",
+    "fold",
+    "n_images",
+    "n_positive",
+    "dsc1_positive_gated",
+    "dsc1_positive_raw",
+    *(f"dsc1_{t}_{m}" for t in TERTILES for m in ("gated", "raw")),
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "train_seconds",
+    "thresholds",
+)
 
 
 def _fmt(value):
@@ -145,11 +158,38 @@ def write_tables(rows, out_dir, header):
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    shown = ("start", "fold", "n_images", "n_positive", "dsc1_positive_gated", "dsc1_positive_raw", "dsc1_small_gated",
-             "dsc1_moderate_gated", "dsc1_large_gated", "accuracy", "sensitivity", "specificity", "train_seconds",
-             "thresholds")
-    names = ("start", "fold", "images", "positive", "DSC1 pos. (gated)", "DSC1 pos. (raw)", "DSC1 small", "DSC1 moderate",
-             "DSC1 large", "accuracy", "sensitivity", "specificity", "train s", "thresholds")
+    shown = (
+        "start",
+        "fold",
+        "n_images",
+        "n_positive",
+        "dsc1_positive_gated",
+        "dsc1_positive_raw",
+        "dsc1_small_gated",
+        "dsc1_moderate_gated",
+        "dsc1_large_gated",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "train_seconds",
+        "thresholds",
+    )
+    names = (
+        "start",
+        "fold",
+        "images",
+        "positive",
+        "DSC1 pos. (gated)",
+        "DSC1 pos. (raw)",
+        "DSC1 small",
+        "DSC1 moderate",
+        "DSC1 large",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "train s",
+        "thresholds",
+    )
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in sorted(rows, key=lambda r: (r["fold"] != "all", str(r["fold"]), r["start"])):
         lines.append("| " + " | ".join(_fmt(row.get(k)) for k in shown) + " |")
@@ -182,14 +222,28 @@ def _train(cfg, verbose):
 
 def pretrain(args, out):
     """Trains the recipe on its built-in phantoms (`data.path` empty): the pre-trained start."""
-    cfg = _config(args, "data.path=null", f"output_dir={out}", "name=pretrain", "train.evaluate=false",
-                  "train.export=false", "train.init_from=null", "train.freeze_encoder_epochs=0")
+    cfg = _config(
+        args,
+        "data.path=null",
+        f"output_dir={out}",
+        "name=pretrain",
+        "train.evaluate=false",
+        "train.export=false",
+        "train.init_from=null",
+        "train.freeze_encoder_epochs=0",
+    )
     from ptx_keras.training import train
 
     t0 = time.time()
     result = train(cfg, verbose=args.verbose)
-    emit("real_images_pretrain", run=result.run_dir.path, epochs=result.epochs, seconds=round(time.time() - t0, 1),
-         config=args.config, overrides=list(args.overrides))
+    emit(
+        "real_images_pretrain",
+        run=result.run_dir.path,
+        epochs=result.epochs,
+        seconds=round(time.time() - t0, 1),
+        config=args.config,
+        overrides=list(args.overrides),
+    )
     return result.run_dir.path
 
 
@@ -210,8 +264,16 @@ def run(args):
     labels = [label_of[r.sample_id] for r in records]
     groups = [r.group or r.sample_id for r in records]
     folds_of = assign_folds(labels, groups, args.folds, args.seed)
-    emit("real_images_data", data=os.path.abspath(args.data), format=format_name, n_images=len(records),
-         n_positive=int(sum(labels)), folds=args.folds, config=args.config, overrides=list(args.overrides))
+    emit(
+        "real_images_data",
+        data=os.path.abspath(args.data),
+        format=format_name,
+        n_images=len(records),
+        n_positive=int(sum(labels)),
+        folds=args.folds,
+        config=args.config,
+        overrides=list(args.overrides),
+    )
 
     starts = ["scratch"]
     init_from = None
@@ -229,11 +291,19 @@ def run(args):
         # fold whose validation split lacks one kind) is scored with the configuration's thresholds.
         search = base.evaluation.search_thresholds and len({y for y, s in zip(labels, split) if s == "val"}) == 2
         if base.evaluation.search_thresholds and not search:
-            print(f"fold {fold}: the validation split holds one label only: configured thresholds, no search",
-                  file=sys.stderr)
+            print(
+                f"fold {fold}: the validation split holds one label only: configured thresholds, no search",
+                file=sys.stderr,
+            )
         for start in starts:
-            sets = [f"data.path={prepared}", f"output_dir={os.path.join(out, 'runs')}", f"name={start}-fold{fold}",
-                    "train.evaluate=false", "train.export=false", f"evaluation.search_thresholds={str(search).lower()}"]
+            sets = [
+                f"data.path={prepared}",
+                f"output_dir={os.path.join(out, 'runs')}",
+                f"name={start}-fold{fold}",
+                "train.evaluate=false",
+                "train.export=false",
+                f"evaluation.search_thresholds={str(search).lower()}",
+            ]
             if start == "pretrained":
                 sets += [f"train.init_from={init_from}", f"train.freeze_encoder_epochs={args.freeze_encoder_epochs}"]
             else:
@@ -241,23 +311,41 @@ def run(args):
             frame, seconds = _train(_config(args, *sets), args.verbose)
             frame["fold"] = fold
             per_image[start].append(frame)
-            row = {"start": start, "fold": fold, **score(frame), "train_seconds": round(seconds, 1),
-                   "thresholds": "searched on val" if search else "configured"}
+            row = {
+                "start": start,
+                "fold": fold,
+                **score(frame),
+                "train_seconds": round(seconds, 1),
+                "thresholds": "searched on val" if search else "configured",
+            }
             rows.append(row)
             emit("real_images_fold", **row)
     for start in starts:
         pooled = pd.concat(per_image[start], ignore_index=True)
         pooled.to_csv(os.path.join(out, f"per_image_{start}.csv"), index=False)
         seconds = sum(r["train_seconds"] for r in rows if r["start"] == start)
-        fold_dsc = [r["dsc1_positive_gated"] for r in rows if r["start"] == start and r["dsc1_positive_gated"] is not None]
-        row = {"start": start, "fold": "all", **score(pooled), "train_seconds": round(seconds, 1),
-               "thresholds": "; ".join(sorted({r["thresholds"] for r in rows if r["start"] == start}))}
+        fold_dsc = [
+            r["dsc1_positive_gated"] for r in rows if r["start"] == start and r["dsc1_positive_gated"] is not None
+        ]
+        row = {
+            "start": start,
+            "fold": "all",
+            **score(pooled),
+            "train_seconds": round(seconds, 1),
+            "thresholds": "; ".join(sorted({r["thresholds"] for r in rows if r["start"] == start})),
+        }
         rows.append(row)
-        emit("real_images_summary", **row, init_from=init_from if start == "pretrained" else None,
-             dsc1_positive_gated_fold_std=float(np.std(fold_dsc)) if fold_dsc else None)
-    header = (f"{len(records)} images ({sum(labels)} positive) from {os.path.abspath(args.data)}, {args.folds}-fold "
-              f"cross-validation of {args.config} {' '.join('--set ' + s for s in args.overrides)}; pretrained start: "
-              f"{init_from or 'none'}. Tertiles of the true area over the pooled test folds.")
+        emit(
+            "real_images_summary",
+            **row,
+            init_from=init_from if start == "pretrained" else None,
+            dsc1_positive_gated_fold_std=float(np.std(fold_dsc)) if fold_dsc else None,
+        )
+    header = (
+        f"{len(records)} images ({sum(labels)} positive) from {os.path.abspath(args.data)}, {args.folds}-fold "
+        f"cross-validation of {args.config} {' '.join('--set ' + s for s in args.overrides)}; pretrained start: "
+        f"{init_from or 'none'}. Tertiles of the true area over the pooled test folds."
+    )
     path = write_tables(rows, out, header)
     print(f"tables: {path}, {os.path.join(out, 'results.csv')}", file=sys.stderr)
     return rows
@@ -268,15 +356,31 @@ def build_parser():
     p.add_argument("data", help="the real images: any source --data takes (images/ + masks/ folder, CSV, SIIM-ACR)")
     p.add_argument("--folds", type=int, default=5, help="folds (default 5)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="the recipe (default configs/small_cpu.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration value (repeatable), for every run including the pre-training")
-    p.add_argument("--init-from", help="the pre-trained start (run directory or .keras); default: pre-train the "
-                   "recipe on its phantoms first")
-    p.add_argument("--freeze-encoder-epochs", type=int, default=0,
-                   help="train.freeze_encoder_epochs of the pre-trained start (default 0)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration value (repeatable), for every run including the pre-training",
+    )
+    p.add_argument(
+        "--init-from",
+        help="the pre-trained start (run directory or .keras); default: pre-train the recipe on its phantoms first",
+    )
+    p.add_argument(
+        "--freeze-encoder-epochs",
+        type=int,
+        default=0,
+        help="train.freeze_encoder_epochs of the pre-trained start (default 0)",
+    )
     p.add_argument("--scratch-only", action="store_true", help="only train from scratch")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of the training folds' images of each label used for validation (default 0.2)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the training folds' images of each label used for validation (default 0.2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
     p.add_argument("--out", default="real_images", help="working folder: prepared folds, runs, tables")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output")

@@ -36,8 +36,11 @@ def commands(quick, workdir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="every figure in under 15 minutes")
-    p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "ptx_keras_bench_pipeline"),
-                   help="cache of the pipeline benchmark's phantoms")
+    p.add_argument(
+        "--workdir",
+        default=os.path.join(tempfile.gettempdir(), "ptx_keras_bench_pipeline"),
+        help="cache of the pipeline benchmark's phantoms",
+    )
     args = p.parse_args(argv)
     summary, start, status = {}, time.perf_counter(), 0
     for name, command in commands(args.quick, args.workdir):
@@ -49,9 +52,18 @@ def main(argv=None):
                     print(line.rstrip("\n"), flush=True)
         summary[name] = {"seconds": round(time.perf_counter() - began, 1), "exit_code": proc.returncode}
         status = status or proc.returncode
-    print(json.dumps({"measurement": "run_summary", "quick": args.quick, "benchmarks": summary,
-                      "total_seconds": round(time.perf_counter() - start, 1),
-                      "load_average": [round(v, 2) for v in os.getloadavg()]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "measurement": "run_summary",
+                "quick": args.quick,
+                "benchmarks": summary,
+                "total_seconds": round(time.perf_counter() - start, 1),
+                "load_average": [round(v, 2) for v in os.getloadavg()],
+            }
+        ),
+        flush=True,
+    )
     return 1 if status else 0
 
 

@@ -73,8 +73,10 @@ def _usage():
 def _delta(start):
     end = _usage()
     return {
-        "wall_s": round(end["wall"] - start["wall"], 2), "user_s": round(end["user"] - start["user"], 2),
-        "system_s": round(end["system"] - start["system"], 2), "minor_faults": end["minflt"] - start["minflt"],
+        "wall_s": round(end["wall"] - start["wall"], 2),
+        "user_s": round(end["user"] - start["user"], 2),
+        "system_s": round(end["system"] - start["system"], 2),
+        "minor_faults": end["minflt"] - start["minflt"],
     }
 
 
@@ -101,11 +103,16 @@ def _time_calls(fn, calls):
 
 def _result(task, batch, first, usage, calls):
     return {
-        "task": task, "batch": batch, "first_call_s": first["wall_s"],
-        "first_call_cpu_s": round(first["user_s"] + first["system_s"], 1), "calls": calls,
-        "s_per_call": round(usage["wall_s"] / calls, 3), "images_per_s": round(batch * calls / usage["wall_s"], 3),
+        "task": task,
+        "batch": batch,
+        "first_call_s": first["wall_s"],
+        "first_call_cpu_s": round(first["user_s"] + first["system_s"], 1),
+        "calls": calls,
+        "s_per_call": round(usage["wall_s"] / calls, 3),
+        "images_per_s": round(batch * calls / usage["wall_s"], 3),
         "cpu_s_per_call": round((usage["user_s"] + usage["system_s"]) / calls, 3),
-        **usage, "load_average": round(os.getloadavg()[0], 2),
+        **usage,
+        "load_average": round(os.getloadavg()[0], 2),
     }
 
 
@@ -136,9 +143,16 @@ def package_worker(config):
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     mixed, jit, grappler = configure_execution(TrainConfig())
     info = {
-        "framework": "package", "model": config["model"], "tensorflow": tf.__version__, "keras": keras.__version__,
-        "mixed_precision": mixed, "jit_compile": jit, "grappler": grappler, "fused_ops": fused_ops_enabled(),
-        "process_settings": process, "serve_batch": serve,
+        "framework": "package",
+        "model": config["model"],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "mixed_precision": mixed,
+        "jit_compile": jit,
+        "grappler": grappler,
+        "fused_ops": fused_ops_enabled(),
+        "process_settings": process,
+        "serve_batch": serve,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }
@@ -178,7 +192,10 @@ def library_worker(config):
         tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(config["threads"])
     info = {
-        "framework": "library", "model": config["model"], "tensorflow": tf.__version__, "keras": keras.__version__,
+        "framework": "library",
+        "model": config["model"],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
         "process_settings": {k: os.environ.get(k) for k in ptx_keras.runtime.PROCESS_SETTINGS},
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }
@@ -195,12 +212,14 @@ def library_worker(config):
     if "train" in config["tasks"]:
         images, labels = _data(TRAIN_BATCH, seed=1)
         onehot = np.eye(2, dtype=np.float32)[labels]
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
-                      loss=keras.losses.CategoricalCrossentropy())
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE), loss=keras.losses.CategoricalCrossentropy()
+        )
         info["jit_compile"] = model.jit_compile
         calls = config["train_steps"]
-        first, usage = _time_calls(lambda: model.fit(images, onehot, batch_size=TRAIN_BATCH, epochs=1, verbose=0),
-                                   calls)
+        first, usage = _time_calls(
+            lambda: model.fit(images, onehot, batch_size=TRAIN_BATCH, epochs=1, verbose=0), calls
+        )
         results.append(_result("train", TRAIN_BATCH, first, usage, calls))
     return info, results
 
@@ -215,8 +234,12 @@ def peer_worker(config):
     torch.manual_seed(0)
     model = build_peer(CHANNELS)
     info = {
-        "framework": "peer", "model": PEER_MODEL, "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()),
-        "intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
+        "framework": "peer",
+        "model": PEER_MODEL,
+        "torch": torch.__version__,
+        "params": sum(p.numel() for p in model.parameters()),
+        "intra_op_threads": torch.get_num_threads(),
+        "inter_op_threads": torch.get_num_interop_threads(),
     }
     results = []
     if "infer" in config["tasks"]:
@@ -298,7 +321,9 @@ def package_processes(variants, paths, models, tasks, infer_batches, base, train
         for path in paths:
             label = name if path == "cli" else ("library" if name == "package" else f"{name}-library")
             for i, model in enumerate(models):
-                model_tasks = [t for t in tasks if (t == "infer" and i == 0) or (t == "train" and model in train_models)]
+                model_tasks = [
+                    t for t in tasks if (t == "infer" and i == 0) or (t == "train" and model in train_models)
+                ]
                 config = {**base, "model": model}
                 if path == "library":
                     if i == 0:
@@ -306,8 +331,19 @@ def package_processes(variants, paths, models, tasks, infer_batches, base, train
                     continue
                 if "infer" in model_tasks:
                     for batch in infer_batches:
-                        processes.append((label, env, {**config, "framework": "package", "tasks": ["infer"],
-                                                       "infer_batches": [batch], "serve_batch": batch}))
+                        processes.append(
+                            (
+                                label,
+                                env,
+                                {
+                                    **config,
+                                    "framework": "package",
+                                    "tasks": ["infer"],
+                                    "infer_batches": [batch],
+                                    "serve_batch": batch,
+                                },
+                            )
+                        )
                 if "train" in model_tasks:
                     processes.append((label, env, {**config, "framework": "package", "tasks": ["train"]}))
     return processes
@@ -341,7 +377,10 @@ def summarize(processes):
         peer = rates.get(("peer", PEER_MODEL, task, batch), {})
         rounds = sorted(set(by_round) & set(peer))
         line = {
-            "variant": variant, "model": model, "task": task, "batch": batch,
+            "variant": variant,
+            "model": model,
+            "task": task,
+            "batch": batch,
             "package_images_per_s": round(statistics.median(by_round.values()), 3),
             "peer_model": PEER_MODEL,
             "peer_images_per_s": round(statistics.median(peer.values()), 3) if peer else None,
@@ -361,13 +400,25 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, help="rounds of alternating processes (default 3, --quick 1)")
     p.add_argument("--threads", type=int, help="intra- and inter-op threads of both (default: the frameworks')")
     p.add_argument("--tasks", nargs="+", default=["infer", "train"], choices=("infer", "train"))
-    p.add_argument("--paths", nargs="+", default=["cli", "library"], choices=("cli", "library"),
-                   help="the package as its commands run it (cli) and as a user's script does (library)")
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        default=["cli", "library"],
+        choices=("cli", "library"),
+        help="the package as its commands run it (cli) and as a user's script does (library)",
+    )
     p.add_argument("--infer-batches", nargs="+", type=int, default=list(INFER_BATCHES), choices=INFER_BATCHES)
-    p.add_argument("--package-models", nargs="+", default=[PEER_MODEL, "ms_scse_fc_densenet103"],
-                   help="the first is timed for every task, the others for the training step only")
-    p.add_argument("--train-models", nargs="+", help="the models whose training step the command-line path times "
-                   "(default: all of --package-models)")
+    p.add_argument(
+        "--package-models",
+        nargs="+",
+        default=[PEER_MODEL, "ms_scse_fc_densenet103"],
+        help="the first is timed for every task, the others for the training step only",
+    )
+    p.add_argument(
+        "--train-models",
+        nargs="+",
+        help="the models whose training step the command-line path times (default: all of --package-models)",
+    )
     p.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE,... (repeatable)")
     p.add_argument("--no-peer", action="store_true", help="package variants only")
     p.add_argument("--train-steps", type=int)
@@ -389,15 +440,30 @@ def main(argv=None):
         try:
             import torch  # noqa: F401
         except ImportError:
-            print(json.dumps({"measurement": "side_by_side", "error": "PyTorch is not installed: the peer needs the "
-                              "bench extra (pip install -e \".[bench]\")", "machine": info}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "measurement": "side_by_side",
+                        "error": 'PyTorch is not installed: the peer needs the bench extra (pip install -e ".[bench]")',
+                        "machine": info,
+                    }
+                ),
+                flush=True,
+            )
             return 2
     rounds = args.rounds or (1 if args.quick else 3)
     calls = {"1": 3, "8": 1} if args.quick else {"1": 6, "8": 2}
     steps = args.train_steps or (2 if args.quick else 3)
     base = {"threads": args.threads, "infer_calls": calls, "train_steps": steps, "infer_batches": args.infer_batches}
-    package_configs = package_processes(_parse_variants(args.variant), args.paths, args.package_models, args.tasks,
-                                        args.infer_batches, base, args.train_models)
+    package_configs = package_processes(
+        _parse_variants(args.variant),
+        args.paths,
+        args.package_models,
+        args.tasks,
+        args.infer_batches,
+        base,
+        args.train_models,
+    )
     peer = None if args.no_peer else ("peer", {}, {**base, "framework": "peer", "tasks": args.tasks})
     processes, began = [], time.perf_counter()
     for r, item in schedule(rounds, package_configs, peer is not None):
@@ -408,8 +474,18 @@ def main(argv=None):
         processes.append(out)
         print(json.dumps({"measurement": "side_by_side_process", **out, "machine": info}), flush=True)
     for line in summarize(processes):
-        print(json.dumps({"measurement": "side_by_side", **line, "rounds": rounds,
-                          "seconds": round(time.perf_counter() - began), "machine": info}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "measurement": "side_by_side",
+                    **line,
+                    "rounds": rounds,
+                    "seconds": round(time.perf_counter() - began),
+                    "machine": info,
+                }
+            ),
+            flush=True,
+        )
     return 1 if any("error" in p for p in processes) else 0
 
 

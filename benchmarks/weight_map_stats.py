@@ -61,9 +61,21 @@ def phantom_rows(n, size, boundary_width):
 def summarize(rows):
     """`{key: {"median", "min", "max"}}` over the rows."""
     return {
-        key: {stat: float(fn([r[key] for r in rows])) for stat, fn in (("median", np.median), ("min", np.min), ("max", np.max))}
-        for key in ("ptx_percent", "boundary_pixels", "background", "ptx", "boundary", "map_min", "map_max",
-                    "map_mean", "normalized_max")
+        key: {
+            stat: float(fn([r[key] for r in rows]))
+            for stat, fn in (("median", np.median), ("min", np.min), ("max", np.max))
+        }
+        for key in (
+            "ptx_percent",
+            "boundary_pixels",
+            "background",
+            "ptx",
+            "boundary",
+            "map_min",
+            "map_max",
+            "map_mean",
+            "normalized_max",
+        )
     }
 
 
@@ -100,19 +112,29 @@ def main(argv=None):
             from ptx_keras.figures.weight_map import plot_weight_map
 
             weights = spatial_weight_map(mask, boundary_width=args.boundary_width)
-            title = (f"Phantom seed {seed} ({info['kind']}, {info['size_class']}), {args.size}x{args.size}: "
-                     f"w_bg {row['background']:.3f}, w_PTX {row['ptx']:.1f}, w_boundary {row['boundary']:.1f}")
+            title = (
+                f"Phantom seed {seed} ({info['kind']}, {info['size_class']}), {args.size}x{args.size}: "
+                f"w_bg {row['background']:.3f}, w_PTX {row['ptx']:.1f}, w_boundary {row['boundary']:.1f}"
+            )
             plot_weight_map(image, mask, weights, path=args.figure, title=title)
             # The band is a few pixels wide: a second figure zooms on the pneumothorax (the map is still the
             # whole image's, only the view is cropped).
             rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
             half = max(rows[-1] - rows[0], cols[-1] - cols[0]) // 2 + 8  # a square view, 8 px margin
-            starts = [min(max((lo + hi) // 2 - half, 0), max(n - 2 * half, 0))
-                      for lo, hi, n in ((rows[0], rows[-1], mask.shape[0]), (cols[0], cols[-1], mask.shape[1]))]
+            starts = [
+                min(max((lo + hi) // 2 - half, 0), max(n - 2 * half, 0))
+                for lo, hi, n in ((rows[0], rows[-1], mask.shape[0]), (cols[0], cols[-1], mask.shape[1]))
+            ]
             box = (slice(starts[0], starts[0] + 2 * half), slice(starts[1], starts[1] + 2 * half))
             root, ext = os.path.splitext(args.figure)
-            plot_weight_map(image[box], mask[box], weights[box], path=f"{root}_zoom{ext}",
-                            title=f"Phantom seed {seed}, zoomed on the pneumothorax", log_scale=False)
+            plot_weight_map(
+                image[box],
+                mask[box],
+                weights[box],
+                path=f"{root}_zoom{ext}",
+                title=f"Phantom seed {seed}, zoomed on the pneumothorax",
+                log_scale=False,
+            )
             figure_done = True
 
     groups = {"all positives": positives}
@@ -122,8 +144,17 @@ def main(argv=None):
             groups[size_class] = rows
     settings = {"n": args.n, "size": args.size, "boundary_width": args.boundary_width, "negatives": negatives}
     for name, rows in groups.items():
-        print(json.dumps({"benchmark": "weight_map_stats", "group": name, "count": len(rows), **settings,
-                          "stats": summarize(rows)}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "weight_map_stats",
+                    "group": name,
+                    "count": len(rows),
+                    **settings,
+                    "stats": summarize(rows),
+                }
+            )
+        )
     if args.markdown:
         print(markdown(groups))
     if args.figure:

@@ -36,8 +36,13 @@ def _cases(size):
     blobs = ndimage.gaussian_filter(rng.random((size, size)), size / 64) > 0.5
     border = np.zeros((size, size), bool)
     border[: size // 3, : size // 4] = True  # apical, touching two image borders
-    cases = {"empty": np.zeros((size, size), bool), "lateral": lateral, "large": large, "border": border,
-             "blobs_worst_case": blobs}
+    cases = {
+        "empty": np.zeros((size, size), bool),
+        "lateral": lateral,
+        "large": large,
+        "border": border,
+        "blobs_worst_case": blobs,
+    }
     return {name: mask.astype(np.uint8) * 255 for name, mask in cases.items()}
 
 
@@ -76,11 +81,22 @@ def main(argv=None):
         for case, mask in _cases(size).items():
             for method, fn in methods.items():
                 median, p90 = _time(fn, mask, args.repeats)
-                print(json.dumps({
-                    "benchmark": "spatial_weight_map", "method": method, "size": size, "mask": case,
-                    "ptx_fraction": round(float(np.mean(mask > 0)), 4), "ms_median": round(median, 3),
-                    "ms_p90": round(p90, 3), "repeats": args.repeats, "machine": info,
-                }), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "benchmark": "spatial_weight_map",
+                            "method": method,
+                            "size": size,
+                            "mask": case,
+                            "ptx_fraction": round(float(np.mean(mask > 0)), 4),
+                            "ms_median": round(median, 3),
+                            "ms_p90": round(p90, 3),
+                            "repeats": args.repeats,
+                            "machine": info,
+                        }
+                    ),
+                    flush=True,
+                )
     return 0
 
 

@@ -50,11 +50,21 @@ def sizes(info):
             weight = spatial_weight_map(mask)
             data = encode_weight_map(weight)
             encode = min(timeit.repeat(lambda: encode_weight_map(weight), number=3, repeat=5)) / 3
-            decode = min(timeit.repeat(lambda: decode_weight_map(data, "float32", weight.shape), number=3, repeat=5)) / 3
+            decode = (
+                min(timeit.repeat(lambda: decode_weight_map(data, "float32", weight.shape), number=3, repeat=5)) / 3
+            )
             _emit(
-                "weight_map_bytes", info, size=size, mask=case, pixels=int(mask.sum()),
-                distinct_values=int(np.unique(weight).size), stored=len(data), raw_float32=weight.size * 4,
-                raw_float16=weight.size * 2, encode_us=round(encode * 1e6), decode_us=round(decode * 1e6),
+                "weight_map_bytes",
+                info,
+                size=size,
+                mask=case,
+                pixels=int(mask.sum()),
+                distinct_values=int(np.unique(weight).size),
+                stored=len(data),
+                raw_float32=weight.size * 4,
+                raw_float16=weight.size * 2,
+                encode_us=round(encode * 1e6),
+                decode_us=round(decode * 1e6),
             )
 
 
@@ -81,9 +91,15 @@ def pipeline(info, size, workdir, n, epochs, batch_size):
     seconds = time.perf_counter() - start
     shard_bytes = sum(os.path.getsize(os.path.join(prepared, s)) for s in stored["shards"]["train"])
     _emit(
-        "pipeline", info, size=size, images=images, images_per_s=round(images / seconds, 1),
-        format_version=stored["format_version"], weight_dtype=stored["weight_dtype"],
-        weight_encoding=stored.get("weight_encoding", "raw"), bytes_per_example=round(shard_bytes / n),
+        "pipeline",
+        info,
+        size=size,
+        images=images,
+        images_per_s=round(images / seconds, 1),
+        format_version=stored["format_version"],
+        weight_dtype=stored["weight_dtype"],
+        weight_encoding=stored.get("weight_encoding", "raw"),
+        bytes_per_example=round(shard_bytes / n),
     )
 
 

@@ -216,8 +216,10 @@ class ArtifactSession:
             if batch < 0 or len(images) == batch:
                 return runner(**{IMAGES_INPUT: images, VALUE_MAX_INPUT: value_max})
             # A graph with a fixed batch (LITERT_BATCH): one call per image, outputs stacked.
-            outs = [runner(**{IMAGES_INPUT: images[i : i + batch], VALUE_MAX_INPUT: value_max})
-                    for i in range(0, len(images), batch)]
+            outs = [
+                runner(**{IMAGES_INPUT: images[i : i + batch], VALUE_MAX_INPUT: value_max})
+                for i in range(0, len(images), batch)
+            ]
             return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
         return run

@@ -236,7 +236,9 @@ class EvaluationConfig:
     batch_size: int = 8
     search_thresholds: bool = False
     objective: str = "f1"  # f1, youden, or siim_dice (the SIIM-ACR mean Dice of the final masks)
-    threshold_form: str = "pair"  # what the search chooses: pair (the paper's rule) or triplet (diagnosis.top_threshold)
+    threshold_form: str = (
+        "pair"  # what the search chooses: pair (the paper's rule) or triplet (diagnosis.top_threshold)
+    )
     tta: str = "none"  # test-time augmentation: none, or hflip (mean of the image and its horizontal mirror)
 
 
@@ -541,9 +543,7 @@ def validate_config(cfg):
             "(--init-from RUN_DIR|FILE.keras), or set train.freeze_encoder_epochs: 0"
         )
     if t.freeze_encoder_epochs > t.epochs:
-        raise ConfigError(
-            f"train.freeze_encoder_epochs={t.freeze_encoder_epochs} is more than train.epochs={t.epochs}"
-        )
+        raise ConfigError(f"train.freeze_encoder_epochs={t.freeze_encoder_epochs} is more than train.epochs={t.epochs}")
     if not cfg.name or os.sep in cfg.name:
         raise ConfigError(f"name must be a non-empty directory name. Received: {cfg.name!r}")
 
@@ -594,8 +594,10 @@ def load_yaml_mapping(path, allow_empty=True):
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if data is None:
         if not allow_empty:
-            raise ConfigError(f"{path}: the file holds no configuration (it is empty or only comments); the top level "
-                              "must be a mapping of keys, e.g. a copy of configs/quickstart.yaml")
+            raise ConfigError(
+                f"{path}: the file holds no configuration (it is empty or only comments); the top level "
+                "must be a mapping of keys, e.g. a copy of configs/quickstart.yaml"
+            )
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping. Received: {type(data).__name__}")

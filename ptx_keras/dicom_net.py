@@ -63,8 +63,7 @@ def check_ae_title(value, what="AE title"):
     """
     text = str(value).strip()
     if not _AE_RE.fullmatch(text):
-        raise ConfigError(f"{what} must be 1 to 16 printable ASCII characters without a backslash. Received: "
-                          f"{value!r}")
+        raise ConfigError(f"{what} must be 1 to 16 printable ASCII characters without a backslash. Received: {value!r}")
     return text
 
 
@@ -89,8 +88,12 @@ def parse_destination(text):
     port = int(match.group(3))
     if not 1 <= port <= 65535:
         raise ConfigError(f"Destination {text!r}: port {port} is not in 1..65535")
-    return Destination("dimse", ae_title=check_ae_title(match.group(1), f"The AE title of destination {text!r}"),
-                       host=match.group(2), port=port)
+    return Destination(
+        "dimse",
+        ae_title=check_ae_title(match.group(1), f"The AE title of destination {text!r}"),
+        host=match.group(2),
+        port=port,
+    )
 
 
 def send_files(paths, destination, *, calling_ae=DEFAULT_CALLING_AE, timeout=DEFAULT_TIMEOUT):
@@ -149,28 +152,37 @@ def _c_store(paths, destination, calling_ae, timeout):
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         if assoc.is_rejected:
-            raise SendError(f"{where}: the association was rejected (an unknown called or calling AE title?); "
-                            f"{len(paths)} file(s) not sent, kept on disk")
+            raise SendError(
+                f"{where}: the association was rejected (an unknown called or calling AE title?); "
+                f"{len(paths)} file(s) not sent, kept on disk"
+            )
         if assoc.is_aborted:
             raise SendError(f"{where}: the association was aborted; {len(paths)} file(s) not sent, kept on disk")
-        raise SendError(f"{where}: no answer within {timeout:g} s or nothing listening (connection refused?); "
-                        f"{len(paths)} file(s) not sent, kept on disk")
+        raise SendError(
+            f"{where}: no answer within {timeout:g} s or nothing listening (connection refused?); "
+            f"{len(paths)} file(s) not sent, kept on disk"
+        )
     stored = 0
     try:
         for path, ds in datasets:
             try:
                 status = assoc.send_c_store(ds)
             except (ValueError, RuntimeError) as e:  # no accepted presentation context for it
-                raise SendError(f"{where}: cannot send {path} ({e}); {len(paths) - stored} file(s) not sent, kept on "
-                                "disk") from None
+                raise SendError(
+                    f"{where}: cannot send {path} ({e}); {len(paths) - stored} file(s) not sent, kept on disk"
+                ) from None
             code = getattr(status, "Status", None)
             if code is None:  # Orthanc, for one, closes the association on a caller it does not know
-                raise SendError(f"{where}: no answer for {path}: the PACS closed the association (does it accept "
-                                f"calling AE title {calling_ae}?) or gave no answer within {timeout:g} s; "
-                                f"{len(paths) - stored} file(s) not sent, kept on disk")
+                raise SendError(
+                    f"{where}: no answer for {path}: the PACS closed the association (does it accept "
+                    f"calling AE title {calling_ae}?) or gave no answer within {timeout:g} s; "
+                    f"{len(paths) - stored} file(s) not sent, kept on disk"
+                )
             if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:  # success, or a warning: stored
-                raise SendError(f"{where}: {path} refused with status 0x{code:04X}; {len(paths) - stored} file(s) not "
-                                "sent, kept on disk")
+                raise SendError(
+                    f"{where}: {path} refused with status 0x{code:04X}; {len(paths) - stored} file(s) not "
+                    "sent, kept on disk"
+                )
             stored += 1
             logger.debug("stored %s in %s", path, destination)
     finally:
@@ -188,8 +200,10 @@ def _check_listening(destination, where, timeout, count):
     except TimeoutError:
         raise SendError(f"{where}: no answer within {timeout:g} s; {count} file(s) not sent, kept on disk") from None
     except OSError as e:
-        raise SendError(f"{where}: cannot connect ({e.strerror or e}: PACS down or wrong host/port?); {count} "
-                        "file(s) not sent, kept on disk") from None
+        raise SendError(
+            f"{where}: cannot connect ({e.strerror or e}: PACS down or wrong host/port?); {count} "
+            "file(s) not sent, kept on disk"
+        ) from None
 
 
 def _stow(paths, destination, timeout):
@@ -207,13 +221,15 @@ def _stow(paths, destination, timeout):
     try:
         response = client.store_instances(datasets)
     except requests.exceptions.RequestException as e:
-        raise SendError(f"{destination} (STOW-RS): {type(e).__name__}: {e}; {len(paths)} file(s) not sent, "
-                        "kept on disk") from None
+        raise SendError(
+            f"{destination} (STOW-RS): {type(e).__name__}: {e}; {len(paths)} file(s) not sent, kept on disk"
+        ) from None
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
         uids = [item.get("ReferencedSOPInstanceUID") for item in failed]
-        raise SendError(f"{destination} (STOW-RS): {len(failed)} instance(s) not stored: {uids}; the files are kept "
-                        "on disk")
+        raise SendError(
+            f"{destination} (STOW-RS): {len(failed)} instance(s) not stored: {uids}; the files are kept on disk"
+        )
     return len(paths)
 
 

@@ -81,7 +81,11 @@ DEFAULT_BATCH_SIZE = 4
 DEFAULT_RETRY_SECONDS = 5.0
 # C-STORE statuses (PS3.4 Annex B): refused, out of resources / cannot understand.
 STATUS_SUCCESS, STATUS_OUT_OF_RESOURCES, STATUS_SOP_CLASS_NOT_SUPPORTED, STATUS_CANNOT_UNDERSTAND = (
-    0x0000, 0xA700, 0x0122, 0xC000)
+    0x0000,
+    0xA700,
+    0x0122,
+    0xC000,
+)
 
 
 def spool_name(sop_instance_uid):
@@ -119,14 +123,27 @@ def transfer_syntaxes():
     from pydicom import uid
     from pydicom.pixels import get_decoder
 
-    candidates = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian,
-                  uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
-                  uid.RLELossless, uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000]
+    candidates = [
+        uid.ExplicitVRLittleEndian,
+        uid.ImplicitVRLittleEndian,
+        uid.DeflatedExplicitVRLittleEndian,
+        uid.JPEGBaseline8Bit,
+        uid.JPEGExtended12Bit,
+        uid.JPEGLossless,
+        uid.JPEGLosslessSV1,
+        uid.RLELossless,
+        uid.JPEGLSLossless,
+        uid.JPEGLSNearLossless,
+        uid.JPEG2000Lossless,
+        uid.JPEG2000,
+    ]
     out = []
     for syntax in candidates:
         try:
-            if syntax in (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian) \
-                    or get_decoder(syntax).is_available:
+            if (
+                syntax in (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian)
+                or get_decoder(syntax).is_available
+            ):
                 out.append(syntax)
         except (NotImplementedError, ValueError):
             continue
@@ -156,9 +173,21 @@ class DicomNode:
         OutputError: if the spool folder cannot be written.
     """
 
-    def __init__(self, model, spool_dir, destination, *, ae_title=DEFAULT_AE_TITLE, host="127.0.0.1",
-                 port=DEFAULT_PORT, batch_size=DEFAULT_BATCH_SIZE, uncertainty=None, samples=None,
-                 timeout=DEFAULT_TIMEOUT, retry_seconds=DEFAULT_RETRY_SECONDS):
+    def __init__(
+        self,
+        model,
+        spool_dir,
+        destination,
+        *,
+        ae_title=DEFAULT_AE_TITLE,
+        host="127.0.0.1",
+        port=DEFAULT_PORT,
+        batch_size=DEFAULT_BATCH_SIZE,
+        uncertainty=None,
+        samples=None,
+        timeout=DEFAULT_TIMEOUT,
+        retry_seconds=DEFAULT_RETRY_SECONDS,
+    ):
         from ptx_keras.errors import writable_dir
         from ptx_keras.predict import Predictor, load_predictor
 
@@ -244,14 +273,23 @@ class DicomNode:
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification (C-ECHO), for the PACS's "test" button
         self._ae = ae
         try:
-            self._server = ae.start_server((self.host, self.port), block=False,
-                                           evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            self._server = ae.start_server(
+                (self.host, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+            )
         except OSError as e:
-            raise ConfigError(f"Cannot listen on {self.host}:{self.port} ({e.strerror or e}); choose another --port "
-                              "or --host") from None
+            raise ConfigError(
+                f"Cannot listen on {self.host}:{self.port} ({e.strerror or e}); choose another --port or --host"
+            ) from None
         self.port = self._server.server_address[1]
-        logger.info("%s listening on %s:%d (%s), results to %s; spool %s", self.ae_title, self.host, self.port,
-                    ", ".join(ACCEPTED_SOP_CLASSES.values()), self.destination, self.spool_dir)
+        logger.info(
+            "%s listening on %s:%d (%s), results to %s; spool %s",
+            self.ae_title,
+            self.host,
+            self.port,
+            ", ".join(ACCEPTED_SOP_CLASSES.values()),
+            self.destination,
+            self.spool_dir,
+        )
         return self.port
 
     def stop(self):
@@ -310,9 +348,18 @@ class DicomNode:
         work = os.path.join(self.dirs[WORK], f"batch-{os.getpid()}-{time.monotonic_ns()}")
         started = time.perf_counter()
         try:
-            summary = predict_paths(batch, self.predictor, work, format="dicom", batch_size=len(batch),
-                                    overlays=False, progress=False, uncertainty=self.uncertainty,
-                                    samples=self.samples, dicom_uid_seed=self.uid_seed)
+            summary = predict_paths(
+                batch,
+                self.predictor,
+                work,
+                format="dicom",
+                batch_size=len(batch),
+                overlays=False,
+                progress=False,
+                uncertainty=self.uncertainty,
+                samples=self.samples,
+                dicom_uid_seed=self.uid_seed,
+            )
             rows = pd.read_csv(summary["predictions"], keep_default_na=False).to_dict("records")
         except PtxError as e:
             shutil.rmtree(work, ignore_errors=True)
@@ -352,18 +399,30 @@ class DicomNode:
         import pydicom
 
         name = os.path.splitext(os.path.basename(row["file"]))[0]
-        record = {"source": name, "diagnosis": int(row["diagnosis"]), "score": float(row["score"]),
-                  "destination": str(self.destination), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "results": {}}
+        record = {
+            "source": name,
+            "diagnosis": int(row["diagnosis"]),
+            "score": float(row["score"]),
+            "destination": str(self.destination),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "results": {},
+        }
         for path in files:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "Modality"])
             record["results"][str(ds.Modality)] = str(ds.SOPInstanceUID)
         _write_durably(os.path.join(self.dirs[DONE], name + ".json"), json.dumps(record, indent=1).encode())
         os.remove(row["file"])
         self.counts["done"] += 1
-        logger.info("%s done: %s (score %.2f), %s sent to %s (batch of %d, %.1f s)", name,
-                    "pneumothorax" if record["diagnosis"] else "no pneumothorax", record["score"],
-                    "+".join(record["results"]), self.destination, batch, seconds)
+        logger.info(
+            "%s done: %s (score %.2f), %s sent to %s (batch of %d, %.1f s)",
+            name,
+            "pneumothorax" if record["diagnosis"] else "no pneumothorax",
+            record["score"],
+            "+".join(record["results"]),
+            self.destination,
+            batch,
+            seconds,
+        )
 
     def _fail(self, path, error):
         name = os.path.basename(path)

@@ -90,8 +90,17 @@ IMAGE_STD_CODE = ("PTX-STD", "Standard deviation of the image-level pneumothorax
 AGREEMENT_CODE = ("PTX-AGREE", "Fraction of uncertainty samples agreeing with the diagnosis")
 # Type 2 attributes of the Patient and General Study modules that highdicom copies from the source: a source
 # without them (e.g. a bare secondary capture) is given them empty in the copy passed to highdicom.
-_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                 "ReferringPhysicianName", "AccessionNumber", "StudyID")
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+)
 _SOURCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _UID_MAX = 64
 _UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -234,8 +243,9 @@ class DicomWriter:
                 **{**self._derived_image(ds, "pm"), "source_images": [self._nominal_geometry(ds)]},
                 contains_recognizable_visual_features=False,
                 real_world_value_mappings=[mapping],
-                voi_lut_transformations=[hd.VOILUTTransformation(window_center=PM_MAX_VALUE / 2,
-                                                                 window_width=PM_MAX_VALUE)],
+                voi_lut_transformations=[
+                    hd.VOILUTTransformation(window_center=PM_MAX_VALUE / 2, window_width=PM_MAX_VALUE)
+                ],
                 content_label="PTX_STD",
                 content_description="Pneumothorax probability std (ptx_keras, research use only)",
                 series_description="ptx_keras pneumothorax uncertainty map (research use only)",
@@ -276,7 +286,9 @@ class DicomWriter:
         from pydicom.sr.codedict import codes
 
         algorithm = hd.AlgorithmIdentificationSequence(
-            name="ptx_keras", version=self.version, family=codes.DCM.ArtificialIntelligence,
+            name="ptx_keras",
+            version=self.version,
+            family=codes.DCM.ArtificialIntelligence,
             parameters={"model": self.model_name, **{k: str(v) for k, v in self.thresholds.to_dict().items()}},
         )
         segment = hd.seg.SegmentDescription(
@@ -322,18 +334,24 @@ class DicomWriter:
         positive = int(result["diagnosis"]) == 1
         unit_1 = hd.sr.CodedConcept("1", "UCUM", "no units")
         if result.get("area_mm2") is not None:
-            area = hd.sr.Measurement(name=codes.SCT.Area, value=float(result["area_mm2"]),
-                                     unit=hd.sr.CodedConcept("mm2", "UCUM", "mm2"))
+            area = hd.sr.Measurement(
+                name=codes.SCT.Area, value=float(result["area_mm2"]), unit=hd.sr.CodedConcept("mm2", "UCUM", "mm2")
+            )
         else:
-            area = hd.sr.Measurement(name=codes.SCT.Area, value=float(result["area_px"]),
-                                     unit=hd.sr.CodedConcept("{pixels}", "UCUM", "pixels"))
+            area = hd.sr.Measurement(
+                name=codes.SCT.Area,
+                value=float(result["area_px"]),
+                unit=hd.sr.CodedConcept("{pixels}", "UCUM", "pixels"),
+            )
         algorithm = hd.sr.AlgorithmIdentification(
-            name="ptx_keras", version=self.version,
+            name="ptx_keras",
+            version=self.version,
             parameters=[self.model_name] + [f"{k}={v}" for k, v in self.thresholds.to_dict().items()],
         )
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=self._uid("tracking", ds.SOPInstanceUID),
-                                                         identifier="Pneumothorax"),
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=self._uid("tracking", ds.SOPInstanceUID), identifier="Pneumothorax"
+            ),
             referenced_segment=hd.sr.ReferencedSegmentationFrame(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
@@ -345,17 +363,35 @@ class DicomWriter:
             algorithm_id=algorithm,
             measurements=[
                 area,
-                hd.sr.Measurement(name=hd.sr.CodedConcept(SCORE_CODE[0], PRIVATE_SCHEME, SCORE_CODE[1]),
-                                  value=float(result["score"]), unit=unit_1, algorithm_id=algorithm),
-                hd.sr.Measurement(name=hd.sr.CodedConcept(MAX_PROBABILITY_CODE[0], PRIVATE_SCHEME,
-                                                          MAX_PROBABILITY_CODE[1]),
-                                  value=float(result["max_probability"]), unit=unit_1, algorithm_id=algorithm),
-            ] + ([] if pm is None else [
-                hd.sr.Measurement(name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
-                                  value=float(result[key]), unit=unit_1, algorithm_id=algorithm)
-                for key, (code, meaning) in (("image_probability_std", IMAGE_STD_CODE),
-                                             ("diagnosis_agreement", AGREEMENT_CODE))
-            ]),
+                hd.sr.Measurement(
+                    name=hd.sr.CodedConcept(SCORE_CODE[0], PRIVATE_SCHEME, SCORE_CODE[1]),
+                    value=float(result["score"]),
+                    unit=unit_1,
+                    algorithm_id=algorithm,
+                ),
+                hd.sr.Measurement(
+                    name=hd.sr.CodedConcept(MAX_PROBABILITY_CODE[0], PRIVATE_SCHEME, MAX_PROBABILITY_CODE[1]),
+                    value=float(result["max_probability"]),
+                    unit=unit_1,
+                    algorithm_id=algorithm,
+                ),
+            ]
+            + (
+                []
+                if pm is None
+                else [
+                    hd.sr.Measurement(
+                        name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+                        value=float(result[key]),
+                        unit=unit_1,
+                        algorithm_id=algorithm,
+                    )
+                    for key, (code, meaning) in (
+                        ("image_probability_std", IMAGE_STD_CODE),
+                        ("diagnosis_agreement", AGREEMENT_CODE),
+                    )
+                ]
+            ),
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(codes.SCT.Pneumothorax, codes.SCT.Present if positive else codes.SCT.Absent)
             ],
@@ -448,16 +484,19 @@ def check_uid(value, what="UID"):
         raise DataError(f"{what} is multi-valued ({str(value)!r}); a DICOM object needs one UID here")
     text = str(value if value is not None else "")
     if not text or len(text) > _UID_MAX or not _UID_RE.fullmatch(text):
-        raise DataError(f"{what} is not a valid DICOM UID ({text[:80]!r}: at most {_UID_MAX} characters, digits "
-                        "and dots, no leading zeros)")
+        raise DataError(
+            f"{what} is not a valid DICOM UID ({text[:80]!r}: at most {_UID_MAX} characters, digits "
+            "and dots, no leading zeros)"
+        )
     return text
 
 
 def _check_file_stem(stem):
-    if not isinstance(stem, str) or not stem or len(stem) > 200 or _STEM_BAD_RE.search(stem) or \
-            stem.startswith("."):
-        raise ValueError(f"sample_id must be a file name stem (1 to 200 characters, no path separator, control "
-                         f"character or leading dot). Received: sample_id={stem!r}")
+    if not isinstance(stem, str) or not stem or len(stem) > 200 or _STEM_BAD_RE.search(stem) or stem.startswith("."):
+        raise ValueError(
+            f"sample_id must be a file name stem (1 to 200 characters, no path separator, control "
+            f"character or leading dot). Received: sample_id={stem!r}"
+        )
 
 
 def _age_in_years(text):

@@ -13,7 +13,6 @@ __all__ = [
 ]
 
 
-
 def file_sha256(path):
     """SHA-256 of a file's bytes (hex)."""
     digest = hashlib.sha256()

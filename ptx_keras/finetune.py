@@ -82,9 +82,13 @@ class LayerInit:
     target_shapes: tuple[tuple, ...] = ()
 
     def row(self):
-        return {"layer": self.layer, "status": self.status, "reason": self.reason,
-                "source_shapes": " ".join(_shape_text(s) for s in self.source_shapes),
-                "target_shapes": " ".join(_shape_text(s) for s in self.target_shapes)}
+        return {
+            "layer": self.layer,
+            "status": self.status,
+            "reason": self.reason,
+            "source_shapes": " ".join(_shape_text(s) for s in self.source_shapes),
+            "target_shapes": " ".join(_shape_text(s) for s in self.target_shapes),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,17 +117,30 @@ class InitReport:
     def summary(self, **extra):
         """JSON-ready: the source, its file and hash, the counts and the names of the layers not loaded as
         they were."""
-        return {"source": self.source, "model_file": self.model_file, "model_sha256": self.model_sha256,
-                "counts": self.counts(), **{s: self.names(s) for s in (RESHAPED, SKIPPED, UNUSED)}, **extra}
+        return {
+            "source": self.source,
+            "model_file": self.model_file,
+            "model_sha256": self.model_sha256,
+            "counts": self.counts(),
+            **{s: self.names(s) for s in (RESHAPED, SKIPPED, UNUSED)},
+            **extra,
+        }
 
     def describe(self):
         """One line for the log."""
         c = self.counts()
-        parts = [f"{c[LOADED]} layers loaded", f"{c[RESHAPED]} reshaped",
-                 f"{c[SKIPPED]} skipped (kept their initialisation)", f"{c[UNUSED]} source layers unused"]
+        parts = [
+            f"{c[LOADED]} layers loaded",
+            f"{c[RESHAPED]} reshaped",
+            f"{c[SKIPPED]} skipped (kept their initialisation)",
+            f"{c[UNUSED]} source layers unused",
+        ]
         text = f"Initialised from {self.model_file}: " + ", ".join(parts)
-        details = [f"{layer.layer} ({layer.status}: {layer.reason})" for layer in self.layers
-                   if layer.status in (RESHAPED, SKIPPED)]
+        details = [
+            f"{layer.layer} ({layer.status}: {layer.reason})"
+            for layer in self.layers
+            if layer.status in (RESHAPED, SKIPPED)
+        ]
         return text + (": " + "; ".join(details) if details else "")
 
     def write_csv(self, path):
@@ -265,8 +282,13 @@ def _compare(src_vars, dst_vars, channels, image_fed):
         s_shape, d_shape = tuple(s.shape), tuple(d.shape)
         value = np.asarray(s.numpy())
         if s_shape != d_shape:
-            only_inputs = (len(s_shape) == 4 and len(d_shape) == 4 and s_shape[:2] == d_shape[:2]
-                           and s_shape[3] == d_shape[3] and (s_shape[2], d_shape[2]) == channels)
+            only_inputs = (
+                len(s_shape) == 4
+                and len(d_shape) == 4
+                and s_shape[:2] == d_shape[:2]
+                and s_shape[3] == d_shape[3]
+                and (s_shape[2], d_shape[2]) == channels
+            )
             if not (only_inputs and image_fed):
                 return SKIPPED, f"shape mismatch: {name} {_shape_text(s_shape)} -> {_shape_text(d_shape)}", None
             value, reshaped = spread_channels(value, d_shape[2]), True
@@ -406,5 +428,11 @@ def apply_phase(model, phase, encoder):
         return
     n = set_trainable(encoder, not phase.frozen)
     recompile(model)
-    logger.info("Epochs %d-%d: encoder (%d layers, %d weights) %s", phase.start + 1, phase.end, len(encoder), n,
-                "frozen" if phase.frozen else "trainable again")
+    logger.info(
+        "Epochs %d-%d: encoder (%d layers, %d weights) %s",
+        phase.start + 1,
+        phase.end,
+        len(encoder),
+        n,
+        "frozen" if phase.frozen else "trainable again",
+    )

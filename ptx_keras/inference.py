@@ -79,8 +79,10 @@ def input_contract(model, where=None, *, fixed=False):
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] is None or (fixed and shape[1] is None):
         where = where or f"model {model.name!r}"
-        raise ModelError(f"{where}: expected a model with a {'fixed ' if fixed else ''}square input (batch, S, S, C). "
-                         f"Received: input_shape={shape}")
+        raise ModelError(
+            f"{where}: expected a model with a {'fixed ' if fixed else ''}square input (batch, S, S, C). "
+            f"Received: input_shape={shape}"
+        )
     return (None if shape[1] is None else int(shape[1])), int(shape[3])
 
 
@@ -259,7 +261,8 @@ def batch_norm_frozen(model):
     import keras
 
     layers = [
-        layer for layer in model._flatten_layers(include_self=False, recursive=True)
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
     ]
     for layer in layers:

@@ -234,7 +234,9 @@ class CompoundLoss(keras.losses.Loss):
     """
 
     def __init__(self, losses, weights=None, reduction="sum_over_batch_size", name=None):
-        losses = [keras.saving.deserialize_keras_object(item) if isinstance(item, dict) else item for item in losses or []]
+        losses = [
+            keras.saving.deserialize_keras_object(item) if isinstance(item, dict) else item for item in losses or []
+        ]
         if not losses or not all(isinstance(item, keras.losses.Loss) for item in losses):
             raise ValueError(f"losses must be a non-empty list of keras Loss instances. Received: losses={losses!r}")
         weights = [1.0] * len(losses) if weights is None else [float(w) for w in weights]
@@ -255,7 +257,10 @@ class CompoundLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"losses": [keras.saving.serialize_keras_object(item) for item in self.losses], "weights": list(self.weights)}
+            {
+                "losses": [keras.saving.serialize_keras_object(item) for item in self.losses],
+                "weights": list(self.weights),
+            }
         )
         return config
 
@@ -319,5 +324,7 @@ def get_loss(name, **kwargs):
         raise ConfigError(f"loss {name!r} takes no option {extra[0]!r}; options: {', '.join(sorted(accepted))}")
     if len(classes) == 1:
         return classes[0](**kwargs)
-    components = [cls(**{k: v for k, v in kwargs.items() if k in _parameters(cls) and k != "reduction"}) for cls in classes]
+    components = [
+        cls(**{k: v for k, v in kwargs.items() if k in _parameters(cls) and k != "reduction"}) for cls in classes
+    ]
     return CompoundLoss(components, weights=weights, reduction=kwargs.get("reduction", "sum_over_batch_size"))

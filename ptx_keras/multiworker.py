@@ -103,7 +103,9 @@ def read_tf_config(environ=None):
     environ = os.environ if environ is None else environ
     raw = environ.get(TF_CONFIG_VARIABLE)
     if not raw:
-        raise ConfigError(f"train.strategy=multi_worker needs the {TF_CONFIG_VARIABLE} environment variable, {_TF_CONFIG_HELP}")
+        raise ConfigError(
+            f"train.strategy=multi_worker needs the {TF_CONFIG_VARIABLE} environment variable, {_TF_CONFIG_HELP}"
+        )
     try:
         spec = json.loads(raw)
     except ValueError as e:
@@ -112,13 +114,21 @@ def read_tf_config(environ=None):
     task = spec.get("task") if isinstance(spec, dict) else None
     jobs = {job: cluster[job] for job in ("chief", "worker") if isinstance(cluster, dict) and cluster.get(job)}
     if not jobs or not all(isinstance(a, list) and all(isinstance(x, str) for x in a) for a in jobs.values()):
-        raise ConfigError(f"{TF_CONFIG_VARIABLE} needs a cluster with a list of worker addresses, {_TF_CONFIG_HELP}. "
-                          f"Received: {raw}")
+        raise ConfigError(
+            f"{TF_CONFIG_VARIABLE} needs a cluster with a list of worker addresses, {_TF_CONFIG_HELP}. Received: {raw}"
+        )
     task_type = task.get("type") if isinstance(task, dict) else None
     index = task.get("index") if isinstance(task, dict) else None
-    if task_type not in jobs or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(jobs[task_type]):
-        raise ConfigError(f"{TF_CONFIG_VARIABLE}'s task must name this process's job and index in the cluster "
-                          f"({', '.join(f'{job}: 0-{len(a) - 1}' for job, a in jobs.items())}). Received: task={task!r}")
+    if (
+        task_type not in jobs
+        or isinstance(index, bool)
+        or not isinstance(index, int)
+        or not 0 <= index < len(jobs[task_type])
+    ):
+        raise ConfigError(
+            f"{TF_CONFIG_VARIABLE}'s task must name this process's job and index in the cluster "
+            f"({', '.join(f'{job}: 0-{len(a) - 1}' for job, a in jobs.items())}). Received: task={task!r}"
+        )
     return Worker(task_type, index, jobs)
 
 
@@ -284,8 +294,13 @@ def wait_for_peers(worker, timeout_s):
         ConfigError: if this task's own port cannot be listened on (named).
     """
     own = worker.cluster[worker.task_type][worker.index]
-    peers = [(job, i, address) for job, addresses in worker.cluster.items() if job in ("chief", "worker")
-             for i, address in enumerate(addresses) if (job, i) != (worker.task_type, worker.index)]
+    peers = [
+        (job, i, address)
+        for job, addresses in worker.cluster.items()
+        if job in ("chief", "worker")
+        for i, address in enumerate(addresses)
+        if (job, i) != (worker.task_type, worker.index)
+    ]
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -293,8 +308,10 @@ def wait_for_peers(worker, timeout_s):
         listener.listen(64)
     except OSError as e:
         listener.close()
-        raise ConfigError(f"{worker.name}: cannot listen on port {_split_address(own)[1]} of its TF_CONFIG address "
-                          f"{own} ({e.strerror or e}); is another process using it?") from None
+        raise ConfigError(
+            f"{worker.name}: cannot listen on port {_split_address(own)[1]} of its TF_CONFIG address "
+            f"{own} ({e.strerror or e}); is another process using it?"
+        ) from None
 
     def stop(signum, frame):
         raise _Stopped()
@@ -314,8 +331,9 @@ def wait_for_peers(worker, timeout_s):
             if waiting:
                 time.sleep(_POLL_S)
     except _Stopped:
-        raise WorkerLostError(f"Multi-worker start-up on {worker.name} stopped by SIGTERM while waiting for its "
-                              "peers") from None
+        raise WorkerLostError(
+            f"Multi-worker start-up on {worker.name} stopped by SIGTERM while waiting for its peers"
+        ) from None
     finally:
         listener.close()
         if handler is not None:

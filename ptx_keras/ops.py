@@ -103,8 +103,13 @@ def keras_batch_normalization(x, scale, offset, mean, variance, training, epsilo
         batch_mean, batch_variance = ops.moments(x, axes=list(range(len(x.shape) - 1)))
         mean, variance = batch_mean, batch_variance
     y = ops.batch_normalization(
-        x, ops.cast(mean, x.dtype), ops.cast(variance, x.dtype), axis=-1,
-        offset=ops.cast(offset, x.dtype), scale=ops.cast(scale, x.dtype), epsilon=epsilon,
+        x,
+        ops.cast(mean, x.dtype),
+        ops.cast(variance, x.dtype),
+        axis=-1,
+        offset=ops.cast(offset, x.dtype),
+        scale=ops.cast(scale, x.dtype),
+        epsilon=epsilon,
     )
     return ops.cast(y, dtype), batch_mean, batch_variance
 
@@ -115,8 +120,14 @@ def _tensorflow_fused_training(x, scale, offset, epsilon):
     # In training mode the kernel takes no moving statistics (empty tensors are its documented "none").
     empty = tf.constant([], tf.float32)
     y, batch_mean, batch_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-        x=x, scale=tf.convert_to_tensor(scale, tf.float32), offset=tf.convert_to_tensor(offset, tf.float32),
-        mean=empty, variance=empty, epsilon=epsilon, data_format="NHWC", is_training=True,
+        x=x,
+        scale=tf.convert_to_tensor(scale, tf.float32),
+        offset=tf.convert_to_tensor(offset, tf.float32),
+        mean=empty,
+        variance=empty,
+        epsilon=epsilon,
+        data_format="NHWC",
+        is_training=True,
     )
     # The kernel returns the Bessel-corrected variance (n / (n - 1)); Keras keeps the biased one.
     shape = tf.shape(x)

@@ -125,8 +125,9 @@ class Predictor:
         graph_tta: The test-time augmentation already inside the loaded graph (an export's; "none" for a run).
     """
 
-    def __init__(self, kind, path, call, model_name, image_size, channels, bit_depth, thresholds, *, tta="none",
-                 graph_tta="none"):
+    def __init__(
+        self, kind, path, call, model_name, image_size, channels, bit_depth, thresholds, *, tta="none", graph_tta="none"
+    ):
         from ptx_keras.inference import ModelRunner
         from ptx_keras.serving import GraphPipeline
 
@@ -152,8 +153,10 @@ class Predictor:
         check_tta(tta, ConfigError)
         if self.graph_tta != "none":
             if tta != self.graph_tta:
-                raise ConfigError(f"{self.path} was exported with tta={self.graph_tta} inside its graph; export it "
-                                  f"again with ptx-export --tta {tta} to predict without it")
+                raise ConfigError(
+                    f"{self.path} was exported with tta={self.graph_tta} inside its graph; export it "
+                    f"again with ptx-export --tta {tta} to predict without it"
+                )
             return self._base_runner  # the graph averages already
         return self._base_runner.with_tta(tta)
 
@@ -204,8 +207,17 @@ def load_predictor(model):
         )
     if RunDir(model).is_run():
         run = load_deployed_run(model)
-        return Predictor("run", run.run_dir, run.model, run.model_name, run.image_size,
-                         run.channels, run.bit_depth, run.thresholds, tta=run.tta)
+        return Predictor(
+            "run",
+            run.run_dir,
+            run.model,
+            run.model_name,
+            run.image_size,
+            run.channels,
+            run.bit_depth,
+            run.thresholds,
+            tta=run.tta,
+        )
     found = find_artifact(model)
     if found is None:
         raise ModelError(
@@ -243,7 +255,9 @@ def _saved_model_call(version_dir):
     except Exception as e:  # TensorFlow raises several unrelated types for a damaged SavedModel
         raise ModelError(f"{version_dir}: cannot load the SavedModel ({type(e).__name__}: {e})") from None
     if PREPROCESSED_SIGNATURE not in loaded.signatures:
-        raise ModelError(f"{version_dir}: the SavedModel has no {PREPROCESSED_SIGNATURE!r} signature; export it with ptx-export")
+        raise ModelError(
+            f"{version_dir}: the SavedModel has no {PREPROCESSED_SIGNATURE!r} signature; export it with ptx-export"
+        )
     signature = loaded.signatures[PREPROCESSED_SIGNATURE]
 
     def call(batch):
@@ -517,8 +531,12 @@ def predict_paths(
     if format == "dicom":
         from ptx_keras.dicom_out import DICOM_DIRNAME, DicomWriter
 
-        dicom_writer = DicomWriter(os.path.join(output_dir, DICOM_DIRNAME), predictor.model_name or predictor.kind,
-                                   predictor.thresholds, uid_seed=dicom_uid_seed)
+        dicom_writer = DicomWriter(
+            os.path.join(output_dir, DICOM_DIRNAME),
+            predictor.model_name or predictor.kind,
+            predictor.thresholds,
+            uid_seed=dicom_uid_seed,
+        )
 
     from ptx_keras.inference import predict_batches
 
@@ -543,14 +561,29 @@ def predict_paths(
             aux = batch.get("aux")
             for j, (item, p) in enumerate(zip(batch["item"], batch["prob"])):
                 try:
-                    _finish_one(item, p, predictor, overlay_dir, mask_dir, output_dir,
-                                rle_rows if format == "siim" else None,
-                                None if aux is None else aux[j], keep_mask=dicom_writer is not None)
+                    _finish_one(
+                        item,
+                        p,
+                        predictor,
+                        overlay_dir,
+                        mask_dir,
+                        output_dir,
+                        rle_rows if format == "siim" else None,
+                        None if aux is None else aux[j],
+                        keep_mask=dicom_writer is not None,
+                    )
                 except Exception as e:  # noqa: BLE001 - one file's failure is its error row, the run goes on
                     _fail(item, e, "output failed")
             if uncertainty:
-                _add_uncertainty(batch, runner, predictor, uncertainty_info, uncertainty_dir, output_dir,
-                                 keep_map=dicom_writer is not None)
+                _add_uncertainty(
+                    batch,
+                    runner,
+                    predictor,
+                    uncertainty_info,
+                    uncertainty_dir,
+                    output_dir,
+                    keep_map=dicom_writer is not None,
+                )
             if dicom_writer is not None:  # after the uncertainty: its map and figures go into the DICOM output
                 for item in batch["item"]:
                     _write_dicom(item, dicom_writer, output_dir)
@@ -587,7 +620,8 @@ def predict_paths(
         "images_per_second": (len(rows) - len(failed)) / seconds if seconds > 0 else None,
         "dicom_dir": dicom_writer.output_dir if dicom_writer else None,
         "dicom_skipped": [r["file"] for r in rows if r["status"] == "ok" and not r.get("dicom_seg")]
-        if dicom_writer else [],
+        if dicom_writer
+        else [],
     }
     summary_path = os.path.join(output_dir, SUMMARY_FILENAME)
     with open(summary_path, "w", encoding="utf-8") as f:
@@ -633,12 +667,15 @@ def _load_one(path, sample_id, predictor, max_pixels=None):
     except Exception as e:  # noqa: BLE001 - one file's failure is its error row, whatever raised it
         _fail(item, e)
         return item
-    item.update(image=image, value_max=value_max, spacing=info.get("spacing"), dicom=info.get("photometric") is not None)
+    item.update(
+        image=image, value_max=value_max, spacing=info.get("spacing"), dicom=info.get("photometric") is not None
+    )
     return item
 
 
-def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows, aux_probability=None,
-                keep_mask=False):
+def _finish_one(
+    item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows, aux_probability=None, keep_mask=False
+):
     from ptx_keras.data.rle import EMPTY_RLE, rle_encode
 
     item["_output_dir"] = output_dir
@@ -660,9 +697,7 @@ def _finish_one(item, ptx_probability, predictor, overlay_dir, mask_dir, output_
     item["area_mm2"] = float(item["area_px"] * spacing[0] * spacing[1]) if spacing else None
     name = f"{item['sample_id']}.png"
     if overlay_dir:
-        label = (
-            f"PTX  score {item['score']:.1f}  area {item['area_px']} px" if item["diagnosis"] else "no PTX"
-        )
+        label = f"PTX  score {item['score']:.1f}  area {item['area_px']} px" if item["diagnosis"] else "no PTX"
         _save_png(os.path.join(overlay_dir, name), overlay_image(image, mask, item["value_max"], label))
         item["overlay"] = os.path.relpath(os.path.join(overlay_dir, name), output_dir)
     if mask_dir:
@@ -693,18 +728,22 @@ def _check_uncertainty(method, samples, runner):
         raise ConfigError(f"samples must be an integer >= 2. Received: samples={samples!r}")
     if method == "mc_dropout":
         if runner.model is None:
-            raise ConfigError(f"MC dropout needs a run directory's Keras model; {runner.name} is an exported graph "
-                              "(its dropout is gone). Use --uncertainty tta, or pass the run directory")
+            raise ConfigError(
+                f"MC dropout needs a run directory's Keras model; {runner.name} is an exported graph "
+                "(its dropout is gone). Use --uncertainty tta, or pass the run directory"
+            )
         if not dropout_layers(runner.model):
-            raise ConfigError(f"MC dropout needs a model with dropout; {runner.name} has none (dropout_rate 0, as "
-                              "in the quick start). Use --uncertainty tta")
+            raise ConfigError(
+                f"MC dropout needs a model with dropout; {runner.name} has none (dropout_rate 0, as "
+                "in the quick start). Use --uncertainty tta"
+            )
     return {
         "method": method,
         "samples": samples,
         "map": f"per-pixel standard deviation of the pneumothorax probability over the samples, PNG value = "
-               f"{UNCERTAINTY_PNG_SCALE:g} x std",
+        f"{UNCERTAINTY_PNG_SCALE:g} x std",
         "image_probability_std": "standard deviation over the samples of the image-level probability (the aux "
-                                 "head's if the model has one, else the largest pixel probability)",
+        "head's if the model has one, else the largest pixel probability)",
         "diagnosis_agreement": "fraction of the samples whose diagnosis equals the reported one",
     }
 
@@ -742,8 +781,9 @@ def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir
         if item["status"] != "ok":
             continue
         try:
-            _add_uncertainty_one(item, probs[:, j], None if aux is None else aux[:, j], predictor, uncertainty_dir,
-                                 output_dir, keep_map)
+            _add_uncertainty_one(
+                item, probs[:, j], None if aux is None else aux[:, j], predictor, uncertainty_dir, output_dir, keep_map
+            )
         except Exception as e:  # noqa: BLE001 - one file's failure is its error row
             _fail(item, e, "uncertainty failed")
 
@@ -756,8 +796,11 @@ def _add_uncertainty_one(item, probs, aux, predictor, uncertainty_dir, output_di
     png = np.clip(np.round(np.asarray(std) * UNCERTAINTY_PNG_SCALE), 0, 255).astype(np.uint8)
     path = os.path.join(uncertainty_dir, f"{item['sample_id']}.png")
     _save_png(path, png)
-    item.update(image_probability_std=u["image_probability_std"], diagnosis_agreement=u["diagnosis_agreement"],
-                uncertainty_map=os.path.relpath(path, output_dir))
+    item.update(
+        image_probability_std=u["image_probability_std"],
+        diagnosis_agreement=u["diagnosis_agreement"],
+        uncertainty_map=os.path.relpath(path, output_dir),
+    )
     if keep_map and item.get("dicom"):
         item["_std_map"] = np.asarray(std, np.float32)  # the DICOM Parametric Map's values (`_write_dicom`)
 
@@ -776,7 +819,10 @@ def _check_dicom_inputs(files):
     if others:
         logger.warning(
             "DICOM output needs DICOM input: %d of %d file(s) are not DICOM and get no SEG/SR, only their CSV row "
-            "(e.g. %s)", len(others), len(files), others[0],
+            "(e.g. %s)",
+            len(others),
+            len(files),
+            others[0],
         )
 
 
@@ -793,10 +839,12 @@ def _write_dicom(item, writer, output_dir):
         item.update(status="error", error=f"DICOM output failed: {message}")
         logger.warning("%s: %s", item["file"], item["error"])
         return
-    item.update(dicom_seg=os.path.relpath(seg, output_dir), dicom_sr=os.path.relpath(sr, output_dir),
-                dicom_pm=os.path.relpath(pm, output_dir) if pm else None)
+    item.update(
+        dicom_seg=os.path.relpath(seg, output_dir),
+        dicom_sr=os.path.relpath(sr, output_dir),
+        dicom_pm=os.path.relpath(pm, output_dir) if pm else None,
+    )
 
 
 def _row(item):
     return {k: item.get(k) for k in PREDICTION_COLUMNS}
-

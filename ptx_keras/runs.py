@@ -136,8 +136,13 @@ class SavedThresholds:
 
     def describe(self):
         """A JSON-ready dict: the three numbers, `source`, `file`, `stale` and the search's fields."""
-        return {**self.search, **self.thresholds.to_dict(), "source": self.source, "file": self.file,
-                "stale": self.stale}
+        return {
+            **self.search,
+            **self.thresholds.to_dict(),
+            "source": self.source,
+            "file": self.file,
+            "stale": self.stale,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +392,9 @@ class RunDir:
         if stale:
             logger.warning(
                 "%s was chosen for an earlier %s; using it anyway (as the export does). Search again "
-                "(--search-thresholds) to choose thresholds for the current model.", path, BEST_MODEL_FILENAME
+                "(--search-thresholds) to choose thresholds for the current model.",
+                path,
+                BEST_MODEL_FILENAME,
             )
         search = {k: v for k, v in saved.items() if k not in Thresholds.KEYS and k not in ("source", "file", "stale")}
         return SavedThresholds(thresholds, saved.get("source", "validation search"), path, stale, search)

@@ -134,7 +134,8 @@ def configure_process(purpose="train", batch_size=None):
                     "%s: this process runs without them (training on CPUs without AVX-512 VNNI up to 2x slower, "
                     "docs/benchmarks.md). Fix: import ptx_keras before keras and tensorflow (or set the variables "
                     "before Python starts); %s=0 turns this tuning and this warning off.",
-                    result["not_applied"], TUNING_VARIABLE,
+                    result["not_applied"],
+                    TUNING_VARIABLE,
                 )
         return result
     for name, value in wanted.items():

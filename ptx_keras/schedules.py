@@ -139,8 +139,13 @@ def make_schedule(
     callbacks = [classes["LearningRateLogger"]()]
     if name == "plateau":
         plateau = classes["PlateauSchedule"](
-            history=history, monitor=monitor, mode=mode, factor=plateau_factor, patience=plateau_patience,
-            min_lr=min_learning_rate, verbose=1,
+            history=history,
+            monitor=monitor,
+            mode=mode,
+            factor=plateau_factor,
+            patience=plateau_patience,
+            min_lr=min_learning_rate,
+            verbose=1,
         )
         return float(learning_rate), [plateau] + callbacks
     if name == "constant" and not warmup:

@@ -78,14 +78,14 @@ PROBABILITIES_OUTPUT, AUX_PROBABILITY_OUTPUT = C.PROBABILITIES_OUTPUT, C.AUX_PRO
 RAW_OUTPUTS = {
     "probability": "pneumothorax probability at the input's size",
     "mask": "1 where probability > mask_threshold, at the input's size (the raw mask: the final mask is mask * "
-            "diagnosis)",
+    "diagnosis)",
     "area": "mask pixels at the input's size",
     "score": "(decision area at the model resolution + max_probability / 2) * (reference_size / S)^2, as "
-             "ptx_keras.diagnosis (decision area: pixels above top_threshold, else mask_threshold)",
+    "ptx_keras.diagnosis (decision area: pixels above top_threshold, else mask_threshold)",
     "max_probability": "highest pneumothorax probability",
     "diagnosis": "1 if more than min_area * (S / reference_size)^2 pixels exceed top_threshold (mask_threshold "
-                 "when there is none) at the model resolution; gate aux: if aux_probability > aux_threshold "
-                 "instead; gate both: if both",
+    "when there is none) at the model resolution; gate aux: if aux_probability > aux_threshold "
+    "instead; gate both: if both",
     AUX_PROBABILITY_OUTPUT: "the model's image-level pneumothorax probability (models with an aux head)",
 }
 
@@ -225,6 +225,7 @@ def _batch_hw(images):
         # A static rank of 3 lets the resize below know its input rank even when the signature's is unknown.
         return tf.reshape(images, tf.stack([shape[0], shape[1], shape[2]]))
 
+
 def postprocess_probabilities(ptx_probability, height, width, thresholds, *, aux_probability=None):
     """Model-resolution PTX probabilities -> the deployed outputs at the input's size.
 
@@ -334,8 +335,9 @@ class GraphPipeline:
         return postprocess_probabilities(ptx_probability, height, width, self.thresholds)
 
     def _postprocess_aux_graph(self, ptx_probability, height, width, aux_probability):
-        return postprocess_probabilities(ptx_probability, height, width, self.thresholds,
-                                         aux_probability=aux_probability)
+        return postprocess_probabilities(
+            ptx_probability, height, width, self.thresholds, aux_probability=aux_probability
+        )
 
     def preprocess(self, image, value_max=None):
         """One image -> the model input.
@@ -441,8 +443,9 @@ def deployed_model(model, thresholds=None, bit_depth=C.IMAGE_BIT_DEPTH, tta="non
     thresholds = thresholds or Thresholds()
     _check_gate(model, thresholds, f"model {model.name!r}")
     check_tta(tta)
-    return DeployedModel(model, model.name, size, channels, int(bit_depth), thresholds, source, None, tta,
-                         has_aux_output(model))
+    return DeployedModel(
+        model, model.name, size, channels, int(bit_depth), thresholds, source, None, tta, has_aux_output(model)
+    )
 
 
 def load_deployed_run(run):
@@ -474,6 +477,14 @@ def load_deployed_run(run):
     size, channels = model_input(model, run.best_model)
     _check_gate(model, saved.thresholds, saved.file)
     return DeployedModel(
-        model, cfg.model.name, size, channels, int(cfg.data.bit_depth), saved.thresholds, saved.file,
-        os.path.abspath(run.path), cfg.evaluation.tta, has_aux_output(model),
+        model,
+        cfg.model.name,
+        size,
+        channels,
+        int(cfg.data.bit_depth),
+        saved.thresholds,
+        saved.file,
+        os.path.abspath(run.path),
+        cfg.evaluation.tta,
+        has_aux_output(model),
     )

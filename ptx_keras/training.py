@@ -235,8 +235,13 @@ def _callback_classes():
                 self.early_stopping.best = float(values[best_i])
                 self.early_stopping.best_epoch = best_i
                 self.early_stopping.wait = len(values) - 1 - best_i
-            logger.info("Resuming at epoch %d: best %s so far %.4f (epoch %d)", start + 1, self.monitor,
-                        values[best_i], best_i + 1)
+            logger.info(
+                "Resuming at epoch %d: best %s so far %.4f (epoch %d)",
+                start + 1,
+                self.monitor,
+                values[best_i],
+                best_i + 1,
+            )
 
     return HistoryCSV, ResumeBest
 
@@ -316,7 +321,7 @@ def monitored(cfg):
     from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT
 
     prefix = "val_" if monitor.startswith("val_") else ""
-    name = monitor[len(prefix):]
+    name = monitor[len(prefix) :]
     if name == "loss" or name.startswith((f"{MASK_OUTPUT}_", f"{AUX_OUTPUT}_")):
         return monitor
     return f"{prefix}{MASK_OUTPUT}_{name}"
@@ -330,8 +335,9 @@ def aux_targets(dataset):
     from ptx_keras.losses import image_labels
     from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT
 
-    return dataset.map(lambda x, y: (x, {MASK_OUTPUT: y, AUX_OUTPUT: image_labels(y)}),
-                       num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(
+        lambda x, y: (x, {MASK_OUTPUT: y, AUX_OUTPUT: image_labels(y)}), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def build_and_compile(cfg, jit_compile="auto"):
@@ -406,10 +412,17 @@ def _learning_rate_schedule(cfg, model, steps_per_epoch, run):
         return [float(r[monitor]) for r in _read_history(history_path) if int(r["epoch"]) < start and r.get(monitor)]
 
     rate, callbacks = make_schedule(
-        t.lr_schedule, t.learning_rate, steps_per_epoch=steps_per_epoch,
-        epochs=t.epochs, warmup_epochs=t.warmup_epochs, min_learning_rate=t.min_learning_rate,
-        plateau_factor=t.plateau_factor, plateau_patience=t.plateau_patience, monitor=monitor,
-        mode="min" if monitor.endswith("loss") else "max", history=history,
+        t.lr_schedule,
+        t.learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        epochs=t.epochs,
+        warmup_epochs=t.warmup_epochs,
+        min_learning_rate=t.min_learning_rate,
+        plateau_factor=t.plateau_factor,
+        plateau_patience=t.plateau_patience,
+        monitor=monitor,
+        mode="min" if monitor.endswith("loss") else "max",
+        history=history,
     )
     if not isinstance(rate, float):
         model.optimizer.learning_rate = rate
@@ -438,8 +451,13 @@ def check_label_balance(cfg, prepared_dir):
     counts = load_prepared_info(prepared_dir)["counts"]
     needs = [("train", "training needs both positive and negative images")]
     if cfg.train.evaluate and cfg.evaluation.search_thresholds:
-        needs.append(("val", "the threshold search (evaluation.search_thresholds) needs both kinds; set it to false "
-                             "to keep the configured thresholds"))
+        needs.append(
+            (
+                "val",
+                "the threshold search (evaluation.search_thresholds) needs both kinds; set it to false "
+                "to keep the configured thresholds",
+            )
+        )
     for split, why in needs:
         count = counts[split]
         if count["total"] and (count["positive"] == 0 or count["negative"] == 0):
@@ -543,8 +561,12 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         encoder = encoder_layers(model) if t.freeze_encoder_epochs else []
         try:
             data = resolve_data(
-                cfg.data.path, cfg.data, cache_dir=cfg.data.cache_dir or run.default_cache_dir,
-                phantoms=cfg.data.phantoms, skip_bad=cfg.data.skip_bad, workers=cfg.data.workers,
+                cfg.data.path,
+                cfg.data,
+                cache_dir=cfg.data.cache_dir or run.default_cache_dir,
+                phantoms=cfg.data.phantoms,
+                skip_bad=cfg.data.skip_bad,
+                workers=cfg.data.workers,
             )
         except BadSampleError as e:
             raise e.with_hint(SKIP_HINT) from None
@@ -563,13 +585,19 @@ def _train(cfg, run, out, worker, created, verbose, t0):
         )
         common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
         train_ds = make_dataset(
-            prepared, "train", cfg.train.batch_size, True, shuffle_buffer=cfg.data.shuffle_buffer,
-            augment=cfg.data.augmentation(), positive_fraction=cfg.data.positive_fraction,
+            prepared,
+            "train",
+            cfg.train.batch_size,
+            True,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            augment=cfg.data.augmentation(),
+            positive_fraction=cfg.data.positive_fraction,
             drop_remainder=drop_remainder,
             # A fixed steps_per_epoch may ask for more batches than the split holds: without repeating, Keras
             # ends each epoch when the data runs out (a warning only), and the schedules, which count
             # steps_per_epoch steps per epoch, would never reach their end.
-            repeat=cfg.train.steps_per_epoch is not None, **common,
+            repeat=cfg.train.steps_per_epoch is not None,
+            **common,
         )
         val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
         if cfg.model.options.get("aux_head"):
@@ -583,26 +611,48 @@ def _train(cfg, run, out, worker, created, verbose, t0):
             distribution = {"strategy": cfg.train.strategy, "replicas": replicas}
             if worker is not None:
                 distribution["workers"] = worker.cluster
-            run.update_metadata(prepared_dir=prepared, data_kind=data.kind, data_source=data.source,
-                                status="training", distribution=distribution)
+            run.update_metadata(
+                prepared_dir=prepared,
+                data_kind=data.kind,
+                data_source=data.source,
+                status="training",
+                distribution=distribution,
+            )
             if init is not None:
-                run.update_metadata(init_from=init.summary(report=init.write_csv(run.init_report_file),
-                                                           freeze_encoder_epochs=cfg.train.freeze_encoder_epochs))
+                run.update_metadata(
+                    init_from=init.summary(
+                        report=init.write_csv(run.init_report_file),
+                        freeze_encoder_epochs=cfg.train.freeze_encoder_epochs,
+                    )
+                )
     except BaseException:
         if created:
             _remove_rejected_run(run)
         raise
     logger.info(
         "Run %s: model %s, loss %s, %d train / %d val images at %dpx, batch %d on %d replica(s), mixed precision "
-        "%s, XLA %s, Grappler %s", run.path, cfg.model.name, cfg.loss.name, n_train, n_val, cfg.data.image_size,
-        cfg.train.batch_size, replicas, "on" if mixed else "off", jit, "on" if grappler else "off",
+        "%s, XLA %s, Grappler %s",
+        run.path,
+        cfg.model.name,
+        cfg.loss.name,
+        n_train,
+        n_val,
+        cfg.data.image_size,
+        cfg.train.batch_size,
+        replicas,
+        "on" if mixed else "off",
+        jit,
+        "on" if grappler else "off",
     )
     if worker is not None:
         logger.info(
             "This process is %s of %d workers (%s): %d images per step of the global batch of %d; %s",
-            worker.name, worker.count, "chief" if chief else "not the chief", cfg.train.batch_size // replicas,
-            cfg.train.batch_size, "it writes the run directory" if chief else f"its checkpoints go to {out.path}, "
-            "removed at the end",
+            worker.name,
+            worker.count,
+            "chief" if chief else "not the chief",
+            cfg.train.batch_size // replicas,
+            cfg.train.batch_size,
+            "it writes the run directory" if chief else f"its checkpoints go to {out.path}, removed at the end",
         )
     try:
         for phase in phases:  # one phase unless the encoder is frozen for the first epochs

@@ -41,8 +41,10 @@ def _batch(*cases):
 
 
 def _geometry(angle=0.0, scale=1.0, shift_x=0.0, shift_y=0.0, n=1):
-    return {k: tf.constant([v] * n, tf.float32) for k, v in
-            dict(angle=angle, scale=scale, shift_x=shift_x, shift_y=shift_y).items()}
+    return {
+        k: tf.constant([v] * n, tf.float32)
+        for k, v in dict(angle=angle, scale=scale, shift_x=shift_x, shift_y=shift_y).items()
+    }
 
 
 def _move(case, **geometry):
@@ -64,8 +66,10 @@ def _forward(point, angle, scale, shift_x, shift_y):
     c = (SIZE - 1) / 2.0
     t = math.radians(angle)
     x, y = point[0] - c, point[1] - c
-    return (c + scale * (math.cos(t) * x - math.sin(t) * y) + shift_x * SIZE,
-            c + scale * (math.sin(t) * x + math.cos(t) * y) + shift_y * SIZE)
+    return (
+        c + scale * (math.cos(t) * x - math.sin(t) * y) + shift_x * SIZE,
+        c + scale * (math.sin(t) * x + math.cos(t) * y) + shift_y * SIZE,
+    )
 
 
 def _contour4(mask):
@@ -130,8 +134,9 @@ def test_affine_matrix_hand_computed():
     m = affine_matrices(tf.constant([0.0]), tf.constant([2.0]), tf.constant([0.25]), tf.constant([0.0]), 8, 8)
     a0, a1, a2, b0, b1, b2, _, _ = np.asarray(m)[0]
     x, y = 7.0, 1.0
-    np.testing.assert_allclose([a0 * x + a1 * y + a2, b0 * x + b1 * y + b2],
-                               [3.5 + (x - 3.5 - 2.0) / 2, 3.5 + (y - 3.5) / 2], atol=1e-6)
+    np.testing.assert_allclose(
+        [a0 * x + a1 * y + a2, b0 * x + b1 * y + b2], [3.5 + (x - 3.5 - 2.0) / 2, 3.5 + (y - 3.5) / 2], atol=1e-6
+    )
 
 
 def test_translation_moves_image_mask_and_weight_by_the_same_pixels():
@@ -237,14 +242,20 @@ def test_intensity_changes_only_the_image(name):
 
 def test_intensity_formulas_hand_computed():
     image = tf.constant(np.array([0.0, 0.25, 0.5, 1.0], np.float32).reshape(1, 2, 2, 1))
-    params = {"gamma": tf.constant([2.0]), "contrast": tf.constant([0.5]), "brightness": tf.constant([0.1]),
-              "noise": tf.constant([0.0]), "amount": tf.constant([0.0])}
+    params = {
+        "gamma": tf.constant([2.0]),
+        "contrast": tf.constant([0.5]),
+        "brightness": tf.constant([0.1]),
+        "noise": tf.constant([0.0]),
+        "amount": tf.constant([0.0]),
+    }
     seed = tf.constant(1, tf.int64)
     aug = Augmentation.from_preset("none", gamma=0.5)
     np.testing.assert_allclose(np.ravel(transform_intensity(aug, image, params, seed)), [0, 0.0625, 0.25, 1])
     aug = Augmentation.from_preset("none", contrast=0.5)  # mean 0.4375: (x - m) * 0.5 + m
-    np.testing.assert_allclose(np.ravel(transform_intensity(aug, image, params, seed)),
-                               [0.21875, 0.34375, 0.46875, 0.71875], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.ravel(transform_intensity(aug, image, params, seed)), [0.21875, 0.34375, 0.46875, 0.71875], rtol=1e-6
+    )
     aug = Augmentation.from_preset("none", brightness=0.2)
     np.testing.assert_allclose(np.ravel(transform_intensity(aug, image, params, seed)), [0.1, 0.35, 0.6, 1.0])
 
@@ -345,11 +356,17 @@ def test_older_flip_key_still_works(tmp_path):
     "overrides, match",
     [
         (["data.augment.preset=heavy"], r"data.augment.preset must be one of \['none', 'flip', 'standard', 'strong'\]"),
-        (["data.augment.rotaton=5"], r"Unknown configuration key 'data.augment.rotaton'. Did you mean 'rotation'\? "
-                                     r"Valid keys under data.augment: preset, flip, rotation"),
+        (
+            ["data.augment.rotaton=5"],
+            r"Unknown configuration key 'data.augment.rotaton'. Did you mean 'rotation'\? "
+            r"Valid keys under data.augment: preset, flip, rotation",
+        ),
         (["data.augment.scale=2"], r"data.augment.scale must be a number in \[0, 1\]"),
-        (["data.flip=false", "data.augment.flip=true"], r"data.flip=False \(the older name of data.augment.flip\) "
-                                                        r"contradicts data.augment.flip=True"),
+        (
+            ["data.flip=false", "data.augment.flip=true"],
+            r"data.flip=False \(the older name of data.augment.flip\) "
+            r"contradicts data.augment.flip=True",
+        ),
         (["data.augment=standard"], r"data.augment must be a mapping of keys"),
         (["data.positive_fraction=0"], r"data.positive_fraction must be null or in \(0, 1\)"),
         (["data.positive_fraction=1.5"], r"data.positive_fraction must be null or in \(0, 1\)"),

@@ -10,8 +10,16 @@ SIZE = 16
 def fc(aux_head=True, **kw):
     from ptx_keras import build_model
 
-    return build_model("fc_densenet56", input_shape=(SIZE, SIZE, 1), growth_rate=3, layers_per_block=1,
-                       num_pools=2, first_conv_filters=6, aux_head=aux_head, **kw)
+    return build_model(
+        "fc_densenet56",
+        input_shape=(SIZE, SIZE, 1),
+        growth_rate=3,
+        layers_per_block=1,
+        num_pools=2,
+        first_conv_filters=6,
+        aux_head=aux_head,
+        **kw,
+    )
 
 
 def tiny_set(n=16, seed=0):
@@ -23,8 +31,8 @@ def tiny_set(n=16, seed=0):
     mask = np.zeros((n, SIZE, SIZE), np.float32)
     for i in range(0, n, 2):
         r, c = rng.integers(0, SIZE - 6, 2)
-        mask[i, r:r + 6, c:c + 6] = 1
-        x[i, r:r + 6, c:c + 6, 0] += 0.7
+        mask[i, r : r + 6, c : c + 6] = 1
+        x[i, r : r + 6, c : c + 6, 0] += 0.7
     return x, np.asarray(pack_targets(mask)), mask
 
 
@@ -35,8 +43,11 @@ def test_aux_head_outputs_and_leaves_the_mask_path_unchanged(name):
     from ptx_keras import build_model
     from ptx_keras.models.common import has_aux_output
 
-    kw = (dict(growth_rate=3, layers_per_block=1, num_pools=2, first_conv_filters=6) if name.startswith("fc")
-          else dict(base_filters=4, depth=2))
+    kw = (
+        dict(growth_rate=3, layers_per_block=1, num_pools=2, first_conv_filters=6)
+        if name.startswith("fc")
+        else dict(base_filters=4, depth=2)
+    )
     keras.utils.set_random_seed(1)
     aux_model = build_model(name, input_shape=(SIZE, SIZE, 1), aux_head=True, **kw)
     plain = build_model(name, input_shape=(SIZE, SIZE, 1), **kw)
@@ -77,12 +88,23 @@ def test_aux_head_trains_and_round_trips_through_keras(tmp_path):
     from ptx_keras.losses import image_labels
     from ptx_keras.training import aux_targets, build_and_compile, monitored
 
-    cfg = load_config(extra={
-        "data": {"image_size": SIZE, "channels": 1},
-        "model": {"name": "fc_densenet56", "options": {"growth_rate": 4, "layers_per_block": 1, "num_pools": 2,
-                                                        "first_conv_filters": 8, "aux_head": True}},
-        "train": {"learning_rate": 1e-2}, "loss": {"aux_weight": 1.0},
-    })
+    cfg = load_config(
+        extra={
+            "data": {"image_size": SIZE, "channels": 1},
+            "model": {
+                "name": "fc_densenet56",
+                "options": {
+                    "growth_rate": 4,
+                    "layers_per_block": 1,
+                    "num_pools": 2,
+                    "first_conv_filters": 8,
+                    "aux_head": True,
+                },
+            },
+            "train": {"learning_rate": 1e-2},
+            "loss": {"aux_weight": 1.0},
+        }
+    )
     assert monitored(cfg) == "val_mask_dsc1"
     keras.utils.set_random_seed(0)
     model = build_and_compile(cfg, jit_compile=False)
@@ -111,8 +133,7 @@ def test_gate_in_the_serving_graph_follows_the_rule():
     prob = np.zeros((SIZE, SIZE), np.float32)
     prob[:4, :4] = 0.9  # 16 pixels: positive by area (min_area 10 at SIZE)
     area = Thresholds(0.5, 10, SIZE)
-    for gate, aux, expected in (("area", 0.1, 1), ("aux", 0.1, 0), ("aux", 0.8, 1), ("both", 0.8, 1),
-                                ("both", 0.3, 0)):
+    for gate, aux, expected in (("area", 0.1, 1), ("aux", 0.1, 0), ("aux", 0.8, 1), ("both", 0.8, 1), ("both", 0.3, 0)):
         t = area.replace(gate=gate)
         out = GraphPipeline(SIZE, 1, t).postprocess(prob, SIZE, SIZE, aux)
         assert int(out["diagnosis"]) == expected == diagnose(prob, thresholds=t, aux_probability=aux).label
@@ -137,6 +158,7 @@ def test_invalid_aux_settings(tmp_path):
         load_config(extra={"loss": {"aux_weight": -1}})
     with pytest.raises(ModelError, match="no aux head"):
         deployed_model(fc(aux_head=False), Thresholds(gate="aux"))
-    cfg = load_config(extra={"diagnosis": {"gate": "both", "aux_threshold": 0.3},
-                             "model": {"options": {"aux_head": True}}})
+    cfg = load_config(
+        extra={"diagnosis": {"gate": "both", "aux_threshold": 0.3}, "model": {"options": {"aux_head": True}}}
+    )
     assert cfg.diagnosis.thresholds() == Thresholds(gate="both", aux_threshold=0.3)

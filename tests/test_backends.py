@@ -60,7 +60,11 @@ TENSORFLOW_ONLY_MODULES = ("ptx_keras.data.pipeline", "ptx_keras.serving", "ptx_
 # every dense layer, dense blocks, transitions down and up, the input-size check; and the scSE U-Net.
 TINY_MODELS = {
     "ms_scse_fc_densenet103": dict(
-        input_shape=(8, 8, 1), layers_per_block=[1, 1, 1], growth_rate=2, first_conv_filters=4, multiscale_filters=2,
+        input_shape=(8, 8, 1),
+        layers_per_block=[1, 1, 1],
+        growth_rate=2,
+        first_conv_filters=4,
+        multiscale_filters=2,
         dropout_rate=0.0,
     ),
     "ms_scse_unet": dict(input_shape=(8, 8, 1), base_filters=2, depth=1, multiscale_filters=2),
@@ -123,13 +127,17 @@ LAYERS = {
     "multiscale": (lambda: MultiScaleConv2D(2), (2, 8, 8, 1), (2, 8, 8, 6)),
     "dense_layer": (lambda: DenseLayer(3, dropout_rate=0.2, scse=True), (2, 4, 4, 5), (2, 4, 4, 3)),
     "dense_layer_memory_efficient": (
-        lambda: DenseLayer(3, dropout_rate=0.2, scse=True, memory_efficient=True), (2, 4, 4, 5), (2, 4, 4, 3)
+        lambda: DenseLayer(3, dropout_rate=0.2, scse=True, memory_efficient=True),
+        (2, 4, 4, 5),
+        (2, 4, 4, 3),
     ),
     "dense_block": (lambda: DenseBlock(2, 3, dropout_rate=0.2), (2, 4, 4, 5), (2, 4, 4, 11)),
     "dense_block_new_only": (lambda: DenseBlock(2, 3, return_new_only=True), (2, 4, 4, 5), (2, 4, 4, 6)),
     "transition_down": (lambda: TransitionDown(dropout_rate=0.2), (2, 4, 4, 5), (2, 2, 2, 5)),
     "transition_down_memory_efficient": (
-        lambda: TransitionDown(dropout_rate=0.2, memory_efficient=True), (2, 4, 4, 5), (2, 2, 2, 5)
+        lambda: TransitionDown(dropout_rate=0.2, memory_efficient=True),
+        (2, 4, 4, 5),
+        (2, 2, 2, 5),
     ),
     "transition_up": (lambda: TransitionUp(), (2, 2, 2, 5), (2, 4, 4, 5)),
     "transition_up_filters": (lambda: TransitionUp(3), (2, 2, 2, 5), (2, 4, 4, 3)),
@@ -157,7 +165,9 @@ def test_scse_matches_its_equations(rng):
     layer = SCSEBlock(2)
     u = rng.normal(size=(2, 3, 3, 4)).astype("float32")
     out = _np(layer(u))
-    (ws, bs), (w1, b1), (w2, b2) = [[_np(w) for w in sub.weights] for sub in (layer.spatial_conv, layer.squeeze, layer.excite)]
+    (ws, bs), (w1, b1), (w2, b2) = [
+        [_np(w) for w in sub.weights] for sub in (layer.spatial_conv, layer.squeeze, layer.excite)
+    ]
     sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
     u_sse = u * sigmoid(u @ ws.reshape(4, 1) + bs)
     z = u.mean(axis=(1, 2), keepdims=True)
@@ -364,8 +374,11 @@ def test_memory_efficient_training_step_matches_the_default(rng):
 # --------------------------------------------------------------------------------------------------------------
 def test_require_tensorflow_names_the_module_the_backend_and_the_fix(monkeypatch):
     monkeypatch.setattr(keras.config, "backend", lambda: "jax")
-    with pytest.raises(BackendError, match=r"ptx_keras\.export needs Keras' TensorFlow backend, but Keras runs on "
-                       r"'jax'\. Set KERAS_BACKEND=tensorflow"):
+    with pytest.raises(
+        BackendError,
+        match=r"ptx_keras\.export needs Keras' TensorFlow backend, but Keras runs on "
+        r"'jax'\. Set KERAS_BACKEND=tensorflow",
+    ):
         require_tensorflow("ptx_keras.export")
     assert issubclass(BackendError, ImportError)
 
@@ -396,8 +409,11 @@ def _save_models(folder, seed):
         for w in model.weights:
             value = _np(w)
             factor = rng.uniform(0.7, 1.3, value.shape) if w.path.endswith("moving_variance") else 1.0
-            w.assign((value * factor + (0 if w.path.endswith("moving_variance") else rng.normal(0, 0.05, value.shape)))
-                     .astype(value.dtype))
+            w.assign(
+                (
+                    value * factor + (0 if w.path.endswith("moving_variance") else rng.normal(0, 0.05, value.shape))
+                ).astype(value.dtype)
+            )
         model.optimizer.build(model.trainable_variables)
         for v in model.optimizer.variables:
             value = 3 if "iteration" in v.path else rng.uniform(0.0, 0.01, tuple(v.shape))
@@ -445,19 +461,26 @@ def test_keras_files_load_in_every_other_backend(other, tmp_path):
         (tmp_path / sub).mkdir()
     _save_models(str(tmp_path / "ours"), seed=5)
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="2")
-    code = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_backends as t; " \
-           f"t._other_backend_main({str(tmp_path)!r})"
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_backends as t; "
+        f"t._other_backend_main({str(tmp_path)!r})"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _load_and_predict(str(tmp_path / "theirs"), str(tmp_path / "here"))
-    for saved, predicted, where in (("ours", "there", f"saved on {BACKEND}, predicted on {other}"),
-                                    ("theirs", "here", f"saved on {other}, predicted on {BACKEND}")):
+    for saved, predicted, where in (
+        ("ours", "there", f"saved on {BACKEND}, predicted on {other}"),
+        ("theirs", "here", f"saved on {other}, predicted on {BACKEND}"),
+    ):
         with open(tmp_path / predicted / "report.json") as f:
             report = json.load(f)
         for name in CROSS_BACKEND_MODELS:
             np.testing.assert_allclose(
-                np.load(tmp_path / predicted / f"{name}.probs.npy"), np.load(tmp_path / saved / f"{name}.probs.npy"),
-                rtol=0, atol=CROSS_BACKEND_ATOL, err_msg=f"{name} {where}",
+                np.load(tmp_path / predicted / f"{name}.probs.npy"),
+                np.load(tmp_path / saved / f"{name}.probs.npy"),
+                rtol=0,
+                atol=CROSS_BACKEND_ATOL,
+                err_msg=f"{name} {where}",
             )
             assert report[name] == {"optimizer": "AdamL2", "weight_decay": 1e-4, "loss": "SpatialWeightedCE"}, where
             # The optimizer's state (step counter, Adam's moments) is restored exactly, for resuming training.

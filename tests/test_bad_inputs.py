@@ -21,7 +21,9 @@ def _folder(root, n=6, size=24):
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     os.makedirs(os.path.join(root, "masks"), exist_ok=True)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size)).astype(np.uint8)).save(os.path.join(root, "images", f"s{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (size, size)).astype(np.uint8)).save(
+            os.path.join(root, "images", f"s{i}.png")
+        )
         if i % 2:
             mask = np.zeros((size, size), np.uint8)
             mask[4:12, 6:14] = 255
@@ -472,8 +474,10 @@ def test_a_decompression_bomb_is_an_error_row_and_the_good_image_is_predicted(ti
     table = _table(out)
     assert table.loc["good", "status"] == "ok"
     assert table.loc["bomb", "status"] == "error"
-    assert "image too large: its header claims 60000 x 60000 = 3,600,000,000 values, over the limit of " \
-           "100,000,000 (raise it with data.max_image_pixels / --max-image-pixels" in table.loc["bomb", "error"]
+    assert (
+        "image too large: its header claims 60000 x 60000 = 3,600,000,000 values, over the limit of "
+        "100,000,000 (raise it with data.max_image_pixels / --max-image-pixels" in table.loc["bomb", "error"]
+    )
 
 
 @pytest.mark.parametrize("ext", ["png", "jpg", "tif"])
@@ -517,7 +521,9 @@ def test_preparation_skips_an_image_over_the_size_limit(tmp_path):
     Image.fromarray(_image(40)).save(tmp_path / "src" / "images" / "big.png")
     summary = _prepare(src, tmp_path / "out", skip_bad=True, max_image_pixels=24 * 24)
     listed = load_prepared_info(str(tmp_path / "out"))["bad_samples"]
-    assert [os.path.basename(b["file"]) for b in listed] == ["big.png"] and "over the limit of 576" in listed[0]["reason"]
+    assert [os.path.basename(b["file"]) for b in listed] == ["big.png"] and "over the limit of 576" in listed[0][
+        "reason"
+    ]
     assert summary["counts"]["all"]["total"] == 6
 
 
@@ -564,8 +570,9 @@ def tiny_export_run(tmp_path_factory):
     run = str(tmp_path_factory.mktemp("export-run"))
     cfg = load_config(extra={"model": {"name": "fc_densenet56"}, "data": {"image_size": 32, "channels": 1}})
     save_config(cfg, os.path.join(run, "config.yaml"))
-    build_model("fc_densenet56", input_shape=(32, 32, 1), growth_rate=2, layers_per_block=1, num_pools=2,
-                first_conv_filters=4).save(os.path.join(run, "best.keras"))
+    build_model(
+        "fc_densenet56", input_shape=(32, 32, 1), growth_rate=2, layers_per_block=1, num_pools=2, first_conv_filters=4
+    ).save(os.path.join(run, "best.keras"))
     return run
 
 

@@ -12,7 +12,9 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "gpu.py")
 
 
 def _run(*args):
-    done = subprocess.run([sys.executable, SCRIPT, *args], check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, SCRIPT, *args], check=False, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
@@ -21,7 +23,11 @@ def test_dry_run_times_every_policy_and_task():
     rc, lines = _run("--dry-run", "--backend", "tensorflow", "--policies", "float32", "mixed_bfloat16")
     assert rc == 0, lines
     assert [(line["policy"], line["task"]) for line in lines] == [
-        ("float32", "train"), ("float32", "infer"), ("mixed_bfloat16", "train"), ("mixed_bfloat16", "infer")]
+        ("float32", "train"),
+        ("float32", "infer"),
+        ("mixed_bfloat16", "train"),
+        ("mixed_bfloat16", "infer"),
+    ]
     for line in lines:
         assert line["backend"] == "tensorflow" and line["dry_run"] is True and line["model"] == "ms_scse_fc_densenet103"
         assert line["images_per_s"] > 0 and line["size"] == 32
@@ -31,7 +37,9 @@ def test_dry_run_times_every_policy_and_task():
 def test_full_run_refuses_without_a_gpu():
     import tensorflow as tf
 
-    rc, lines = _run("--backend", "tensorflow", "--steps", "1", "--warmup", "1", "--size", "32", "--policies", "float32")
+    rc, lines = _run(
+        "--backend", "tensorflow", "--steps", "1", "--warmup", "1", "--size", "32", "--policies", "float32"
+    )
     if tf.config.list_physical_devices("GPU"):  # a GPU machine: the real run, at its smallest
         assert rc == 0 and {line["task"] for line in lines} == {"train", "infer"} and lines[0]["devices"]
     else:

@@ -124,9 +124,11 @@ def test_data_config_is_the_preparation_settings():
     settings = PrepareSettings.of(cfg.data)
     assert type(settings) is PrepareSettings and settings.image_size == 128 and settings.split_seed == 7
     # Every preparation setting is a data.* key, validated by PrepareSettings and named with its section.
-    for key, value, message in [("image_size", 0, "data.image_size must be a positive integer"),
-                                ("bit_depth", 12, "data.bit_depth must be one of"),
-                                ("split_fractions", [0.5, 0.5, 0.5], "data.split_fractions")]:
+    for key, value, message in [
+        ("image_size", 0, "data.image_size must be a positive integer"),
+        ("bit_depth", 12, "data.bit_depth must be one of"),
+        ("split_fractions", [0.5, 0.5, 0.5], "data.split_fractions"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             cfgmod.load_config(overrides=[f"data.{key}={value}"])
 
@@ -144,10 +146,19 @@ def test_every_shipped_config_loads_and_the_small_cpu_recipe_is_the_quick_start_
     small = cfgmod.flatten_tree(cfgmod.config_to_dict(cfgmod.load_config(os.path.join(root, "small_cpu.yaml"))))
     changed = {k: small[k] for k in small if small[k] != quick.get(k)}
     assert changed == {
-        "name": "small_cpu", "data.phantoms.style": "varied", "data.phantoms.n": 1600, "data.phantoms.size": 256,
-        "data.augment.preset": "standard", "loss.name": "sw_cel+dice", "train.epochs": 20,
-        "train.steps_per_epoch": 64, "train.learning_rate": 2e-3, "train.lr_schedule": "cosine",
-        "train.warmup_epochs": 1, "evaluation.objective": "siim_dice", "evaluation.threshold_form": "triplet",
+        "name": "small_cpu",
+        "data.phantoms.style": "varied",
+        "data.phantoms.n": 1600,
+        "data.phantoms.size": 256,
+        "data.augment.preset": "standard",
+        "loss.name": "sw_cel+dice",
+        "train.epochs": 20,
+        "train.steps_per_epoch": 64,
+        "train.learning_rate": 2e-3,
+        "train.lr_schedule": "cosine",
+        "train.warmup_epochs": 1,
+        "evaluation.objective": "siim_dice",
+        "evaluation.threshold_form": "triplet",
     }
 
 
@@ -163,7 +174,8 @@ def test_sections_take_their_keys_from_the_value_type():
     assert names == [f.name for f in dataclasses.fields(Thresholds)] + ["gate_masks"]
     assert DiagnosisConfig().thresholds() == Thresholds()
     assert [f.name for f in dataclasses.fields(AugmentConfig)] == ["preset"] + [
-        f.name for f in dataclasses.fields(Augmentation)]
+        f.name for f in dataclasses.fields(Augmentation)
+    ]
     assert all(getattr(AugmentConfig(), f.name) is None for f in dataclasses.fields(Augmentation))
 
     @dataclasses.dataclass(frozen=True)
@@ -178,8 +190,11 @@ def test_sections_take_their_keys_from_the_value_type():
         extra: bool = False
 
     assert [(f.name, f.type, f.default) for f in dataclasses.fields(Section)] == [
-        ("name", str, "x"), ("a", typing.Optional[int], None),
-        ("b", typing.Optional[tuple[float, float]], None), ("extra", bool, False)]
+        ("name", str, "x"),
+        ("a", typing.Optional[int], None),
+        ("b", typing.Optional[tuple[float, float]], None),
+        ("extra", bool, False),
+    ]
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])

@@ -154,9 +154,7 @@ def _maps_from_areas(areas, size=256):
 
 def test_search_picks_known_best_pair():
     # f1 by hand: (0.5, 0) 0.75, (0.5, 25) 6/7, (0.5, 50) 0.8, (0.7, 0) 1.0, (0.7, 25) 0.5, (0.7, 50) 0.5.
-    out = search_thresholds(
-        LABELS, areas=AREAS, pixels=256 * 256, mask_thresholds=(0.5, 0.7), min_areas=(0, 25, 50)
-    )
+    out = search_thresholds(LABELS, areas=AREAS, pixels=256 * 256, mask_thresholds=(0.5, 0.7), min_areas=(0, 25, 50))
     assert (out["mask_threshold"], out["min_area"], out["value"]) == (0.7, 0.0, 1.0)
     grid = out["grid"].set_index(["mask_threshold", "min_area"])
     np.testing.assert_allclose(grid["f1"], [0.75, 6 / 7, 0.8, 1.0, 0.5, 0.5])

@@ -12,11 +12,14 @@ from ptx_keras.errors import ConfigError
 SIZE = 16
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("ORTHANC@127.0.0.1:4242", ("dimse", "ORTHANC", "127.0.0.1", 4242, "")),
-    ("MY PACS@pacs.example.org:104", ("dimse", "MY PACS", "pacs.example.org", 104, "")),
-    ("http://127.0.0.1:8042/dicom-web/", ("dicomweb", "", "", 0, "http://127.0.0.1:8042/dicom-web")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("ORTHANC@127.0.0.1:4242", ("dimse", "ORTHANC", "127.0.0.1", 4242, "")),
+        ("MY PACS@pacs.example.org:104", ("dimse", "MY PACS", "pacs.example.org", 104, "")),
+        ("http://127.0.0.1:8042/dicom-web/", ("dicomweb", "", "", 0, "http://127.0.0.1:8042/dicom-web")),
+    ],
+)
 def test_parse_destination(text, expected):
     from ptx_keras.dicom_net import parse_destination
 
@@ -25,14 +28,17 @@ def test_parse_destination(text, expected):
     assert str(d) == text.rstrip("/")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("ORTHANC@127.0.0.1", "neither form"),
-    ("127.0.0.1:4242", "neither form"),
-    ("A" * 17 + "@h:1", "1 to 16 printable ASCII"),
-    ("A\\B@h:1", "1 to 16 printable ASCII"),
-    ("X@h:70000", "not in 1..65535"),
-    ("http:///dicom-web", "has no host"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ORTHANC@127.0.0.1", "neither form"),
+        ("127.0.0.1:4242", "neither form"),
+        ("A" * 17 + "@h:1", "1 to 16 printable ASCII"),
+        ("A\\B@h:1", "1 to 16 printable ASCII"),
+        ("X@h:70000", "not in 1..65535"),
+        ("http:///dicom-web", "has no host"),
+    ],
+)
 def test_parse_destination_refuses(text, message):
     from ptx_keras.dicom_net import parse_destination
 
@@ -58,21 +64,27 @@ def tiny_model(tmp_path_factory):
     from ptx_keras.config import load_config, save_config
 
     run = str(tmp_path_factory.mktemp("run"))
-    save_config(load_config(extra={"model": {"name": "conv_1x1"}, "data": {"image_size": SIZE, "channels": 1}}),
-                os.path.join(run, "config.yaml"))
+    save_config(
+        load_config(extra={"model": {"name": "conv_1x1"}, "data": {"image_size": SIZE, "channels": 1}}),
+        os.path.join(run, "config.yaml"),
+    )
     inp = keras.Input((SIZE, SIZE, 1))
     keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax")(inp), name="conv_1x1").save(
-        os.path.join(run, "best.keras"))
+        os.path.join(run, "best.keras")
+    )
     return run
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"destination": "nowhere"}, "neither form"),
-    ({"ae_title": ""}, "AE title must be 1 to 16"),
-    ({"port": -1}, "port must be an integer in 0..65535"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"retry_seconds": 0}, "retry_seconds must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"destination": "nowhere"}, "neither form"),
+        ({"ae_title": ""}, "AE title must be 1 to 16"),
+        ({"port": -1}, "port must be an integer in 0..65535"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"retry_seconds": 0}, "retry_seconds must be positive"),
+    ],
+)
 def test_node_invalid_arguments(tiny_model, tmp_path, kwargs, message):
     from ptx_keras.dicom_node import DicomNode
 
@@ -118,13 +130,21 @@ def test_stop_finishes_the_batch_in_hand(tiny_model, tmp_path):
     dest = AE(ae_title="DEST")
     for sop_class in (SegmentationStorage, ComprehensiveSRStorage):
         dest.add_supported_context(sop_class, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-    server = dest.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
-        (evt.EVT_C_STORE, lambda event: received.append(str(event.request.AffectedSOPClassUID)) or 0x0000)])
+    server = dest.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[
+            (evt.EVT_C_STORE, lambda event: received.append(str(event.request.AffectedSOPClassUID)) or 0x0000)
+        ],
+    )
     try:
         spool = tmp_path / "spool"
         for i in range(3):
-            write_dicom(str(spool / "incoming" / f"1.2.{i}.dcm"), np.full((20, 20), 40 * i, np.uint8),
-                        sop_instance_uid=f"1.2.{i}")
+            write_dicom(
+                str(spool / "incoming" / f"1.2.{i}.dcm"),
+                np.full((20, 20), 40 * i, np.uint8),
+                sop_instance_uid=f"1.2.{i}",
+            )
         node = DicomNode(tiny_model, spool, f"DEST@127.0.0.1:{server.server_address[1]}", batch_size=2)
         process = node.process
 

@@ -33,13 +33,27 @@ def studies(tmp_path):
     from ptx_keras.data.dicom import write_dicom
 
     d = tmp_path / "studies"
-    write_dicom(str(d / "m1_12bit_rle.dcm"), box_image((40, 48), (8, 10, 24, 30), 300, 3800, np.uint16),
-                photometric="MONOCHROME1", bits_stored=12, compress="rle", spacing=(0.3, 0.25))
-    write_dicom(str(d / "m2_8bit_jpeg.dcm"), box_image((64, 64), (16, 16, 48, 40), 20, 235, np.uint8),
-                compress="jpeg", spacing=(0.2, 0.2))
+    write_dicom(
+        str(d / "m1_12bit_rle.dcm"),
+        box_image((40, 48), (8, 10, 24, 30), 300, 3800, np.uint16),
+        photometric="MONOCHROME1",
+        bits_stored=12,
+        compress="rle",
+        spacing=(0.3, 0.25),
+    )
+    write_dicom(
+        str(d / "m2_8bit_jpeg.dcm"),
+        box_image((64, 64), (16, 16, 48, 40), 20, 235, np.uint8),
+        compress="jpeg",
+        spacing=(0.2, 0.2),
+    )
     write_dicom(str(d / "m2_16bit.dcm"), box_image((50, 30), None, 1000, 1000, np.uint16), bits_stored=16)
-    write_dicom(str(d / "m1_16bit_deflate.dcm"), box_image((36, 36), (0, 0, 12, 36), 2000, 64000, np.uint16),
-                photometric="MONOCHROME1", compress="deflate")
+    write_dicom(
+        str(d / "m1_16bit_deflate.dcm"),
+        box_image((36, 36), (0, 0, 12, 36), 2000, 64000, np.uint16),
+        photometric="MONOCHROME1",
+        compress="deflate",
+    )
     # A second image of the first study (another SOP instance in the same series).
     second = pydicom.dcmread(d / "m1_12bit_rle.dcm")
     second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
@@ -55,8 +69,9 @@ def sha256(path):
 def predict_dicom(inputs, run_dir, output, **kwargs):
     from ptx_keras.predict import predict_paths
 
-    return predict_paths(inputs, run_dir, str(output), format="dicom", save_masks=True, overlays=False,
-                         progress=False, **kwargs)
+    return predict_paths(
+        inputs, run_dir, str(output), format="dicom", save_masks=True, overlays=False, progress=False, **kwargs
+    )
 
 
 def test_seg_equals_the_predicted_mask_and_references_the_source(run_dir, studies, tmp_path):
@@ -87,8 +102,12 @@ def test_seg_equals_the_predicted_mask_and_references_the_source(run_dir, studie
         # no frame of reference: no pixel measures (highdicom's reader refuses them without a slice thickness)
         assert "PixelMeasuresSequence" not in seg.SharedFunctionalGroupsSequence[0]
         assert "FrameOfReferenceUID" not in seg and seg.PatientOrientation == src.get("PatientOrientation", "")
-        np.testing.assert_array_equal(hd.seg.segread(tmp_path / "out" / row.dicom_seg).get_pixels_by_source_instance(
-            [src.SOPInstanceUID])[0, :, :, 0], mask * row.diagnosis)
+        np.testing.assert_array_equal(
+            hd.seg.segread(tmp_path / "out" / row.dicom_seg).get_pixels_by_source_instance([src.SOPInstanceUID])[
+                0, :, :, 0
+            ],
+            mask * row.diagnosis,
+        )
         segment = seg.SegmentSequence[0]
         assert segment.SegmentLabel == "Pneumothorax"
         code = segment.SegmentedPropertyTypeCodeSequence[0]
@@ -102,8 +121,12 @@ def test_seg_equals_the_predicted_mask_and_references_the_source(run_dir, studie
         assert values["Pneumothorax score"] == pytest.approx(row.score, rel=1e-6)
         assert values["Area"] == pytest.approx(float(row.area_mm2) if row.area_mm2 != "" else row.area_px)
         assert sr.StudyInstanceUID == src.StudyInstanceUID and sr.VerificationFlag == "UNVERIFIED"
-        evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
-                    for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+        evidence = {
+            i.ReferencedSOPInstanceUID
+            for s in sr.CurrentRequestedProcedureEvidenceSequence
+            for r in s.ReferencedSeriesSequence
+            for i in r.ReferencedSOPSequence
+        }
         assert {seg.SOPInstanceUID, src.SOPInstanceUID} <= evidence
     assert table.diagnosis.tolist().count(1) == 4  # every box image; the flat 16-bit one is negative
     # one new SEG series per study per run: the two images of one study share it
@@ -123,15 +146,22 @@ def test_monochrome1_12bit_round_trip(run_dir, tmp_path):
     from ptx_keras.data.dicom import write_dicom
 
     box = (4, 6, 20, 30)
-    path = write_dicom(str(tmp_path / "m1.dcm"), box_image((SIZE, SIZE), box, 200, 3900, np.uint16),
-                       photometric="MONOCHROME1", bits_stored=12, spacing=(0.5, 0.5))
+    path = write_dicom(
+        str(tmp_path / "m1.dcm"),
+        box_image((SIZE, SIZE), box, 200, 3900, np.uint16),
+        photometric="MONOCHROME1",
+        bits_stored=12,
+        spacing=(0.5, 0.5),
+    )
     assert pydicom.dcmread(path).pixel_array[box[0], box[1]] == 4095 - 3900  # stored inverted
     digest = sha256(path)
     summary = predict_dicom([path], run_dir, tmp_path / "out")
     seg = pydicom.dcmread(os.path.join(summary["dicom_dir"], "m1_seg.dcm"))
     np.testing.assert_array_equal(seg.pixel_array, box_image((SIZE, SIZE), box, 0, 1, np.uint8))
-    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
-        pydicom.dcmread(path).SOPInstanceUID
+    assert (
+        seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+        == pydicom.dcmread(path).SOPInstanceUID
+    )
     assert sha256(path) == digest
 
 
@@ -144,8 +174,19 @@ def test_non_dicom_inputs_are_told(run_dir, studies, tmp_path, capsys):
     Image.fromarray(box_image((40, 40), (5, 5, 20, 20), 10, 240, np.uint8)).save(png)
     with pytest.raises(ConfigError, match="DICOM output .* needs DICOM input.*none of the 1 input"):
         predict_dicom([str(png)], run_dir, tmp_path / "none")
-    rc = main([str(png), str(studies / "m2_8bit_jpeg.dcm"), "--model", run_dir, "--format", "dicom",
-               "--output", str(tmp_path / "mixed"), "--no-progress"])
+    rc = main(
+        [
+            str(png),
+            str(studies / "m2_8bit_jpeg.dcm"),
+            "--model",
+            run_dir,
+            "--format",
+            "dicom",
+            "--output",
+            str(tmp_path / "mixed"),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "DICOM output needs DICOM input: 1 non-DICOM file(s) got no SEG/SR" in out
     table = pd.read_csv(tmp_path / "mixed" / "predictions.csv", keep_default_na=False).set_index("sample_id")
@@ -178,8 +219,9 @@ def test_uncertainty_goes_into_a_parametric_map_and_the_report(run_dir, studies,
     from ptx_keras.dicom_out import PM_SLOPE
     from ptx_keras.predict import UNCERTAINTY_PNG_SCALE
 
-    plain = pd.read_csv(predict_dicom([str(studies)], run_dir, tmp_path / "plain")["predictions"],
-                        keep_default_na=False)
+    plain = pd.read_csv(
+        predict_dicom([str(studies)], run_dir, tmp_path / "plain")["predictions"], keep_default_na=False
+    )
     assert (plain.dicom_pm == "").all()  # no uncertainty asked: no map
     summary = predict_dicom([str(studies)], run_dir, tmp_path / "out", uncertainty="tta", samples=3)
     table = pd.read_csv(summary["predictions"], keep_default_na=False)
@@ -191,8 +233,9 @@ def test_uncertainty_goes_into_a_parametric_map_and_the_report(run_dir, studies,
         pm = pydicom.dcmread(tmp_path / "out" / row.dicom_pm)
         assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30" and pm.ContentLabel == "PTX_STD"  # Parametric Map
         assert (pm.Rows, pm.Columns) == (src.Rows, src.Columns) and pm.StudyInstanceUID == src.StudyInstanceUID
-        assert pm.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
-            src.SOPInstanceUID
+        assert (
+            pm.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        )
         mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
         assert mapping.RealWorldValueSlope == pytest.approx(PM_SLOPE) and mapping.LUTLabel == "PTX-STD"
         std = pm.pixel_array * mapping.RealWorldValueSlope + mapping.RealWorldValueIntercept
@@ -203,11 +246,17 @@ def test_uncertainty_goes_into_a_parametric_map_and_the_report(run_dir, studies,
         sr = hd.sr.srread(tmp_path / "out" / row.dicom_sr)
         values = {m.name.meaning: m.value for m in sr.content.get_planar_roi_measurement_groups()[0].get_measurements()}
         assert values["Standard deviation of the image-level pneumothorax probability"] == pytest.approx(
-            row.image_probability_std, abs=1e-6)
+            row.image_probability_std, abs=1e-6
+        )
         assert values["Fraction of uncertainty samples agreeing with the diagnosis"] == pytest.approx(
-            row.diagnosis_agreement)
-        evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
-                    for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+            row.diagnosis_agreement
+        )
+        evidence = {
+            i.ReferencedSOPInstanceUID
+            for s in sr.CurrentRequestedProcedureEvidenceSequence
+            for r in s.ReferencedSeriesSequence
+            for i in r.ReferencedSOPSequence
+        }
         assert pm.SOPInstanceUID in evidence
     assert largest > 0  # the views disagree somewhere: the maps are not all zero
 
@@ -220,15 +269,21 @@ def test_parametric_map_values_by_hand(tmp_path, studies):
     writer = DicomWriter(tmp_path / "w", "m", Thresholds())
     std = np.zeros((64, 64), np.float32)
     std[0, :4] = [0.5, 0.25, 0.7, -0.1]
-    result = {"diagnosis": 0, "score": 0.0, "max_probability": 0.1, "area_px": 0, "area_mm2": None,
-              "image_probability_std": 0.0, "diagnosis_agreement": 1.0}
+    result = {
+        "diagnosis": 0,
+        "score": 0.0,
+        "max_probability": 0.1,
+        "area_px": 0,
+        "area_mm2": None,
+        "image_probability_std": 0.0,
+        "diagnosis_agreement": 1.0,
+    }
     _, _, pm_path = writer.write(studies / "m2_8bit_jpeg.dcm", "x", np.zeros((64, 64), np.uint8), result, std_map=std)
     stored = pydicom.dcmread(pm_path).pixel_array
     assert stored.dtype == np.uint16 and stored[0, :4].tolist() == [PM_MAX_VALUE, 32768, PM_MAX_VALUE, 0]
     assert stored[1:].max() == 0
     with pytest.raises(DataError, match="the std map has shape"):
-        writer.write(studies / "m2_8bit_jpeg.dcm", "y", np.zeros((64, 64), np.uint8), result,
-                     std_map=np.zeros((3, 3)))
+        writer.write(studies / "m2_8bit_jpeg.dcm", "y", np.zeros((64, 64), np.uint8), result, std_map=np.zeros((3, 3)))
 
 
 # Errors dciodvfy reports in the objects that come from the source and are kept on purpose (docs/deployment.md,
@@ -265,8 +320,13 @@ def test_dciodvfy_finds_no_error_in_seg_sr_and_pm(run_dir, studies, tmp_path):
     assert summary["n_ok"] == 6 and summary["n_failed"] == 0
     checked = 0
     for name in sorted(os.listdir(summary["dicom_dir"])):
-        result = subprocess.run(["dciodvfy", os.path.join(summary["dicom_dir"], name)], capture_output=True,
-                                text=True, timeout=60, check=False)
+        result = subprocess.run(
+            ["dciodvfy", os.path.join(summary["dicom_dir"], name)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         lines = (result.stdout + result.stderr).splitlines()
         assert any(kind in lines for kind in ("Segmentation", "ComprehensiveSR", "ParametricMap")), lines
         errors = [line for line in lines if line.startswith("Error") and line not in INHERITED_DCIODVFY_ERRORS]
@@ -299,13 +359,16 @@ def test_sanitize_header_repairs_or_drops_by_hand():
     assert "PatientAge" not in ds
 
 
-@pytest.mark.parametrize("value, message", [
-    ("1.02.3", "not a valid DICOM UID"),
-    ("1.2.3\\1.2.4", "multi-valued"),
-    ("1." + "2" * 70, "not a valid DICOM UID"),
-    ("", "not a valid DICOM UID"),
-    ("1.2.3a", "not a valid DICOM UID"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("1.02.3", "not a valid DICOM UID"),
+        ("1.2.3\\1.2.4", "multi-valued"),
+        ("1." + "2" * 70, "not a valid DICOM UID"),
+        ("", "not a valid DICOM UID"),
+        ("1.2.3a", "not a valid DICOM UID"),
+    ],
+)
 def test_check_uid_refuses(value, message):
     from ptx_keras.dicom_out import check_uid
 

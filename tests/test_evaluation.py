@@ -147,11 +147,13 @@ def test_size_classes_are_tertiles_of_the_positive_areas():
 
 
 def test_pick_cases_best_median_worst_per_size():
-    df = pd.DataFrame({
-        "sample_id": list("abcdefg"),
-        "dsc1": [0.9, 0.1, 0.5, 0.7, 0.3, 0.2, 1.0],
-        "size_class": ["small", "small", "small", "large", "large", "", "large"],
-    })
+    df = pd.DataFrame(
+        {
+            "sample_id": list("abcdefg"),
+            "dsc1": [0.9, 0.1, 0.5, 0.7, 0.3, 0.2, 1.0],
+            "size_class": ["small", "small", "small", "large", "large", "", "large"],
+        }
+    )
     rows = ev.pick_cases(df)
     assert rows == [
         [("small", "best", 0), ("small", "median", 2), ("small", "worst", 1)],
@@ -171,8 +173,10 @@ def _load_png(path):
 
 def test_write_figures_from_handmade_predictions(tmp_path, scored):
     history = tmp_path / "history.csv"
-    history.write_text("epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n"
-                       "1,0.3,1.5,0.6,0.25,1.6,0.6\n2,0.4,1.2,0.7,0.22,1.5,0.65\n")
+    history.write_text(
+        "epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n"
+        "1,0.3,1.5,0.6,0.25,1.6,0.6\n2,0.4,1.2,0.7,0.22,1.5,0.65\n"
+    )
     pred = handmade_predictions()
     paths = ev.write_figures(scored, str(tmp_path), THRESHOLDS, ev.collect_cases(pred), str(history), "test")
     assert set(paths) == {"cases", "dsc_histogram", "roc", "reliability", "training_curves"}
@@ -219,8 +223,16 @@ def test_read_thresholds_prefers_the_saved_search_and_flags_a_stale_one(tmp_path
     saved = run.read_thresholds()
     assert saved.thresholds == Thresholds() and saved.source == "configuration"
     assert saved.file == run.config_file and not saved.stale
-    path = _write_thresholds(tmp_path, min_area=20, mask_threshold=0.6, reference_size=256,
-                             source="validation search", objective="f1", value=0.9, model_sha256="abc")
+    path = _write_thresholds(
+        tmp_path,
+        min_area=20,
+        mask_threshold=0.6,
+        reference_size=256,
+        source="validation search",
+        objective="f1",
+        value=0.9,
+        model_sha256="abc",
+    )
     saved = run.read_thresholds(model_sha256="abc")
     assert saved.thresholds == Thresholds(0.6, 20, 256)
     assert (saved.source, saved.file, saved.stale) == ("validation search", str(path), False)
@@ -229,16 +241,20 @@ def test_read_thresholds_prefers_the_saved_search_and_flags_a_stale_one(tmp_path
         saved = run.read_thresholds(model_sha256="def")
     assert saved.stale is True
     assert "earlier best.keras" in caplog.text
-    md = ev.summary_markdown(ev.summarize(ev.score_predictions(handmade_predictions(), saved.thresholds),
-                                          saved.describe(), "test"))
+    md = ev.summary_markdown(
+        ev.summarize(ev.score_predictions(handmade_predictions(), saved.thresholds), saved.describe(), "test")
+    )
     assert "WARNING: chosen for an earlier best.keras" in md
 
 
-@pytest.mark.parametrize("values, match", [
-    ({"min_area": 20, "reference_size": 256}, "missing key"),
-    ({"min_area": 20, "mask_threshold": 1.5, "reference_size": 256}, "mask_threshold"),
-    ({"min_area": "x", "mask_threshold": 0.5, "reference_size": 256}, "min_area"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"min_area": 20, "reference_size": 256}, "missing key"),
+        ({"min_area": 20, "mask_threshold": 1.5, "reference_size": 256}, "mask_threshold"),
+        ({"min_area": "x", "mask_threshold": 0.5, "reference_size": 256}, "min_area"),
+    ],
+)
 def test_read_thresholds_rejects_a_bad_file(tmp_path, values, match):
     from ptx_keras.errors import ConfigError
 
@@ -255,10 +271,18 @@ def _fake_evaluated_run(root, name, dsc1, ids=None):
     """A run directory holding only eval/test/per_image.csv (what --compare reads)."""
     ids = ids or [f"s{i}" for i in range(len(dsc1))]
     dsc1 = np.asarray(dsc1, float)
-    df = pd.DataFrame({
-        "sample_id": ids, "label": 1, "mpa": (1 + dsc1) / 2, "pa1": dsc1, "dsc": (1 + dsc1) / 2, "dsc1": dsc1,
-        "hd": np.where(dsc1 > 0, 10 * (1 - dsc1), np.nan), "hd95": np.where(dsc1 > 0, 5 * (1 - dsc1), np.nan),
-    })
+    df = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "label": 1,
+            "mpa": (1 + dsc1) / 2,
+            "pa1": dsc1,
+            "dsc": (1 + dsc1) / 2,
+            "dsc1": dsc1,
+            "hd": np.where(dsc1 > 0, 10 * (1 - dsc1), np.nan),
+            "hd95": np.where(dsc1 > 0, 5 * (1 - dsc1), np.nan),
+        }
+    )
     out = root / name / "eval" / "test"
     out.mkdir(parents=True)
     df.to_csv(out / "per_image.csv", index=False)
@@ -354,11 +378,40 @@ def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, 
     df = pd.read_csv(out / "per_image.csv")
     n_test = load_prepared_info(prepared)["counts"]["test"]["total"]
     assert len(df) == n_test
-    assert {"sample_id", "label", "true_area", "pred_area", "mpa", "pa0", "pa1", "dsc", "dsc0", "dsc1", "hd", "hd95",
-            "dsc1_raw", "diagnosis", "score", "max_prob", "size_class"} <= set(df.columns)
+    assert {
+        "sample_id",
+        "label",
+        "true_area",
+        "pred_area",
+        "mpa",
+        "pa0",
+        "pa1",
+        "dsc",
+        "dsc0",
+        "dsc1",
+        "hd",
+        "hd95",
+        "dsc1_raw",
+        "diagnosis",
+        "score",
+        "max_prob",
+        "size_class",
+    } <= set(df.columns)
     summary = json.loads((out / "summary.json").read_text())
-    assert {"split", "n_images", "n_positive", "segmentation", "siim_acr_dice", "diagnosis", "thresholds",
-            "size_classes", "paper", "model_sha256", "figures", "masks"} <= set(summary)
+    assert {
+        "split",
+        "n_images",
+        "n_positive",
+        "segmentation",
+        "siim_acr_dice",
+        "diagnosis",
+        "thresholds",
+        "size_classes",
+        "paper",
+        "model_sha256",
+        "figures",
+        "masks",
+    } <= set(summary)
     assert summary["masks"]["scored"] == "gated" and "dsc1_raw" in summary["segmentation"]["positive"]
     assert summary["n_images"] == n_test and set(summary["segmentation"]) == {"all", "positive"}
     thresholds = json.loads((run / "eval" / "val" / "thresholds.json").read_text())
@@ -386,8 +439,13 @@ def test_evaluate_end_to_end_with_threshold_search_compare_and_errors(tiny_run, 
 
     # Data prepared at another size than the model expects.
     other = root / "prepared32"
-    prepare_dataset(os.path.join(os.path.dirname(prepared), "phantoms-n24-64px-seed0"), str(other),
-                    image_size=32, shard_size=8, workers=1)
+    prepare_dataset(
+        os.path.join(os.path.dirname(prepared), "phantoms-n24-64px-seed0"),
+        str(other),
+        image_size=32,
+        shard_size=8,
+        workers=1,
+    )
     capsys.readouterr()
     _one_line_error(capsys, evaluate_main([str(run), "--data", str(other)]), "prepared at 32x32")
 

@@ -80,8 +80,11 @@ def test_load_experiment_resolves_base_labels_and_references(tmp_path):
         ("reference: fcd", "reference: fdc", "reference 'fdc' is not among the runs. Did you mean 'fcd'?"),
         ("  - name: unet", "  - name: fcd", "duplicate run name(s) ['fcd']"),
         ("  - name: unet", "  - name: tables", "runs[1].name must be a plain directory name"),
-        ("    set: {model.name: unet,", "    reference: nope\n    set: {model.name: unet,",
-         "runs (unet).reference 'nope' is not among the runs"),
+        (
+            "    set: {model.name: unet,",
+            "    reference: nope\n    set: {model.name: unet,",
+            "runs (unet).reference 'nope' is not among the runs",
+        ),
         ("  data.workers: 1", "  data.workers: 1\n  name: x", "'name' is set by the experiment runner"),
         ("description: Tiny grid", "description: Tiny grid\nfigure_runs: [fcd, nope]", "Not runs: ['nope']"),
     ],
@@ -109,10 +112,22 @@ def test_missing_and_empty_runs_are_errors(tmp_path):
 
 
 def test_flatten_overrides():
-    flat = ex.flatten_overrides({"train": {"epochs": 2, "seed": 3}, "model.options": {"growth_rate": 4},
-                                 "loss": {"options": {"clip": 5}}, "data.path": None}, "where")
-    assert flat == {"train.epochs": 2, "train.seed": 3, "model.options": {"growth_rate": 4},
-                    "loss.options": {"clip": 5}, "data.path": None}
+    flat = ex.flatten_overrides(
+        {
+            "train": {"epochs": 2, "seed": 3},
+            "model.options": {"growth_rate": 4},
+            "loss": {"options": {"clip": 5}},
+            "data.path": None,
+        },
+        "where",
+    )
+    assert flat == {
+        "train.epochs": 2,
+        "train.seed": 3,
+        "model.options": {"growth_rate": 4},
+        "loss.options": {"clip": 5},
+        "data.path": None,
+    }
     with pytest.raises(ConfigError, match="where must be a mapping"):
         ex.flatten_overrides([1, 2], "where")
     with pytest.raises(ConfigError, match="dotted names"):
@@ -185,8 +200,8 @@ def test_dry_run_lists_runs_and_differing_keys_and_writes_nothing(tmp_path, caps
     rc = cli_main(["run", _grid(tmp_path), "--output-dir", str(out), "--dry-run", "--set", "train.seed=5"])
     text = capsys.readouterr().out
     assert rc == 0
-    assert "- fcd (FC-DenseNet tiny) [new]: model.name=\"fc_densenet56\"" in text
-    assert "- unet (U-Net tiny) [new]: model.name=\"unet\", model.options={\"base_filters\": 4, \"depth\": 3}" in text
+    assert '- fcd (FC-DenseNet tiny) [new]: model.name="fc_densenet56"' in text
+    assert '- unet (U-Net tiny) [new]: model.name="unet", model.options={"base_filters": 4, "depth": 3}' in text
     assert "common: data.phantoms.n=24" in text and "reference: fcd" in text
     assert not out.exists()
 
@@ -206,14 +221,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def _scores(dsc1, label, diagnosis, hd=None):
     n = len(dsc1)
     dsc1 = np.asarray(dsc1, float)
-    return pd.DataFrame({
-        "sample_id": [f"s{i}" for i in range(n)],
-        "label": label,
-        "diagnosis": diagnosis,
-        "true_area": [10 * (i + 1) * lab for i, lab in enumerate(label)],
-        "mpa": dsc1, "pa1": dsc1, "dsc": dsc1, "dsc1": dsc1,
-        "hd": hd if hd is not None else np.where(np.asarray(label) == 1, 2.0, np.nan),
-    })
+    return pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "label": label,
+            "diagnosis": diagnosis,
+            "true_area": [10 * (i + 1) * lab for i, lab in enumerate(label)],
+            "mpa": dsc1,
+            "pa1": dsc1,
+            "dsc": dsc1,
+            "dsc1": dsc1,
+            "hd": hd if hd is not None else np.where(np.asarray(label) == 1, 2.0, np.nan),
+        }
+    )
 
 
 def test_segmentation_and_diagnosis_rows_hand_computed(tmp_path):
@@ -249,12 +269,20 @@ def test_segmentation_and_diagnosis_rows_hand_computed(tmp_path):
 
 
 def test_pick_cases_small_moderate_large_and_negative():
-    df = pd.DataFrame({"sample_id": [f"s{i}" for i in range(9)],
-                       "label": [1, 1, 1, 1, 1, 1, 1, 0, 0],
-                       "true_area": [70, 10, 60, 20, 50, 30, 40, 0, 0]})
+    df = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(9)],
+            "label": [1, 1, 1, 1, 1, 1, 1, 0, 0],
+            "true_area": [70, 10, 60, 20, 50, 30, 40, 0, 0],
+        }
+    )
     # Ranked areas 10..70 (7 positives): 15th percentile -> rank round(0.9) = 1 (20), 50th -> 3 (40), 85th -> 5 (60).
-    assert ex.pick_cases(df) == [("small PTX (20 px)", "s3"), ("moderate PTX (40 px)", "s6"),
-                                 ("large PTX (60 px)", "s2"), ("no PTX", "s7")]
+    assert ex.pick_cases(df) == [
+        ("small PTX (20 px)", "s3"),
+        ("moderate PTX (40 px)", "s6"),
+        ("large PTX (60 px)", "s2"),
+        ("no PTX", "s7"),
+    ]
     assert ex.pick_cases(df[df["label"] == 0]) == [("no PTX", "s7")]
 
 
@@ -291,16 +319,18 @@ def test_write_tables_of_a_fabricated_finished_run_without_figure_runs(tmp_path)
     fcd = planned[0].config
     save_config(fcd, os.path.join(fcd.run_dir, "config.yaml"))
     build_model("fc_densenet56", input_shape=(64, 64, 1), **fcd.model.options).save(
-        os.path.join(fcd.run_dir, "best.keras"))
+        os.path.join(fcd.run_dir, "best.keras")
+    )
     os.makedirs(os.path.join(fcd.run_dir, "eval", "test"))
-    _scores([1.0, 0.5], [1, 0], [1, 1]).to_csv(os.path.join(fcd.run_dir, "eval", "test", "per_image.csv"),
-                                              index=False)
+    _scores([1.0, 0.5], [1, 0], [1, 1]).to_csv(os.path.join(fcd.run_dir, "eval", "test", "per_image.csv"), index=False)
     paths = ex.write_tables(exp, ex.plan_runs(exp, str(tmp_path / "out")), str(tmp_path / "t"))
     assert "histogram" not in paths and "cases" not in paths  # the only figure run (unet) has not finished
     seg = pd.read_csv(paths["segmentation_csv"])
     assert list(seg["run"]) == ["fcd"] and seg.loc[0, "dsc1_mean"] == 0.75
-    assert seg.loc[0, "trainable_params"] == sum(int(np.prod(w.shape)) for w in build_model(
-        "fc_densenet56", input_shape=(64, 64, 1), **fcd.model.options).trainable_weights)
+    assert seg.loc[0, "trainable_params"] == sum(
+        int(np.prod(w.shape))
+        for w in build_model("fc_densenet56", input_shape=(64, 64, 1), **fcd.model.options).trainable_weights
+    )
     assert "| FC-DenseNet tiny (reference) | 0.75 (0.35) |" in open(paths["segmentation_md"]).read()
 
 

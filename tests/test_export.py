@@ -44,9 +44,13 @@ def brightness_model(channels=1):
 def make_run(run_dir, model, **diagnosis):
     from ptx_keras.config import load_config, save_config
 
-    cfg = load_config(extra={"model": {"name": model.name},
-                             "data": {"image_size": SIZE, "channels": int(model.input_shape[-1])},
-                             "diagnosis": diagnosis})
+    cfg = load_config(
+        extra={
+            "model": {"name": model.name},
+            "data": {"image_size": SIZE, "channels": int(model.input_shape[-1])},
+            "diagnosis": diagnosis,
+        }
+    )
     os.makedirs(run_dir, exist_ok=True)
     save_config(cfg, os.path.join(run_dir, "config.yaml"))
     model.save(os.path.join(run_dir, "best.keras"))
@@ -155,7 +159,12 @@ def test_reload_without_ptx_keras_matches_keras(exported, tmp_path):
     np.testing.assert_allclose(out["model_size/probability"], keras_ptx, atol=1e-5)
     np.testing.assert_array_equal(out["model_size/mask"], (keras_ptx > 0.5).astype(np.uint8))
 
-    for name, shape in [("odd", (1, 300, 417)), ("odd4d", (1, 300, 417)), ("u8", (2, 160, 200)), ("big", (1, 1024, 1024))]:
+    for name, shape in [
+        ("odd", (1, 300, 417)),
+        ("odd4d", (1, 300, 417)),
+        ("u8", (2, 160, 200)),
+        ("big", (1, 1024, 1024)),
+    ]:
         assert out[f"{name}/probability"].shape == shape
         assert out[f"{name}/mask"].shape == shape and out[f"{name}/mask"].dtype == np.uint8
         assert out[f"{name}/area"].tolist() == out[f"{name}/mask"].sum(axis=(1, 2)).tolist()
@@ -280,7 +289,9 @@ def test_reexport_replaces_the_version(tmp_path):
 
     marker = os.path.join(first.path, "stale.txt")
     open(marker, "w").close()
-    second = export_model(model, base, version=3, thresholds=Thresholds(min_area=10, mask_threshold=0.4, reference_size=64))
+    second = export_model(
+        model, base, version=3, thresholds=Thresholds(min_area=10, mask_threshold=0.4, reference_size=64)
+    )
     assert second.path == first.path and not os.path.exists(marker)
     assert sorted(os.listdir(base)) == ["3", "export.json"]  # no temporary directories left
     with open(second.metadata) as f:
@@ -346,7 +357,9 @@ def test_invalid_arguments(tmp_path):
     with pytest.raises(ModelError, match="fixed square input"):
         export_saved_model(free, str(tmp_path / "free"))
     with pytest.raises(ModelError, match="Thresholds"):
-        export_saved_model(model, str(tmp_path), thresholds={"min_area": 50, "mask_threshold": 0.5, "reference_size": 256})
+        export_saved_model(
+            model, str(tmp_path), thresholds={"min_area": 50, "mask_threshold": 0.5, "reference_size": 256}
+        )
     # An invalid thresholds file of the run names the file.
     os.makedirs(os.path.join(run, "eval", "val"))
     with open(os.path.join(run, "eval", "val", "thresholds.json"), "w") as f:

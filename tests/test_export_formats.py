@@ -20,8 +20,14 @@ TOLERANCE = 1e-4  # max abs difference of probabilities (issue 19's parity crite
 def tiny_fc_densenet(size, channels=3):
     from ptx_keras import build_model
 
-    return build_model("fc_densenet56", input_shape=(size, size, channels), growth_rate=2, layers_per_block=1,
-                       num_pools=2, first_conv_filters=4)
+    return build_model(
+        "fc_densenet56",
+        input_shape=(size, size, channels),
+        growth_rate=2,
+        layers_per_block=1,
+        num_pools=2,
+        first_conv_filters=4,
+    )
 
 
 def smooth_batch(shape, seed, scale=255.0, dtype=np.uint8):
@@ -137,8 +143,10 @@ def test_metadata_describes_the_contract(exported, fmt):
     assert meta["format"] == fmt and meta["input_size"] == model.input_shape[1] and meta["channels"] == 3
     assert meta["thresholds"]["min_area"] == 20.0 and meta["model_name"] == model.name
     batch = {"onnx": None, "litert": 1}[fmt]  # LiteRT: one image per call (ptx_keras.export.litert)
-    assert meta["inputs"] == {"images": {"dtype": "float32", "shape": [batch, None, None]},
-                              "value_max": {"dtype": "float32", "shape": []}}
+    assert meta["inputs"] == {
+        "images": {"dtype": "float32", "shape": [batch, None, None]},
+        "value_max": {"dtype": "float32", "shape": []},
+    }
     outputs = meta["signatures"][PORTABLE_SIGNATURE]["outputs"]
     assert list(outputs)[:6] == ["probability", "mask", "area", "score", "max_probability", "diagnosis"]
     assert outputs["mask"]["dtype"] == "uint8" and outputs["diagnosis"]["dtype"] == "int32"
@@ -193,8 +201,13 @@ def run_with_exports(tmp_path_factory):
     keras.utils.set_random_seed(5)
     run = str(tmp_path_factory.mktemp("run"))
     model = tiny_fc_densenet(64)
-    cfg = load_config(extra={"model": {"name": "fc_densenet56"}, "data": {"image_size": 64, "channels": 3},
-                             "diagnosis": {"min_area": 5}})
+    cfg = load_config(
+        extra={
+            "model": {"name": "fc_densenet56"},
+            "data": {"image_size": 64, "channels": 3},
+            "diagnosis": {"min_area": 5},
+        }
+    )
     save_config(cfg, os.path.join(run, "config.yaml"))
     model.save(os.path.join(run, "best.keras"))
     paths = {"run": run}
@@ -212,8 +225,13 @@ def studies(tmp_path_factory):
     d = tmp_path_factory.mktemp("studies")
     for i, shape in enumerate(((90, 70), (64, 64), (150, 120))):
         Image.fromarray(smooth_batch(shape, seed=20 + i)[0]).save(d / f"img{i}.png")
-    write_dicom(str(d / "ct12.dcm"), smooth_batch((80, 96), seed=30, scale=4095.0, dtype=np.uint16)[0],
-                photometric="MONOCHROME1", bits_stored=12, spacing=(0.2, 0.2))
+    write_dicom(
+        str(d / "ct12.dcm"),
+        smooth_batch((80, 96), seed=30, scale=4095.0, dtype=np.uint16)[0],
+        photometric="MONOCHROME1",
+        bits_stored=12,
+        spacing=(0.2, 0.2),
+    )
     return d
 
 
@@ -231,8 +249,13 @@ def test_predict_gives_the_same_table_with_every_artifact(run_with_exports, stud
         assert list(table.columns) == list(tables["run"].columns), kind
         pd.testing.assert_frame_equal(table[exact], tables["run"][exact], obj=kind)
         for column in ("score", "max_probability"):
-            np.testing.assert_allclose(table[column].astype(float), tables["run"][column].astype(float),
-                                       rtol=1e-5, atol=TOLERANCE, err_msg=f"{kind} {column}")
+            np.testing.assert_allclose(
+                table[column].astype(float),
+                tables["run"][column].astype(float),
+                rtol=1e-5,
+                atol=TOLERANCE,
+                err_msg=f"{kind} {column}",
+            )
 
 
 def test_cli_exports_each_format_and_predict_reports_speed(run_with_exports, studies, tmp_path, capsys):
@@ -245,8 +268,20 @@ def test_cli_exports_each_format_and_predict_reports_speed(run_with_exports, stu
     assert line.startswith("ONNX: ") and "model.onnx" in line and "serve_value_max" in line
     assert export_main([run, "--format", "litert", "--version", "2"]) == 2
     assert "version applies to the SavedModel only" in capsys.readouterr().err
-    assert predict_main([str(studies), "--model", str(tmp_path / "o"), "--output", str(tmp_path / "p"),
-                         "--no-progress", "--no-overlays"]) == 0
+    assert (
+        predict_main(
+            [
+                str(studies),
+                "--model",
+                str(tmp_path / "o"),
+                "--output",
+                str(tmp_path / "p"),
+                "--no-progress",
+                "--no-overlays",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "4/4 images predicted" in out and "images/s" in out
     with open(tmp_path / "o" / "export.json", encoding="utf-8") as f:

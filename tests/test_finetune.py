@@ -57,8 +57,12 @@ def test_same_architecture_loads_every_layer_and_outputs_are_equal(tmp_path):
     assert not np.allclose(_mask(target(x)), _mask(source(x)))
     report = finetune.initialize_from(target, path)
     counts = report.counts()
-    assert counts == {"loaded": sum(1 for layer in target.layers if layer.weights), "reshaped": 0, "skipped": 0,
-                      "unused": 0}
+    assert counts == {
+        "loaded": sum(1 for layer in target.layers if layer.weights),
+        "reshaped": 0,
+        "skipped": 0,
+        "unused": 0,
+    }
     np.testing.assert_array_equal(_mask(target(x)), _mask(source(x)))
     for a, b in zip(source.weights, target.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -165,8 +169,14 @@ def test_invalid_sources_are_refused(tmp_path):
 def test_encoder_is_the_down_path_and_the_bottleneck():
     model = _model(seed=0, aux_head=True)
     names = [layer.name for layer in finetune.encoder_layers(model)]
-    assert names == ["multiscale_conv", "down_block_0", "transition_down_0", "down_block_1", "transition_down_1",
-                     "bottleneck"]
+    assert names == [
+        "multiscale_conv",
+        "down_block_0",
+        "transition_down_0",
+        "down_block_1",
+        "transition_down_1",
+        "bottleneck",
+    ]
 
 
 def test_encoder_needs_a_known_size():
@@ -230,11 +240,14 @@ def test_recompile_needs_a_compiled_model():
         finetune.recompile(_model(seed=0))
 
 
-@pytest.mark.parametrize("sets, match", [
-    (["train.freeze_encoder_epochs=2"], "set train.init_from"),
-    (["train.init_from=x", "train.freeze_encoder_epochs=-1"], "must be >= 0"),
-    (["train.init_from=x", "train.freeze_encoder_epochs=9", "train.epochs=6"], "more than train.epochs"),
-])
+@pytest.mark.parametrize(
+    "sets, match",
+    [
+        (["train.freeze_encoder_epochs=2"], "set train.init_from"),
+        (["train.init_from=x", "train.freeze_encoder_epochs=-1"], "must be >= 0"),
+        (["train.init_from=x", "train.freeze_encoder_epochs=9", "train.epochs=6"], "more than train.epochs"),
+    ],
+)
 def test_config_keys_are_validated(sets, match):
     with pytest.raises(ConfigError, match=match):
         load_config(QUICKSTART, sets)
@@ -246,10 +259,18 @@ def test_config_defaults():
 
 
 TINY = [
-    "data.phantoms.n=16", "data.phantoms.size=32", "data.image_size=32", "data.shard_size=8", "data.workers=1",
+    "data.phantoms.n=16",
+    "data.phantoms.size=32",
+    "data.image_size=32",
+    "data.shard_size=8",
+    "data.workers=1",
     "model.options={layers_per_block: 1, num_pools: 2, growth_rate: 4, first_conv_filters: 8, multiscale_filters: 4}",
-    "train.batch_size=4", "train.tensorboard=false", "train.jit_compile=off", "train.evaluate=false",
-    "train.export=false", "evaluation.search_thresholds=false",
+    "train.batch_size=4",
+    "train.tensorboard=false",
+    "train.jit_compile=off",
+    "train.evaluate=false",
+    "train.export=false",
+    "evaluation.search_thresholds=false",
 ]
 
 
@@ -270,8 +291,15 @@ def test_fine_tuning_run_end_to_end(tmp_path, capsys):
 
     assert main(_train_args(tmp_path, "pre", "train.epochs=1")) == 0
     pre = RunDir(str(tmp_path / "runs" / "pre"))
-    assert main(_train_args(tmp_path, "fine", "train.epochs=2", "train.freeze_encoder_epochs=1",
-                            "model.options.aux_head=true") + ["--init-from", pre.path]) == 0
+    assert (
+        main(
+            _train_args(
+                tmp_path, "fine", "train.epochs=2", "train.freeze_encoder_epochs=1", "model.options.aux_head=true"
+            )
+            + ["--init-from", pre.path]
+        )
+        == 0
+    )
     run = RunDir(str(tmp_path / "runs" / "fine"))
     meta = run.read_metadata()["init_from"]
     assert meta["model_file"] == os.path.abspath(pre.best_model) and meta["freeze_encoder_epochs"] == 1
@@ -287,6 +315,8 @@ def test_fine_tuning_run_end_to_end(tmp_path, capsys):
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="classifier")])
     other.save(str(tmp_path / "other.keras"))
     capsys.readouterr()
-    assert main(_train_args(tmp_path, "refused", "train.epochs=1") + ["--init-from", str(tmp_path / "other.keras")]) == 2
+    assert (
+        main(_train_args(tmp_path, "refused", "train.epochs=1") + ["--init-from", str(tmp_path / "other.keras")]) == 2
+    )
     assert "nothing in common" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "runs" / "refused")

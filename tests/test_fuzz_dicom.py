@@ -26,8 +26,14 @@ SIZE = 64
 MODEL_SIZE = 32
 TIMEOUT = 600  # seconds per CLI call: a hang fails the test
 VR_CODES = (b"OB", b"UN", b"SQ", b"LO", b"UL", b"FD", b"AT", b"\x00\x00")
-PIXEL_TAGS = (b"\x28\x00\x10\x00", b"\x28\x00\x11\x00", b"\x28\x00\x00\x01", b"\x28\x00\x01\x01",
-              b"\x28\x00\x04\x00", b"\x28\x00\x02\x00")  # Rows, Columns, BitsAllocated, BitsStored, Photometric, Samples
+PIXEL_TAGS = (
+    b"\x28\x00\x10\x00",
+    b"\x28\x00\x11\x00",
+    b"\x28\x00\x00\x01",
+    b"\x28\x00\x01\x01",
+    b"\x28\x00\x04\x00",
+    b"\x28\x00\x02\x00",
+)  # Rows, Columns, BitsAllocated, BitsStored, Photometric, Samples
 
 
 def _pixel_offset(data):
@@ -110,8 +116,9 @@ def fuzzed(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fuzz")
     base = root / "base"
-    write_phantom_dataset(str(base), BASE_N, size=SIZE, format="siim", seed=SEED, style="heldout", progress=False,
-                          workers=1)
+    write_phantom_dataset(
+        str(base), BASE_N, size=SIZE, format="siim", seed=SEED, style="heldout", progress=False, workers=1
+    )
     rle = pd.read_csv(base / "train-rle.csv", dtype=str)
     sources = sorted(str(p) for p in base.rglob("*.dcm"))
     for path in sources:  # the study and series UIDs are random: fixed ones keep every byte offset reproducible
@@ -193,8 +200,22 @@ def test_fuzzed_dicom_through_predict_and_prepare(fuzzed, tiny_run, tmp_path, mo
     subset = files[:: len(files) // 20][:20]
     cli_out = tmp_path / "predict-cli"
     result = subprocess.run(
-        [sys.executable, "-m", "ptx_keras.cli.predict", *subset, "--model", tiny_run, "--output", str(cli_out),
-         "--format", "dicom", "--no-progress"], capture_output=True, text=True, timeout=TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "ptx_keras.cli.predict",
+            *subset,
+            "--model",
+            tiny_run,
+            "--output",
+            str(cli_out),
+            "--format",
+            "dicom",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert sorted(pd.read_csv(cli_out / "predictions.csv")["file"]) == sorted(subset)
@@ -202,8 +223,22 @@ def test_fuzzed_dicom_through_predict_and_prepare(fuzzed, tiny_run, tmp_path, mo
     # 3. ptx-prepare --skip-bad on the SIIM folder: every ImageId prepared or listed with its reason.
     prepared = tmp_path / "prepared"
     result = subprocess.run(
-        [sys.executable, "-m", "ptx_keras.cli.prepare", str(source), str(prepared), "--skip-bad", "--workers", "2",
-         "--size", str(MODEL_SIZE), "--no-progress"], capture_output=True, text=True, timeout=TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "ptx_keras.cli.prepare",
+            str(source),
+            str(prepared),
+            "--skip-bad",
+            "--workers",
+            "2",
+            "--size",
+            str(MODEL_SIZE),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     info = json.loads((prepared / "dataset.json").read_text())
@@ -211,8 +246,10 @@ def test_fuzzed_dicom_through_predict_and_prepare(fuzzed, tiny_run, tmp_path, mo
     names = set(manifest["sample_id"]) | {b["sample_id"] for b in info["bad_samples"]}
     names |= {str(s[0]) for s in info["source"].get("reader_skipped", [])}  # by ImageId
     assert names == set(kinds), sorted(set(kinds) - names)[:10]
-    print(f"fuzz: prepare: {len(manifest)} prepared, {len(info['bad_samples'])} bad, "
-          f"{len(info['source'].get('reader_skipped', []))} skipped by the reader")
+    print(
+        f"fuzz: prepare: {len(manifest)} prepared, {len(info['bad_samples'])} bad, "
+        f"{len(info['source'].get('reader_skipped', []))} skipped by the reader"
+    )
 
     # Nothing written outside the output folders: not beside the inputs, not in the working directory.
     assert _tree(source.parent) == before and os.listdir(cwd) == []

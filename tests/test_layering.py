@@ -203,8 +203,16 @@ def test_the_checks_catch_a_cycle_and_a_climb(tmp_path):
     assert any(b.startswith("ptx_keras.data:1 imports ptx_keras.models") for b in bad), bad
 
 
-@pytest.mark.parametrize("module", ["ptx_keras.data.prepare", "ptx_keras.data.readers", "ptx_keras.config",
-                                    "ptx_keras.data.phantoms.writing", "ptx_keras.artifacts"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "ptx_keras.data.prepare",
+        "ptx_keras.data.readers",
+        "ptx_keras.config",
+        "ptx_keras.data.phantoms.writing",
+        "ptx_keras.artifacts",
+    ],
+)
 def test_light_modules_do_not_import_tensorflow(module):
     """Preparation workers, configuration loading and reading an export back (ONNX / LiteRT deployments) stay free
     of TensorFlow/Keras."""

@@ -458,5 +458,6 @@ def test_scse_fast_path_under_mixed_precision(rng):
     u = rng.normal(size=(1, 4, 4, 6)).astype("float32")
     out = layer(u)
     assert keras.backend.standardize_dtype(out.dtype) == "float16"
-    np.testing.assert_allclose(np.asarray(out, "float32"), np.asarray(_scse_literal(layer, u), "float32"),
-                               rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(
+        np.asarray(out, "float32"), np.asarray(_scse_literal(layer, u), "float32"), rtol=1e-2, atol=1e-2
+    )

@@ -255,7 +255,9 @@ def test_tiny_model_trains_one_step_and_reloads(tmp_path, rng):
     assert isinstance(reloaded.loss, L.SpatialWeightedCE)
     assert reloaded.loss.get_config() == model.loss.get_config()
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
-    assert reloaded.evaluate(images, y_true, verbose=0) == pytest.approx(model.evaluate(images, y_true, verbose=0), rel=1e-6)
+    assert reloaded.evaluate(images, y_true, verbose=0) == pytest.approx(
+        model.evaluate(images, y_true, verbose=0), rel=1e-6
+    )
 
     # A fresh process needs only `import ptx_keras.losses` (which registers the classes) before loading.
     code = (

@@ -22,8 +22,9 @@ from ptx_keras.optimizers import make_optimizer
 from ptx_keras.targets import pack_targets
 
 # The paper's architecture (multi-scale first convolution, scSE in every dense layer), tiny.
-TINY = dict(layers_per_block=[1, 1, 1, 1, 1], growth_rate=2, first_conv_filters=4, multiscale_filters=2,
-            dropout_rate=0.0)
+TINY = dict(
+    layers_per_block=[1, 1, 1, 1, 1], growth_rate=2, first_conv_filters=4, multiscale_filters=2, dropout_rate=0.0
+)
 
 
 @pytest.fixture
@@ -89,12 +90,24 @@ def test_mixed_precision_run_trains_and_its_files_predict_in_float32(tmp_path):
     from ptx_keras.runs import RunDir
 
     sets = [
-        "name=mp", "data.phantoms.n=16", "data.phantoms.size=32", "data.image_size=32", "data.shard_size=8",
-        "data.workers=1", f"data.cache_dir={tmp_path / 'cache'}", "model.name=ms_scse_fc_densenet103",
+        "name=mp",
+        "data.phantoms.n=16",
+        "data.phantoms.size=32",
+        "data.image_size=32",
+        "data.shard_size=8",
+        "data.workers=1",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "model.name=ms_scse_fc_densenet103",
         "model.options={layers_per_block: [1, 1, 1, 1, 1], growth_rate: 2, first_conv_filters: 4, "
         "multiscale_filters: 2, dropout_rate: 0.0}",
-        "train.mixed_precision=on", "train.epochs=2", "train.batch_size=4", "train.tensorboard=false",
-        "train.jit_compile=off", "train.evaluate=false", "train.export=true", "evaluation.search_thresholds=false",
+        "train.mixed_precision=on",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.tensorboard=false",
+        "train.jit_compile=off",
+        "train.evaluate=false",
+        "train.export=true",
+        "evaluation.search_thresholds=false",
     ]
     args = ["--output-dir", str(tmp_path / "runs"), "--verbose", "0"]
     for s in sets:
@@ -130,7 +143,7 @@ def test_mixed_precision_run_trains_and_its_files_predict_in_float32(tmp_path):
         version = str(json.load(f).get("version", 1))
     saved = tf.saved_model.load(os.path.join(run.saved_model_dir, version))
     raw = saved.signatures["serve_preprocessed"](images=tf.constant(x))
-    (name, exported), = raw.items()
+    ((name, exported),) = raw.items()
     assert exported.dtype == tf.float32
     np.testing.assert_allclose(exported.numpy(), probs, atol=2e-3)
     served = saved.signatures["serving_default"](images=tf.constant(x[..., 0]))

@@ -102,8 +102,15 @@ def test_preset_round_trip(name, tmp_path, rng):
 def test_grayscale_and_rgb_inputs(builder, channels, rng):
     kwargs = dict(num_classes=3, input_shape=(None, None, channels))
     if builder is FCDenseNet:
-        kwargs.update(layers_per_block=1, num_pools=3, growth_rate=2, first_conv_filters=4, multiscale=True,
-                      multiscale_filters=2, scse=True)
+        kwargs.update(
+            layers_per_block=1,
+            num_pools=3,
+            growth_rate=2,
+            first_conv_filters=4,
+            multiscale=True,
+            multiscale_filters=2,
+            scse=True,
+        )
     else:
         kwargs.update(base_filters=2, depth=3, multiscale=True, multiscale_filters=2, scse=True)
     model = builder(**kwargs)
@@ -143,8 +150,16 @@ def test_scse_per_block_placement_adds_one_module_per_block():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(input_shape=(100, 96, 3)), ModelError, r"height 100 is not divisible by 32 \(5 poolings\); use e.g. 96 or 128"),
-        (dict(input_shape=(64, 36, 3), num_pools=3, layers_per_block=1), ModelError, "width 36 is not divisible by 8 .*use e.g. 32 or 40"),
+        (
+            dict(input_shape=(100, 96, 3)),
+            ModelError,
+            r"height 100 is not divisible by 32 \(5 poolings\); use e.g. 96 or 128",
+        ),
+        (
+            dict(input_shape=(64, 36, 3), num_pools=3, layers_per_block=1),
+            ModelError,
+            "width 36 is not divisible by 8 .*use e.g. 32 or 40",
+        ),
         (dict(input_shape=(64, 64)), ModelError, "input_shape"),
         (dict(input_shape=(64, 64, 0)), ModelError, "channels"),
         (dict(growth_rate=0), ValueError, "growth_rate=0"),
@@ -169,7 +184,11 @@ def test_fc_densenet_invalid_arguments(kwargs, error, message):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(input_shape=(40, 64, 3)), ModelError, "height 40 is not divisible by 16 \\(4 poolings\\); use e.g. 32 or 48"),
+        (
+            dict(input_shape=(40, 64, 3)),
+            ModelError,
+            "height 40 is not divisible by 16 \\(4 poolings\\); use e.g. 32 or 48",
+        ),
         (dict(base_filters=0), ValueError, "base_filters=0"),
         (dict(depth=0), ValueError, "depth=0"),
         (dict(batch_norm="no"), ValueError, "batch_norm='no'"),
@@ -210,8 +229,15 @@ def test_mixed_precision_keeps_softmax_float32(rng):
 
 
 def _fc_pair(dropout_rate):
-    kwargs = dict(input_shape=(16, 16, 3), layers_per_block=2, num_pools=2, growth_rate=3, first_conv_filters=4,
-                  scse=True, dropout_rate=dropout_rate)
+    kwargs = dict(
+        input_shape=(16, 16, 3),
+        layers_per_block=2,
+        num_pools=2,
+        growth_rate=3,
+        first_conv_filters=4,
+        scse=True,
+        dropout_rate=dropout_rate,
+    )
     # The same Python seed before each model gives their dropout seed generators the same states.
     keras.utils.set_random_seed(7)
     default = FCDenseNet(**kwargs)

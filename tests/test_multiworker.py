@@ -141,8 +141,15 @@ def prepared(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mw-data")
     write_phantom_dataset(str(root / "raw"), IMAGES, size=32, seed=3, progress=False, workers=1)
-    prepare_dataset(str(root / "raw"), str(root / "prepared"), image_size=32, split_fractions=(0.5, 0.25, 0.25),
-                    shard_size=2, workers=1, progress=False)
+    prepare_dataset(
+        str(root / "raw"),
+        str(root / "prepared"),
+        image_size=32,
+        split_fractions=(0.5, 0.25, 0.25),
+        shard_size=2,
+        workers=1,
+        progress=False,
+    )
     return str(root / "prepared")
 
 
@@ -161,9 +168,14 @@ def _start_workers(tmp_path, args, ports, record, slow=0.0):
     for index in range(len(ports)):
         scratch = tmp_path / f"tmp{index}"  # each worker's TMPDIR: where a non-chief puts its scratch run directory
         scratch.mkdir(exist_ok=True)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch), PTX_TEST_RECORD=str(record),
-                   PTX_TEST_SLOW=str(slow),
-                   TF_CONFIG=json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            TMPDIR=str(scratch),
+            PTX_TEST_RECORD=str(record),
+            PTX_TEST_SLOW=str(slow),
+            TF_CONFIG=json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}),
+        )
         cmd = [sys.executable, "-c", WORKER_SCRIPT, *args, "--set", "train.strategy=multi_worker"]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
@@ -228,8 +240,14 @@ def test_two_workers_train_like_one_process_with_the_global_batch_split(tmp_path
     assert scratch_seen and os.listdir(tmp_path / "tmp1") == [], "worker 1's scratch directory must be removed"
     assert os.listdir(tmp_path / "tmp0") == []  # the chief writes only the run directory
     run = tmp_path / "runs" / "mw"
-    assert sorted(os.listdir(run)) == ["best.keras", "checkpoints", "config.yaml", "history.csv", "run.json",
-                                       "training_curves.png"]
+    assert sorted(os.listdir(run)) == [
+        "best.keras",
+        "checkpoints",
+        "config.yaml",
+        "history.csv",
+        "run.json",
+        "training_curves.png",
+    ]
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "trained" and meta["distribution"]["replicas"] == 2
     assert [int(r["epoch"]) for r in _history(str(run))] == [0, 1]
@@ -278,8 +296,10 @@ def test_a_killed_worker_stops_the_run_and_the_same_command_resumes(tmp_path, pr
         if time.time() > deadline or any(p.poll() is not None for p in procs):
             for p in procs:
                 p.kill()
-            pytest.fail("training ended or stalled before worker 1 could be killed mid-epoch: "
-                        + "".join(p.communicate()[1][-2000:] for p in procs))
+            pytest.fail(
+                "training ended or stalled before worker 1 could be killed mid-epoch: "
+                + "".join(p.communicate()[1][-2000:] for p in procs)
+            )
         time.sleep(0.05)
     os.kill(procs[1].pid, signal.SIGKILL)
     rc, _, err = _finish(procs[:1])[0]
@@ -367,8 +387,10 @@ def test_a_lost_peer_is_named(text):
     error = tf.errors.UnavailableError(None, None, text.format(ip=socket.gethostbyname("localhost")))
     lost = lost_worker_error(error, worker, RunDir("/shared/runs/r"))
     assert isinstance(lost, WorkerLostError)
-    assert str(lost).startswith("Multi-worker training stopped on worker 0 (localhost:23501): worker 1 "
-                                "(localhost:23502) stopped or cannot be reached (UnavailableError: ")
+    assert str(lost).startswith(
+        "Multi-worker training stopped on worker 0 (localhost:23501): worker 1 "
+        "(localhost:23502) stopped or cannot be reached (UnavailableError: "
+    )
     assert str(lost).endswith("training resumes from the last finished epoch (/shared/runs/r/checkpoints/backup)")
     assert "Graph execution error" not in str(lost)
     assert lost_worker_error(ValueError(text), worker, RunDir("/r")) is None  # not a peer failure
@@ -382,9 +404,11 @@ def test_multi_worker_needs_a_prepared_data_set(tmp_path, monkeypatch, capsys):
     rc = train_main(["--output-dir", str(tmp_path / "runs"), "--name", "mw", "--set", "train.strategy=multi_worker"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "error: train.strategy=multi_worker trains from a prepared data set on storage every worker sees: " \
-           "prepare it once (ptx-prepare SOURCE OUT) and pass --data OUT to every worker. Received: data.path=null " \
-           "(phantoms)" in err
+    assert (
+        "error: train.strategy=multi_worker trains from a prepared data set on storage every worker sees: "
+        "prepare it once (ptx-prepare SOURCE OUT) and pass --data OUT to every worker. Received: data.path=null "
+        "(phantoms)" in err
+    )
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
@@ -393,12 +417,23 @@ def test_multi_worker_needs_a_prepared_data_set(tmp_path, monkeypatch, capsys):
 # --------------------------------------------------------------------------------------------------------------
 def _start_alone(tmp_path, prepared, ports, timeout_s):
     """Worker 0 of a two-worker TF_CONFIG, started alone (worker 1 never starts)."""
-    args = _args(tmp_path, prepared, tmp_path / "runs", f"train.worker_timeout_s={timeout_s}",
-                 "train.strategy=multi_worker")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-        {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": 0}}))
-    return subprocess.Popen([sys.executable, "-m", "ptx_keras.cli.train", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = _args(
+        tmp_path, prepared, tmp_path / "runs", f"train.worker_timeout_s={timeout_s}", "train.strategy=multi_worker"
+    )
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TF_CONFIG=json.dumps(
+            {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": 0}}
+        ),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "ptx_keras.cli.train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _error_line(err):
@@ -448,6 +483,8 @@ def test_sigterm_stops_a_worker_waiting_for_its_peers(tmp_path, prepared):
         proc.kill()
         pytest.fail("SIGTERM ignored")
     assert proc.returncode == 2, err[-3000:]
-    assert _error_line(err) == (f"error: Multi-worker start-up on worker 0 (localhost:{ports[0]}) stopped by SIGTERM "
-                                "while waiting for its peers")
+    assert _error_line(err) == (
+        f"error: Multi-worker start-up on worker 0 (localhost:{ports[0]}) stopped by SIGTERM "
+        "while waiting for its peers"
+    )
     assert not (tmp_path / "runs" / "mw").exists()

@@ -27,8 +27,12 @@ def _bn_pair(channels, momentum=0.99):
         bn = keras.layers.BatchNormalization(momentum=momentum)
         bn.build((None, None, None, channels))
         layers.append(bn)
-    values = [rng.normal(1.0, 0.3, channels), rng.normal(0.0, 0.3, channels), rng.normal(0.5, 0.2, channels),
-              rng.uniform(0.5, 2.0, channels)]
+    values = [
+        rng.normal(1.0, 0.3, channels),
+        rng.normal(0.0, 0.3, channels),
+        rng.normal(0.5, 0.2, channels),
+        rng.uniform(0.5, 2.0, channels),
+    ]
     for bn in layers:
         bn.set_weights([v.astype("float32") for v in values])
     return layers
@@ -157,8 +161,16 @@ def test_dense_layer_fast_path_matches_plain_keras(rng, memory_efficient):
 def _tiny_fc_densenet(memory_efficient=False, dropout_rate=0.2):
     """Every layer kind with a BatchNormalization (dense layers, transitions down) at the smallest size."""
     keras.utils.set_random_seed(11)
-    return FCDenseNet(input_shape=(8, 8, 3), layers_per_block=2, num_pools=1, growth_rate=3, first_conv_filters=4,
-                      scse=True, dropout_rate=dropout_rate, memory_efficient=memory_efficient)
+    return FCDenseNet(
+        input_shape=(8, 8, 3),
+        layers_per_block=2,
+        num_pools=1,
+        growth_rate=3,
+        first_conv_filters=4,
+        scse=True,
+        dropout_rate=dropout_rate,
+        memory_efficient=memory_efficient,
+    )
 
 
 def _train_step(model, x):

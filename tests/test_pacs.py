@@ -28,8 +28,13 @@ ORTHANC_AET, NODE_AET = "ORTHANC", "PTX"
 SIZE = 32  # the tiny model's input side
 SEG_CLASS, SR_CLASS = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.33"
 # What the phantoms cover: photometric interpretation, stored bits, transfer syntax (SIIM-ACR layout).
-EXPORTS = [("MONOCHROME1", 12, "rle"), ("MONOCHROME2", 8, "jpeg"), ("MONOCHROME2", 16, "deflate"),
-           ("MONOCHROME1", 16, "explicit"), ("MONOCHROME2", 12, "explicit")]
+EXPORTS = [
+    ("MONOCHROME1", 12, "rle"),
+    ("MONOCHROME2", 8, "jpeg"),
+    ("MONOCHROME2", 16, "deflate"),
+    ("MONOCHROME1", 16, "explicit"),
+    ("MONOCHROME2", 12, "explicit"),
+]
 
 
 def free_port():
@@ -82,8 +87,12 @@ class Orthanc:
 
     def request(self, method, path, body=None, content_type="application/json", timeout=120):
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type} if data is not None else {})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type} if data is not None else {},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as response:
             raw = response.read()
         return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else raw
@@ -127,8 +136,10 @@ def tiny_run(tmp_path_factory):
     from ptx_keras.config import load_config, save_config
 
     run = str(tmp_path_factory.mktemp("run"))
-    save_config(load_config(extra={"model": {"name": "bright_1x1"}, "data": {"image_size": SIZE, "channels": 1}}),
-                os.path.join(run, "config.yaml"))
+    save_config(
+        load_config(extra={"model": {"name": "bright_1x1"}, "data": {"image_size": SIZE, "channels": 1}}),
+        os.path.join(run, "config.yaml"),
+    )
     conv = keras.layers.Conv2D(2, 1)
     inp = keras.Input((SIZE, SIZE, 1))
     model = keras.Model(inp, keras.layers.Softmax()(conv(inp)), name="bright_1x1")
@@ -146,8 +157,15 @@ def siim_phantoms(root, seed, n=5):
     for i in range(n):
         export = EXPORTS[i % len(EXPORTS)]
         sid = f"node_{seed}_{i}"
-        image, mask, _, _ = render_phantom(48, np.random.default_rng([seed, i]), positive=i % 2 == 0, seed=None,
-                                           bits=export[1], conspicuity=2.0, style="varied")
+        image, mask, _, _ = render_phantom(
+            48,
+            np.random.default_rng([seed, i]),
+            positive=i % 2 == 0,
+            seed=None,
+            bits=export[1],
+            conspicuity=2.0,
+            style="varied",
+        )
         write_siim_sample(root, sid, image, mask, seed, export, "varied")
         study, series, image_id = (uid(k, seed, sid, "varied") for k in ("study", "series", "image"))
         paths.append(os.path.join(root, "dicom-images-train", study, series, f"{image_id}.dcm"))
@@ -162,10 +180,29 @@ class Node:
         self.log_path = os.path.join(spool + ".log")
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - open while the node runs
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ptx_keras.cli.dicom_node", "--model", run, "--port", str(port), "--ae-title",
-             NODE_AET, "--destination", f"{ORTHANC_AET}@127.0.0.1:{orthanc.dicom_port}", "--spool", spool,
-             "--batch-size", str(batch_size), "--retry", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "ptx_keras.cli.dicom_node",
+                "--model",
+                run,
+                "--port",
+                str(port),
+                "--ae-title",
+                NODE_AET,
+                "--destination",
+                f"{ORTHANC_AET}@127.0.0.1:{orthanc.dicom_port}",
+                "--spool",
+                spool,
+                "--batch-size",
+                str(batch_size),
+                "--retry",
+                "1",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self.wait_for("ready on port", 180)
 
     def text(self):
@@ -227,8 +264,13 @@ def test_orthanc_sends_to_the_node_and_gets_a_seg_and_sr_per_image(orthanc, tiny
     from ptx_keras.predict import predict_paths
 
     sources = siim_phantoms(str(tmp_path / "siim"), seed=1)
-    for path, (sop_class, modality) in zip(sources[1:3], [("1.2.840.10008.5.1.4.1.1.1", "CR"),  # CR and DX too
-                                                          ("1.2.840.10008.5.1.4.1.1.1.1", "DX")]):
+    for path, (sop_class, modality) in zip(
+        sources[1:3],
+        [
+            ("1.2.840.10008.5.1.4.1.1.1", "CR"),  # CR and DX too
+            ("1.2.840.10008.5.1.4.1.1.1.1", "DX"),
+        ],
+    ):
         ds = pydicom.dcmread(path)
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
         ds.Modality = modality
@@ -257,8 +299,9 @@ def test_orthanc_sends_to_the_node_and_gets_a_seg_and_sr_per_image(orthanc, tiny
         rc = node.terminate()
     assert rc == 0, node.text()[-3000:]
 
-    expected = predict_paths(sources, tiny_run, str(tmp_path / "predict"), format="dicom", overlays=False,
-                             progress=False)
+    expected = predict_paths(
+        sources, tiny_run, str(tmp_path / "predict"), format="dicom", overlays=False, progress=False
+    )
     assert expected["n_ok"] == len(sources)
     by_uid = {}
     for name in os.listdir(expected["dicom_dir"]):
@@ -275,7 +318,8 @@ def test_orthanc_sends_to_the_node_and_gets_a_seg_and_sr_per_image(orthanc, tiny
     assert os.listdir(os.path.join(spool, "incoming")) == []
     assert sorted(os.listdir(os.path.join(spool, "done"))) == sorted(f"{u}.json" for u in uids)
     assert sorted(os.listdir(os.path.join(spool, "failed"))) == sorted(
-        [f"{empty.SOPInstanceUID}.dcm", f"{empty.SOPInstanceUID}.error.txt"])
+        [f"{empty.SOPInstanceUID}.dcm", f"{empty.SOPInstanceUID}.error.txt"]
+    )
     assert "no pixel data" in (tmp_path / "spool" / "failed" / f"{empty.SOPInstanceUID}.error.txt").read_text().lower()
     assert not referencing(orthanc.datasets(SEG_CLASS), str(mr.SOPInstanceUID))
 
@@ -314,10 +358,11 @@ def test_predict_send_c_store_stow_and_failures(orthanc, tiny_run, tmp_path, cap
     sources = siim_phantoms(str(tmp_path / "siim"), seed=3, n=2)
     uids = [str(pydicom.dcmread(p).SOPInstanceUID) for p in sources]
     base = [sources[0], "--model", tiny_run, "--format", "dicom", "--no-progress"]
-    assert main(base + ["--output", str(tmp_path / "a"), "--send", f"{ORTHANC_AET}@127.0.0.1:{orthanc.dicom_port}"]) == 0
+    assert (
+        main(base + ["--output", str(tmp_path / "a"), "--send", f"{ORTHANC_AET}@127.0.0.1:{orthanc.dicom_port}"]) == 0
+    )
     assert "sent 2 DICOM object(s)" in capsys.readouterr().out
-    assert main([sources[1]] + base[1:] + ["--output", str(tmp_path / "b"), "--send",
-                                             f"{orthanc.url}/dicom-web"]) == 0
+    assert main([sources[1]] + base[1:] + ["--output", str(tmp_path / "b"), "--send", f"{orthanc.url}/dicom-web"]) == 0
     found = wait_for_results(orthanc, uids, seconds=30)
     assert all((len(a), len(b)) == (1, 1) for a, b in found.values())
 

@@ -158,7 +158,7 @@ def test_generate_is_balanced_seeded_and_named():
     labels = [s[3]["positive"] for s in samples]
     assert sum(labels) == 5
     assert labels != sorted(labels, reverse=True)  # shuffled, not positives first
-    for (_, image, mask, info) in samples:
+    for _, image, mask, info in samples:
         assert mask.any() == info["positive"]
     again = list(generate_phantoms(10, size=32, seed=3))
     for a, b in zip(samples, again):
@@ -169,7 +169,7 @@ def test_generate_is_balanced_seeded_and_named():
 
 
 def test_generate_passes_bit_depth():
-    (_, image, _, _), = generate_phantoms(1, size=32, bit_depth=16)
+    ((_, image, _, _),) = generate_phantoms(1, size=32, bit_depth=16)
     assert image.dtype == np.uint16
 
 
@@ -192,7 +192,11 @@ def test_write_png_layout(tmp_path):
         np.testing.assert_array_equal(stored == 255, mask)
     settings = json.loads((root / "phantoms.json").read_text())
     assert {k: settings[k] for k in ("n", "size", "seed", "format", "bit_depth")} == {
-        "n": 6, "size": [48, 48], "seed": 1, "format": "png", "bit_depth": 8
+        "n": 6,
+        "size": [48, 48],
+        "seed": 1,
+        "format": "png",
+        "bit_depth": 8,
     }
     assert "version" in settings
 
@@ -652,8 +656,14 @@ def test_heldout_siim_export_mixes_formats_and_reads_back(tmp_path):
         else:  # lossless: exact, MONOCHROME1 inverted back by the reader
             assert difference.max() == 0
             # and the same picture as the 16-bit rendering, within the quantisation of its bit depth
-            fine = render_phantom(size, sample_stream(1, index, "heldout"), positive=bool(labels[index]), seed=None,
-                                  bits=16, style="heldout")[0]
+            fine = render_phantom(
+                size,
+                sample_stream(1, index, "heldout"),
+                positive=bool(labels[index]),
+                seed=None,
+                bits=16,
+                style="heldout",
+            )[0]
             top = (1 << bits) - 1
             assert np.abs(sample.image / top - fine / 65535.0).max() <= 0.5 / top + 0.5 / 65535 + 1e-9
         np.testing.assert_array_equal(sample.mask, mask)

@@ -169,8 +169,9 @@ def test_bad_arguments(prepared, tmp_path):
 def test_empty_split_and_missing_shard(tmp_path):
     _write_source(str(tmp_path / "src"), 4)
     out = str(tmp_path / "out")
-    prepare_dataset(str(tmp_path / "src"), out, image_size=SIZE, workers=1, progress=False,
-                    split_fractions=(0.5, 0.5, 0.0))
+    prepare_dataset(
+        str(tmp_path / "src"), out, image_size=SIZE, workers=1, progress=False, split_fractions=(0.5, 0.5, 0.0)
+    )
     with pytest.raises(DataError, match="'test'.*empty"):
         make_dataset(out, "test", 2, training=False)
     os.remove(os.path.join(out, load_prepared_info(out)["shards"]["val"][0]))
@@ -198,8 +199,9 @@ def test_on_the_fly_matches_prepared(tmp_path, prepared):
 # Augmentation and oversampling (ptx_keras.data.augment)
 # ---------------------------------------------------------------------------------------------------------
 def _stream(ds, epochs=1):
-    return [(images.numpy(), y.numpy(), [i.decode() for i in ids.numpy()]) for _ in range(epochs)
-            for images, y, ids in ds]
+    return [
+        (images.numpy(), y.numpy(), [i.decode() for i in ids.numpy()]) for _ in range(epochs) for images, y, ids in ds
+    ]
 
 
 def test_evaluation_is_never_augmented(prepared):
@@ -233,8 +235,9 @@ def test_augmentation_stream_is_seeded(prepared):
     out, _, _ = prepared
 
     def run(seed):
-        return _stream(make_dataset(out, "train", 4, training=True, with_ids=True, augment="standard", seed=seed),
-                       epochs=2)
+        return _stream(
+            make_dataset(out, "train", 4, training=True, with_ids=True, augment="standard", seed=seed), epochs=2
+        )
 
     first, again, other = run(5), run(5), run(6)
     for (a_img, a_y, a_ids), (b_img, b_y, b_ids) in zip(first, again):
@@ -266,8 +269,9 @@ def test_positive_fraction_is_reached_within_binomial_tolerance(prepared):
     info = load_prepared_info(out)
     assert info["counts"]["train"]["positive"] == 6 == info["counts"]["train"]["negative"]  # natural mix 0.5
     for fraction in (0.8, 0.25):
-        ds = make_dataset(out, "train", 8, training=True, with_ids=True, positive_fraction=fraction, repeat=True,
-                          seed=7)
+        ds = make_dataset(
+            out, "train", 8, training=True, with_ids=True, positive_fraction=fraction, repeat=True, seed=7
+        )
         ids = [i for _, _, batch in _stream(ds.take(50)) for i in batch]  # 400 draws
         realised = np.mean([i in positives for i in ids])
         # Draws are independent Bernoulli(fraction): standard error sqrt(f (1 - f) / n) <= 0.025 at n = 400.
@@ -303,8 +307,9 @@ def test_positive_fraction_bad_values(prepared, tmp_path):
     for name in os.listdir(tmp_path / "src" / "masks"):  # all negative
         Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(str(tmp_path / "src" / "masks" / name))
     neg = str(tmp_path / "neg")
-    prepare_dataset(str(tmp_path / "src"), neg, image_size=SIZE, workers=1, progress=False,
-                    split_fractions=(1.0, 0.0, 0.0))
+    prepare_dataset(
+        str(tmp_path / "src"), neg, image_size=SIZE, workers=1, progress=False, split_fractions=(1.0, 0.0, 0.0)
+    )
     with pytest.raises(DataError, match="needs positive and negative examples; the split has 0 positive"):
         make_dataset(neg, "train", 2, training=True, positive_fraction=0.5)
 
@@ -346,8 +351,7 @@ def test_weight_maps_are_exact_at_512_and_1024(tmp_path, size, areas):
     sources = [(size, a) for a in areas] + ([(1024, 15)] if size == 512 else [])  # one resized 1024 -> 512
     masks = _small_pneumothorax_source(str(tmp_path / "src"), sources)
     out = str(tmp_path / "out")
-    prepare_dataset(str(tmp_path / "src"), out, image_size=size, split_fractions=(1, 0, 0), workers=1,
-                    progress=False)
+    prepare_dataset(str(tmp_path / "src"), out, image_size=size, split_fractions=(1, 0, 0), workers=1, progress=False)
     got = _weights_by_id(out)
     assert set(got) == set(masks)
     largest = 0.0
@@ -363,8 +367,15 @@ def test_float16_is_an_opt_in_that_warns_and_lists_the_clamped_samples(tmp_path,
     masks = _small_pneumothorax_source(str(tmp_path / "src"), [(512, 5), (512, 400)])
     out = str(tmp_path / "out")
     with caplog.at_level("WARNING", logger="ptx_keras.data.prepare"):
-        prepare_dataset(str(tmp_path / "src"), out, image_size=512, split_fractions=(1, 0, 0), workers=1,
-                        progress=False, weight_dtype="float16")
+        prepare_dataset(
+            str(tmp_path / "src"),
+            out,
+            image_size=512,
+            split_fractions=(1, 0, 0),
+            workers=1,
+            progress=False,
+            weight_dtype="float16",
+        )
     info = load_prepared_info(out)
     assert info["weight_dtype"] == "float16" and info["weights_saturated_float16"] == ["s512_05"]
     warning = [r.getMessage() for r in caplog.records if "65,504" in r.getMessage()]
@@ -399,7 +410,8 @@ def test_older_prepared_data_is_refused_with_a_clear_error(tmp_path):
     ):
         with pytest.raises(DataError, match=r"format version 1 .*float16.*Prepare the data again.*--overwrite"):
             call()
-    summary = prepare_dataset(src, out, image_size=SIZE, split_fractions=(1, 0, 0), workers=1, progress=False,
-                              overwrite=True)
+    summary = prepare_dataset(
+        src, out, image_size=SIZE, split_fractions=(1, 0, 0), workers=1, progress=False, overwrite=True
+    )
     assert summary["status"] == "prepared" and load_prepared_info(out)["format_version"] == 2
     assert len(_weights_by_id(out)) == 4

@@ -43,8 +43,12 @@ def folder(tmp_path):
     Image.fromarray(square_image(200, 240, (40, 60, 140, 180))).save(d / "pos.png")  # 100 x 120 box
     Image.fromarray(square_image(96, 96)).save(d / "neg.png")
     Image.fromarray(square_image(128, 160, (0, 0, 64, 80), np.uint16)).save(d / "sub" / "deep.png")
-    write_dicom(str(d / "study.dcm"), square_image(256, 256, (64, 64, 192, 192), np.uint16) >> 4,
-                spacing=(0.5, 0.25), bits_stored=12)  # 12-bit: scaled by 4095, as in preparation
+    write_dicom(
+        str(d / "study.dcm"),
+        square_image(256, 256, (64, 64, 192, 192), np.uint16) >> 4,
+        spacing=(0.5, 0.25),
+        bits_stored=12,
+    )  # 12-bit: scaled by 4095, as in preparation
     (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (d / "notes.txt").write_text("ignored: not an image extension")
     return d
@@ -68,7 +72,11 @@ def test_folder_with_a_corrupt_file(run_dir, folder, tmp_path):
     assert ok.loc[["pos", "deep", "study"], "diagnosis"].astype(int).tolist() == [1, 1, 1]
     assert int(ok.loc["neg", "diagnosis"]) == 0 and int(ok.loc["neg", "area_px"]) == 0
     # Each image keeps its own size although the batch mixed sizes; the mask is the bright box.
-    for sample_id, (h, w), area in [("pos", (200, 240), 100 * 120), ("deep", (128, 160), 64 * 80), ("study", (256, 256), 128 * 128)]:
+    for sample_id, (h, w), area in [
+        ("pos", (200, 240), 100 * 120),
+        ("deep", (128, 160), 64 * 80),
+        ("study", (256, 256), 128 * 128),
+    ]:
         assert (int(ok.loc[sample_id, "height"]), int(ok.loc[sample_id, "width"])) == (h, w)
         mask = np.asarray(Image.open(out / "masks" / f"{sample_id}.png"))
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
@@ -111,8 +119,21 @@ def test_cli_exit_codes(run_dir, folder, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert main([str(folder), "--model", run_dir, "--output", out, "--no-progress"]) == 1
     assert "1 file(s) failed" in capsys.readouterr().out
-    assert main([str(folder / "pos.png"), str(folder / "neg.png"), "--model", run_dir, "--output", out,
-                 "--no-overlays", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                str(folder / "pos.png"),
+                str(folder / "neg.png"),
+                "--model",
+                run_dir,
+                "--output",
+                out,
+                "--no-overlays",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(read_table(out)) == 2
     assert "warning:" in capsys.readouterr().err  # neg.png is a constant image: named in a warning
     # User errors: one line on stderr, status 2.
@@ -183,7 +204,9 @@ def test_run_dir_and_saved_model_agree(run_dir, saved_model, folder, tmp_path):
     predict_paths([str(folder)], saved_model.path, str(tmp_path / "sm"), batch_size=1, overlays=False, progress=False)
     predict_paths([str(folder)], run_dir, str(tmp_path / "run"), batch_size=8, overlays=False, progress=False)
     a, b = read_table(tmp_path / "sm"), read_table(tmp_path / "run")
-    pd.testing.assert_frame_equal(a.drop(columns=["score", "max_probability"]), b.drop(columns=["score", "max_probability"]))
+    pd.testing.assert_frame_equal(
+        a.drop(columns=["score", "max_probability"]), b.drop(columns=["score", "max_probability"])
+    )
     ok = a.status == "ok"
     np.testing.assert_allclose(a[ok].score.astype(float), b[ok].score.astype(float), rtol=1e-5)
 
@@ -238,7 +261,9 @@ def test_colliding_names_give_distinct_outputs_and_no_duplicate_rows(run_dir, tm
     assert sorted(table.sample_id) == expected
     assert sorted(os.listdir(out / "overlays")) == sorted(os.listdir(out / "masks")) == [f"{i}.png" for i in expected]
     by_file = table.set_index("file")
-    areas = [(np.asarray(Image.open(out / "masks" / f"{by_file.loc[str(p), 'sample_id']}.png")) > 0).sum() for p in paths]
+    areas = [
+        (np.asarray(Image.open(out / "masks" / f"{by_file.loc[str(p), 'sample_id']}.png")) > 0).sum() for p in paths
+    ]
     assert areas[0] > 200 and areas[1] == 0  # each file's own mask, none overwritten
     submission = pd.read_csv(out / "submission.csv")
     assert sorted(submission.ImageId) == expected and not submission.ImageId.duplicated().any()
@@ -273,7 +298,10 @@ def test_module_entry_point(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     proc = subprocess.run(
         [sys.executable, "-m", "ptx_keras.cli.predict", str(tmp_path / "missing.png"), "--model", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: Input not found")

@@ -190,8 +190,18 @@ def test_sixteen_bit_float32_round_trip_and_dicom_spacing(tmp_path):
     image = (np.arange(64 * 48, dtype=np.uint32).reshape(64, 48) % 4096).astype(np.uint16)
     write_dicom(os.path.join(src, "images", "d0.dcm"), image, spacing=(0.5, 0.25), bits_stored=12)
     out = str(tmp_path / "out")
-    prepare_dataset(src, out, image_size=SIZE, bit_depth=16, weight_dtype="float32", workers=1, progress=False,
-                    normalize="mean", clip=2.0, boundary_width=2)
+    prepare_dataset(
+        src,
+        out,
+        image_size=SIZE,
+        bit_depth=16,
+        weight_dtype="float32",
+        workers=1,
+        progress=False,
+        normalize="mean",
+        clip=2.0,
+        boundary_width=2,
+    )
     examples = _read_shards(out)
     _, records = discover_source(src)
     for record in records:
@@ -271,8 +281,7 @@ def test_other_settings_in_existing_dir(source, tmp_path):
     prepare_dataset(source, out, image_size=SIZE, workers=1, progress=False)
     with pytest.raises(DataError, match="Choose another output directory"):
         prepare_dataset(source, out, image_size=SIZE, boundary_width=2, workers=1, progress=False)
-    summary = prepare_dataset(source, out, image_size=SIZE, boundary_width=2, workers=1, progress=False,
-                              overwrite=True)
+    summary = prepare_dataset(source, out, image_size=SIZE, boundary_width=2, workers=1, progress=False, overwrite=True)
     assert summary["status"] == "prepared" and load_prepared_info(out)["weight_map"]["boundary_width"] == 2
 
 
@@ -418,9 +427,20 @@ def test_module_entry_point_and_phantoms(tmp_path):
     write_phantom_dataset(src, 8, size=64, format="png", seed=1)
     out = str(tmp_path / "out")
     result = subprocess.run(
-        [sys.executable, "-m", "ptx_keras.cli.prepare", src, out, "--size", str(SIZE), "--workers", "1",
-         "--no-progress"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ptx_keras.cli.prepare",
+            src,
+            out,
+            "--size",
+            str(SIZE),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     info = load_prepared_info(out)

@@ -104,8 +104,11 @@ def test_float_tiff_scaled_to_unit_range(tmp_path):
 
 @pytest.mark.parametrize(
     "specials, fragment",
-    [((np.nan,), "1 NaN and 0 infinite pixel\\(s\\) of 4"), ((np.inf, -np.inf), "0 NaN and 2 infinite"),
-     ((np.nan, np.inf), "1 NaN and 1 infinite")],
+    [
+        ((np.nan,), "1 NaN and 0 infinite pixel\\(s\\) of 4"),
+        ((np.inf, -np.inf), "0 NaN and 2 infinite"),
+        ((np.nan, np.inf), "1 NaN and 1 infinite"),
+    ],
 )
 def test_float_tiff_with_non_finite_pixels_refused(tmp_path, specials, fragment):
     # Scaling used to zero NaN and, with an infinity, the whole image: such an image has no intensities.

@@ -48,13 +48,15 @@ def test_scores_by_hand():
     import pandas as pd
 
     bench = _module()
-    frame = pd.DataFrame({
-        "label": [1, 1, 1, 0],
-        "true_area": [10, 20, 30, 0],
-        "dsc1": [0.0, 0.5, 1.0, 1.0],
-        "dsc1_raw": [0.2, 0.6, 1.0, 0.0],
-        "diagnosis": [0, 1, 1, 1],
-    })
+    frame = pd.DataFrame(
+        {
+            "label": [1, 1, 1, 0],
+            "true_area": [10, 20, 30, 0],
+            "dsc1": [0.0, 0.5, 1.0, 1.0],
+            "dsc1_raw": [0.2, 0.6, 1.0, 0.0],
+            "diagnosis": [0, 1, 1, 1],
+        }
+    )
     s = bench.score(frame)
     assert s["n_images"] == 4 and s["n_positive"] == 3
     assert s["dsc1_positive_gated"] == pytest.approx(0.5) and s["dsc1_positive_raw"] == pytest.approx(0.6)
@@ -71,18 +73,46 @@ def test_end_to_end_on_tiny_phantoms(tmp_path):
     data = tmp_path / "data"
     write_phantom_dataset(str(data), 16, size=32, format="png", seed=3, progress=False, workers=1)
     sets = [
-        "data.image_size=32", "data.shard_size=8", "data.workers=1", "data.phantoms.n=8", "data.phantoms.size=32",
-        ("model.options={layers_per_block: 1, num_pools: 2, growth_rate: 2, first_conv_filters: 4, "
-         "multiscale_filters: 2}"),
-        "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=4", "train.tensorboard=false",
-        "train.jit_compile=off", "evaluation.search_thresholds=false",
+        "data.image_size=32",
+        "data.shard_size=8",
+        "data.workers=1",
+        "data.phantoms.n=8",
+        "data.phantoms.size=32",
+        (
+            "model.options={layers_per_block: 1, num_pools: 2, growth_rate: 2, first_conv_filters: 4, "
+            "multiscale_filters: 2}"
+        ),
+        "train.epochs=1",
+        "train.steps_per_epoch=2",
+        "train.batch_size=4",
+        "train.tensorboard=false",
+        "train.jit_compile=off",
+        "evaluation.search_thresholds=false",
     ]
-    cmd = [sys.executable, SCRIPT, str(data), "--folds", "2", "--out", str(tmp_path / "out"),
-           "--config", os.path.join(ROOT, "configs", "quickstart.yaml"), "--freeze-encoder-epochs", "1"]
+    cmd = [
+        sys.executable,
+        SCRIPT,
+        str(data),
+        "--folds",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--config",
+        os.path.join(ROOT, "configs", "quickstart.yaml"),
+        "--freeze-encoder-epochs",
+        "1",
+    ]
     for s in sets:
         cmd += ["--set", s]
-    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    res = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     kinds = [line["measurement"] for line in lines]
@@ -98,8 +128,13 @@ def test_end_to_end_on_tiny_phantoms(tmp_path):
     with open(tmp_path / "out" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["start"], r["fold"]) for r in rows] == [
-        ("scratch", "0"), ("pretrained", "0"), ("scratch", "1"), ("pretrained", "1"), ("scratch", "all"),
-        ("pretrained", "all")]
+        ("scratch", "0"),
+        ("pretrained", "0"),
+        ("scratch", "1"),
+        ("pretrained", "1"),
+        ("scratch", "all"),
+        ("pretrained", "all"),
+    ]
     assert sum(int(r["n_images"]) for r in rows if r["start"] == "scratch" and r["fold"] != "all") == 16
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| start | fold |" in table and "DSC1 pos. (raw)" in table

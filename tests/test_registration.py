@@ -154,7 +154,10 @@ def test_keras_load_model_reloads_every_registered_model(tmp_path_factory, order
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
         proc = subprocess.run(
             [sys.executable, "-c", code, str(folder), json.dumps(_tiny_options())],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         (folder / "names.json").write_text(proc.stdout.splitlines()[-1])
@@ -166,7 +169,11 @@ def test_keras_load_model_reloads_every_registered_model(tmp_path_factory, order
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-c", f"{order}\n{code}", str(folder), json.dumps(names)],
-        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path_factory.getbasetemp(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path_factory.getbasetemp(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["loaded", str(len(names))]

@@ -23,8 +23,9 @@ def _fresh_process(code, **env):
     clean = {k: v for k, v in os.environ.items() if k not in NAMES}
     clean["KERAS_BACKEND"] = "tensorflow"
     source = f"import json, os, sys\n{code}\nfrom ptx_keras.runtime import PROCESS_SETTINGS\n{REPORT}"
-    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, env={**clean, **env},
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, env={**clean, **env}, check=True, timeout=300
+    )
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
@@ -126,10 +127,15 @@ def test_process_settings_by_purpose():
     assert runtime.process_settings("serve") == TRAIN
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"purpose": "infer"}, "purpose='infer'"), ({"batch_size": 0}, "batch_size=0"),
-    ({"batch_size": True}, "batch_size=True"), ({"batch_size": 1.0}, "batch_size=1.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"purpose": "infer"}, "purpose='infer'"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"batch_size": True}, "batch_size=True"),
+        ({"batch_size": 1.0}, "batch_size=1.0"),
+    ],
+)
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         runtime.process_settings(**kwargs)

@@ -82,8 +82,9 @@ def test_constant_is_the_paper_setting():
 
 def test_cosine_with_warmup_matches_hand_computed_rates():
     peak, low, epochs, warmup_epochs = 1e-2, 1e-3, 4, 1
-    rate, callbacks = make_schedule("cosine", peak, steps_per_epoch=STEPS, epochs=epochs,
-                                    warmup_epochs=warmup_epochs, min_learning_rate=low)
+    rate, callbacks = make_schedule(
+        "cosine", peak, steps_per_epoch=STEPS, epochs=epochs, warmup_epochs=warmup_epochs, min_learning_rate=low
+    )
     _, rates, history = _fit(rate, callbacks, epochs=epochs)
     total, warmup = STEPS * epochs, STEPS * warmup_epochs
     expected = [_cosine(k, peak, low, warmup, total) for k in range(total)]
@@ -95,23 +96,39 @@ def test_cosine_with_warmup_matches_hand_computed_rates():
 
 def test_cosine_without_warmup_and_constant_with_warmup():
     rate, _ = make_schedule("cosine", 1e-3, steps_per_epoch=STEPS, epochs=2)
-    np.testing.assert_allclose([float(rate(k)) for k in range(7)],
-                               [_cosine(k, 1e-3, 0.0, 0, 6) for k in range(6)] + [0.0], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+        [float(rate(k)) for k in range(7)],
+        [_cosine(k, 1e-3, 0.0, 0, 6) for k in range(6)] + [0.0],
+        rtol=1e-5,
+        atol=1e-12,
+    )
     rate, _ = make_schedule("constant", 1e-3, steps_per_epoch=STEPS, epochs=4, warmup_epochs=2)
-    np.testing.assert_allclose([float(rate(k)) for k in range(12)],
-                               [1e-3 * k / 6 for k in range(6)] + [1e-3] * 6, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        [float(rate(k)) for k in range(12)], [1e-3 * k / 6 for k in range(6)] + [1e-3] * 6, rtol=1e-6, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("set_after_build", [False, True])
 def test_resumed_cosine_continues_at_the_right_step(tmp_path, set_after_build):
     peak, epochs = 1e-2, 4
     rate, callbacks = make_schedule("cosine", peak, steps_per_epoch=STEPS, epochs=epochs, warmup_epochs=1)
-    _, first, _ = _fit(rate, callbacks, epochs, backup_dir=tmp_path, stop_after=1,  # "killed" after 2 epochs
-                       set_after_build=set_after_build)
+    _, first, _ = _fit(
+        rate,
+        callbacks,
+        epochs,
+        backup_dir=tmp_path,
+        stop_after=1,  # "killed" after 2 epochs
+        set_after_build=set_after_build,
+    )
     assert len(first) == 2 * STEPS
     rate, callbacks = make_schedule("cosine", peak, steps_per_epoch=STEPS, epochs=epochs, warmup_epochs=1)
-    model, second, _ = _fit(rate, callbacks, epochs, backup_dir=tmp_path,  # a new process would do this
-                            set_after_build=set_after_build)
+    model, second, _ = _fit(
+        rate,
+        callbacks,
+        epochs,
+        backup_dir=tmp_path,  # a new process would do this
+        set_after_build=set_after_build,
+    )
     expected = [_cosine(k, peak, 0.0, STEPS, STEPS * epochs) for k in range(STEPS * epochs)]
     np.testing.assert_allclose(first + second, expected, rtol=1e-5, atol=1e-9)
     assert int(model.optimizer.iterations) == STEPS * epochs
@@ -123,8 +140,17 @@ PLATEAU_RATES = [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
 
 
 def _plateau(history=None):
-    return make_schedule("plateau", 1e-2, steps_per_epoch=STEPS, epochs=len(SCORES), plateau_patience=2,
-                         plateau_factor=0.5, monitor="val_score", mode="max", history=history)
+    return make_schedule(
+        "plateau",
+        1e-2,
+        steps_per_epoch=STEPS,
+        epochs=len(SCORES),
+        plateau_patience=2,
+        plateau_factor=0.5,
+        monitor="val_score",
+        mode="max",
+        history=history,
+    )
 
 
 def test_plateau_halves_after_patience():
@@ -174,8 +200,12 @@ def test_invalid_settings_are_refused(args, match):
     with pytest.raises(ValueError, match=match):
         check_schedule(*args)
     with pytest.raises(ValueError, match=match):
-        make_schedule(*args[:2], steps_per_epoch=1, epochs=1, **dict(zip(
-            ("warmup_epochs", "min_learning_rate", "plateau_factor", "plateau_patience"), args[2:])))
+        make_schedule(
+            *args[:2],
+            steps_per_epoch=1,
+            epochs=1,
+            **dict(zip(("warmup_epochs", "min_learning_rate", "plateau_factor", "plateau_patience"), args[2:])),
+        )
 
 
 def test_steps_and_epochs_must_be_positive():
@@ -200,8 +230,14 @@ def test_training_resumes_a_plateau_schedule_from_history_csv(tmp_path, monkeypa
     from ptx_keras.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    overrides = _tiny_run(tmp_path, "plateau", "train.epochs=4", "train.learning_rate=0.01", "train.lr_schedule=plateau",
-                          "train.plateau_patience=1")
+    overrides = _tiny_run(
+        tmp_path,
+        "plateau",
+        "train.epochs=4",
+        "train.learning_rate=0.01",
+        "train.lr_schedule=plateau",
+        "train.plateau_patience=1",
+    )
     cfg = load_config(os.path.join(root, "configs", "quickstart.yaml"), overrides)
     original = training.make_callbacks
     monkeypatch.setattr(training, "make_callbacks", lambda cfg, run_dir: original(cfg, run_dir) + [_Stop(1)])
@@ -258,8 +294,9 @@ def test_schedule_set_on_a_loss_scale_optimizer():
     model.optimizer.learning_rate = rate
     rates = _Rates()
     model.fit(X, Y, batch_size=4, epochs=2, callbacks=[rates], verbose=0, shuffle=False)
-    np.testing.assert_allclose(rates.rates, [_cosine(k, 1e-2, 0.0, STEPS, 2 * STEPS) for k in range(2 * STEPS)],
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        rates.rates, [_cosine(k, 1e-2, 0.0, STEPS, 2 * STEPS) for k in range(2 * STEPS)], rtol=1e-5, atol=1e-9
+    )
 
 
 def test_steps_per_epoch_beyond_the_split_runs_every_step(tmp_path):
@@ -273,8 +310,15 @@ def test_steps_per_epoch_beyond_the_split_runs_every_step(tmp_path):
     from ptx_keras.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    overrides = _tiny_run(tmp_path, "steps", "train.epochs=3", "train.steps_per_epoch=6", "train.learning_rate=0.01",
-                          "train.lr_schedule=cosine", "train.warmup_epochs=1")
+    overrides = _tiny_run(
+        tmp_path,
+        "steps",
+        "train.epochs=3",
+        "train.steps_per_epoch=6",
+        "train.learning_rate=0.01",
+        "train.lr_schedule=cosine",
+        "train.warmup_epochs=1",
+    )
     result = training.train(load_config(os.path.join(root, "configs", "quickstart.yaml"), overrides), verbose=0)
     assert result.epochs == 3
     with open(tmp_path / "runs" / "steps" / "history.csv", newline="") as f:
@@ -286,10 +330,23 @@ def test_steps_per_epoch_beyond_the_split_runs_every_step(tmp_path):
 def _tiny_run(tmp_path, name, *extra):
     """Overrides of the quick start for a tiny phantom run (seconds on a CPU) named `name` under `tmp_path`."""
     return [
-        "data.phantoms.n=24", "data.phantoms.size=64", "data.phantoms.conspicuity=1", "data.image_size=64",
-        "data.shard_size=8", "data.workers=1", "model.name=fc_densenet56",
+        "data.phantoms.n=24",
+        "data.phantoms.size=64",
+        "data.phantoms.conspicuity=1",
+        "data.image_size=64",
+        "data.shard_size=8",
+        "data.workers=1",
+        "model.name=fc_densenet56",
         "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
-        "train.batch_size=4", "train.tensorboard=false", "train.jit_compile=off", "train.evaluate=false",
-        "train.export=false", "train.early_stopping_patience=null", "evaluation.search_thresholds=false",
-        f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}", f"name={name}", *extra,
+        "train.batch_size=4",
+        "train.tensorboard=false",
+        "train.jit_compile=off",
+        "train.evaluate=false",
+        "train.export=false",
+        "train.early_stopping_patience=null",
+        "evaluation.search_thresholds=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"output_dir={tmp_path / 'runs'}",
+        f"name={name}",
+        *extra,
     ]

@@ -15,9 +15,7 @@ IDS = ["s1", "s2", "s3", "s4", "s5"]
 
 
 def _runs():
-    ours = pd.DataFrame(
-        {"sample_id": IDS, "dsc1": [0.9, 0.8, 0.7, 0.6, 1.0], "hd": [1.0, np.nan, 3.0, 4.0, 5.0]}
-    )
+    ours = pd.DataFrame({"sample_id": IDS, "dsc1": [0.9, 0.8, 0.7, 0.6, 1.0], "hd": [1.0, np.nan, 3.0, 4.0, 5.0]})
     # The baseline lists the same images in another order: values must be aligned by sample_id.
     order = [4, 2, 0, 3, 1]
     base = pd.DataFrame(

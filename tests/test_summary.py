@@ -88,7 +88,14 @@ def test_fc_densenet103_macs_at_256():
 
 def test_summary_table_columns_and_paper_values():
     table = summary_table(["fc_densenet56", "unet"], input_size=64, channels=1)
-    assert list(table.columns) == ["preset", "trainable_params", "total_params", "gmacs", "paper_params", "paper_gflops"]
+    assert list(table.columns) == [
+        "preset",
+        "trainable_params",
+        "total_params",
+        "gmacs",
+        "paper_params",
+        "paper_gflops",
+    ]
     unet = table.set_index("preset").loc["unet"]
     assert unet.trainable_params == 7_766_018 - 2 * 9 * 32  # 1 input channel instead of 3
     assert unet.paper_params == 7_764_098 and unet.paper_gflops == 11.59

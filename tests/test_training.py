@@ -81,8 +81,14 @@ _KILL_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_without_lost_or_repeated_epochs(tmp_path):
     epochs = 4
-    args = _args(tmp_path, f"train.epochs={epochs}", "name=resume", "train.evaluate=false", "train.export=false",
-                 "train.early_stopping_patience=null")
+    args = _args(
+        tmp_path,
+        f"train.epochs={epochs}",
+        "name=resume",
+        "train.evaluate=false",
+        "train.export=false",
+        "train.early_stopping_patience=null",
+    )
     run = tmp_path / "runs" / "resume"
     cmd = [sys.executable, "-c", _KILL_SCRIPT] + args
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -121,10 +127,21 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    args = _args(tmp_path, "train.epochs=1", "name=mirrored", "train.strategy=mirrored", "train.evaluate=false",
-                 "train.export=false")
-    res = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT] + args, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    args = _args(
+        tmp_path,
+        "train.epochs=1",
+        "name=mirrored",
+        "train.strategy=mirrored",
+        "train.evaluate=false",
+        "train.export=false",
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT] + args,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 replica(s)" in res.stderr  # the run line is logged (stderr)
     assert len(_history(str(tmp_path / "runs" / "mirrored"))) == 1
@@ -156,8 +173,12 @@ def test_unwritable_output_dir_is_one_line_error(tmp_path, capsys):
 def test_resolution_mismatch_and_indivisible_size(tmp_path, capsys):
     cache = str(tmp_path / "cache")
     # Prepare the tiny phantoms once (through a 0-epoch-free path: run one epoch without eval/export).
-    assert train_main(_args(tmp_path, "train.epochs=1", "name=p", "train.evaluate=false", "train.export=false",
-                            cache=cache)) == 0
+    assert (
+        train_main(
+            _args(tmp_path, "train.epochs=1", "name=p", "train.evaluate=false", "train.export=false", cache=cache)
+        )
+        == 0
+    )
     from ptx_keras.runs import RunDir
 
     prepared = RunDir(str(tmp_path / "runs" / "p")).prepared_dir()
@@ -166,9 +187,10 @@ def test_resolution_mismatch_and_indivisible_size(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "prepared at 64x64" in err and "data.image_size=96" in err
     # 7 poolings need sides divisible by 128: the 64 px data cannot feed this model.
-    rc = train_main(_args(tmp_path, "name=r", "model.options={growth_rate: 2, num_pools: 7, layers_per_block: 1}",
-                          cache=cache)
-                    + ["--data", prepared])
+    rc = train_main(
+        _args(tmp_path, "name=r", "model.options={growth_rate: 2, num_pools: 7, layers_per_block: 1}", cache=cache)
+        + ["--data", prepared]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "64" in err and "128" in err and err.count("\n") == 0
 
@@ -179,8 +201,15 @@ def test_bn_momentum_reaches_nested_batchnorm_layers():
     from ptx_keras.models import build_model
     from ptx_keras.training import set_bn_momentum
 
-    model = build_model("ms_scse_fc_densenet103", input_shape=(32, 32, 1), layers_per_block=1, num_pools=2,
-                        growth_rate=2, first_conv_filters=4, multiscale_filters=2)
+    model = build_model(
+        "ms_scse_fc_densenet103",
+        input_shape=(32, 32, 1),
+        layers_per_block=1,
+        num_pools=2,
+        growth_rate=2,
+        first_conv_filters=4,
+        multiscale_filters=2,
+    )
     bns = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
     # 5 dense layers (one per block) + 2 transitions down, each with one BatchNormalization.
     assert set_bn_momentum(model, 0.9) == len(bns) == 7

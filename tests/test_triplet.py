@@ -82,8 +82,9 @@ def test_diagnose_triplet_decides_on_the_top_threshold():
     np.testing.assert_array_equal(triplet.area, [20, 12, 16, 3])  # the mask (> 0.5) area
     np.testing.assert_array_equal(triplet.decision_area, [8, 0, 10, 3])
     # The ROC score ranks by the deciding area.
-    np.testing.assert_allclose(triplet.score, np.array([8, 0, 10, 3]) + 0.5 * np.array([0.95, 0.6, 0.92, 0.97]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        triplet.score, np.array([8, 0, 10, 3]) + 0.5 * np.array([0.95, 0.6, 0.92, 0.97]), rtol=1e-6
+    )
     # top == mask reproduces the pair rule exactly.
     same = diagnose(prob, thresholds=Thresholds(0.5, 5, SIZE, top_threshold=0.5))
     np.testing.assert_array_equal(same.label, pair.label)
@@ -94,10 +95,12 @@ def test_diagnose_aux_gate():
     prob, _ = hand_case()
     aux = np.array([0.7, 0.2, 0.4, 0.9])
     area = Thresholds(0.5, 5, SIZE)
-    np.testing.assert_array_equal(diagnose(prob, thresholds=area.replace(gate="aux"), aux_probability=aux).label,
-                                  [1, 0, 0, 1])
-    np.testing.assert_array_equal(diagnose(prob, thresholds=area.replace(gate="both"), aux_probability=aux).label,
-                                  [1, 0, 0, 0])
+    np.testing.assert_array_equal(
+        diagnose(prob, thresholds=area.replace(gate="aux"), aux_probability=aux).label, [1, 0, 0, 1]
+    )
+    np.testing.assert_array_equal(
+        diagnose(prob, thresholds=area.replace(gate="both"), aux_probability=aux).label, [1, 0, 0, 0]
+    )
     np.testing.assert_array_equal(
         diagnose(prob, thresholds=area.replace(gate="aux", aux_threshold=0.3), aux_probability=aux[:, None]).label,
         [1, 0, 1, 1],
@@ -127,8 +130,10 @@ def test_triplet_search_reproduces_the_hand_built_case():
     # The pair search is the triplet's special case top == mask: the same rows, the same counts.
     diagonal = triplet["grid"][triplet["grid"]["top_threshold"] == triplet["grid"]["mask_threshold"]]
     columns = ["mask_threshold", "min_area", "tp", "fp", "tn", "fn", "f1", "youden"]
-    pd.testing.assert_frame_equal(diagonal[columns].sort_values(["mask_threshold", "min_area"]).reset_index(drop=True),
-                                  pair["grid"][columns].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        diagonal[columns].sort_values(["mask_threshold", "min_area"]).reset_index(drop=True),
+        pair["grid"][columns].reset_index(drop=True),
+    )
     # The chosen rule, applied by `diagnose`, gives the searched F1; its gated masks the searched Dice.
     t = triplet["thresholds"]
     d = diagnose(prob, thresholds=t)
@@ -148,8 +153,15 @@ def test_search_from_counts_equals_search_from_maps_and_dice_objective():
     np.testing.assert_array_equal(counts["true_areas"], [20, 0, 10, 0])
     kw = dict(form="triplet", top_thresholds=levels, **GRID)
     from_maps = search_thresholds(LABELS, prob, true_masks=true, **kw)
-    from_counts = search_thresholds(LABELS, areas=counts["areas"], pixels=counts["pixels"], levels=levels,
-                                    intersections=counts["intersections"], true_areas=counts["true_areas"], **kw)
+    from_counts = search_thresholds(
+        LABELS,
+        areas=counts["areas"],
+        pixels=counts["pixels"],
+        levels=levels,
+        intersections=counts["intersections"],
+        true_areas=counts["true_areas"],
+        **kw,
+    )
     pd.testing.assert_frame_equal(from_maps["grid"], from_counts["grid"])
     dice = search_thresholds(LABELS, prob, true_masks=true, objective="siim_dice", **GRID)
     assert (dice["mask_threshold"], dice["min_area"]) == (0.9, 5.0) and dice["value"] == pytest.approx(PAIR_DICE)
@@ -186,8 +198,17 @@ def test_search_invalid_arguments():
     with pytest.raises(ValueError, match="top_thresholds only"):
         search_thresholds(LABELS, prob, top_thresholds=(0.9,), **GRID)
     with pytest.raises(ValueError, match="levels must hold"):
-        search_thresholds(LABELS, areas=np.zeros((4, 2)), pixels=256, levels=(0.5, 0.7), form="triplet",
-                          top_thresholds=(0.9,), intersections=np.zeros((4, 2)), true_areas=np.zeros(4), **GRID)
+        search_thresholds(
+            LABELS,
+            areas=np.zeros((4, 2)),
+            pixels=256,
+            levels=(0.5, 0.7),
+            form="triplet",
+            top_thresholds=(0.9,),
+            intersections=np.zeros((4, 2)),
+            true_areas=np.zeros(4),
+            **GRID,
+        )
     with pytest.raises(ValueError, match="same size"):
         dice_counts_at_thresholds(prob, true[:2])
 
@@ -224,10 +245,15 @@ def tiny_aux_run(tmp_path_factory):
     """A run directory with an untrained aux-head model on 24 prepared 64 px phantoms (test_evaluation's)."""
     from tiny import make_tiny_run
 
-    return make_tiny_run(tmp_path_factory.mktemp("triplet"), "aux", [
-        "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2, aux_head: true}",
-        "evaluation.tta=hflip", "evaluation.threshold_form=triplet",
-    ])
+    return make_tiny_run(
+        tmp_path_factory.mktemp("triplet"),
+        "aux",
+        [
+            "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2, aux_head: true}",
+            "evaluation.tta=hflip",
+            "evaluation.threshold_form=triplet",
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -262,8 +288,9 @@ def test_validation_search_never_reads_the_test_split(tiny_aux_run, monkeypatch)
     monkeypatch.setattr(predictions, "_prepared_batches", recording)
     try:
         r = RunDir(str(run))
-        saved = search_validation_thresholds(r.load_model(), prepared, r, 64, 4, "f1", False, "sha", form="triplet",
-                                             gate="both", tta="hflip")
+        saved = search_validation_thresholds(
+            r.load_model(), prepared, r, 64, 4, "f1", False, "sha", form="triplet", gate="both", tta="hflip"
+        )
     finally:
         for path, data in backups.items():
             with open(path, "wb") as f:
@@ -290,8 +317,9 @@ def test_evaluate_with_tta_triplet_and_aux_head_end_to_end(tiny_aux_run):
     summary = json.loads((run / "eval" / "test" / "summary.json").read_text())
     t = Thresholds.from_mapping(summary["thresholds"])
     assert summary["thresholds"]["form"] == "triplet" and summary["inference"] == {"tta": "hflip"}
-    assert set(summary["siim_acr_dice_by_mask"]) == ({"raw", "gated", "triplet"} if t.form == "triplet"
-                                                     else {"raw", "gated"})
+    assert set(summary["siim_acr_dice_by_mask"]) == (
+        {"raw", "gated", "triplet"} if t.form == "triplet" else {"raw", "gated"}
+    )
     assert "aux_roc_auc" in summary["diagnosis"]
     assert summary["calibration"]["image_probability"] == "aux_prob" and 0 <= summary["calibration"]["ece"] <= 1
     assert sum(b["n"] for b in summary["calibration"]["bins"]) == summary["n_images"]

@@ -20,8 +20,15 @@ def tiny_model(aux_head=False, seed=3):
     from ptx_keras import build_model
 
     keras.utils.set_random_seed(seed)
-    return build_model("fc_densenet56", input_shape=(SIZE, SIZE, 1), growth_rate=3, layers_per_block=1,
-                       num_pools=2, first_conv_filters=6, aux_head=aux_head)
+    return build_model(
+        "fc_densenet56",
+        input_shape=(SIZE, SIZE, 1),
+        growth_rate=3,
+        layers_per_block=1,
+        num_pools=2,
+        first_conv_filters=6,
+        aux_head=aux_head,
+    )
 
 
 def images(n=3, seed=0):
@@ -79,8 +86,9 @@ def test_graph_model_function_tta_is_the_hand_made_average_and_flip_equivariant(
     np.testing.assert_array_equal(
         out["probabilities"].numpy(), (a["probabilities"].numpy() + mirror(b["probabilities"].numpy())) / np.float32(2)
     )
-    np.testing.assert_array_equal(out["aux_probability"].numpy(),
-                                  (a["aux_probability"].numpy() + b["aux_probability"].numpy()) / np.float32(2))
+    np.testing.assert_array_equal(
+        out["aux_probability"].numpy(), (a["aux_probability"].numpy() + b["aux_probability"].numpy()) / np.float32(2)
+    )
     np.testing.assert_array_equal(hflip(mirror(x))["probabilities"].numpy(), mirror(out["probabilities"].numpy()))
     # The graph and the Keras runner agree (different kernels' rounding: float32 tolerance).
     from ptx_keras.inference import ModelRunner

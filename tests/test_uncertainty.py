@@ -17,8 +17,15 @@ def dropout_fc(dropout_rate=0.2, seed=5):
     from ptx_keras import build_model
 
     keras.utils.set_random_seed(seed)
-    return build_model("fc_densenet56", input_shape=(SIZE, SIZE, 1), growth_rate=3, layers_per_block=1,
-                       num_pools=2, first_conv_filters=6, dropout_rate=dropout_rate)
+    return build_model(
+        "fc_densenet56",
+        input_shape=(SIZE, SIZE, 1),
+        growth_rate=3,
+        layers_per_block=1,
+        num_pools=2,
+        first_conv_filters=6,
+        dropout_rate=dropout_rate,
+    )
 
 
 def images(n=2, seed=0):
@@ -40,9 +47,11 @@ def scramble_batch_norm(model, seed=0):
 def batch_norm_state(model):
     import keras
 
-    return [(layer.trainable, layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
-            for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    return [
+        (layer.trainable, layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def test_mc_dropout_samples_differ_and_keep_batch_norm_in_inference_mode():
@@ -85,7 +94,9 @@ def test_mc_dropout_mean_converges_to_the_scaled_deterministic_output():
 
     p, n = 0.2, 200
     inp = keras.Input((SIZE, SIZE, 1))
-    linear = keras.Model(inp, DenseLayer(4, dropout_rate=p, name="dense")(keras.layers.Conv2D(5, 3, padding="same")(inp)))
+    linear = keras.Model(
+        inp, DenseLayer(4, dropout_rate=p, name="dense")(keras.layers.Conv2D(5, 3, padding="same")(inp))
+    )
     scramble_batch_norm(linear)
     x = images()
     deterministic = linear(x, training=False).numpy()[..., 1]
@@ -183,8 +194,24 @@ def test_predict_writes_uncertainty_maps_and_columns_and_keeps_the_prediction(dr
     run, folder = dropout_run
     plain = predict_paths([str(folder)], str(run), str(tmp_path / "plain"), overlays=False, progress=False)
     assert plain["uncertainty"] is None and plain["uncertainty_dir"] is None
-    assert predict_main([str(folder), "--model", str(run), "--output", str(tmp_path / "mc"), "--uncertainty",
-                         "mc_dropout", "--samples", "5", "--no-overlays", "--no-progress"]) == 0
+    assert (
+        predict_main(
+            [
+                str(folder),
+                "--model",
+                str(run),
+                "--output",
+                str(tmp_path / "mc"),
+                "--uncertainty",
+                "mc_dropout",
+                "--samples",
+                "5",
+                "--no-overlays",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     a = pd.read_csv(plain["predictions"])
     b = pd.read_csv(tmp_path / "mc" / "predictions.csv")
     pd.testing.assert_frame_equal(a[["diagnosis", "score", "area_px"]], b[["diagnosis", "score", "area_px"]])
@@ -194,8 +221,7 @@ def test_predict_writes_uncertainty_maps_and_columns_and_keeps_the_prediction(dr
         std = np.asarray(Image.open(tmp_path / "mc" / row.uncertainty_map))
         assert std.shape == (row.height, row.width) and std.dtype == np.uint8
     assert np.asarray(Image.open(tmp_path / "mc" / b.loc[0, "uncertainty_map"])).max() > 0  # dropout varies it
-    s = predict_paths([str(folder)], str(run), str(tmp_path / "tta"), overlays=False, progress=False,
-                      uncertainty="tta")
+    s = predict_paths([str(folder)], str(run), str(tmp_path / "tta"), overlays=False, progress=False, uncertainty="tta")
     assert s["uncertainty"]["method"] == "tta" and s["uncertainty"]["samples"] == 2
     assert f"{UNCERTAINTY_PNG_SCALE:g} x std" in s["uncertainty"]["map"]
 
@@ -219,8 +245,10 @@ def test_uncertainty_invalid_requests(dropout_run, tmp_path):
 
     nodrop = tmp_path / "nodrop"
     nodrop.mkdir()
-    save_config(load_config(extra={"model": {"name": "bright"}, "data": {"image_size": 32, "channels": 1}}),
-                str(nodrop / "config.yaml"))
+    save_config(
+        load_config(extra={"model": {"name": "bright"}, "data": {"image_size": 32, "channels": 1}}),
+        str(nodrop / "config.yaml"),
+    )
     bright_is_ptx_model().save(str(nodrop / "best.keras"))
     with pytest.raises(ConfigError, match="has none"):
         predict_paths([str(folder)], str(nodrop), str(tmp_path / "d"), uncertainty="mc_dropout", **kw)

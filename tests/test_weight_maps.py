@@ -71,8 +71,14 @@ def test_empty_and_full_masks_give_ones():
 def test_mask_encodings_agree():
     mask = square_6x6()
     expected = spatial_weight_map(mask)
-    for form in (mask.astype(bool), mask * 255, mask.astype(np.float32), (mask * 255).astype(np.float64),
-                 mask.astype(np.int64), mask.astype(np.uint16) * 255):
+    for form in (
+        mask.astype(bool),
+        mask * 255,
+        mask.astype(np.float32),
+        (mask * 255).astype(np.float64),
+        mask.astype(np.int64),
+        mask.astype(np.uint16) * 255,
+    ):
         np.testing.assert_array_equal(spatial_weight_map(form), expected)
 
 

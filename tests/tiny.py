@@ -95,16 +95,21 @@ def make_tiny_run(root, name="tiny", overrides=()):
     from ptx_keras.models import build_model
     from ptx_keras.runs import RunDir
 
-    cfg = load_config(QUICKSTART, overrides=EVALUATION + [f"data.cache_dir={root / 'cache'}",
-                                                          f"output_dir={root / 'runs'}", f"name={name}", *overrides])
-    prepared = resolve_data(None, cfg.data, cache_dir=cfg.data.cache_dir, phantoms=cfg.data.phantoms,
-                            workers=1).prepared_dir
+    cfg = load_config(
+        QUICKSTART,
+        overrides=EVALUATION
+        + [f"data.cache_dir={root / 'cache'}", f"output_dir={root / 'runs'}", f"name={name}", *overrides],
+    )
+    prepared = resolve_data(
+        None, cfg.data, cache_dir=cfg.data.cache_dir, phantoms=cfg.data.phantoms, workers=1
+    ).prepared_dir
     run = root / "runs" / name
     run.mkdir(parents=True)
     save_config(cfg, str(run / "config.yaml"))
     RunDir(str(run)).update_metadata(prepared_dir=prepared)
     model = build_model(cfg.model.name, input_shape=(64, 64, cfg.data.channels), num_classes=2, **cfg.model.options)
     model.save(str(run / "best.keras"))
-    (run / "history.csv").write_text("epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n"
-                                     "1,0.3,1.5,0.6,0.25,1.6,0.6\n")
+    (run / "history.csv").write_text(
+        "epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n1,0.3,1.5,0.6,0.25,1.6,0.6\n"
+    )
     return run, cfg, prepared

@@ -14,11 +14,18 @@ def code_lines(node, lines):
     """Code lines of a function: its lines minus its docstring, blank lines and comment-only lines."""
     body = node.body
     doc = set()
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
-            body[0].value.value, str):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         doc = set(range(body[0].lineno, body[0].end_lineno + 1))
-    return sum(1 for i in range(node.lineno, node.end_lineno + 1)
-               if i not in doc and lines[i - 1].strip() and not lines[i - 1].strip().startswith("#"))
+    return sum(
+        1
+        for i in range(node.lineno, node.end_lineno + 1)
+        if i not in doc and lines[i - 1].strip() and not lines[i - 1].strip().startswith("#")
+    )
 
 
 def long_functions(root, limit):

@@ -28,31 +28,51 @@ def build_parser():
     p.add_argument("--data", help="prepared directory or raw source (default: the run's own prepared data)")
     # Checked by the evaluation itself (one-line error), not by argparse choices.
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
-    p.add_argument("--search-thresholds", action=argparse.BooleanOptionalAction, default=None,
-                   help="choose the diagnosis thresholds on the validation split of the evaluated data first (never "
-                        "on test); on the run's own data they are saved to RUN_DIR/eval/val/thresholds.json and "
-                        "used by later evaluations and the export; on other data (--data) they are saved beside "
-                        "that data's evaluation and used for it only (default there: the run's thresholds); "
-                        "--no-search-thresholds uses the saved search, else the configuration's thresholds, whatever "
-                        "the run's evaluation.search_thresholds says")
-    p.add_argument("--objective", choices=OBJECTIVES,
-                   help="what the threshold search maximises: a diagnosis score, or siim_dice, the SIIM-ACR mean Dice "
-                        "of the final masks (default: the run's evaluation.objective)")
-    p.add_argument("--threshold-form", choices=FORMS,
-                   help="with --search-thresholds: pair (the paper's mask threshold + minimum area) or triplet (a "
-                        "higher top threshold decides the diagnosis, the mask is drawn at the mask threshold) "
-                        "(default: the run's evaluation.threshold_form)")
-    p.add_argument("--gate", choices=GATES,
-                   help="with --search-thresholds: what diagnoses an image, area (the mask's area), aux (the aux "
-                        "head's image-level probability) or both (default: the run's diagnosis.gate)")
-    p.add_argument("--tta", choices=TTA_MODES,
-                   help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
-                        "run's evaluation.tta)")
+    p.add_argument(
+        "--search-thresholds",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="choose the diagnosis thresholds on the validation split of the evaluated data first (never "
+        "on test); on the run's own data they are saved to RUN_DIR/eval/val/thresholds.json and "
+        "used by later evaluations and the export; on other data (--data) they are saved beside "
+        "that data's evaluation and used for it only (default there: the run's thresholds); "
+        "--no-search-thresholds uses the saved search, else the configuration's thresholds, whatever "
+        "the run's evaluation.search_thresholds says",
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="what the threshold search maximises: a diagnosis score, or siim_dice, the SIIM-ACR mean Dice "
+        "of the final masks (default: the run's evaluation.objective)",
+    )
+    p.add_argument(
+        "--threshold-form",
+        choices=FORMS,
+        help="with --search-thresholds: pair (the paper's mask threshold + minimum area) or triplet (a "
+        "higher top threshold decides the diagnosis, the mask is drawn at the mask threshold) "
+        "(default: the run's evaluation.threshold_form)",
+    )
+    p.add_argument(
+        "--gate",
+        choices=GATES,
+        help="with --search-thresholds: what diagnoses an image, area (the mask's area), aux (the aux "
+        "head's image-level probability) or both (default: the run's diagnosis.gate)",
+    )
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
+        "run's evaluation.tta)",
+    )
     p.add_argument("--batch-size", type=int, help="prediction batch size (default: the run's evaluation.batch_size)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
-                   help="compare evaluated runs (the first is the reference): mean (std), Student's t-test, paired "
-                        "Wilcoxon test; writes CSV + Markdown + a DSC histogram")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="compare evaluated runs (the first is the reference): mean (std), Student's t-test, paired "
+        "Wilcoxon test; writes CSV + Markdown + a DSC histogram",
+    )
     p.add_argument("--names", nargs="+", metavar="NAME", help="with --compare: display names, one per run")
     p.add_argument("--output", help="with --compare: output folder (default: FIRST_RUN/eval/<split>/comparison)")
     return p
@@ -63,8 +83,10 @@ def _evaluate(args, parser):
 
     if args.compare:
         if args.data or args.search_thresholds or args.objective or args.threshold_form or args.tta or args.gate:
-            parser.error("--compare reads existing evaluations; --data, --search-thresholds, --objective, "
-                         "--threshold-form, --gate and --tta do not apply")
+            parser.error(
+                "--compare reads existing evaluations; --data, --search-thresholds, --objective, "
+                "--threshold-form, --gate and --tta do not apply"
+            )
         runs = ([args.run_dir] if args.run_dir else []) + args.compare
         evaluation.compare_runs(runs, split=args.split, output=args.output, names=args.names)
         return 0
@@ -74,9 +96,18 @@ def _evaluate(args, parser):
         parser.error("--names and --output only apply with --compare")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1. Received: {args.batch_size}")
-    evaluation.evaluate_run(args.run_dir, data=args.data, split=args.split, search_thresholds=args.search_thresholds,
-                            batch_size=args.batch_size, progress=not args.no_progress, objective=args.objective,
-                            tta=args.tta, threshold_form=args.threshold_form, gate=args.gate)
+    evaluation.evaluate_run(
+        args.run_dir,
+        data=args.data,
+        split=args.split,
+        search_thresholds=args.search_thresholds,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        objective=args.objective,
+        tta=args.tta,
+        threshold_form=args.threshold_form,
+        gate=args.gate,
+    )
     return 0
 
 

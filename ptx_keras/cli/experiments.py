@@ -18,19 +18,33 @@ def build_parser():
     run.add_argument("file", help="experiment YAML, e.g. configs/experiments/table2_3.yaml")
     run.add_argument("--data", help="data for every run: raw source (e.g. the SIIM-ACR folder) or prepared directory")
     run.add_argument("--output-dir", help="folder of the run directories and tables/ (default: runs/<experiment>)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a configuration value of every run, e.g. --set train.epochs=5 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration value of every run, e.g. --set train.epochs=5 (repeatable)",
+    )
     run.add_argument("--dry-run", action="store_true", help="list the runs and their settings; train nothing")
-    run.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
-                     help="Keras training output (2: one line per epoch)")
+    run.add_argument(
+        "--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras training output (2: one line per epoch)"
+    )
     return p
 
 
 def _run(args):
     from ptx_keras.experiments import run_experiment
 
-    result = run_experiment(args.file, output_dir=args.output_dir, data=args.data, overrides=args.overrides,
-                            dry_run=args.dry_run, verbose=args.verbose, progress=args.verbose > 0)
+    result = run_experiment(
+        args.file,
+        output_dir=args.output_dir,
+        data=args.data,
+        overrides=args.overrides,
+        dry_run=args.dry_run,
+        verbose=args.verbose,
+        progress=args.verbose > 0,
+    )
     if args.dry_run:
         print(result.plan)
     return 0

@@ -16,15 +16,29 @@ def build_parser():
         "Runtime) or a LiteRT model (.tflite), each with its export.json.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (config.yaml and best.keras)")
-    p.add_argument("--format", default=SAVEDMODEL_FORMAT, choices=EXPORT_FORMATS,
-                   help="savedmodel (default; TF Serving), onnx (ONNX Runtime) or litert (.tflite)")
-    p.add_argument("--output", metavar="DIR",
-                   help="output directory (default: RUN_DIR/saved_model, RUN_DIR/onnx or RUN_DIR/litert)")
-    p.add_argument("--version", type=int, metavar="N",
-                   help="SavedModel version number, a positive integer (default 1; savedmodel only)")
-    p.add_argument("--tta", choices=TTA_MODES,
-                   help="test-time augmentation inside the graph: hflip averages the model on the image and its "
-                        "mirror (default: the run's evaluation.tta, what its thresholds were chosen with)")
+    p.add_argument(
+        "--format",
+        default=SAVEDMODEL_FORMAT,
+        choices=EXPORT_FORMATS,
+        help="savedmodel (default; TF Serving), onnx (ONNX Runtime) or litert (.tflite)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        help="output directory (default: RUN_DIR/saved_model, RUN_DIR/onnx or RUN_DIR/litert)",
+    )
+    p.add_argument(
+        "--version",
+        type=int,
+        metavar="N",
+        help="SavedModel version number, a positive integer (default 1; savedmodel only)",
+    )
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation inside the graph: hflip averages the model on the image and its "
+        "mirror (default: the run's evaluation.tta, what its thresholds were chosen with)",
+    )
     return p
 
 

@@ -24,34 +24,63 @@ def build_parser():
         "medical device.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("--model", help="run directory or exported model: a SavedModel, an .onnx or .tflite file (or "
-                   "the directory ptx-export wrote it into); default: the latest run under ./runs")
+    p.add_argument(
+        "--model",
+        help="run directory or exported model: a SavedModel, an .onnx or .tflite file (or "
+        "the directory ptx-export wrote it into); default: the latest run under ./runs",
+    )
     p.add_argument("--output", default="predictions", metavar="DIR", help="output directory (default: predictions)")
-    p.add_argument("--format", default="csv", choices=FORMATS,
-                   help="csv; siim to also write submission.csv; dicom to also write a DICOM Segmentation and a "
-                        "structured report per DICOM input (dicom/)")
+    p.add_argument(
+        "--format",
+        default="csv",
+        choices=FORMATS,
+        help="csv; siim to also write submission.csv; dicom to also write a DICOM Segmentation and a "
+        "structured report per DICOM input (dicom/)",
+    )
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per model call (default 8)")
     p.add_argument("--save-masks", action="store_true", help="also write the masks as PNG (0/255)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--tta", choices=TTA_MODES,
-                   help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
-                        "run's evaluation.tta, or what the SavedModel was exported with)")
-    p.add_argument("--uncertainty", choices=UNCERTAINTY_METHODS,
-                   help="also write per-pixel standard-deviation maps (uncertainty/<id>.png) and image-level "
-                        "uncertainty columns: mc_dropout (a run directory's model with dropout active) or tta "
-                        "(mirror and intensity views); with --format dicom also a DICOM Parametric Map per DICOM "
-                        "input (dicom/<id>_pm.dcm)")
-    p.add_argument("--samples", type=int, metavar="N",
-                   help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)")
-    p.add_argument("--send", metavar="AE@HOST:PORT|URL",
-                   help="with --format dicom: store the DICOM results in a PACS, by C-STORE to AE@HOST:PORT or by "
-                        "STOW-RS to a DICOMweb root (http://HOST:PORT/dicom-web); the files stay in DIR/dicom")
-    p.add_argument("--calling-ae", default="PTX", metavar="AE",
-                   help="this side's AE title for --send AE@HOST:PORT (default PTX; the PACS must know it)")
-    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
-                   help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
-                        f"before decoding; that file gets an error row; default {MAX_IMAGE_PIXELS:,})")
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
+        "run's evaluation.tta, or what the SavedModel was exported with)",
+    )
+    p.add_argument(
+        "--uncertainty",
+        choices=UNCERTAINTY_METHODS,
+        help="also write per-pixel standard-deviation maps (uncertainty/<id>.png) and image-level "
+        "uncertainty columns: mc_dropout (a run directory's model with dropout active) or tta "
+        "(mirror and intensity views); with --format dicom also a DICOM Parametric Map per DICOM "
+        "input (dicom/<id>_pm.dcm)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)",
+    )
+    p.add_argument(
+        "--send",
+        metavar="AE@HOST:PORT|URL",
+        help="with --format dicom: store the DICOM results in a PACS, by C-STORE to AE@HOST:PORT or by "
+        "STOW-RS to a DICOMweb root (http://HOST:PORT/dicom-web); the files stay in DIR/dicom",
+    )
+    p.add_argument(
+        "--calling-ae",
+        default="PTX",
+        metavar="AE",
+        help="this side's AE title for --send AE@HOST:PORT (default PTX; the PACS must know it)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
+        f"before decoding; that file gets an error row; default {MAX_IMAGE_PIXELS:,})",
+    )
     return p
 
 
@@ -82,7 +111,10 @@ def _predict(args):
         samples=args.samples,
         max_image_pixels=args.max_image_pixels,
     )
-    parts = [f"{s['n_ok']}/{s['n_files']} images predicted, {s['n_positive']} pneumothorax", f"table: {s['predictions']}"]
+    parts = [
+        f"{s['n_ok']}/{s['n_files']} images predicted, {s['n_positive']} pneumothorax",
+        f"table: {s['predictions']}",
+    ]
     if s["submission"]:
         parts.append(f"submission: {s['submission']}")
     if s["dicom_dir"]:
@@ -91,12 +123,16 @@ def _predict(args):
         parts.append(f"{s['images_per_second']:.2f} images/s")
     print(" | ".join(parts))
     if s["dicom_skipped"]:
-        print(f"DICOM output needs DICOM input: {len(s['dicom_skipped'])} non-DICOM file(s) got no SEG/SR, e.g. "
-              f"{s['dicom_skipped'][0]} (their predictions are in the table)")
+        print(
+            f"DICOM output needs DICOM input: {len(s['dicom_skipped'])} non-DICOM file(s) got no SEG/SR, e.g. "
+            f"{s['dicom_skipped'][0]} (their predictions are in the table)"
+        )
     if destination is not None:
         _send(s, destination, args.calling_ae)
     if s["n_failed"]:
-        print(f"{s['n_failed']} file(s) failed, e.g. {s['failed'][0][0]}: {s['failed'][0][1]} (all listed in the table)")
+        print(
+            f"{s['n_failed']} file(s) failed, e.g. {s['failed'][0][0]}: {s['failed'][0][1]} (all listed in the table)"
+        )
         return 1
     return 0
 

@@ -74,17 +74,34 @@ def build_parser():
     from ptx_keras.data.settings import PrepareSettings
 
     for field in dataclasses.fields(PrepareSettings):
-        p.add_argument(field.metadata["flag"], dest=field.name, type=_setting_type(field), default=field.default,
-                       metavar=field.name.upper(), help=f"{field.metadata['help']} (default {_default_text(field.default)})")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip bad samples (unreadable or non-finite images, missing files, malformed manifest rows) "
-                        "and list them with their reasons in dataset.json")
+        p.add_argument(
+            field.metadata["flag"],
+            dest=field.name,
+            type=_setting_type(field),
+            default=field.default,
+            metavar=field.name.upper(),
+            help=f"{field.metadata['help']} (default {_default_text(field.default)})",
+        )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip bad samples (unreadable or non-finite images, missing files, malformed manifest rows) "
+        "and list them with their reasons in dataset.json",
+    )
     p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a data set prepared with other settings or from another source in OUTPUT")
-    p.add_argument("--max-image-pixels", type=_positive_int, default=constants.MAX_IMAGE_PIXELS, metavar="N",
-                   help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
-                        f"before decoding; default {constants.MAX_IMAGE_PIXELS:,})")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a data set prepared with other settings or from another source in OUTPUT",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=_positive_int,
+        default=constants.MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
+        f"before decoding; default {constants.MAX_IMAGE_PIXELS:,})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -15,8 +15,12 @@ def build_parser():
         "(printed as a Markdown table).",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="presets (default: all; see ptx_keras.list_models())")
-    p.add_argument("--input-size", type=int, default=constants.IMAGE_SIZE,
-                   help=f"square input side for the MACs (default {constants.IMAGE_SIZE})")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=constants.IMAGE_SIZE,
+        help=f"square input side for the MACs (default {constants.IMAGE_SIZE})",
+    )
     p.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     return p
 

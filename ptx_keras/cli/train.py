@@ -40,12 +40,15 @@ def choose_config(config, data):
     gpus = _visible_gpus()
     if gpus:
         names = ", ".join(g.name.replace("/physical_device:", "") for g in gpus)
-        return GPU_CONFIG, (f"Configuration: {_rel(GPU_CONFIG)}, the paper's model (no --config and {len(gpus)} "
-                            f"GPU(s) visible: {names}); --config FILE chooses another")
+        return GPU_CONFIG, (
+            f"Configuration: {_rel(GPU_CONFIG)}, the paper's model (no --config and {len(gpus)} "
+            f"GPU(s) visible: {names}); --config FILE chooses another"
+        )
     line = f"Configuration: {_rel(DEFAULT_CONFIG)}, the CPU quick start (no --config and no GPU visible)"
     if data:
-        line += (f"; for a data set of your own on a CPU use the CPU recipe: --config {_rel(CPU_RECIPE)} "
-                 "(docs/training.md)")
+        line += (
+            f"; for a data set of your own on a CPU use the CPU recipe: --config {_rel(CPU_RECIPE)} (docs/training.md)"
+        )
     return DEFAULT_CONFIG, line
 
 
@@ -55,16 +58,28 @@ def build_parser():
         description="Train a pneumothorax segmentation model. Without --config: the paper's model when a GPU is "
         "visible, else the quick-start model (on the built-in synthetic phantoms without --data: a few minutes).",
     )
-    p.add_argument("--config", help="YAML configuration (default: configs/ms_scse_fc_densenet103.yaml when a GPU "
-                   "is visible, else configs/quickstart.yaml)")
+    p.add_argument(
+        "--config",
+        help="YAML configuration (default: configs/ms_scse_fc_densenet103.yaml when a GPU "
+        "is visible, else configs/quickstart.yaml)",
+    )
     p.add_argument("--data", help="raw source (image/mask folder, CSV manifest, SIIM-ACR folder) or prepared directory")
-    p.add_argument("--init-from", metavar="RUN_DIR|FILE.keras",
-                   help="start from the weights of a run (its best.keras) or a .keras file, matched by layer name "
-                   "(train.init_from; docs/training.md, Fine-tuning)")
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR|FILE.keras",
+        help="start from the weights of a run (its best.keras) or a .keras file, matched by layer name "
+        "(train.init_from; docs/training.md, Fine-tuning)",
+    )
     p.add_argument("--output-dir", help="parent of the run directory (default: runs)")
     p.add_argument("--name", help="run name (the run directory is OUTPUT_DIR/NAME)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration value, e.g. --set train.epochs=5 (repeatable)",
+    )
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     return p
 

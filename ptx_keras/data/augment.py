@@ -85,8 +85,9 @@ _PARAMETER_SALT, _NOISE_SALT = 0x5EED_A, 0x5EED_B
 
 def _parameter(meaning, low=None, high=None, *, off=0.0, default=None):
     """An `Augmentation` field: `off` switches the transform off and is the default unless `default` is given."""
-    return dataclasses.field(default=off if default is None else default,
-                             metadata={"meaning": meaning, "low": low, "high": high, "off": off})
+    return dataclasses.field(
+        default=off if default is None else default, metadata={"meaning": meaning, "low": low, "high": high, "off": off}
+    )
 
 
 def _in_range(value, low, high):
@@ -101,10 +102,15 @@ def _check(name, value):
         return value
     meaning, low, high = PARAMETERS[name]
     if name == "unsharp_sigma":
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_in_range(v, low, high) for v in value)
-                and value[0] <= value[1]):
-            raise ValueError(f"{name} must be two numbers low <= high in [{low:g}, {high:g}] ({meaning}). "
-                             f"Received: {name}={value!r}")
+        if not (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(_in_range(v, low, high) for v in value)
+            and value[0] <= value[1]
+        ):
+            raise ValueError(
+                f"{name} must be two numbers low <= high in [{low:g}, {high:g}] ({meaning}). Received: {name}={value!r}"
+            )
         return (float(value[0]), float(value[1]))
     if not _in_range(value, low, high):
         raise ValueError(f"{name} must be a number in [{low:g}, {high:g}] ({meaning}). Received: {name}={value!r}")
@@ -147,20 +153,24 @@ class Augmentation:
     rotation: float = _parameter("largest rotation, degrees (uniform in [-rotation, rotation])", 0.0, 45.0)
     scale: float = _parameter("largest zoom: factor log-uniform in [1 / (1 + scale), 1 + scale]", 0.0, 1.0)
     translation: float = _parameter("largest shift per axis, fraction of the image side", 0.0, 0.5)
-    noise: float = _parameter("largest standard deviation of additive Gaussian noise, fraction of full scale",
-                              0.0, 0.5)
-    blur: float = _parameter("largest blur: image + a * (image - gaussian(image)), a uniform in [-blur, sharpen]",
-                             0.0, 1.0)
+    noise: float = _parameter("largest standard deviation of additive Gaussian noise, fraction of full scale", 0.0, 0.5)
+    blur: float = _parameter(
+        "largest blur: image + a * (image - gaussian(image)), a uniform in [-blur, sharpen]", 0.0, 1.0
+    )
     sharpen: float = _parameter("largest unsharp-mask amount: the a > 0 side of the same formula", 0.0, 10.0)
     unsharp_sigma: tuple[float, float] = _parameter(
-        "range [low, high] of the sigma of that Gaussian, log-uniform, fraction of the image side", 0.001, 0.05,
+        "range [low, high] of the sigma of that Gaussian, log-uniform, fraction of the image side",
+        0.001,
+        0.05,
         off=(0.004, 0.015),
     )
     gamma: float = _parameter("largest gamma change: exponent log-uniform in [1 / (1 + gamma), 1 + gamma]", 0.0, 4.0)
-    contrast: float = _parameter("largest contrast change: factor in [1 - contrast, 1 + contrast] about the image "
-                                 "mean", 0.0, 1.0)
-    brightness: float = _parameter("largest brightness change: delta in [-brightness, brightness], fraction of "
-                                   "full scale", 0.0, 1.0)
+    contrast: float = _parameter(
+        "largest contrast change: factor in [1 - contrast, 1 + contrast] about the image mean", 0.0, 1.0
+    )
+    brightness: float = _parameter(
+        "largest brightness change: delta in [-brightness, brightness], fraction of full scale", 0.0, 1.0
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -207,8 +217,9 @@ class Augmentation:
 
 
 # Every parameter: (meaning, lower bound, upper bound). 0 (or False) switches a transform off.
-PARAMETERS = {f.name: (f.metadata["meaning"], f.metadata["low"], f.metadata["high"])
-              for f in dataclasses.fields(Augmentation)}
+PARAMETERS = {
+    f.name: (f.metadata["meaning"], f.metadata["low"], f.metadata["high"]) for f in dataclasses.fields(Augmentation)
+}
 _OFF = {f.name: f.metadata["off"] for f in dataclasses.fields(Augmentation)}
 # Presets. `flip` is the paper's setting and the default. `standard`: what a radiograph varies by between
 # sites and machines (positioning a few degrees and ~10 %, exposure and look-up table, detector noise and
@@ -216,10 +227,33 @@ _OFF = {f.name: f.metadata["off"] for f in dataclasses.fields(Augmentation)}
 PRESETS = {
     "none": dict(_OFF),
     "flip": dict(_OFF, flip=True),
-    "standard": dict(_OFF, flip=True, rotation=10.0, scale=0.1, translation=0.05, noise=0.02, blur=0.5,
-                     sharpen=1.0, gamma=0.3, contrast=0.2, brightness=0.1),
-    "strong": dict(_OFF, flip=True, rotation=15.0, scale=0.2, translation=0.1, noise=0.04, blur=1.0,
-                   sharpen=2.0, unsharp_sigma=(0.004, 0.03), gamma=0.5, contrast=0.4, brightness=0.2),
+    "standard": dict(
+        _OFF,
+        flip=True,
+        rotation=10.0,
+        scale=0.1,
+        translation=0.05,
+        noise=0.02,
+        blur=0.5,
+        sharpen=1.0,
+        gamma=0.3,
+        contrast=0.2,
+        brightness=0.1,
+    ),
+    "strong": dict(
+        _OFF,
+        flip=True,
+        rotation=15.0,
+        scale=0.2,
+        translation=0.1,
+        noise=0.04,
+        blur=1.0,
+        sharpen=2.0,
+        unsharp_sigma=(0.004, 0.03),
+        gamma=0.5,
+        contrast=0.4,
+        brightness=0.2,
+    ),
 }
 
 
@@ -274,8 +308,10 @@ def draw_parameters(aug, seed, batch_size):
         "shift_y": u[:, 3] * aug.translation,
         "noise": (u[:, 4] + 1.0) / 2.0 * aug.noise,
         "amount": -aug.blur + (u[:, 5] + 1.0) / 2.0 * (aug.blur + aug.sharpen),
-        "sigma": tf.exp(math.log(aug.unsharp_sigma[0])
-                        + (u[:, 9] + 1.0) / 2.0 * math.log(aug.unsharp_sigma[1] / aug.unsharp_sigma[0])),
+        "sigma": tf.exp(
+            math.log(aug.unsharp_sigma[0])
+            + (u[:, 9] + 1.0) / 2.0 * math.log(aug.unsharp_sigma[1] / aug.unsharp_sigma[0])
+        ),
         "gamma": log_uniform(6, aug.gamma),
         "contrast": 1.0 + u[:, 7] * aug.contrast,
         "brightness": u[:, 8] * aug.brightness,
@@ -343,18 +379,17 @@ def transform_geometry(image, mask, weight, params):
     height, width = image.shape[1], image.shape[2]
     if height is None or width is None:
         height, width = tf.shape(image)[1], tf.shape(image)[2]
-    transform = affine_matrices(params["angle"], params["scale"], params["shift_x"], params["shift_y"],
-                                height, width)
+    transform = affine_matrices(params["angle"], params["scale"], params["shift_x"], params["shift_y"], height, width)
     mask = tf.cast(mask, tf.float32)
     weight = tf.cast(weight, tf.float32)
-    image = ops.image.affine_transform(image, transform, interpolation="bilinear", fill_mode="constant",
-                                       fill_value=0.0)
+    image = ops.image.affine_transform(image, transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0)
     # Mask and weight in one channel and one call, so both come from the same source pixel: weights are
     # positive by construction (eq. 6), so the sign can carry the mask and the fill 0 marks exactly the pixels
     # brought in from outside. (Half the CPU time of resampling a stacked (mask, weight) pair.)
     signed = tf.where(mask > 0, weight, -weight)[..., None]
-    moved = ops.image.affine_transform(signed, transform, interpolation="nearest", fill_mode="constant",
-                                       fill_value=0.0)[..., 0]
+    moved = ops.image.affine_transform(
+        signed, transform, interpolation="nearest", fill_mode="constant", fill_value=0.0
+    )[..., 0]
     bg = background_weight(mask, weight)
     new_mask = tf.cast(moved > 0, tf.float32)
     new_weight = tf.where(tf.equal(moved, 0.0), bg[:, None, None], tf.abs(moved))

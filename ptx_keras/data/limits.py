@@ -52,8 +52,10 @@ def check_image_size(path, rows, cols, samples=1, frames=1, max_pixels=None):
     limit = resolve_limit(max_pixels)
     sizes = [int(v) for v in (rows, cols, samples, frames)]
     if min(sizes) < 1:
-        raise DataError(f"{path}: invalid image size in the header: {sizes[0]} x {sizes[1]} "
-                        f"(x {sizes[2]} samples x {sizes[3]} frames)")
+        raise DataError(
+            f"{path}: invalid image size in the header: {sizes[0]} x {sizes[1]} "
+            f"(x {sizes[2]} samples x {sizes[3]} frames)"
+        )
     total = sizes[0] * sizes[1] * sizes[2] * sizes[3]
     if total > limit:
         extra = "".join(f" x {n} {what}" for n, what in ((sizes[2], "samples"), (sizes[3], "frames")) if n != 1)

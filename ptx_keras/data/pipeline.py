@@ -139,7 +139,9 @@ def _oversample(ds, counts, positive_fraction, seed, shuffle_buffer, cache, repe
         stream = stream.shuffle(min(shuffle_buffer, n), seed=seed + 1 + offset, reshuffle_each_iteration=True)
         streams.append(stream.repeat())
     ds = tf.data.Dataset.sample_from_datasets(
-        streams, weights=[positive_fraction, 1.0 - positive_fraction], seed=seed + 3,
+        streams,
+        weights=[positive_fraction, 1.0 - positive_fraction],
+        seed=seed + 3,
         rerandomize_each_iteration=True,
     )
     return ds if repeat else ds.take(int(counts["total"]))
@@ -256,8 +258,7 @@ def make_dataset(
         else:
             # The manifest knows the count: Keras then shows a progress bar with a total from the first epoch.
             ds = ds.apply(tf.data.experimental.assert_cardinality(int(counts["total"])))
-    return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode,
-                  full_scale)
+    return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode, full_scale)
 
 
 def make_dataset_from_source(
@@ -310,8 +311,9 @@ def make_dataset_from_source(
 
     _check_options(batch_size, channels, shuffle_buffer)
     augmentation = _augmentation(augment, flip)
-    settings = PrepareSettings.from_kwargs(PrepareSettings.of(settings) if settings is not None else None,
-                                           **setting_overrides)
+    settings = PrepareSettings.from_kwargs(
+        PrepareSettings.of(settings) if settings is not None else None, **setting_overrides
+    )
     source_path, _, records, _ = resolve_source(source)
     if not records:
         raise DataError(f"No samples found in {source_path or 'the given records'}")
@@ -341,5 +343,4 @@ def make_dataset_from_source(
     if repeat:
         ds = ds.repeat()
     full_scale = float(2**bit_depth - 1)
-    return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode,
-                  full_scale)
+    return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode, full_scale)

@@ -11,7 +11,6 @@ __all__ = [
 ]
 
 
-
 def run_tasks(function, tasks, workers, *, progress=True, desc=None, ordered=True):
     """Yields `function(task)` for every task: in this process for `workers <= 1` (or one task), else from a pool.
 

@@ -291,7 +291,11 @@ def _log_skipped(bad, reader_skipped, listed):
         lines.append(f"  ... and {len(entries) - SKIPPED_LOGGED} more")
     logger.warning(
         "skipped %d bad sample(s) (%d while reading the source, %d while loading); all are listed in %s:\n%s",
-        len(entries), len(reader_skipped), len(bad), listed, "\n".join(lines),
+        len(entries),
+        len(reader_skipped),
+        len(bad),
+        listed,
+        "\n".join(lines),
     )
 
 
@@ -302,7 +306,9 @@ def _warn_clamped(info, listed):
             "%d of %d samples have weight-map values above float16's 65,504, stored clamped at it "
             "(weight_dtype=float16), so their boundary pixels weigh less than eq. 6 says; they are listed in %s "
             "(weights_saturated_float16). The default weight_dtype float32 stores them exactly.",
-            len(clamped), info["counts"]["all"]["total"], listed,
+            len(clamped),
+            info["counts"]["all"]["total"],
+            listed,
         )
 
 
@@ -435,8 +441,9 @@ def prepare_dataset(
         ValueError: if a setting is invalid.
     """
     start = time.perf_counter()
-    settings = PrepareSettings.from_kwargs(PrepareSettings.of(settings) if settings is not None else None,
-                                           **setting_overrides)
+    settings = PrepareSettings.from_kwargs(
+        PrepareSettings.of(settings) if settings is not None else None, **setting_overrides
+    )
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
@@ -475,8 +482,7 @@ def prepare_dataset(
     metas.update(_metas_from_work(work_dir))
 
     todo = [i for i in range(len(records)) if i not in metas]
-    for i, meta in _process(records, todo, work_settings, work_dir, workers, progress, "prepare",
-                            max_image_pixels):
+    for i, meta in _process(records, todo, work_settings, work_dir, workers, progress, "prepare", max_image_pixels):
         if "bad" in meta and not skip_bad:
             raise _bad_error(records[i], meta["bad"])
         metas[i] = meta
@@ -509,16 +515,16 @@ def prepare_dataset(
 
     if status == "complete" and not missing:
         shutil.rmtree(work_dir, ignore_errors=True)
-        logger.info("%s is already prepared with these settings (fingerprint %s); nothing to do", output_dir,
-                    fingerprint)
+        logger.info(
+            "%s is already prepared with these settings (fingerprint %s); nothing to do", output_dir, fingerprint
+        )
         seconds = time.perf_counter() - start
         return dict(info, output_dir=output_dir, status="unchanged", shards_written=0, seconds=seconds)
 
     # Samples of missing shards without a cached example (a complete data set with a deleted shard).
     os.makedirs(work_dir, exist_ok=True)
     redo = [i for name in missing for i in plan[name] if not os.path.exists(_work_paths(work_dir, i)[0])]
-    for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair",
-                            max_image_pixels):
+    for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair", max_image_pixels):
         if "bad" in meta:
             raise DataError(
                 f"Cannot rebuild the missing shards of {output_dir}: {_bad_error(records[i], meta['bad']).problem}. "
@@ -539,4 +545,3 @@ def prepare_dataset(
     _warn_clamped(info, os.path.join(output_dir, DATASET_JSON))
     seconds = time.perf_counter() - start
     return dict(info, output_dir=output_dir, status=result_status, shards_written=len(missing), seconds=seconds)
-

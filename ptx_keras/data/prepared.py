@@ -110,8 +110,6 @@ def load_prepared_info(prepared_dir):
     return info
 
 
-
-
 def read_manifest(prepared_dir):
     """The rows of `manifest.csv` as dicts of strings."""
     with open(os.path.join(prepared_dir, MANIFEST_CSV), newline="", encoding="utf-8") as f:

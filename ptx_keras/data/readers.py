@@ -516,7 +516,10 @@ def read_csv_manifest(csv_path, *, skip_bad=False):
             stem if stems_unique else os.path.splitext(os.path.normpath(r["image_rel"]))[0].replace(os.sep, "__")
         )
         if sample_id in seen:
-            skip(r["image_path"], f"{csv_path}: line {r['line']}: sample id {sample_id!r} already used on line {seen[sample_id]}")
+            skip(
+                r["image_path"],
+                f"{csv_path}: line {r['line']}: sample id {sample_id!r} already used on line {seen[sample_id]}",
+            )
             continue
         seen[sample_id] = r["line"]
         records.append(
@@ -689,9 +692,7 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
             f"{root}: no usable SIIM-ACR samples ({len(order)} ImageIds in {rle_csv}, {len(dicoms)} DICOM files, "
             f"{len(skip.skipped)} skipped)"
         )
-    return SourceRecords(
-        records, format="siim", source=root, unlabelled=unlabelled, skipped=skip.skipped, notes=notes
-    )
+    return SourceRecords(records, format="siim", source=root, unlabelled=unlabelled, skipped=skip.skipped, notes=notes)
 
 
 def discover_source(path, *, skip_bad=False):

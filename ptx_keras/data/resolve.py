@@ -93,13 +93,36 @@ def resolve_data(path, settings, *, cache_dir, phantoms=None, skip_bad=False, wo
         from ptx_keras.data.phantoms import phantom_dataset_name, write_phantom_dataset
 
         style = getattr(phantoms, "style", "classic")
-        name = phantom_dataset_name(phantoms.n, phantoms.size, phantoms.seed, style=style,
-                                    conspicuity=phantoms.conspicuity, format="png", bit_depth=8)
+        name = phantom_dataset_name(
+            phantoms.n,
+            phantoms.size,
+            phantoms.seed,
+            style=style,
+            conspicuity=phantoms.conspicuity,
+            format="png",
+            bit_depth=8,
+        )
         source = os.path.join(cache_dir, name)
-        logger.info("Data: synthetic phantoms (%d images, %dx%d, style %s, conspicuity %g) in %s", phantoms.n,
-                    phantoms.size, phantoms.size, style, phantoms.conspicuity, source)
-        write_phantom_dataset(source, phantoms.n, size=phantoms.size, format="png", seed=phantoms.seed,
-                              conspicuity=phantoms.conspicuity, style=style, progress=progress, workers=workers)
+        logger.info(
+            "Data: synthetic phantoms (%d images, %dx%d, style %s, conspicuity %g) in %s",
+            phantoms.n,
+            phantoms.size,
+            phantoms.size,
+            style,
+            phantoms.conspicuity,
+            source,
+        )
+        write_phantom_dataset(
+            source,
+            phantoms.n,
+            size=phantoms.size,
+            format="png",
+            seed=phantoms.seed,
+            conspicuity=phantoms.conspicuity,
+            style=style,
+            progress=progress,
+            workers=workers,
+        )
         kind = "phantoms"
     else:
         source = os.fspath(path)
@@ -110,6 +133,13 @@ def resolve_data(path, settings, *, cache_dir, phantoms=None, skip_bad=False, wo
         kind = "source"
     name = os.path.basename(os.path.normpath(source)) or "data"
     prepared = os.path.join(cache_dir, f"{name}-prepared-{settings_tag(settings)}")
-    prepare_dataset(source, prepared, settings, skip_bad=skip_bad, workers=workers, progress=progress,
-                    max_image_pixels=getattr(settings, "max_image_pixels", None))
+    prepare_dataset(
+        source,
+        prepared,
+        settings,
+        skip_bad=skip_bad,
+        workers=workers,
+        progress=progress,
+        max_image_pixels=getattr(settings, "max_image_pixels", None),
+    )
     return ResolvedData(os.path.abspath(prepared), kind, os.path.abspath(source))

@@ -48,9 +48,7 @@ def _parse(rle, where):
         bad = [t for t in tokens if not t.lstrip("+-").isdigit()]
         raise DataError(f"{where}malformed RLE: non-integer token(s) {bad[:5]} in {rle[:80]!r}") from None
     if values.size % 2:
-        raise DataError(
-            f"{where}malformed RLE: odd number of values ({values.size}); expected 'offset length' pairs"
-        )
+        raise DataError(f"{where}malformed RLE: odd number of values ({values.size}); expected 'offset length' pairs")
     offsets, lengths = values[0::2], values[1::2]
     if (offsets < 0).any():
         raise DataError(f"{where}malformed RLE: negative offset {int(offsets[offsets < 0][0])}")

@@ -93,8 +93,10 @@ class PrepareSettings:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}. Received: normalize={self.normalize!r}")
         if self.clip is not None:
-            if isinstance(self.clip, bool) or not isinstance(self.clip, numbers.Real) or not (
-                math.isfinite(self.clip) and self.clip > 0
+            if (
+                isinstance(self.clip, bool)
+                or not isinstance(self.clip, numbers.Real)
+                or not (math.isfinite(self.clip) and self.clip > 0)
             ):
                 raise ValueError(f"clip must be a positive number or None. Received: clip={self.clip!r}")
             object.__setattr__(self, "clip", float(self.clip))

@@ -69,9 +69,7 @@ def _deficit(target, assigned):
     return target - assigned, (target - assigned) / max(target, 1)
 
 
-def stratified_split(
-    labels, groups=None, fractions=constants.SPLIT_FRACTIONS, seed=constants.SPLIT_SEED, given=None
-):
+def stratified_split(labels, groups=None, fractions=constants.SPLIT_FRACTIONS, seed=constants.SPLIT_SEED, given=None):
     """Assigns every sample to `"train"`, `"val"` or `"test"`, stratified by label.
 
     Within each label, the (shuffled) groups are dealt out so that each split receives its share of the

@@ -74,8 +74,10 @@ def _as_binary_mask(mask):
     if low == 0 and high == 0:
         return np.zeros(mask.shape, bool)
     foreground = mask == high
-    if low < 0 or high not in _FOREGROUND_VALUES or (
-        np.count_nonzero(foreground) + np.count_nonzero(mask == 0) != mask.size
+    if (
+        low < 0
+        or high not in _FOREGROUND_VALUES
+        or (np.count_nonzero(foreground) + np.count_nonzero(mask == 0) != mask.size)
     ):
         values = np.unique(mask)
         shown = ", ".join(f"{v:g}" for v in values[:10].tolist()) + (", ..." if values.size > 10 else "")
@@ -99,7 +101,12 @@ def _check_post(normalize, clip):
     if normalize not in NORMALIZE_OPTIONS:
         raise ValueError(f"normalize must be one of {NORMALIZE_OPTIONS}. Received: normalize={normalize!r}")
     if clip is not None:
-        if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real) or not np.isfinite(clip) or clip <= 0:
+        if (
+            isinstance(clip, (bool, np.bool_))
+            or not isinstance(clip, numbers.Real)
+            or not np.isfinite(clip)
+            or clip <= 0
+        ):
             raise ValueError(f"clip must be None or a positive finite number. Received: clip={clip!r}")
 
 

@@ -54,6 +54,7 @@ def calibration(labels, probabilities, n_bins=CALIBRATION_BINS):
     ece = float(np.nansum(counts / n * gaps)) if n else float("nan")
     mce = float(np.nanmax(gaps)) if n else float("nan")
     brier = float(np.mean((p - y) ** 2)) if n else float("nan")
-    bins = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "n": counts, "mean_probability": mean_p,
-                         "fraction_positive": frac})
+    bins = pd.DataFrame(
+        {"lower": edges[:-1], "upper": edges[1:], "n": counts, "mean_probability": mean_p, "fraction_positive": frac}
+    )
     return {"ece": ece, "mce": mce, "brier": brier, "n": int(n), "bins": bins}

@@ -252,16 +252,16 @@ def ptx_probabilities(prob_map):
     if p.dtype == bool:
         p = p.astype(np.float32)
     if p.size and (p.min() < 0 or p.max() > 1):
-        raise ValueError(
-            f"prob_map must hold probabilities in [0, 1]. Received values between {p.min()} and {p.max()}"
-        )
+        raise ValueError(f"prob_map must hold probabilities in [0, 1]. Received values between {p.min()} and {p.max()}")
     return p, batched
 
 
 def _aux_vector(aux_probability, n, name="aux_probability"):
     a = np.asarray(aux_probability, dtype=np.float64).reshape(-1)
     if a.size != n:
-        raise ValueError(f"{name} must hold one probability per image ({n}). Received shape {np.shape(aux_probability)}")
+        raise ValueError(
+            f"{name} must hold one probability per image ({n}). Received shape {np.shape(aux_probability)}"
+        )
     if a.size and not (np.all(np.isfinite(a)) and a.min() >= 0 and a.max() <= 1):
         raise ValueError(f"{name} must hold probabilities in [0, 1]. Received values between {a.min()} and {a.max()}")
     return a
@@ -292,8 +292,9 @@ def gate_labels(area_positive, thresholds, aux_probability=None):
     return aux_positive if thresholds.gate == "aux" else (area_positive & aux_positive)
 
 
-def diagnose(prob_map, min_area=None, mask_threshold=None, reference_size=None, *, thresholds=None,
-             aux_probability=None):
+def diagnose(
+    prob_map, min_area=None, mask_threshold=None, reference_size=None, *, thresholds=None, aux_probability=None
+):
     """Diagnoses pneumothorax from predicted probabilities with the rule of `thresholds`.
 
     The paper's rule by default (more than `min_area` pixels above `mask_threshold`); the triplet rule when
@@ -339,5 +340,12 @@ def diagnose(prob_map, min_area=None, mask_threshold=None, reference_size=None, 
     score = (decision_area + 0.5 * max_prob) * (thresholds.reference_size**2 / (h * w))
     if batched:
         return Diagnosis(label, area, score, threshold_area, max_prob, decision_area, aux)
-    return Diagnosis(int(label[0]), int(area[0]), float(score[0]), threshold_area, float(max_prob[0]),
-                     int(decision_area[0]), None if aux is None else float(aux[0]))
+    return Diagnosis(
+        int(label[0]),
+        int(area[0]),
+        float(score[0]),
+        threshold_area,
+        float(max_prob[0]),
+        int(decision_area[0]),
+        None if aux is None else float(aux[0]),
+    )

@@ -291,17 +291,42 @@ def search_thresholds(
             input the form, objective or gate needs, or when neither or both of `prob_maps` and `areas` are
             given.
     """
-    space = _candidates(labels, mask_thresholds, min_areas, objective, reference_size, form, top_thresholds, levels,
-                        aux, gate, aux_thresholds)
+    space = _candidates(
+        labels,
+        mask_thresholds,
+        min_areas,
+        objective,
+        reference_size,
+        form,
+        top_thresholds,
+        levels,
+        aux,
+        gate,
+        aux_thresholds,
+    )
     areas, pixels, dice_tables = _counts(space, prob_maps, areas, pixels, true_masks, intersections, true_areas)
     predicted = _verdicts(space, areas, pixels)
-    grid = _grid_frame(space, _confusion(predicted, space.y),
-                       None if dice_tables is None else _mean_dice(space, predicted, *dice_tables))
+    grid = _grid_frame(
+        space,
+        _confusion(predicted, space.y),
+        None if dice_tables is None else _mean_dice(space, predicted, *dice_tables),
+    )
     return _result(space, grid, _best(space, grid))
 
 
-def _candidates(labels, mask_thresholds, min_areas, objective, reference_size, form, top_thresholds, levels, aux,
-                gate, aux_thresholds):
+def _candidates(
+    labels,
+    mask_thresholds,
+    min_areas,
+    objective,
+    reference_size,
+    form,
+    top_thresholds,
+    levels,
+    aux,
+    gate,
+    aux_thresholds,
+):
     """Validates the search's options into `_Candidates` (step 1 of `search_thresholds`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}. Received: objective={objective!r}")
@@ -341,8 +366,19 @@ def _candidates(labels, mask_thresholds, min_areas, objective, reference_size, f
         aux_grid = np.array([_check_number(t, "aux_threshold", 0, 1) for t in aux_thresholds])
         if not aux_grid.size:
             raise ValueError("aux_thresholds must not be empty")
-    return _Candidates(y, objective, form, gate, reference_size, mask_thresholds, min_areas, decision, levels,
-                       aux if gate != "area" else None, aux_grid)
+    return _Candidates(
+        y,
+        objective,
+        form,
+        gate,
+        reference_size,
+        mask_thresholds,
+        min_areas,
+        decision,
+        levels,
+        aux if gate != "area" else None,
+        aux_grid,
+    )
 
 
 def _counts(space, prob_maps, areas, pixels, true_masks, intersections, true_areas):
@@ -420,8 +456,9 @@ def _mean_dice(space, predicted, dice_kept, dice_emptied):
     parts = []
     for a in range(0, len(predicted), _AUX_CHUNK):
         p = predicted[a : a + _AUX_CHUNK].astype(float)
-        parts.append((np.einsum("amnd,nk->amdk", p, kept)
-                      + np.einsum("amnd,n->amd", 1.0 - p, dice_emptied)[..., None]) / n)
+        parts.append(
+            (np.einsum("amnd,nk->amdk", p, kept) + np.einsum("amnd,n->amd", 1.0 - p, dice_emptied)[..., None]) / n
+        )
     dice = np.concatenate(parts)
     if not space.triplet:  # the pair draws its mask at its own threshold: the diagonal
         dice = np.diagonal(dice, axis1=2, axis2=3)  # (A, M, D)
@@ -476,8 +513,11 @@ def _result(space, grid, best):
         order.append("aux_threshold")
         aux_threshold = float(best["aux_threshold"])
     chosen = Thresholds(
-        float(best["mask_threshold"]), float(best["min_area"]), space.reference_size,
-        top_threshold=float(best["top_threshold"]) if space.triplet else None, gate=space.gate,
+        float(best["mask_threshold"]),
+        float(best["min_area"]),
+        space.reference_size,
+        top_threshold=float(best["top_threshold"]) if space.triplet else None,
+        gate=space.gate,
         **({} if aux_threshold is None else {"aux_threshold": aux_threshold}),
     )
     return ThresholdSearch(

@@ -163,8 +163,10 @@ def compare_runs(run_dirs, split="test", output=None, names=None):
     for name, run in zip(names, runs):
         path = run.per_image_file(split)
         if not os.path.isfile(path):
-            raise PtxError(f"{run.path} has not been evaluated on the {split} split (no {path}); run: python "
-                           f"evaluate.py {run.path} --split {split}")
+            raise PtxError(
+                f"{run.path} has not been evaluated on the {split} split (no {path}); run: python "
+                f"evaluate.py {run.path} --split {split}"
+            )
         scores[name] = pd.read_csv(path, dtype={"sample_id": str})
         summary_path = run.summary_file(split)
         summaries[name] = None
@@ -183,27 +185,42 @@ def compare_runs(run_dirs, split="test", output=None, names=None):
     diagnosis.to_csv(diagnosis_csv, index=False)
     n_images = len(next(iter(scores.values())))
     shown = pd.DataFrame(
-        [{"run": r["run"], **{DIAGNOSIS_NAMES[k]: _percent(r[k]) for k in C.DIAGNOSIS_KEYS},
-          "ROC AUC": "n/a" if r["roc_auc"] is None or not np.isfinite(r["roc_auc"]) else f"{r['roc_auc']:.4f}"}
-         for r in diagnosis.to_dict("records")]
+        [
+            {
+                "run": r["run"],
+                **{DIAGNOSIS_NAMES[k]: _percent(r[k]) for k in C.DIAGNOSIS_KEYS},
+                "ROC AUC": "n/a" if r["roc_auc"] is None or not np.isfinite(r["roc_auc"]) else f"{r['roc_auc']:.4f}",
+            }
+            for r in diagnosis.to_dict("records")
+        ]
     )
     scored = {(s or {}).get("masks", {}).get("scored", "gated") for s in summaries.values()}
-    masks = ("the framework output (mask emptied when the image is diagnosed negative)" if scored == {"gated"}
-             else "the raw mask" if scored == {"raw"} else "different masks per run (see each run's summary)")
+    masks = (
+        "the framework output (mask emptied when the image is diagnosed negative)"
+        if scored == {"gated"}
+        else "the raw mask"
+        if scored == {"raw"}
+        else "different masks per run (see each run's summary)"
+    )
     with open(md_path, encoding="utf-8") as f:
         body = f.read()
     write_text(
         md_path,
         f"# Comparison on the {split} split ({n_images} shared images; reference: {names[0]})\n\n"
         + "\n".join(f"- {n}: {os.path.abspath(r.path)}" for n, r in zip(names, runs))
-        + f"\n\nSegmentation metrics score {masks}.\n\n## Segmentation\n\n" + body
+        + f"\n\nSegmentation metrics score {masks}.\n\n## Segmentation\n\n"
+        + body
         + f"\np-values against {names[0]} (Student's t-test / paired Wilcoxon signed-rank):\n\n"
-        + markdown_table(_pvalue_table(table)) + "\n\n## Diagnosis (each run's own thresholds)\n\n"
-        + markdown_table(shown) + "\n",
+        + markdown_table(_pvalue_table(table))
+        + "\n\n## Diagnosis (each run's own thresholds)\n\n"
+        + markdown_table(shown)
+        + "\n",
     )
     histogram = plot_score_histograms(
-        {n: s["dsc"].to_numpy() for n, s in scores.items()}, os.path.join(output, "dsc_histogram.png"),
-        metric="DSC", title=f"Per-image DSC on the {split} split (cf. Fig. 6)",
+        {n: s["dsc"].to_numpy() for n, s in scores.items()},
+        os.path.join(output, "dsc_histogram.png"),
+        metric="DSC",
+        title=f"Per-image DSC on the {split} split (cf. Fig. 6)",
     )
     logger.info("Comparison of %d runs on %s (%d images): %s", len(runs), split, n_images, md_path)
     return ComparisonResult(csv_path, md_path, diagnosis_csv, histogram, table)

@@ -94,8 +94,12 @@ def iter_predictions(model, prepared_dir, split, batch_size=8, channels=None, pr
         keep = lambda batch: np.isin(batch["sample_id"], wanted)  # noqa: E731
     desc = f"predict {split}" if only_ids is None else f"figures {split}"
     for batch in predict_batches(
-        runner, _prepared_batches(prepared_dir, split, batch_size, channels), total=n, desc=desc,
-        progress=progress, keep=keep,
+        runner,
+        _prepared_batches(prepared_dir, split, batch_size, channels),
+        total=n,
+        desc=desc,
+        progress=progress,
+        keep=keep,
     ):
         yield {
             "sample_id": batch["sample_id"],
@@ -125,8 +129,11 @@ def predict_split(model, prepared_dir, split, batch_size=8, channels=None, progr
     """
     check_input_size(model, prepared_dir)
     batches = list(iter_predictions(model, prepared_dir, split, batch_size, channels, progress))
-    return {k: np.concatenate([b[k] for b in batches]) for k in ("sample_id", "image", "true", "prob", "aux")
-            if k in batches[0]}
+    return {
+        k: np.concatenate([b[k] for b in batches])
+        for k in ("sample_id", "image", "true", "prob", "aux")
+        if k in batches[0]
+    }
 
 
 def collect_cases(batches):
@@ -153,6 +160,4 @@ def spacing_lookup(prepared_dir):
     rows = manifest[["spacing_row_mm", "spacing_col_mm"]].to_numpy(float)
     if not np.isfinite(rows).all(axis=1).any():
         return None
-    return {
-        sid: (tuple(r) if np.isfinite(r).all() else None) for sid, r in zip(manifest["sample_id"], rows.tolist())
-    }
+    return {sid: (tuple(r) if np.isfinite(r).all() else None) for sid, r in zip(manifest["sample_id"], rows.tolist())}

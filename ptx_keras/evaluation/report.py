@@ -95,8 +95,11 @@ def summary_markdown(summary, run_name=""):
         str, the Markdown document (ends with links to the figures written beside it).
     """
     lines = _header_lines(summary, run_name)
-    lines += _segmentation_lines(summary["segmentation"], summary.get("masks", {"scored": "gated"})["scored"],
-                                 summary.get("siim_acr_dice_by_mask") or {})
+    lines += _segmentation_lines(
+        summary["segmentation"],
+        summary.get("masks", {"scored": "gated"})["scored"],
+        summary.get("siim_acr_dice_by_mask") or {},
+    )
     lines += _diagnosis_lines(summary["diagnosis"], summary.get("size_classes", {}))
     lines += _calibration_lines(summary.get("calibration"))
     lines += ["", "## Figures", ""]
@@ -110,7 +113,11 @@ def _header_lines(summary, run_name):
     """The title, the counts, the rule and the scored mask."""
     t = summary["thresholds"]
     scored = summary.get("masks", {"scored": "gated"})["scored"]
-    on = f" of other data: {summary['data_name']} (prepared in {summary.get('data')})" if summary.get("data_name") else ""
+    on = (
+        f" of other data: {summary['data_name']} (prepared in {summary.get('data')})"
+        if summary.get("data_name")
+        else ""
+    )
     lines = [
         f"# Evaluation of {run_name or 'the run'} on the {summary['split']} split{on}",
         "",
@@ -119,8 +126,11 @@ def _header_lines(summary, run_name):
         f"Test-time augmentation: {summary.get('inference', {}).get('tta', 'none')}.",
         "",
         f"**Masks scored:** the segmentation metrics score the {MASKS[scored]}"
-        + ("; `DSC1 (raw mask)` scores the raw mask whatever the diagnosis." if scored == "gated" else
-           " (gating is off: `diagnosis.gate_masks: false`)."),
+        + (
+            "; `DSC1 (raw mask)` scores the raw mask whatever the diagnosis."
+            if scored == "gated"
+            else " (gating is off: `diagnosis.gate_masks: false`)."
+        ),
         "",
     ]
     return lines
@@ -144,8 +154,14 @@ def _segmentation_lines(seg, scored, by_mask):
                 cell += f" [{st['n_missing']} undefined]"
             cells.append(cell)
         shown = f"{name} ({'framework output' if scored == 'gated' else 'raw mask'})" if metric == "dsc1" else name
-        rows.append({"metric": shown, "all images": cells[0], "PTX-positive images": cells[1],
-                     "paper (MS_scSE_FC-DenseNet)": f"{paper[0]:.2f} ({paper[1]:.2f})" if paper else ""})
+        rows.append(
+            {
+                "metric": shown,
+                "all images": cells[0],
+                "PTX-positive images": cells[1],
+                "paper (MS_scSE_FC-DenseNet)": f"{paper[0]:.2f} ({paper[1]:.2f})" if paper else "",
+            }
+        )
     lines += [
         markdown_table(pd.DataFrame(rows)),
         "",
@@ -156,8 +172,14 @@ def _segmentation_lines(seg, scored, by_mask):
         "",
     ]
     if by_mask:
-        rows = [{"mask scored": key, "SIIM-ACR mean Dice (empty = 1)": "n/a" if v["mean"] is None else
-                 f"{v['mean']:.4f}", "which mask": v["mask"]} for key, v in by_mask.items()]
+        rows = [
+            {
+                "mask scored": key,
+                "SIIM-ACR mean Dice (empty = 1)": "n/a" if v["mean"] is None else f"{v['mean']:.4f}",
+                "which mask": v["mask"],
+            }
+            for key, v in by_mask.items()
+        ]
         lines += ["SIIM-ACR mean Dice of each mask (all images):", "", markdown_table(pd.DataFrame(rows)), ""]
     return lines
 
@@ -170,16 +192,23 @@ def _diagnosis_lines(dx, sizes):
     rows = []
     for key in C.DIAGNOSIS_KEYS:
         v = dx.get(key)
-        rows.append({"score": DIAGNOSIS_NAMES[key], "ours": "undefined" if v is None else f"{100 * v:.2f} %",
-                     "paper": f"{100 * C.PAPER_DIAGNOSIS[key]:.2f} %"})
+        rows.append(
+            {
+                "score": DIAGNOSIS_NAMES[key],
+                "ours": "undefined" if v is None else f"{100 * v:.2f} %",
+                "paper": f"{100 * C.PAPER_DIAGNOSIS[key]:.2f} %",
+            }
+        )
     auc = dx.get("roc_auc")
     rows.append({"score": "ROC AUC", "ours": "undefined" if auc is None else f"{auc:.4f}", "paper": ""})
     if "aux_roc_auc" in dx:
         aux = dx["aux_roc_auc"]
-        rows.append({"score": "ROC AUC (aux head)", "ours": "undefined" if aux is None else f"{aux:.4f}",
-                     "paper": ""})
-    lines += [markdown_table(pd.DataFrame(rows)), "",
-              f"Counts: TP {dx['tp']}, FP {dx['fp']}, TN {dx['tn']}, FN {dx['fn']}."]
+        rows.append({"score": "ROC AUC (aux head)", "ours": "undefined" if aux is None else f"{aux:.4f}", "paper": ""})
+    lines += [
+        markdown_table(pd.DataFrame(rows)),
+        "",
+        f"Counts: TP {dx['tp']}, FP {dx['fp']}, TN {dx['tn']}, FN {dx['fn']}.",
+    ]
     if dx.get("undefined"):
         lines.append(f"Undefined (zero denominator): {', '.join(dx['undefined'])}.")
     if sizes.get("bounds_pixels"):
@@ -276,15 +305,22 @@ def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, sp
     if picks and case_data is not None:
         rows = [
             [
-                _case_panel(df.iloc[i], case_data[str(df.iloc[i]["sample_id"])], f"{size}, {pick}",
-                            thresholds.mask_threshold, gate_masks)
+                _case_panel(
+                    df.iloc[i],
+                    case_data[str(df.iloc[i]["sample_id"])],
+                    f"{size}, {pick}",
+                    thresholds.mask_threshold,
+                    gate_masks,
+                )
                 for size, pick, i in row
             ]
             for row in picks
         ]
         paths["cases"] = fig.plot_cases(
-            rows, os.path.join(out_dir, "cases.png"),
-            title=f"Best / median / worst DSC1 per pneumothorax size ({split} split, {scored})", show_image=True,
+            rows,
+            os.path.join(out_dir, "cases.png"),
+            title=f"Best / median / worst DSC1 per pneumothorax size ({split} split, {scored})",
+            show_image=True,
         )
     pos = df["label"].to_numpy() == 1
     paths["dsc_histogram"] = fig.plot_score_histograms(
@@ -302,7 +338,11 @@ def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, sp
         t = thresholds
         label = t.describe()
         paths["roc"] = fig.plot_roc(
-            fpr, tpr, roc_auc(labels, scores), os.path.join(out_dir, "roc.png"), operating_point=point,
+            fpr,
+            tpr,
+            roc_auc(labels, scores),
+            os.path.join(out_dir, "roc.png"),
+            operating_point=point,
             operating_label=label,
             title=f"Diagnosis ROC, {split} split ({int(labels.sum())} positive / {int((1 - labels).sum())} negative)",
         )
@@ -312,7 +352,9 @@ def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, sp
 
         cal = calibration(labels, probability)
         paths["reliability"] = fig.plot_reliability(
-            cal["bins"], cal["ece"], os.path.join(out_dir, "reliability.png"),
+            cal["bins"],
+            cal["ece"],
+            os.path.join(out_dir, "reliability.png"),
             probability_name="aux head probability" if column == "aux_prob" else "largest pixel probability",
             title=f"Reliability, {split} split ({IMAGE_PROBABILITIES[column].split(' (')[0]})",
         )

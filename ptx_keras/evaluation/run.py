@@ -96,8 +96,18 @@ def _resolve_data(run, cfg, data):
     return resolved.prepared_dir, data
 
 
-def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch_size=None, progress=True,
-                 objective=None, tta=None, threshold_form=None, gate=None):
+def evaluate_run(
+    run_dir,
+    data=None,
+    split="test",
+    search_thresholds=None,
+    batch_size=None,
+    progress=True,
+    objective=None,
+    tta=None,
+    threshold_form=None,
+    gate=None,
+):
     """Evaluates `RUN_DIR/best.keras` on one split (see the module docstring for what is written where).
 
     Args:
@@ -137,8 +147,10 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
     if search_thresholds is None:
         search_thresholds = bool(cfg.evaluation.search_thresholds) and other is None
     if (threshold_form or gate) and not search_thresholds:
-        raise ConfigError("the threshold form and the gate choose what a threshold search looks for: pass "
-                          "--search-thresholds with them")
+        raise ConfigError(
+            "the threshold form and the gate choose what a threshold search looks for: pass "
+            "--search-thresholds with them"
+        )
     model = run.load_model()
     check_input_size(model, prepared)
     model_sha = run.model_sha256()
@@ -148,16 +160,19 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if search_thresholds:
-        saved = _search(run, cfg, runner, prepared, other, batch_size, objective, threshold_form, gate, model_sha,
-                        progress)
+        saved = _search(
+            run, cfg, runner, prepared, other, batch_size, objective, threshold_form, gate, model_sha, progress
+        )
     else:
         saved = run.read_thresholds(cfg, model_sha256=model_sha)
     _check_thresholds(saved, run, model, tta)
     gate_masks = bool(cfg.diagnosis.gate_masks)
 
     df = score_predictions(
-        iter_predictions(runner, prepared, split, batch_size, progress=progress), saved.thresholds,
-        spacings=spacing_lookup(prepared), gate_masks=gate_masks,
+        iter_predictions(runner, prepared, split, batch_size, progress=progress),
+        saved.thresholds,
+        spacings=spacing_lookup(prepared),
+        gate_masks=gate_masks,
     )
     out_dir = run.eval_dir(split, other)
     os.makedirs(out_dir, exist_ok=True)
@@ -168,9 +183,14 @@ def evaluate_run(run_dir, data=None, split="test", search_thresholds=None, batch
     figures = write_figures(df, out_dir, saved.thresholds, case_data, run.history_file, split, gate_masks=gate_masks)
 
     summary = summarize(df, saved.describe(), split, gate_masks=gate_masks, tta=tta)
-    summary.update(run_dir=os.path.abspath(run.path), model=os.path.abspath(run.best_model), model_sha256=model_sha,
-                   data=os.path.abspath(prepared), data_name=None if other is None else os.fspath(other),
-                   figures={k: os.path.basename(v) for k, v in figures.items()})
+    summary.update(
+        run_dir=os.path.abspath(run.path),
+        model=os.path.abspath(run.best_model),
+        model_sha256=model_sha,
+        data=os.path.abspath(prepared),
+        data_name=None if other is None else os.fspath(other),
+        figures={k: os.path.basename(v) for k, v in figures.items()},
+    )
     summary_json, summary_md = _write_summary(run, split, other, summary)
     _log_result(split, summary, gate_masks, out_dir)
     return EvaluationResult(summary, out_dir, per_image, summary_json, summary_md, figures, saved, other)
@@ -194,8 +214,16 @@ def _search(run, cfg, runner, prepared, other, batch_size, objective, threshold_
     from ptx_keras.evaluation.thresholds import search_validation_thresholds
 
     return search_validation_thresholds(
-        runner, prepared, run, cfg.diagnosis.reference_size, batch_size, objective or cfg.evaluation.objective,
-        progress, model_sha, data=other, form=threshold_form or cfg.evaluation.threshold_form,
+        runner,
+        prepared,
+        run,
+        cfg.diagnosis.reference_size,
+        batch_size,
+        objective or cfg.evaluation.objective,
+        progress,
+        model_sha,
+        data=other,
+        form=threshold_form or cfg.evaluation.threshold_form,
         gate=gate or cfg.diagnosis.gate,
     )
 
@@ -206,12 +234,15 @@ def _check_thresholds(saved, run, model, tta):
 
     thresholds = saved.thresholds
     if thresholds.uses_aux and not has_aux_output(model):
-        raise ModelError(f"{saved.file}: the diagnosis is gated by the image-level probability (gate="
-                         f"{thresholds.gate!r}) but {run.best_model} has no aux head")
+        raise ModelError(
+            f"{saved.file}: the diagnosis is gated by the image-level probability (gate="
+            f"{thresholds.gate!r}) but {run.best_model} has no aux head"
+        )
     searched_tta = saved.search.get("tta", "none") if saved.source == "validation search" else tta
     if searched_tta != tta:
-        logger.warning("%s was chosen with tta=%s; evaluating with tta=%s (search again to match)", saved.file,
-                       searched_tta, tta)
+        logger.warning(
+            "%s was chosen with tta=%s; evaluating with tta=%s (search again to match)", saved.file, searched_tta, tta
+        )
 
 
 def _write_summary(run, split, other, summary):
@@ -229,7 +260,14 @@ def _log_result(split, summary, gate_masks, out_dir):
     f1 = "undefined" if dx["f1"] is None else f"{dx['f1']:.4f}"
     scored = "framework output" if gate_masks else "raw mask"
     logger.info(
-        "%s: DSC1 %s (all, %s), %s (positives, %s), raw-mask DSC1 %s (positives); diagnosis accuracy %.4f, F1 %s "
-        "-> %s", split, format_stats(seg["all"]["dsc1"]), scored, format_stats(seg.get("positive", {}).get("dsc1")),
-        scored, format_stats(seg.get("positive", {}).get("dsc1_raw")), dx["accuracy"], f1, out_dir,
+        "%s: DSC1 %s (all, %s), %s (positives, %s), raw-mask DSC1 %s (positives); diagnosis accuracy %.4f, F1 %s -> %s",
+        split,
+        format_stats(seg["all"]["dsc1"]),
+        scored,
+        format_stats(seg.get("positive", {}).get("dsc1")),
+        scored,
+        format_stats(seg.get("positive", {}).get("dsc1_raw")),
+        dx["accuracy"],
+        f1,
+        out_dir,
     )

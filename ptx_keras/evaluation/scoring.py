@@ -36,14 +36,14 @@ MASKS = {
     "raw": "raw mask: probability > mask_threshold, whatever the diagnosis",
     "pair": "gated by the two-number rule: mask emptied unless more than min_area pixels exceed mask_threshold",
     "triplet": "triplet: mask (probability > mask_threshold) emptied unless more than min_area pixels exceed "
-               "top_threshold",
+    "top_threshold",
 }
 # The SIIM-ACR mean Dice reported per mask: (summary key, per-image column, MASKS key).
 SIIM_MASKS = (("raw", "dsc1_raw", "raw"), ("gated", "dsc1_pair", "pair"), ("triplet", "dsc1_triplet", "triplet"))
 IMAGE_PROBABILITIES = {
     "aux_prob": "the aux head's image-level probability (a sigmoid output; no calibration step applied)",
     "max_prob": "the largest pixel probability of the image (no aux head; not calibrated as an image-level "
-                "probability, no calibration step applied)",
+    "probability, no calibration step applied)",
 }
 
 
@@ -170,8 +170,11 @@ def num(v):
 def _describe_all(df):
     from ptx_keras.metrics import DISTANCE_METRICS, SEGMENTATION_METRICS, summarize_scores
 
-    metrics = [m for m in dict.fromkeys((*SEGMENTATION_METRICS, *DISTANCE_METRICS, "dsc1_raw", "dsc1_pair",
-                                         "dsc1_triplet")) if m in df]
+    metrics = [
+        m
+        for m in dict.fromkeys((*SEGMENTATION_METRICS, *DISTANCE_METRICS, "dsc1_raw", "dsc1_pair", "dsc1_triplet"))
+        if m in df
+    ]
     out = {}
     for row in summarize_scores(df, positive=df["label"].to_numpy() == 1, metrics=metrics).itertuples():
         out.setdefault(row.subset, {})[row.metric] = {
@@ -227,11 +230,16 @@ def summarize(df, thresholds, split, gate_masks=True, tta="none"):
         "segmentation": seg,
         "siim_acr_dice": seg["all"].get("siim_acr_dice", {}).get("mean"),
         "siim_acr_dice_by_mask": {
-            key: {"mean": num(df[column].mean()), "mask": MASKS[mask]} for key, column, mask in SIIM_MASKS
+            key: {"mean": num(df[column].mean()), "mask": MASKS[mask]}
+            for key, column, mask in SIIM_MASKS
             if column in df
         },
-        "diagnosis": {**diagnosis, "undefined": list(dx["undefined"]), "roc_auc": num(auc),
-                      **({"aux_roc_auc": num(aux_auc)} if "aux_prob" in df else {})},
+        "diagnosis": {
+            **diagnosis,
+            "undefined": list(dx["undefined"]),
+            "roc_auc": num(auc),
+            **({"aux_roc_auc": num(aux_auc)} if "aux_prob" in df else {}),
+        },
         "calibration": {
             "image_probability": column,
             "description": IMAGE_PROBABILITIES[column],
@@ -239,8 +247,9 @@ def summarize(df, thresholds, split, gate_masks=True, tta="none"):
             "mce": num(cal["mce"]),
             "brier": num(cal["brier"]),
             "n_bins": int(len(cal["bins"])),
-            "bins": [{k: (int(v) if k == "n" else num(v)) for k, v in row.items()}
-                     for row in cal["bins"].to_dict("records")],
+            "bins": [
+                {k: (int(v) if k == "n" else num(v)) for k, v in row.items()} for row in cal["bins"].to_dict("records")
+            ],
         },
         "inference": {"tta": tta},
         "size_classes": {

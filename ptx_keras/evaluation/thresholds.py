@@ -14,9 +14,21 @@ __all__ = ["search_validation_thresholds"]
 logger = logging.getLogger(__name__)
 
 
-def search_validation_thresholds(model, prepared_dir, run, reference_size, batch_size, objective="f1",
-                                 progress=True, model_sha256=None, data=None, *, form="pair", gate="area",
-                                 tta="none"):
+def search_validation_thresholds(
+    model,
+    prepared_dir,
+    run,
+    reference_size,
+    batch_size,
+    objective="f1",
+    progress=True,
+    model_sha256=None,
+    data=None,
+    *,
+    form="pair",
+    gate="area",
+    tta="none",
+):
     """Chooses the diagnosis rule on the VALIDATION split and saves it with the run.
 
     Only the validation split is predicted (`iter_predictions(..., "val")`); the test split is never read.
@@ -78,11 +90,18 @@ def search_validation_thresholds(model, prepared_dir, run, reference_size, batch
     if gate != "area" and not has_aux:
         raise ModelError(f"diagnosis.gate={gate!r} needs a model with an aux head (model.options.aux_head: true)")
     result = search_thresholds(
-        labels, areas=counts["areas"], pixels=counts["pixels"], levels=levels,
-        intersections=counts["intersections"], true_areas=counts["true_areas"], objective=objective,
-        reference_size=int(reference_size), form=form,
+        labels,
+        areas=counts["areas"],
+        pixels=counts["pixels"],
+        levels=levels,
+        intersections=counts["intersections"],
+        true_areas=counts["true_areas"],
+        objective=objective,
+        reference_size=int(reference_size),
+        form=form,
         top_thresholds=C.SEARCH_MASK_THRESHOLDS if form == "triplet" else None,
-        aux=np.concatenate(aux) if gate != "area" else None, gate=gate,
+        aux=np.concatenate(aux) if gate != "area" else None,
+        gate=gate,
     )
     thresholds = result.thresholds
     value = float(result.value)
@@ -102,6 +121,11 @@ def search_validation_thresholds(model, prepared_dir, run, reference_size, batch
     saved = run.write_thresholds(thresholds, search, grid=result.grid, data=data)
     logger.info(
         "Thresholds chosen on %d validation images (%s = %.4f, SIIM-ACR Dice %.4f): %s -> %s",
-        len(labels), objective, value, result.siim_dice, thresholds.describe(), saved.file,
+        len(labels),
+        objective,
+        value,
+        result.siim_dice,
+        thresholds.describe(),
+        saved.file,
     )
     return saved

@@ -76,8 +76,7 @@ def plot_model_cases(planned, models, scores, cases, path, progress=True):
         run = RunDir(p.run_dir)
         cfg = run.load_config()
         prepared = run.prepared_dir()
-        found = collect_cases(iter_predictions(models[p.spec.name], prepared, EVAL_SPLIT, progress=False,
-                                               only_ids=ids))
+        found = collect_cases(iter_predictions(models[p.spec.name], prepared, EVAL_SPLIT, progress=False, only_ids=ids))
         missing = sorted(set(ids) - set(found))
         if missing:
             raise PtxError(f"{prepared}: test images {missing} not found for the figure")
@@ -90,12 +89,18 @@ def plot_model_cases(planned, models, scores, cases, path, progress=True):
                 pred = np.zeros_like(pred)
             hd = df.loc[sid, "hd"]
             caption = f"DSC1 {df.loc[sid, 'dsc1']:.2f}, HD " + ("n/a" if not np.isfinite(hd) else f"{hd:.1f}")
-            rows[i].append({"image": found[sid]["image"], "true": found[sid]["true"], "pred": pred,
-                            "title": p.spec.label if i == 0 else "", "caption": caption})
+            rows[i].append(
+                {
+                    "image": found[sid]["image"],
+                    "true": found[sid]["true"],
+                    "pred": pred,
+                    "title": p.spec.label if i == 0 else "",
+                    "caption": caption,
+                }
+            )
     for i, (title, sid) in enumerate(cases):
         image, true = first[sid]["image"], first[sid]["true"]
-        rows[i].insert(0, {"image": image, "true": true, "pred": np.zeros_like(true), "title": title,
-                           "caption": sid})
+        rows[i].insert(0, {"image": image, "true": true, "pred": np.zeros_like(true), "title": title, "caption": sid})
     return plot_cases(rows, path, title="Test cases: truth and each model's prediction (cf. Fig. 5)")
 
 
@@ -125,8 +130,11 @@ def plot_dsc_histogram(values_by_label, path, bins=10):
         counts, _ = np.histogram(v, bins=edges)
         ax.bar(np.arange(bins) + (k - (n - 1) / 2) * width, counts, width=width, label=label)
     ax.set_xticks(np.arange(bins))
-    ax.set_xticklabels([f"[{a:.1f}, {b:.1f}{']' if i == bins - 1 else ')'}" for i, (a, b) in
-                        enumerate(zip(edges[:-1], edges[1:]))], rotation=30, fontsize=8)
+    ax.set_xticklabels(
+        [f"[{a:.1f}, {b:.1f}{']' if i == bins - 1 else ')'}" for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))],
+        rotation=30,
+        fontsize=8,
+    )
     ax.set_xlabel("DSC (mean of the two classes) per test image")
     ax.set_ylabel("images")
     ax.grid(axis="y", alpha=0.3)

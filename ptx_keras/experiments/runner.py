@@ -113,8 +113,7 @@ def run_experiment(path, output_dir=None, data=None, overrides=(), dry_run=False
         result.trained.append(p.spec.name)
     finished = [p for p in planned if p.status == FINISHED]
     if finished:
-        result.tables = write_tables(experiment, planned, os.path.join(output_dir, TABLES_DIRNAME),
-                                     progress=progress)
+        result.tables = write_tables(experiment, planned, os.path.join(output_dir, TABLES_DIRNAME), progress=progress)
         logger.info("Tables and figures: %s", os.path.join(output_dir, TABLES_DIRNAME))
     if result.failed:
         raise PtxError(

@@ -110,9 +110,7 @@ def flatten_overrides(mapping, where, prefix=""):
             raise ConfigError(f"{where}: keys must be dotted names such as train.epochs. Received: {key!r}")
         full = prefix + key
         if full in RUNNER_KEYS:
-            raise ConfigError(
-                f"{where}: {full!r} is set by the experiment runner (run name / --output-dir); remove it"
-            )
+            raise ConfigError(f"{where}: {full!r} is set by the experiment runner (run name / --output-dir); remove it")
         if isinstance(value, dict) and value and full.split(".")[-1] != "options":
             out.update(flatten_overrides(value, where, full + "."))
         else:

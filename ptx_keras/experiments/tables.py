@@ -106,15 +106,17 @@ def segmentation_rows(experiment, scores, complexity):
         }
         for m in TABLE_METRICS:
             r = table.loc[m]
-            row.update({
-                f"{m}_mean": r["mean"],
-                f"{m}_std": r["std"],
-                f"{m}_n_missing": int(r["n_missing"]),
-                f"{m}_t_pvalue": r["t_pvalue"],
-                f"{m}_t_significant": bool(r["t_significant"]),
-                f"{m}_wilcoxon_pvalue": r["wilcoxon_pvalue"],
-                f"{m}_wilcoxon_significant": bool(r["wilcoxon_significant"]),
-            })
+            row.update(
+                {
+                    f"{m}_mean": r["mean"],
+                    f"{m}_std": r["std"],
+                    f"{m}_n_missing": int(r["n_missing"]),
+                    f"{m}_t_pvalue": r["t_pvalue"],
+                    f"{m}_t_significant": bool(r["t_significant"]),
+                    f"{m}_wilcoxon_pvalue": r["wilcoxon_pvalue"],
+                    f"{m}_wilcoxon_significant": bool(r["wilcoxon_significant"]),
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -129,8 +131,14 @@ def diagnosis_rows(experiment, scores):
             continue
         df = scores[spec.name]
         dx = diagnosis_scores(df["label"].to_numpy(), df["diagnosis"].to_numpy())
-        rows.append({"run": spec.name, "label": spec.label, **{k: dx[k] for k in C.DIAGNOSIS_KEYS},
-                     **{k: dx[k] for k in ("tp", "fp", "tn", "fn", "n")}})
+        rows.append(
+            {
+                "run": spec.name,
+                "label": spec.label,
+                **{k: dx[k] for k in C.DIAGNOSIS_KEYS},
+                **{k: dx[k] for k in ("tp", "fp", "tn", "fn", "n")},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -202,8 +210,11 @@ def _legend(experiment, seg):
 
 def _missing_note(seg):
     notes = [f"{r['label']}: {int(r['hd_n_missing'])}" for _, r in seg.iterrows() if r["hd_n_missing"]]
-    return "Images with undefined HD (an empty predicted or true mask), left out of HD: " + ", ".join(notes) + "." \
-        if notes else ""
+    return (
+        "Images with undefined HD (an empty predicted or true mask), left out of HD: " + ", ".join(notes) + "."
+        if notes
+        else ""
+    )
 
 
 def write_tables(experiment, planned, out_dir, digits=2, progress=True):
@@ -252,8 +263,13 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
     latex = segmentation_display(seg, digits, latex=True)
     raw = [METRIC_TITLES[m] for m in TABLE_METRICS]
     paths["segmentation_tex"] = write_text(
-        base + ".tex", latex_table(latex, f"{title}. " + _legend(experiment, seg).replace(WILCOXON_MARK, "dagger"),
-                                   raw_columns=raw, label_columns=2 if "Compared with" in latex.columns else 1)
+        base + ".tex",
+        latex_table(
+            latex,
+            f"{title}. " + _legend(experiment, seg).replace(WILCOXON_MARK, "dagger"),
+            raw_columns=raw,
+            label_columns=2 if "Compared with" in latex.columns else 1,
+        ),
     )
     base = os.path.join(out_dir, "diagnosis")
     dx.to_csv(base + ".csv", index=False)
@@ -274,7 +290,8 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
     ref_name = experiment.reference if experiment.reference in scores else fig_runs[0].spec.name
     cases = pick_cases(scores[ref_name])
     if cases:
-        paths["cases"] = plot_model_cases(fig_runs, models, scores, cases, os.path.join(out_dir, "fig5_cases.png"),
-                                          progress=progress)
+        paths["cases"] = plot_model_cases(
+            fig_runs, models, scores, cases, os.path.join(out_dir, "fig5_cases.png"), progress=progress
+        )
     models.clear()
     return paths

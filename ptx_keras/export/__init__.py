@@ -43,10 +43,12 @@ def export_model(run_dir_or_model, format=C.SAVEDMODEL_FORMAT, output=None, *, v
     if format not in FORMATS:
         raise ModelError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == C.SAVEDMODEL_FORMAT:
-        return export_saved_model(run_dir_or_model, output, version=1 if version is None else version,
-                                  thresholds=thresholds, tta=tta)
+        return export_saved_model(
+            run_dir_or_model, output, version=1 if version is None else version, thresholds=thresholds, tta=tta
+        )
     if version is not None:
-        raise ModelError(f"version applies to the SavedModel only; the {format} export has none. "
-                         f"Received: version={version!r}")
+        raise ModelError(
+            f"version applies to the SavedModel only; the {format} export has none. Received: version={version!r}"
+        )
     exporter = export_onnx if format == "onnx" else export_litert
     return exporter(run_dir_or_model, output, thresholds=thresholds, tta=tta)

@@ -88,7 +88,10 @@ class ServingGraph:
         out = self.network(preprocess_images(images, d.image_size, d.channels, value_max, d.bit_depth))
         shape = tf.shape(images)
         return postprocess_probabilities(
-            out[PROBABILITIES_OUTPUT][..., C.PTX_CLASS], shape[1], shape[2], d.thresholds,
+            out[PROBABILITIES_OUTPUT][..., C.PTX_CLASS],
+            shape[1],
+            shape[2],
+            d.thresholds,
             aux_probability=out.get(AUX_PROBABILITY_OUTPUT),
         )
 
@@ -135,15 +138,17 @@ class ServingGraph:
         if saved_model:
             for name, dtype in RAW_SIGNATURES:
                 archive.add_endpoint(
-                    name, self.raw_endpoint(DTYPE_VALUE_MAX[dtype]),
+                    name,
+                    self.raw_endpoint(DTYPE_VALUE_MAX[dtype]),
                     input_signature=[tf.TensorSpec(None, dtype, name=IMAGES_INPUT)],
                 )
             archive.add_endpoint(
                 PREPROCESSED_SIGNATURE,
                 self.preprocessed,
                 input_signature=[
-                    tf.TensorSpec([None, self.image_size, self.image_size, self.channels], tf.float32,
-                                  name=IMAGES_INPUT)
+                    tf.TensorSpec(
+                        [None, self.image_size, self.image_size, self.channels], tf.float32, name=IMAGES_INPUT
+                    )
                 ],
             )
         if portable:

@@ -82,8 +82,16 @@ def export_litert(run_dir_or_model, output=None, *, thresholds=None, tta=None):
         if os.path.exists(tmp):
             os.remove(tmp)
     metadata = portable_metadata(
-        deployed, run, "litert", path, inputs, outputs,
-        batch=LITERT_BATCH, weights="float32", sha256=hashlib.sha256(flatbuffer).hexdigest(), converter=f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__}), builtin ops only",
+        deployed,
+        run,
+        "litert",
+        path,
+        inputs,
+        outputs,
+        batch=LITERT_BATCH,
+        weights="float32",
+        sha256=hashlib.sha256(flatbuffer).hexdigest(),
+        converter=f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__}), builtin ops only",
     )
     logger.info("LiteRT model written to %s (%.1f MB)", path, len(flatbuffer) / 1e6)
     return portable_result(deployed, path, metadata)

@@ -82,7 +82,7 @@ def export_metadata(deployed, fmt, run=None, **fields):
         "bit_depth": bit_depth,
         "preprocessing": {
             "value_max": {name: DTYPE_VALUE_MAX[dtype] for name, dtype in RAW_SIGNATURES},
-            "intensity": f"x / value_max, rounded to {2 ** bit_depth - 1} levels, clipped to [0, 1]",
+            "intensity": f"x / value_max, rounded to {2**bit_depth - 1} levels, clipped to [0, 1]",
             "resize": f"{RESIZE_METHOD}, antialiased, to {size}x{size}",
             "channels": f"grayscale replicated to {deployed.channels}",
         },
@@ -111,7 +111,9 @@ def portable_metadata(deployed, run, fmt, path, inputs, outputs, **fields):
         **fields: The format's own entries (converter, opset, ...).
     """
     return export_metadata(
-        deployed, fmt, run,
+        deployed,
+        fmt,
+        run,
         file=os.path.basename(path),
         entry_point=PORTABLE_SIGNATURE,
         inputs=inputs,
@@ -126,8 +128,17 @@ def portable_result(deployed, path, metadata):
     base = os.path.dirname(path)
     meta_path = os.path.join(base, EXPORT_METADATA_FILENAME)
     write_json(meta_path, metadata)
-    return ExportResult(path, base, None, meta_path, (PORTABLE_SIGNATURE,), deployed.thresholds,
-                        deployed.image_size, deployed.channels, metadata["format"])
+    return ExportResult(
+        path,
+        base,
+        None,
+        meta_path,
+        (PORTABLE_SIGNATURE,),
+        deployed.thresholds,
+        deployed.image_size,
+        deployed.channels,
+        metadata["format"],
+    )
 
 
 def training_data(run):
@@ -186,5 +197,3 @@ def tensor_spec(dtype, shape):
     if shape is not None and hasattr(shape, "rank"):  # a tf.TensorShape
         shape = None if shape.rank is None else shape.as_list()
     return {"dtype": str(dtype), "shape": None if shape is None else [None if d is None else int(d) for d in shape]}
-
-

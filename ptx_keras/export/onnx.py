@@ -71,8 +71,14 @@ def export_onnx(run_dir_or_model, output=None, *, thresholds=None, tta=None, ops
     outputs = describe_outputs({o.name: _onnx_type(o, onnx) for o in proto.graph.output})
     path = os.path.join(os.path.abspath(os.fspath(output)), FILENAMES["onnx"])
     metadata = portable_metadata(
-        deployed, run, "onnx", path, inputs, outputs,
-        opset=opset, converter=f"tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}",
+        deployed,
+        run,
+        "onnx",
+        path,
+        inputs,
+        outputs,
+        opset=opset,
+        converter=f"tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}",
     )
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(metadata)
@@ -94,8 +100,9 @@ def _check_converted(proto, onnx):
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
-        unknown = sorted({n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx") and
-                          not onnx.defs.has(n.op_type)})
+        unknown = sorted(
+            {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)}
+        )
         raise ModelError(
             f"the ONNX conversion left ops ONNX does not define: {unknown or '(see the message)'} ({e})"
         ) from None

@@ -91,8 +91,16 @@ def export_saved_model(run_dir_or_model, output=None, *, version=1, thresholds=N
     meta_path = os.path.join(base, EXPORT_METADATA_FILENAME)
     write_json(meta_path, metadata)
     logger.info("SavedModel written to %s (signatures: %s)", final, ", ".join(metadata["signatures"]))
-    return ExportResult(final, base, version, meta_path, tuple(metadata["signatures"]), deployed.thresholds,
-                        deployed.image_size, deployed.channels)
+    return ExportResult(
+        final,
+        base,
+        version,
+        meta_path,
+        tuple(metadata["signatures"]),
+        deployed.thresholds,
+        deployed.image_size,
+        deployed.channels,
+    )
 
 
 def _describe_signatures(path):

@@ -87,8 +87,9 @@ def _contour(ax, mask, color, linewidth=1.4):
         # Pad so that masks touching the border still get a closed contour.
         padded = np.pad(mask.astype(float), 1)
         h, w = mask.shape
-        ax.contour(np.arange(-1, w + 1), np.arange(-1, h + 1), padded, levels=[0.5], colors=[color],
-                   linewidths=linewidth)
+        ax.contour(
+            np.arange(-1, w + 1), np.arange(-1, h + 1), padded, levels=[0.5], colors=[color], linewidths=linewidth
+        )
         ax.set_xlim(-0.5, w - 0.5)  # the padded grid must not widen the image's axes
         ax.set_ylim(h - 0.5, -0.5)
 
@@ -136,8 +137,14 @@ def plot_cases(cases, path, title=None, show_image=False):
                 ax.set_yticks([])
             pred = np.asarray(case["pred"], bool)
             if pred.any():
-                ax_ovl.imshow(np.ma.masked_where(~pred, pred.astype(float)), cmap=_PRED_CMAP, vmin=0, vmax=1,
-                              alpha=0.3, interpolation="nearest")
+                ax_ovl.imshow(
+                    np.ma.masked_where(~pred, pred.astype(float)),
+                    cmap=_PRED_CMAP,
+                    vmin=0,
+                    vmax=1,
+                    alpha=0.3,
+                    interpolation="nearest",
+                )
             _contour(ax_ovl, pred, PRED_COLOR, linewidth=1.0)
             # Truth last, so that it stays visible over a wrong prediction.
             _contour(ax_ovl, np.asarray(case["true"], bool), TRUTH_COLOR, linewidth=1.6)
@@ -146,8 +153,17 @@ def plot_cases(cases, path, title=None, show_image=False):
                 ax_ovl.set_xlabel("truth / prediction", fontsize=8)
             if case.get("caption"):
                 # Bottom left: over the abdomen, away from the apical and lateral places of a pneumothorax.
-                ax_ovl.text(0.03, 0.03, case["caption"], transform=ax_ovl.transAxes, ha="left", va="bottom", fontsize=8,
-                            color="white", bbox=dict(boxstyle="round,pad=0.25", fc="black", alpha=0.6, lw=0))
+                ax_ovl.text(
+                    0.03,
+                    0.03,
+                    case["caption"],
+                    transform=ax_ovl.transAxes,
+                    ha="left",
+                    va="bottom",
+                    fontsize=8,
+                    color="white",
+                    bbox=dict(boxstyle="round,pad=0.25", fc="black", alpha=0.6, lw=0),
+                )
             sub.suptitle(case.get("title", ""), fontsize=9)
     handles = [
         plt.Line2D([], [], color=TRUTH_COLOR, linewidth=2, label="ground truth"),
@@ -267,11 +283,24 @@ def plot_reliability(bins, ece, path, probability_name="image-level probability"
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8, label="perfect calibration")
     width = (df["upper"] - df["lower"]).to_numpy()
     centres = ((df["lower"] + df["upper"]) / 2).to_numpy()
-    ax.bar(centres, df["fraction_positive"], width=width * 0.9, color="#4c72b0", alpha=0.35, edgecolor="#4c72b0",
-           label="fraction with pneumothorax")
+    ax.bar(
+        centres,
+        df["fraction_positive"],
+        width=width * 0.9,
+        color="#4c72b0",
+        alpha=0.35,
+        edgecolor="#4c72b0",
+        label="fraction with pneumothorax",
+    )
     shown = "n/a" if ece is None or not np.isfinite(ece) else f"{ece:.3f}"
-    ax.plot(df["mean_probability"], df["fraction_positive"], "o-", color=PRED_COLOR, markersize=5,
-            label=f"per bin (ECE = {shown})")
+    ax.plot(
+        df["mean_probability"],
+        df["fraction_positive"],
+        "o-",
+        color=PRED_COLOR,
+        markersize=5,
+        label=f"per bin (ECE = {shown})",
+    )
     ax.set_ylabel("fraction of images with pneumothorax")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.01, 1.01)

@@ -53,8 +53,10 @@ def plot_weight_map(image, mask, weight_map, path=None, title=None, log_scale=No
             f"image.shape={image.shape}, mask.shape={mask.shape}, weight_map.shape={weight_map.shape}"
         )
     if not np.all(np.isfinite(weight_map)) or weight_map.min() <= 0:
-        raise ValueError("weight_map must hold finite, positive weights. "
-                         f"Received: min={weight_map.min()!r}, max={weight_map.max()!r}")
+        raise ValueError(
+            "weight_map must hold finite, positive weights. "
+            f"Received: min={weight_map.min()!r}, max={weight_map.max()!r}"
+        )
 
     low, high = float(weight_map.min()), float(weight_map.max())
     if log_scale is None:

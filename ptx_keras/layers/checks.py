@@ -29,8 +29,7 @@ def check_spatial_size(height, width, num_pools):
             upper = lower + divisor
             options = f"{lower} or {upper}" if lower > 0 else f"{upper}"
             raise ModelError(
-                f"Input {label} {size} is not divisible by {divisor} ({num_pools} poolings); "
-                f"use e.g. {options}."
+                f"Input {label} {size} is not divisible by {divisor} ({num_pools} poolings); use e.g. {options}."
             )
 
 

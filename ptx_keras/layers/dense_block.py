@@ -39,7 +39,7 @@ def resolve_layer_class(name, value, default):
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
         raise ValueError(
             f"`{name}` must be a keras.layers.Layer subclass or the registered name of one "
-            f"(\"package>ClassName\"). Received: {name}={value!r}"
+            f'("package>ClassName"). Received: {name}={value!r}'
         )
     if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
         raise ValueError(

@@ -47,8 +47,7 @@ class MultiScaleConv2D(keras.layers.Layer):
         self.filters = check_positive_int("filters", filters)
         if isinstance(kernel_sizes, (str, bytes)) or not hasattr(kernel_sizes, "__len__") or not kernel_sizes:
             raise ValueError(
-                f"`kernel_sizes` must be a non-empty sequence of odd integers. Received: "
-                f"kernel_sizes={kernel_sizes!r}"
+                f"`kernel_sizes` must be a non-empty sequence of odd integers. Received: kernel_sizes={kernel_sizes!r}"
             )
         for size in kernel_sizes:
             check_positive_int("kernel_sizes", size)

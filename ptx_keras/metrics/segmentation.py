@@ -257,9 +257,7 @@ def batch_segmentation_scores(true_masks, pred_masks, spacings=None, sample_ids=
     """
     n = len(true_masks)
     if len(pred_masks) != n:
-        raise ValueError(
-            f"true_masks and pred_masks must have the same length. Received: {n} and {len(pred_masks)}"
-        )
+        raise ValueError(f"true_masks and pred_masks must have the same length. Received: {n} and {len(pred_masks)}")
     if sample_ids is None:
         sample_ids = list(range(n))
     elif len(sample_ids) != n:

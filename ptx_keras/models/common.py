@@ -145,7 +145,6 @@ def build_with_overrides(builder, defaults, overrides):
     unknown = sorted(set(overrides) - accepted)
     if unknown:
         raise ModelError(
-            f"Unknown argument(s) for {builder.__name__}: {', '.join(unknown)}. "
-            f"Accepted: {', '.join(sorted(accepted))}"
+            f"Unknown argument(s) for {builder.__name__}: {', '.join(unknown)}. Accepted: {', '.join(sorted(accepted))}"
         )
     return builder(**{**defaults, **overrides})

@@ -52,7 +52,6 @@ SCSE_PLACEMENTS = ("per_layer", "per_block")
 DEFAULT_NUM_POOLS = FCDENSENET_NUM_POOLS  # when layers_per_block is an int
 
 
-
 def _blocks(layers_per_block, num_pools):
     """Returns the 2 * pools + 1 block sizes (down blocks, bottleneck, up blocks) and the pool count."""
     if isinstance(layers_per_block, numbers.Integral) and not isinstance(layers_per_block, bool):
@@ -221,9 +220,7 @@ def fc_densenet56(**overrides):
 
 @register_preset("fc_densenet67", description="FC-DenseNet67: 5 layers per block, k=16 (Jegou et al.)")
 def fc_densenet67(**overrides):
-    defaults = dict(
-        layers_per_block=FCDENSENET67_LAYERS, growth_rate=FCDENSENET67_GROWTH_RATE, name="fc_densenet67"
-    )
+    defaults = dict(layers_per_block=FCDENSENET67_LAYERS, growth_rate=FCDENSENET67_GROWTH_RATE, name="fc_densenet67")
     return build_with_overrides(FCDenseNet, defaults, overrides)
 
 

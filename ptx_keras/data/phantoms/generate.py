@@ -59,9 +59,7 @@ def _salted(seed, style):
     return seed
 
 
-def make_phantom(
-    size=IMAGE_SIZE, rng=None, *, positive=None, seed=None, bit_depth=8, conspicuity=1.0, style="classic"
-):
+def make_phantom(size=IMAGE_SIZE, rng=None, *, positive=None, seed=None, bit_depth=8, conspicuity=1.0, style="classic"):
     """Renders one synthetic chest radiograph with its pneumothorax mask.
 
     Args:
@@ -105,7 +103,12 @@ def make_phantom(
 def _make_phantom_layers(size, rng, *, positive, seed, bit_depth, conspicuity=1.0, style="classic"):
     """`make_phantom` plus the normal (texture-bearing) lung mask, for the benchmarks and tests."""
     image, mask, info, layers = render_phantom(
-        size, rng, positive=positive, seed=seed, bits=check_bit_depth(bit_depth), conspicuity=conspicuity,
+        size,
+        rng,
+        positive=positive,
+        seed=seed,
+        bits=check_bit_depth(bit_depth),
+        conspicuity=conspicuity,
         style=style,
     )
     return image, mask, info, layers["normal_lung"]
@@ -164,8 +167,7 @@ def render_phantom(size, rng, *, positive, seed, bits, conspicuity=1.0, style="c
         "sides": tuple(r["side"] for r in regions),
         "area_fraction": float(mask.mean()),
         "regions": [
-            {"side": r["side"], "kind": r["kind"], "size_class": r["size_class"], "depth": r["depth"]}
-            for r in regions
+            {"side": r["side"], "kind": r["kind"], "size_class": r["size_class"], "depth": r["depth"]} for r in regions
         ],
         **extra,
     }

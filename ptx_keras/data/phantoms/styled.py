@@ -262,8 +262,13 @@ def render(s, anatomy, regions, rng, hw):
     rib_extent = smoothstep((u - 0.02) / 0.03) * (1.0 - 0.5 * smoothstep((u - uc - ru + 0.02) / 0.05))
     curl = s["rib_curl"] * u * u
     posterior = rib_family(
-        u, ya - per_side(an["rib_y1"]) + s["rib_alpha"] * u - curl, s["rib_s0"], s["rib_s1"], s["rib_frac"],
-        px, s["rib_cortex"],
+        u,
+        ya - per_side(an["rib_y1"]) + s["rib_alpha"] * u - curl,
+        s["rib_s0"],
+        s["rib_s1"],
+        s["rib_frac"],
+        px,
+        s["rib_cortex"],
     )
     anterior = rib_family(
         u, ya - per_side(an["ant_y1"]) - 0.38 * (wall - u), s["rib_s0"] * 1.25, 0.0008, 0.55, 2 * px, 0.0

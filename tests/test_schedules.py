@@ -8,6 +8,8 @@ import pytest
 
 from ptx_keras.schedules import LearningRateLogger, PlateauSchedule, check_schedule, make_schedule
 
+import tiny
+
 STEPS = 3  # steps per epoch: 12 samples, batch 4
 X = np.random.default_rng(0).normal(size=(12, 2)).astype("float32")
 Y = X.sum(axis=1, keepdims=True)
@@ -330,21 +332,10 @@ def test_steps_per_epoch_beyond_the_split_runs_every_step(tmp_path):
 def _tiny_run(tmp_path, name, *extra):
     """Overrides of the quick start for a tiny phantom run (seconds on a CPU) named `name` under `tmp_path`."""
     return [
-        "data.phantoms.n=24",
-        "data.phantoms.size=64",
-        "data.phantoms.conspicuity=1",
-        "data.image_size=64",
-        "data.shard_size=8",
-        "data.workers=1",
-        "model.name=fc_densenet56",
-        "model.options={growth_rate: 2, first_conv_filters: 8, num_pools: 3, layers_per_block: 2}",
-        "train.batch_size=4",
-        "train.tensorboard=false",
-        "train.jit_compile=off",
+        *tiny.TRAINING,
         "train.evaluate=false",
         "train.export=false",
         "train.early_stopping_patience=null",
-        "evaluation.search_thresholds=false",
         f"data.cache_dir={tmp_path / 'cache'}",
         f"output_dir={tmp_path / 'runs'}",
         f"name={name}",

@@ -4,22 +4,13 @@ term, saved and reloaded, and used as the diagnosis gate."""
 import numpy as np
 import pytest
 
+import tiny
+
 SIZE = 16
 
 
 def fc(aux_head=True, **kw):
-    from ptx_keras import build_model
-
-    return build_model(
-        "fc_densenet56",
-        input_shape=(SIZE, SIZE, 1),
-        growth_rate=3,
-        layers_per_block=1,
-        num_pools=2,
-        first_conv_filters=6,
-        aux_head=aux_head,
-        **kw,
-    )
+    return tiny.small_fc(SIZE, aux_head=aux_head, **kw)
 
 
 def tiny_set(n=16, seed=0):

@@ -11,24 +11,13 @@ import os
 import numpy as np
 import pytest
 
+import tiny
+
 SIZE = 32
 
 
 def tiny_model(aux_head=False, seed=3):
-    import keras
-
-    from ptx_keras import build_model
-
-    keras.utils.set_random_seed(seed)
-    return build_model(
-        "fc_densenet56",
-        input_shape=(SIZE, SIZE, 1),
-        growth_rate=3,
-        layers_per_block=1,
-        num_pools=2,
-        first_conv_filters=6,
-        aux_head=aux_head,
-    )
+    return tiny.small_fc(SIZE, seed=seed, aux_head=aux_head)
 
 
 def images(n=3, seed=0):

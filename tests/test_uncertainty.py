@@ -8,24 +8,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import tiny
+
 SIZE = 16
 
 
 def dropout_fc(dropout_rate=0.2, seed=5):
-    import keras
-
-    from ptx_keras import build_model
-
-    keras.utils.set_random_seed(seed)
-    return build_model(
-        "fc_densenet56",
-        input_shape=(SIZE, SIZE, 1),
-        growth_rate=3,
-        layers_per_block=1,
-        num_pools=2,
-        first_conv_filters=6,
-        dropout_rate=dropout_rate,
-    )
+    return tiny.small_fc(SIZE, seed=seed, dropout_rate=dropout_rate)
 
 
 def images(n=2, seed=0):

@@ -59,6 +59,27 @@ BASELINES = {
     },
 }
 
+
+def small_fc(size, seed=None, **options):
+    """The smallest FC-DenseNet the inference tests use (1 layer per block, 2 poolings) on `size` px greyscale;
+    `seed` seeds Keras first (None: the test's own seed); `options` are further `build_model` overrides."""
+    import keras
+
+    from ptx_keras import build_model
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    return build_model(
+        "fc_densenet56",
+        input_shape=(size, size, 1),
+        growth_rate=3,
+        layers_per_block=1,
+        num_pools=2,
+        first_conv_filters=6,
+        **options,
+    )
+
+
 BRIGHT_SIZE = 32  # side of the bright-is-pneumothorax model's images
 
 

@@ -14,6 +14,15 @@ The fused path is on by default. Turn it off for a process with the environment 
 is read when a layer is called (traced), so set it before building or tracing the functions that should use it.
 Layers then call their Keras BatchNormalization as before (outputs equal within float32 rounding:
 tests/test_ops.py).
+
+`small_batch_xla_enabled` decides whether a prediction of fewer than `ONEDNN_MIN_BATCH` images runs as one
+XLA-compiled function: on the TensorFlow backend, on a CPU, in a process whose oneDNN kernels are on. oneDNN
+has no fast convolution for a batch of one NHWC image (its fallback is slower than Eigen's kernel), and
+oneDNN is a process-wide choice made when TensorFlow starts (on for training, `ptx_keras.runtime`); XLA's CPU
+convolutions do not go through it, so a batch-1 prediction in a training process gets Eigen's speed back
+after a one-time compilation (docs/benchmarks.md). `ptx_keras.models.SegmentationModel.predict` and
+`predict_on_batch` use it; `PTX_KERAS_SMALL_BATCH_XLA=0` (or `set_small_batch_xla(False)`) turns it off,
+and then the plain Keras path runs (outputs equal within float32 rounding: tests/test_ops.py).
 """
 
 import contextlib
@@ -22,14 +31,20 @@ import os
 import keras
 from keras import ops
 
+from ptx_keras.runtime import ONEDNN_MIN_BATCH
+
 __all__ = [
     "FUSED_MIN_EPSILON",
     "FUSED_OPS_VARIABLE",
+    "ONEDNN_MIN_BATCH",
+    "SMALL_BATCH_XLA_VARIABLE",
     "batch_normalization",
     "fused_ops",
     "fused_ops_enabled",
     "keras_batch_normalization",
     "set_fused_ops",
+    "set_small_batch_xla",
+    "small_batch_xla_enabled",
 ]
 
 
@@ -37,14 +52,25 @@ FUSED_OPS_VARIABLE = "PTX_KERAS_FUSED_OPS"
 # The smallest epsilon TensorFlow's fused kernel accepts (cuDNN's limit); Keras' default is 1e-3.
 FUSED_MIN_EPSILON = 1.001e-5
 
-_state = {"fused": None}  # None: follow the environment variable
+SMALL_BATCH_XLA_VARIABLE = "PTX_KERAS_SMALL_BATCH_XLA"
+
+_state = {"fused": None, "small_batch_xla": None}  # None: follow the environment variable
+
+
+def _switch(variable):
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def _check_switch(enabled):
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"`enabled` must be True, False or None. Received: enabled={enabled!r}")
 
 
 def fused_ops_enabled():
     """Whether layers use the fused kernels: `set_fused_ops`'s choice, else `PTX_KERAS_FUSED_OPS` (default on)."""
     if _state["fused"] is not None:
         return _state["fused"]
-    return os.environ.get(FUSED_OPS_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
+    return _switch(FUSED_OPS_VARIABLE)
 
 
 def set_fused_ops(enabled):
@@ -53,8 +79,7 @@ def set_fused_ops(enabled):
     Raises:
         ValueError: for anything but True, False or None.
     """
-    if enabled is not None and not isinstance(enabled, bool):
-        raise ValueError(f"`enabled` must be True, False or None. Received: enabled={enabled!r}")
+    _check_switch(enabled)
     _state["fused"] = enabled
 
 
@@ -67,6 +92,49 @@ def fused_ops(enabled):
         yield
     finally:
         _state["fused"] = previous
+
+
+def set_small_batch_xla(enabled):
+    """Turns the XLA path for small prediction batches on or off (None: back to `PTX_KERAS_SMALL_BATCH_XLA`).
+
+    Raises:
+        ValueError: for anything but True, False or None.
+    """
+    _check_switch(enabled)
+    _state["small_batch_xla"] = enabled
+
+
+def small_batch_xla_enabled(batch_size):
+    """Whether a prediction at `batch_size` images per step should run XLA-compiled.
+
+    True when the switch is on (`set_small_batch_xla`, else `PTX_KERAS_SMALL_BATCH_XLA`, default on),
+    `batch_size` is below `ONEDNN_MIN_BATCH`, Keras runs on TensorFlow, no GPU is visible and TensorFlow's oneDNN
+    kernels are on in this process. Never starts TensorFlow on another backend.
+
+    Args:
+        batch_size: Images per prediction step (None: unknown, never small).
+    """
+    choice = _state["small_batch_xla"]
+    if not (_switch(SMALL_BATCH_XLA_VARIABLE) if choice is None else choice):
+        return False
+    if batch_size is None or batch_size >= ONEDNN_MIN_BATCH or keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    return _onednn_enabled()
+
+
+def _onednn_enabled():
+    # TensorFlow's own answer (it reads TF_ENABLE_ONEDNN_OPTS once, and turns oneDNN on by itself on CPUs
+    # with AVX-512 VNNI or newer); a private module, hence the fallback to the variable.
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return _switch("TF_ENABLE_ONEDNN_OPTS") and "TF_ENABLE_ONEDNN_OPTS" in os.environ
 
 
 def batch_normalization(x, scale, offset, mean, variance, training, epsilon):

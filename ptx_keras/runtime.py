@@ -14,7 +14,10 @@ are those TensorFlow reads once, when it starts (measured in docs/benchmarks.md,
   them on by itself only on CPUs with AVX-512 VNNI or newer; on AVX2 CPUs it otherwise runs Eigen's
   convolutions, whose filter gradients took almost half of a training step. A process that serves single
   images (`purpose="serve"` with `batch_size` below `ONEDNN_MIN_BATCH`) gets `TF_ENABLE_ONEDNN_OPTS=0`
-  instead: oneDNN falls back to a slow kernel for a batch of one, where Eigen's is 1.6x faster.
+  instead: oneDNN falls back to a slow kernel for a batch of one, where Eigen's is faster (docs/benchmarks.md).
+  A process that keeps oneDNN on (a user's script that trains, then predicts single images) still gets a
+  fast single-image prediction from the package's models: `ptx_keras.models.SegmentationModel` runs it
+  XLA-compiled (`ptx_keras.ops.small_batch_xla_enabled`).
 
 Rules, in order:
 

@@ -250,3 +250,90 @@ def test_fused_ops_setting(monkeypatch):
     assert not ptx_ops.fused_ops_enabled()
     with pytest.raises(ValueError, match="Received: enabled='yes'"):
         ptx_ops.set_fused_ops("yes")
+
+
+def test_small_batch_xla_setting(monkeypatch):
+    monkeypatch.setattr(ptx_ops, "_onednn_enabled", lambda: True)
+    monkeypatch.delenv(ptx_ops.SMALL_BATCH_XLA_VARIABLE, raising=False)
+    assert ptx_ops.small_batch_xla_enabled(1)
+    # Only batches below ONEDNN_MIN_BATCH (2), and never an unknown batch.
+    assert not ptx_ops.small_batch_xla_enabled(2)
+    assert not ptx_ops.small_batch_xla_enabled(None)
+    monkeypatch.setenv(ptx_ops.SMALL_BATCH_XLA_VARIABLE, "0")
+    assert not ptx_ops.small_batch_xla_enabled(1)
+    ptx_ops.set_small_batch_xla(True)
+    try:
+        assert ptx_ops.small_batch_xla_enabled(1)
+    finally:
+        ptx_ops.set_small_batch_xla(None)
+    monkeypatch.delenv(ptx_ops.SMALL_BATCH_XLA_VARIABLE)
+    monkeypatch.setattr(ptx_ops, "_onednn_enabled", lambda: False)
+    assert not ptx_ops.small_batch_xla_enabled(1)  # Eigen's kernels are already the fast ones
+    with pytest.raises(ValueError, match="Received: enabled=1"):
+        ptx_ops.set_small_batch_xla(1)
+
+
+@pytest.mark.parametrize(
+    ("x", "batch_size", "expected"),
+    [
+        (np.zeros((1, 8, 8, 3)), None, 1),
+        (np.zeros((5, 8, 8, 3)), 1, 1),
+        (np.zeros((5, 8, 8, 3)), 8, 5),
+        (np.zeros((40, 8, 8, 3)), None, 32),  # Keras' default batch size
+        ({"image": np.zeros((1, 8, 8, 3))}, None, 1),
+        ([np.zeros((3, 8, 8, 3))], 2, 2),
+        (tf.data.Dataset.from_tensors(np.zeros((1, 8, 8, 3))), None, None),  # not arrays: unknown
+    ],
+)
+def test_prediction_batch(x, batch_size, expected):
+    from ptx_keras.models.common import _prediction_batch
+
+    assert _prediction_batch(x, batch_size) == expected
+
+
+@pytest.mark.parametrize("aux_head", [False, True])
+def test_segmentation_model_predicts_single_images_with_xla_as_keras_does(rng, monkeypatch, aux_head):
+    from ptx_keras.models import common
+
+    monkeypatch.setattr(ptx_ops, "_onednn_enabled", lambda: True)
+    # The paper's additions (multi-scale first convolution, scSE) compile with XLA too.
+    model = FCDenseNet(
+        input_shape=(16, 16, 3),
+        first_conv_filters=6,
+        growth_rate=3,
+        layers_per_block=1,
+        num_pools=2,
+        multiscale=True,
+        multiscale_filters=2,
+        scse=True,
+        aux_head=aux_head,
+    )
+    assert isinstance(model, common.SegmentationModel)
+    one = rng.random((1, 16, 16, 3)).astype("float32")
+    eight = rng.random((8, 16, 16, 3)).astype("float32")
+    with ptx_ops.fused_ops(False):
+        ptx_ops.set_small_batch_xla(False)
+        try:
+            expected = [model.predict_on_batch(one), model.predict(one, verbose=0), model.predict(eight, verbose=0)]
+        finally:
+            ptx_ops.set_small_batch_xla(None)
+        plain_function = model.predict_function
+        assert model not in common._xla_predict_functions
+        got = [model.predict_on_batch(one), model.predict(one, verbose=0), model.predict(eight, verbose=0)]
+    # Single images ran the XLA function (kept apart); Keras' own is back in place, and batch 8 used it.
+    assert model in common._xla_predict_functions
+    assert model.predict_function is plain_function and not model.jit_compile
+    for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_segmentation_model_keras_file_round_trip(rng, tmp_path):
+    from ptx_keras.models import build_model
+    from ptx_keras.models.common import SegmentationModel
+
+    model = build_model("unet", input_shape=(16, 16, 1), base_filters=4, depth=2)
+    x = rng.random((2, 16, 16, 1)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded) is SegmentationModel
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-6, atol=1e-7)

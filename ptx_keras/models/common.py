@@ -5,10 +5,15 @@ Output structure (the one definition training, inference, serving and export rea
 returns the softmax tensor `(batch, H, W, num_classes)`, as it always has; a model built with `aux_head=True`
 returns a dict `{MASK_OUTPUT: softmax, AUX_OUTPUT: (batch, 1) image-level pneumothorax probability}`.
 `split_outputs` reads either.
+
+Every builder returns a `SegmentationModel`: a functional `keras.Model` whose `predict` and
+`predict_on_batch` run single images XLA-compiled where that is faster (`ptx_keras.ops.small_batch_xla_enabled`).
 """
 
+import contextlib
 import inspect
 import numbers
+import weakref
 
 import keras
 
@@ -16,10 +21,12 @@ from ptx_keras.constants import AUX_OUTPUT, MASK_OUTPUT
 from ptx_keras.errors import ModelError
 from ptx_keras.layers import InputSizeCheck, check_spatial_size
 from ptx_keras.layers._validation import check_positive_int
+from ptx_keras.ops import small_batch_xla_enabled
 
 __all__ = [
     "AUX_OUTPUT",
     "MASK_OUTPUT",
+    "SegmentationModel",
     "build_with_overrides",
     "check_num_classes",
     "has_aux_output",
@@ -29,6 +36,66 @@ __all__ = [
     "softmax_head",
     "split_outputs",
 ]
+
+
+# Each model's XLA-compiled predict function, kept apart from Keras' own (weak keys: dies with the model).
+_xla_predict_functions = weakref.WeakKeyDictionary()
+
+
+@keras.saving.register_keras_serializable(package="ptx_keras")
+class SegmentationModel(keras.Model):
+    """The package's segmentation models: a functional `keras.Model` (built as `SegmentationModel(inputs,
+    outputs, name=...)`) whose predictions of single images are fast in a training process.
+
+    TensorFlow's oneDNN kernels, on in a process that trains (`ptx_keras.runtime`), have no fast convolution
+    for a batch of one image. When `ptx_keras.ops.small_batch_xla_enabled(batch)` says so (TensorFlow on a CPU
+    with oneDNN on, fewer than `ONEDNN_MIN_BATCH` images per step), `predict` and `predict_on_batch` run a
+    second, XLA-compiled predict function instead of Keras' own (compiled once per input shape, on its first
+    call); every other call, every other backend, `run_eagerly` and `PTX_KERAS_SMALL_BATCH_XLA=0` run Keras'
+    path unchanged. Outputs agree to float32 rounding. Calling the model directly (`model(x)`) is not
+    affected. One model should not predict from two threads at once with different batch sizes.
+
+    Saved `.keras` files name this class; files saved as a plain functional model load as one (without the
+    XLA path).
+    """
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Keras' `Model.predict`; single-image steps XLA-compiled where faster (see the class)."""
+        with self._predict_function_for(_prediction_batch(x, batch_size)):
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def predict_on_batch(self, x):
+        """Keras' `Model.predict_on_batch`; a single image XLA-compiled where faster (see the class)."""
+        with self._predict_function_for(_prediction_batch(x, None)):
+            return super().predict_on_batch(x)
+
+    @contextlib.contextmanager
+    def _predict_function_for(self, batch):
+        # Keras builds its predict function once, with `jit_compile` as it is then, and caches it in
+        # `predict_function`: the XLA one is built the same way and swapped in for the call.
+        if self.run_eagerly or not small_batch_xla_enabled(batch):
+            yield
+            return
+        plain_function, plain_jit = self.predict_function, self.jit_compile
+        self.predict_function = _xla_predict_functions.get(self)
+        self.jit_compile = True
+        try:
+            yield
+        finally:
+            if self.predict_function is not None:
+                _xla_predict_functions[self] = self.predict_function
+            self.predict_function, self.jit_compile = plain_function, plain_jit
+
+
+def _prediction_batch(x, batch_size):
+    """Images per prediction step for `predict(x, batch_size)` (Keras' default 32), None when `x` is not arrays."""
+    first = x
+    while isinstance(first, (list, tuple, dict)) and first:
+        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+    shape = getattr(first, "shape", None)
+    if not shape or shape[0] is None:
+        return None
+    return min(int(shape[0]), 32 if batch_size is None else int(batch_size))
 
 
 def image_input(input_shape, num_pools, name="image"):

@@ -39,7 +39,7 @@ from ptx_keras.models._baselines import (
     num_pools_for,
     resized_softmax,
 )
-from ptx_keras.models.common import build_with_overrides, image_input
+from ptx_keras.models.common import SegmentationModel, build_with_overrides, image_input
 from ptx_keras.models.registry import register_preset
 
 RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
@@ -166,7 +166,7 @@ def DeepLabV3Plus(
     x = dropout(x, dropout_rates[0], "decoder_1_dropout")
     x = conv_bn_relu(x, decoder_filters, 3, "decoder_2")
     x = dropout(x, dropout_rates[1], "decoder_2_dropout")
-    return keras.Model(inputs, resized_softmax(x, num_classes, inputs), name=name)
+    return SegmentationModel(inputs, resized_softmax(x, num_classes, inputs), name=name)
 
 
 @register_preset(

@@ -37,7 +37,7 @@ from ptx_keras.models._baselines import (
     num_pools_for,
     resized_softmax,
 )
-from ptx_keras.models.common import build_with_overrides, image_input
+from ptx_keras.models.common import SegmentationModel, build_with_overrides, image_input
 from ptx_keras.models.registry import register_preset
 
 # (growth rate, initial filters, layers per block, ASPP bottleneck filters, ASPP growth filters): the
@@ -144,7 +144,7 @@ def DenseASPP(
         x = keras.layers.Concatenate(name=f"{prefix}_concat")([y, x])
 
     x = dropout(x, dropout_rate, "classifier_dropout")
-    return keras.Model(inputs, resized_softmax(x, num_classes, inputs), name=name)
+    return SegmentationModel(inputs, resized_softmax(x, num_classes, inputs), name=name)
 
 
 @register_preset(

@@ -28,6 +28,7 @@ from ptx_keras.layers import DenseBlock, MultiScaleConv2D, SCSEBlock, Transition
 from ptx_keras.layers._validation import check_bool, check_choice, check_positive_int, check_rate
 from ptx_keras.layers.dense_block import resolve_layer_class
 from ptx_keras.models.common import (
+    SegmentationModel,
     build_with_overrides,
     check_num_classes,
     image_input,
@@ -209,7 +210,7 @@ def FCDenseNet(
         x = block_class(blocks[pools + 1 + i], return_new_only=not last, name=f"up_block_{i}", **block_args)(x)
         x = block_scse(x, f"up_block_{i}")
 
-    return keras.Model(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
+    return SegmentationModel(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
 
 
 @register_preset("fc_densenet56", description="FC-DenseNet56: 4 layers per block, k=12 (Jegou et al.)")

@@ -15,7 +15,7 @@ from ptx_keras.constants import NUM_CLASSES, SEGNET_BASE_FILTERS
 from ptx_keras.layers._validation import check_positive_int
 from ptx_keras.layers.baselines import MaxPoolingWithIndices2D, MaxUnpooling2D
 from ptx_keras.models._baselines import check_int_tuple, check_num_classes, conv, conv_bn_relu
-from ptx_keras.models.common import build_with_overrides, image_input
+from ptx_keras.models.common import SegmentationModel, build_with_overrides, image_input
 from ptx_keras.models.registry import register_preset
 
 VGG16_CONVS_PER_STAGE = (2, 2, 3, 3, 3)
@@ -76,7 +76,7 @@ def SegNet(
             else:
                 x = conv(x, num_classes, 3, "logits", use_bias=True)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return SegmentationModel(inputs, outputs, name=name)
 
 
 @register_preset("segnet", description="SegNet baseline: VGG16-BN encoder, max-unpooling decoder (29.4 M params)")

@@ -20,6 +20,7 @@ from ptx_keras.constants import (
 from ptx_keras.layers import MultiScaleConv2D, SCSEBlock
 from ptx_keras.layers._validation import check_bool, check_positive_int
 from ptx_keras.models.common import (
+    SegmentationModel,
     build_with_overrides,
     check_num_classes,
     image_input,
@@ -120,7 +121,7 @@ def UNet(
         )(x)
         x = keras.layers.Concatenate(name=f"up_{i}_concat")([x, skips[i]])
         x = conv_block(x, filters, f"up_{i}")
-    return keras.Model(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
+    return SegmentationModel(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
 
 
 @register_preset("unet", description="U-Net: 32 base filters, 4 poolings, 2x2 transposed conv up, BN")

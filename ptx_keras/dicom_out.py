@@ -45,6 +45,7 @@ import logging
 import os
 import re
 
+from ptx_keras.data.dicom import read_dicom_header
 from ptx_keras.errors import DataError, ModelError
 
 __all__ = [
@@ -576,13 +577,7 @@ def sanitize_header(ds, path):
 def _read_source(path):
     """The source's header (pixels not read), sanitised (`sanitize_header`), with empty type 2 attributes
     added where the file lacks them."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
+    ds = read_dicom_header(path)
     missing = [k for k in (*_SOURCE_UIDS, "Rows", "Columns") if k not in ds]
     if missing:
         raise DataError(f"{path}: DICOM lacks {missing}, which the Segmentation must reference")

@@ -1,6 +1,7 @@
 """Reading and writing single-frame grayscale DICOM radiographs.
 
-`read_dicom` returns a display-ready image (higher values are brighter) with the metadata that preparation
+`is_dicom` decides whether a file is DICOM and `read_dicom_header` parses one: every module that recognises or opens
+a DICOM file goes through these two. `read_dicom` returns a display-ready image (higher values are brighter) with the metadata that preparation
 and evaluation need (pixel spacing for Hausdorff distances in millimetres, the stored bit depth for
 intensity scaling). `write_dicom` writes the kind of file SIIM-ACR ships (a Secondary Capture object with
 modality CR, optionally JPEG Baseline compressed) so that phantoms and tests exercise the same path as real
@@ -18,13 +19,16 @@ from ptx_keras.errors import DataError
 __all__ = [
     "COMPRESSIONS",
     "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
+    "DICOM_EXTENSIONS",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "JPEG_BASELINE",
     "JPEG_QUALITY",
     "PHOTOMETRICS",
     "RLE_LOSSLESS",
     "SECONDARY_CAPTURE",
+    "is_dicom",
     "read_dicom",
+    "read_dicom_header",
     "write_dicom",
 ]
 
@@ -37,6 +41,8 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 JPEG_QUALITY = 95  # high enough that the lossy round trip stays within a few grey levels
 PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
 COMPRESSIONS = (None, "jpeg", "rle", "deflate")  # what write_dicom can write with pydicom and Pillow alone
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+_PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM file (PS3.10 7.1)
 
 
 def _pydicom():
@@ -44,6 +50,60 @@ def _pydicom():
     import pydicom
 
     return pydicom
+
+
+def is_dicom(path):
+    """True if `path` has a DICOM extension (`DICOM_EXTENSIONS`) or the `DICM` magic after the 128-byte preamble.
+
+    The one test of "is this file DICOM" (what `read_image` reads with `read_dicom`, what DICOM output needs);
+    nothing is parsed, so a file it accepts can still fail `read_dicom_header`. A file that cannot be opened is
+    not DICOM.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(DICOM_EXTENSIONS):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_PREAMBLE + 4)
+    except OSError:
+        return False
+    return len(head) == _PREAMBLE + 4 and head[_PREAMBLE:] == b"DICM"
+
+
+def read_dicom_header(path, *, pixel_data=False, tags=None):
+    """Parses a DICOM file's data set: the one place a DICOM file is opened.
+
+    Error policy: any failure to parse is a `DataError` naming the file, whatever pydicom raised (a cut or
+    corrupt header raises `EOFError`, `struct.error`, `ValueError`, ...). Nothing beyond parsing is checked:
+    callers check the elements they need. pydicom parses a file truncated between or inside elements without an
+    error, so a truncation is seen only where the file size is compared with the last element (`read_dicom`).
+    Callers that need another error (`ptx_keras.dicom_net`'s `SendError`) catch this one.
+
+    Args:
+        path: The file.
+        pixel_data: Also read the pixel data element (still encoded; `read_dicom` decodes it). False stops
+            before it.
+        tags: Optional keywords: read only these elements (pydicom's `specific_tags`).
+
+    Returns:
+        The `pydicom.Dataset`.
+
+    Raises:
+        DataError: `"<path>: DICOM file not found"`, `"<path>: not a DICOM file (...)"` (no `DICM` magic or
+            file meta information), or `"<path>: unreadable DICOM (<exception>: ...)"` for anything else.
+    """
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    path = os.fspath(path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixel_data, specific_tags=tags)
+    except FileNotFoundError:
+        raise DataError(f"{path}: DICOM file not found") from None
+    except InvalidDicomError as exc:
+        raise DataError(f"{path}: not a DICOM file ({exc})") from None
+    except Exception as exc:  # truncated headers raise EOFError, struct.error, ValueError, ...
+        raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
 
 
 def _spacing(ds):
@@ -159,18 +219,7 @@ def _check_size(ds, path, rows, cols, samples, frames, max_pixels):
 
 
 def _read_dicom(path, max_pixels):
-    pydicom = _pydicom()
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: DICOM file not found") from None
-    except InvalidDicomError as exc:
-        raise DataError(f"{path}: not a DICOM file ({exc})") from None
-    except Exception as exc:  # truncated headers raise EOFError, struct.error, ValueError, ...
-        raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
-
+    ds = read_dicom_header(path, pixel_data=True)
     truncated = _cut_short(ds, path)  # before any access converts the raw elements
     if "PixelData" not in ds:
         size = os.path.getsize(path)

@@ -28,14 +28,13 @@ import warnings
 import numpy as np
 
 from ptx_keras.constants import SIIM_SIZE, SPLITS
-from ptx_keras.data.dicom import read_dicom
+from ptx_keras.data.dicom import DICOM_EXTENSIONS, is_dicom, read_dicom, read_dicom_header
 from ptx_keras.data.limits import check_image_size
 from ptx_keras.data.records import LoadedSample, SampleRecord
 from ptx_keras.data.rle import rle_decode, rle_validate
 from ptx_keras.errors import BadSampleError, DataError
 
 __all__ = [
-    "DICOM_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "MASK_SUFFIX",
@@ -43,7 +42,6 @@ __all__ = [
     "SourceRecords",
     "check_pixels",
     "discover_source",
-    "is_dicom",
     "load_sample",
     "read_csv_manifest",
     "read_folder",
@@ -55,7 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") + DICOM_EXTENSIONS
 MASK_SUFFIX = "_mask"
 SPLIT_ALIASES = {"validation": "val", "valid": "val"}
@@ -99,19 +96,6 @@ class _Skipper:
 
 
 # --- Pixels ---------------------------------------------------------------------------------------------
-
-
-def is_dicom(path):
-    """True if `path` has a DICOM extension or the `DICM` magic at byte 128."""
-    path = os.fspath(path)
-    if path.lower().endswith(DICOM_EXTENSIONS):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def _open_pillow(path, what, max_pixels=None):
@@ -200,7 +184,8 @@ def check_pixels(image, path):
 def read_image(path, *, dicom=None, max_pixels=None):
     """Reads a grayscale image from PNG/JPEG/TIFF/BMP (Pillow) or DICOM.
 
-    DICOM is recognised by the extension `.dcm`/`.dicom` or the `DICM` magic and read with `read_dicom`.
+    DICOM is recognised by `ptx_keras.data.dicom.is_dicom` (extension `.dcm`/`.dicom` or the `DICM` magic) and
+    read with `read_dicom`.
     Colour images become grayscale: exactly when all channels are equal, else with the ITU-R 601 luma
     (Pillow's `L` conversion); palette images are mapped through their palette. Every image passes
     `check_pixels` (non-finite pixels refused, constant images logged).
@@ -570,14 +555,15 @@ def _siim_columns(frame, csv_path):
 
 
 def _dicom_header(path):
-    import pydicom
-
+    """`((rows, cols), patient_id or None)` from the header, pixels not read."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom_header(path)
         size = (int(ds.Rows), int(ds.Columns))
         patient = str(ds.get("PatientID", "") or "").strip() or None
-    except Exception as exc:  # unreadable header: reported by the caller
+    except Exception as exc:  # DataError from the header, or no valid Rows/Columns in it
         read_dicom(path)  # raises the precise diagnosis (truncated, not DICOM, ...) where there is one
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
     return size, patient
 

@@ -15,7 +15,8 @@ import logging
 import os
 import re
 
-from ptx_keras.errors import ConfigError, PtxError
+from ptx_keras.data.dicom import read_dicom_header
+from ptx_keras.errors import ConfigError, DataError, PtxError
 
 __all__ = [
     "DEFAULT_CALLING_AE",
@@ -125,13 +126,11 @@ def send_files(paths, destination, *, calling_ae=DEFAULT_CALLING_AE, timeout=DEF
 
 
 def _read(path):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+    """The whole data set of `path`, to send; an unreadable file is a `SendError` (`DataError` names the file)."""
     try:
-        return pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise SendError(f"Cannot send {path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
+        return read_dicom_header(path, pixel_data=True)
+    except DataError as e:
+        raise SendError(f"Cannot send {e}") from None
 
 
 def _c_store(paths, destination, calling_ae, timeout):

@@ -35,6 +35,7 @@ import shutil
 import threading
 import time
 
+from ptx_keras.data.dicom import read_dicom_header
 from ptx_keras.dicom_net import (
     DEFAULT_TIMEOUT,
     check_ae_title,
@@ -396,8 +397,6 @@ class DicomNode:
         return True
 
     def _done(self, row, files, batch, seconds):
-        import pydicom
-
         name = os.path.splitext(os.path.basename(row["file"]))[0]
         record = {
             "source": name,
@@ -408,7 +407,7 @@ class DicomNode:
             "results": {},
         }
         for path in files:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "Modality"])
+            ds = read_dicom_header(path, tags=["SOPInstanceUID", "Modality"])
             record["results"][str(ds.Modality)] = str(ds.SOPInstanceUID)
         _write_durably(os.path.join(self.dirs[DONE], name + ".json"), json.dumps(record, indent=1).encode())
         os.remove(row["file"])

@@ -45,6 +45,7 @@ import logging
 import os
 import re
 
+from ptx_keras.data.dicom import read_dicom_header
 from ptx_keras.errors import DataError, ModelError
 
 __all__ = [
@@ -326,87 +327,13 @@ class DicomWriter:
         return seg
 
     def _report(self, ds, seg, result, pm=None):
+        """The Comprehensive SR (TID 1500) of one image: its ROI group, observed by this device, with the
+        source, the SEG and the Parametric Map as evidence."""
         import warnings
 
         import highdicom as hd
-        from pydicom.sr.codedict import codes
 
-        positive = int(result["diagnosis"]) == 1
-        unit_1 = hd.sr.CodedConcept("1", "UCUM", "no units")
-        if result.get("area_mm2") is not None:
-            area = hd.sr.Measurement(
-                name=codes.SCT.Area, value=float(result["area_mm2"]), unit=hd.sr.CodedConcept("mm2", "UCUM", "mm2")
-            )
-        else:
-            area = hd.sr.Measurement(
-                name=codes.SCT.Area,
-                value=float(result["area_px"]),
-                unit=hd.sr.CodedConcept("{pixels}", "UCUM", "pixels"),
-            )
-        algorithm = hd.sr.AlgorithmIdentification(
-            name="ptx_keras",
-            version=self.version,
-            parameters=[self.model_name] + [f"{k}={v}" for k, v in self.thresholds.to_dict().items()],
-        )
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=self._uid("tracking", ds.SOPInstanceUID), identifier="Pneumothorax"
-            ),
-            referenced_segment=hd.sr.ReferencedSegmentationFrame(
-                sop_class_uid=seg.SOPClassUID,
-                sop_instance_uid=seg.SOPInstanceUID,
-                frame_number=1,
-                segment_number=1,
-                source_image=hd.sr.SourceImageForSegmentation(ds.SOPClassUID, ds.SOPInstanceUID),
-            ),
-            finding_type=codes.SCT.Pneumothorax,
-            algorithm_id=algorithm,
-            measurements=[
-                area,
-                hd.sr.Measurement(
-                    name=hd.sr.CodedConcept(SCORE_CODE[0], PRIVATE_SCHEME, SCORE_CODE[1]),
-                    value=float(result["score"]),
-                    unit=unit_1,
-                    algorithm_id=algorithm,
-                ),
-                hd.sr.Measurement(
-                    name=hd.sr.CodedConcept(MAX_PROBABILITY_CODE[0], PRIVATE_SCHEME, MAX_PROBABILITY_CODE[1]),
-                    value=float(result["max_probability"]),
-                    unit=unit_1,
-                    algorithm_id=algorithm,
-                ),
-            ]
-            + (
-                []
-                if pm is None
-                else [
-                    hd.sr.Measurement(
-                        name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
-                        value=float(result[key]),
-                        unit=unit_1,
-                        algorithm_id=algorithm,
-                    )
-                    for key, (code, meaning) in (
-                        ("image_probability_std", IMAGE_STD_CODE),
-                        ("diagnosis_agreement", AGREEMENT_CODE),
-                    )
-                ]
-            ),
-            qualitative_evaluations=[
-                hd.sr.QualitativeEvaluation(codes.SCT.Pneumothorax, codes.SCT.Present if positive else codes.SCT.Absent)
-            ],
-        )
-        observer = hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device,
-            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=self._uid("device"), name="ptx_keras", model_name=self.model_name[:64]
-            ),
-        )
-        report = hd.sr.MeasurementReport(
-            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-            procedure_reported=codes.LN.XRayReport,
-            imaging_measurements=[group],
-        )
+        report = self._measurement_report(self._roi_group(ds, seg, result, with_uncertainty=pm is not None))
         series_uid, number = self._next_instance(ds.StudyInstanceUID, "sr")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -425,6 +352,81 @@ class DicomWriter:
             )
         _frame_or_segment(sr)
         return sr
+
+    def _roi_group(self, ds, seg, result, with_uncertainty):
+        """The planar ROI group: the SEG's segment, its measurements and the finding, present or absent."""
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+
+        algorithm = hd.sr.AlgorithmIdentification(
+            name="ptx_keras",
+            version=self.version,
+            parameters=[self.model_name] + [f"{k}={v}" for k, v in self.thresholds.to_dict().items()],
+        )
+        present = codes.SCT.Present if int(result["diagnosis"]) == 1 else codes.SCT.Absent
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=self._uid("tracking", ds.SOPInstanceUID), identifier="Pneumothorax"
+            ),
+            referenced_segment=hd.sr.ReferencedSegmentationFrame(
+                sop_class_uid=seg.SOPClassUID,
+                sop_instance_uid=seg.SOPInstanceUID,
+                frame_number=1,
+                segment_number=1,
+                source_image=hd.sr.SourceImageForSegmentation(ds.SOPClassUID, ds.SOPInstanceUID),
+            ),
+            finding_type=codes.SCT.Pneumothorax,
+            algorithm_id=algorithm,
+            measurements=_measurements(result, algorithm, with_uncertainty),
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.SCT.Pneumothorax, present)],
+        )
+
+    def _measurement_report(self, group):
+        """The TID 1500 measurement report of one ROI group, observed by this device (the model)."""
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+
+        observer = hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=self._uid("device"), name="ptx_keras", model_name=self.model_name[:64]
+            ),
+        )
+        return hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            procedure_reported=codes.LN.XRayReport,
+            imaging_measurements=[group],
+        )
+
+
+def _measurements(result, algorithm, with_uncertainty):
+    """The SR's measurements: the area (mm2 when the pixel spacing is known, else pixels), the score, the maximum
+    probability and, with uncertainty, the image-level std and the diagnosis agreement."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    if result.get("area_mm2") is not None:
+        area = hd.sr.Measurement(
+            name=codes.SCT.Area, value=float(result["area_mm2"]), unit=hd.sr.CodedConcept("mm2", "UCUM", "mm2")
+        )
+    else:
+        area = hd.sr.Measurement(
+            name=codes.SCT.Area,
+            value=float(result["area_px"]),
+            unit=hd.sr.CodedConcept("{pixels}", "UCUM", "pixels"),
+        )
+    coded = [("score", SCORE_CODE), ("max_probability", MAX_PROBABILITY_CODE)]
+    if with_uncertainty:
+        coded += [("image_probability_std", IMAGE_STD_CODE), ("diagnosis_agreement", AGREEMENT_CODE)]
+    return [area] + [
+        hd.sr.Measurement(
+            name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+            value=float(result[key]),
+            unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            algorithm_id=algorithm,
+        )
+        for key, (code, meaning) in coded
+    ]
 
 
 def _chest_anatomy():
@@ -576,13 +578,7 @@ def sanitize_header(ds, path):
 def _read_source(path):
     """The source's header (pixels not read), sanitised (`sanitize_header`), with empty type 2 attributes
     added where the file lacks them."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
+    ds = read_dicom_header(path)
     missing = [k for k in (*_SOURCE_UIDS, "Rows", "Columns") if k not in ds]
     if missing:
         raise DataError(f"{path}: DICOM lacks {missing}, which the Segmentation must reference")

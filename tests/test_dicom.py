@@ -1,11 +1,13 @@
 """DICOM reading and writing: round trips, MONOCHROME1, BitsStored, JPEG Baseline, spacing, bad files."""
 
+import os
+
 import numpy as np
 import pydicom
 import pytest
 
 from ptx_keras.data import read_dicom, write_dicom
-from ptx_keras.data.dicom import JPEG_BASELINE
+from ptx_keras.data.dicom import JPEG_BASELINE, is_dicom, read_dicom_header
 from ptx_keras.errors import DataError
 
 
@@ -167,6 +169,35 @@ def test_not_dicom_and_missing_refused(tmp_path):
         read_dicom(bogus)
     with pytest.raises(DataError, match="missing.dcm.*not found"):
         read_dicom(tmp_path / "missing.dcm")
+
+
+def test_read_dicom_header_one_error_policy(tmp_path):
+    """The one reader of DICOM files: pixels only on request, only the tags asked for, and every failure to parse
+    a `DataError` naming the file."""
+    path = write_dicom(tmp_path / "h.dcm", _ramp(8, 8), patient_id="P1")
+    header = read_dicom_header(path)
+    assert (header.Rows, header.Columns) == (8, 8) and "PixelData" not in header
+    assert "PixelData" in read_dicom_header(path, pixel_data=True)
+    only = read_dicom_header(path, tags=["PatientID"])
+    assert only.PatientID == "P1" and "Rows" not in only
+    (tmp_path / "bogus.dcm").write_bytes(b"not DICOM")
+    for target, message in [
+        (tmp_path / "missing.dcm", "missing.dcm: DICOM file not found"),
+        (tmp_path / "bogus.dcm", "bogus.dcm: not a DICOM file"),
+        (tmp_path, rf"{tmp_path.name}: unreadable DICOM \(IsADirectoryError"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            read_dicom_header(target)
+
+
+def test_is_dicom_by_extension_or_magic(tmp_path):
+    renamed = tmp_path / "no_extension"
+    os.replace(write_dicom(tmp_path / "a.dcm", _ramp(8, 8)), renamed)
+    assert is_dicom(renamed)  # the DICM magic after the 128-byte preamble
+    assert is_dicom(tmp_path / "absent.DICOM")  # the extension alone: nothing is opened
+    (tmp_path / "x.png").write_bytes(b"\x89PNG" + bytes(200))
+    (tmp_path / "short").write_bytes(b"DICM")
+    assert not any(is_dicom(tmp_path / name) for name in ("x.png", "short", "absent.bin"))
 
 
 def test_multi_frame_refused(tmp_path):

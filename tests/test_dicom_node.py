@@ -46,6 +46,15 @@ def test_parse_destination_refuses(text, message):
         parse_destination(text)
 
 
+def test_send_files_refuses_an_unreadable_file_before_connecting(tmp_path):
+    """The header reader's `DataError` comes back as a `SendError` naming the file; nothing is contacted."""
+    from ptx_keras.dicom_net import SendError, send_files
+
+    (tmp_path / "bad.dcm").write_bytes(b"not DICOM")
+    with pytest.raises(SendError, match=r"Cannot send .*bad\.dcm: not a DICOM file"):
+        send_files([str(tmp_path / "bad.dcm")], "PACS@127.0.0.1:9")
+
+
 def test_spool_names_never_come_from_raw_header_values():
     from ptx_keras.dicom_node import spool_name
 

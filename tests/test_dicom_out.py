@@ -205,7 +205,7 @@ def test_writer_invalid_arguments(tmp_path, studies):
     with pytest.raises(DataError, match="the mask has shape"):
         writer.write(studies / "m2_8bit_jpeg.dcm", "x", np.zeros((3, 3), np.uint8), result)
     (tmp_path / "fake.dcm").write_bytes(b"not dicom")
-    with pytest.raises(DataError, match="not a readable DICOM file"):
+    with pytest.raises(DataError, match="fake.dcm: not a DICOM file"):
         writer.write(tmp_path / "fake.dcm", "y", np.zeros((3, 3), np.uint8), result)
 
 

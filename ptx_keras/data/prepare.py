@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import time
+import typing
 from datetime import datetime, timezone
 
 import numpy as np
@@ -56,7 +57,15 @@ from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.data.split import stratified_split
 from ptx_keras.errors import BadSampleError, DataError, writable_dir
 
-__all__ = ["PARTIAL_SUFFIX", "SKIPPED_LOGGED", "SKIP_HINT", "WORK_DIR", "prepare_dataset", "resolve_source"]
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "SKIPPED_LOGGED",
+    "SKIP_HINT",
+    "WORK_DIR",
+    "PrepareResult",
+    "prepare_dataset",
+    "resolve_source",
+]
 
 
 logger = logging.getLogger(__name__)
@@ -68,6 +77,33 @@ PARTIAL_SUFFIX = ".partial"
 SKIP_HINT = "Fix or remove it, or pass skip_bad=True (ptx-prepare --skip-bad) to skip bad samples"
 # At most this many skipped samples are named in the log; dataset.json lists all.
 SKIPPED_LOGGED = 10
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PrepareResult:
+    """What `prepare_dataset` did.
+
+    Attributes:
+        output_dir: The prepared data directory (absolute).
+        status: `"prepared"` (a new data set), `"resumed"` (an interrupted run finished), `"repaired"` (missing
+            shards of a complete data set written again) or `"unchanged"` (nothing to do).
+        shards_written: How many shards this call wrote.
+        seconds: The call's wall time.
+        info: The contents of `dataset.json` (`ptx_keras.data.prepared`: counts, shards, settings, bad samples).
+    """
+
+    output_dir: str
+    status: str
+    shards_written: int
+    seconds: float
+    info: dict
+
+    def __getitem__(self, key):
+        """`result[key]`: a field, else a key of `info`: the dict interface of earlier versions."""
+        return getattr(self, key) if key in _RESULT_FIELDS else self.info[key]
+
+
+_RESULT_FIELDS = ("output_dir", "status", "shards_written", "seconds")
 
 
 # --- Per-sample work (runs in the workers) -------------------------------------------------------------------
@@ -267,10 +303,20 @@ def resolve_source(source, skip_bad=False):
 # --- Running ------------------------------------------------------------------------------------------------
 
 
-def _process(records, indices, work_settings, work_dir, workers, progress, desc, max_pixels=None):
+class _Work(typing.NamedTuple):
+    """How samples are processed: the work folder (`WORK_DIR`), the array settings, the pool and the size limit."""
+
+    dir: str
+    settings: dict
+    workers: int
+    progress: bool
+    max_pixels: object
+
+
+def _process(records, indices, work, desc):
     """Runs `_work_one` over `indices` (`ptx_keras.data.pool.run_tasks`), yielding `(index, meta)` as they finish."""
-    tasks = [(i, records[i], work_settings, work_dir, max_pixels) for i in indices]
-    return run_tasks(_work_one, tasks, workers, progress=progress, desc=desc, ordered=False)
+    tasks = [(i, records[i], work.settings, work.dir, work.max_pixels) for i in indices]
+    return run_tasks(_work_one, tasks, work.workers, progress=work.progress, desc=desc, ordered=False)
 
 
 def _bad_error(record, reason):
@@ -430,8 +476,8 @@ def prepare_dataset(
         **setting_overrides: Settings changed by keyword (`image_size=128`, ...), applied over `settings`.
 
     Returns:
-        dict: the contents of `dataset.json` plus `output_dir`, `status` (`"prepared"`, `"resumed"`,
-        `"repaired"` or `"unchanged"`), `shards_written` and `seconds`.
+        A `PrepareResult` (`result["counts"]` and the other keys of `dataset.json` still read as from the dict
+        earlier versions returned).
 
     Raises:
         BadSampleError: on a bad sample (unless `skip_bad`): the message names its file, line or ImageId.
@@ -448,28 +494,64 @@ def prepare_dataset(
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
     output_dir = os.path.abspath(os.fspath(output_dir))
+    source_path, format_name, records, source_extra = _read_source(source, output_dir, skip_bad)
+    fingerprint = _fingerprint(settings.to_dict(), records)
+    status = _check_output(output_dir, fingerprint, overwrite)
+    work = _Work(os.path.join(output_dir, WORK_DIR), settings.array_settings(), workers, progress, max_image_pixels)
+    info, metas, old_plan = _start(output_dir, work.dir, records, status, fingerprint)
+    bad = _process_samples(records, metas, work, skip_bad, complete=status == "complete")
+    good = _good(records, metas, bad, source_path)
+    plan = _plan(records, metas, good, settings.split_fractions, settings.split_seed, settings.shard_size)
+    missing = _update_plan(output_dir, work.dir, plan, old_plan, write=status != "complete")
+
+    if status == "complete" and not missing:
+        shutil.rmtree(work.dir, ignore_errors=True)
+        logger.info(
+            "%s is already prepared with these settings (fingerprint %s); nothing to do", output_dir, fingerprint
+        )
+        return PrepareResult(output_dir, "unchanged", 0, time.perf_counter() - start, info)
+
+    _write_missing_shards(output_dir, records, plan, missing, work)
+    if status == "complete":
+        result_status = "repaired"
+    else:
+        info = _describe(settings, fingerprint, source_path, format_name, records, plan, metas, bad, source_extra)
+        _write_manifest(output_dir, plan, metas)
+        _atomic_write(os.path.join(output_dir, DATASET_JSON), json.dumps(info, indent=2).encode("utf-8"))
+        result_status = "prepared" if status == "new" else "resumed"
+    shutil.rmtree(work.dir, ignore_errors=True)
+    _log_skipped(bad, source_extra["reader_skipped"], os.path.join(output_dir, DATASET_JSON))
+    _warn_clamped(info, os.path.join(output_dir, DATASET_JSON))
+    return PrepareResult(output_dir, result_status, len(missing), time.perf_counter() - start, info)
+
+
+def _read_source(source, output_dir, skip_bad):
+    """`resolve_source` after checking that `output_dir` can be written (reading a source can take minutes); a
+    rejected source leaves no folder behind that the check made."""
     created = not os.path.exists(output_dir)
     if not os.path.exists(os.path.join(output_dir, DATASET_JSON)):
-        writable_dir(output_dir, "prepared data directory")  # before reading the source, which can take minutes
+        writable_dir(output_dir, "prepared data directory")
     try:
         source_path, format_name, records, source_extra = resolve_source(source, skip_bad)
     except Exception as e:
         if created and not os.listdir(output_dir):
-            os.rmdir(output_dir)  # made above for the check: a rejected source leaves nothing behind
+            os.rmdir(output_dir)
         if isinstance(e, BadSampleError):
             raise e.with_hint(SKIP_HINT) from None
         raise
     if not records:
         raise DataError(f"No samples found in {source_path or 'the given records'}")
-    fingerprint = _fingerprint(settings.to_dict(), records)
-    status = _check_output(output_dir, fingerprint, overwrite)
+    return source_path, format_name, records, source_extra
+
+
+def _start(output_dir, work_dir, records, status, fingerprint):
+    """`(info, metas, old_plan)` to start from: a complete data set's `dataset.json`, metadata and shard plan
+    (read back from its manifest), else no info and the plan an interrupted run left; with the samples cached
+    in the work folder either way. Files a killed run was writing (`PARTIAL_SUFFIX`) are removed."""
     for name in os.listdir(output_dir):
         if name.endswith(PARTIAL_SUFFIX):
-            os.remove(os.path.join(output_dir, name))  # a file a killed run was writing; it is rewritten below
-
-    work_dir = os.path.join(output_dir, WORK_DIR)
-    work_settings = settings.array_settings()
-    metas, old_plan = {}, {}
+            os.remove(os.path.join(output_dir, name))  # rewritten below
+    info, metas, old_plan = None, {}, {}
     if status == "complete":
         info = load_prepared_info(output_dir)
         metas, old_plan = _from_manifest(output_dir, records, info)
@@ -480,16 +562,22 @@ def prepare_dataset(
             with open(os.path.join(work_dir, "plan.json"), encoding="utf-8") as f:
                 old_plan = json.load(f)
     metas.update(_metas_from_work(work_dir))
+    return info, metas, old_plan
 
+
+def _process_samples(records, metas, work, skip_bad, complete):
+    """Processes the samples without metadata yet (into `metas`); returns the bad ones as `dataset.json` lists
+    them. Without `skip_bad`, the first bad sample raises `BadSampleError` (one a complete data set already
+    lists stays listed)."""
     todo = [i for i in range(len(records)) if i not in metas]
-    for i, meta in _process(records, todo, work_settings, work_dir, workers, progress, "prepare", max_image_pixels):
+    for i, meta in _process(records, todo, work, "prepare"):
         if "bad" in meta and not skip_bad:
             raise _bad_error(records[i], meta["bad"])
         metas[i] = meta
     bad_indices = sorted(i for i, m in metas.items() if "bad" in m)
-    if bad_indices and not skip_bad and status != "complete":
+    if bad_indices and not skip_bad and not complete:
         raise _bad_error(records[bad_indices[0]], metas[bad_indices[0]]["bad"])
-    bad = [
+    return [
         {
             "sample_id": records[i].sample_id,
             "file": records[i].image_path,
@@ -498,50 +586,40 @@ def prepare_dataset(
         }
         for i in bad_indices
     ]
-    good = [i for i in range(len(records)) if i not in set(bad_indices)]
+
+
+def _good(records, metas, bad, source_path):
+    """The indices of the samples that are not bad; none is a `DataError`."""
+    good = [i for i in range(len(records)) if "bad" not in metas.get(i, {})]
     if not good:
         raise DataError(
             f"No usable samples in {source_path or 'the given records'}: all {len(records)} are bad "
             f"(first: {bad[0]['file']}: {bad[0]['reason']})"
         )
+    return good
 
-    plan = _plan(records, metas, good, settings.split_fractions, settings.split_seed, settings.shard_size)
+
+def _update_plan(output_dir, work_dir, plan, old_plan, write):
+    """Removes the shards written for another plan (e.g. a sample was fixed), records the plan in the work folder
+    when `write`, and returns the names of the shards still to write."""
     for name in os.listdir(output_dir):
         if SHARD_RE.match(name) and old_plan.get(name) != plan.get(name):
-            os.remove(os.path.join(output_dir, name))  # written for another plan (e.g. a sample was fixed)
-    if status != "complete":
+            os.remove(os.path.join(output_dir, name))
+    if write:
         _atomic_write(os.path.join(work_dir, "plan.json"), json.dumps(plan).encode("utf-8"))
-    missing = [name for name in plan if not os.path.exists(os.path.join(output_dir, name))]
+    return [name for name in plan if not os.path.exists(os.path.join(output_dir, name))]
 
-    if status == "complete" and not missing:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        logger.info(
-            "%s is already prepared with these settings (fingerprint %s); nothing to do", output_dir, fingerprint
-        )
-        seconds = time.perf_counter() - start
-        return dict(info, output_dir=output_dir, status="unchanged", shards_written=0, seconds=seconds)
 
-    # Samples of missing shards without a cached example (a complete data set with a deleted shard).
-    os.makedirs(work_dir, exist_ok=True)
-    redo = [i for name in missing for i in plan[name] if not os.path.exists(_work_paths(work_dir, i)[0])]
-    for i, meta in _process(records, redo, work_settings, work_dir, workers, progress, "repair", max_image_pixels):
+def _write_missing_shards(output_dir, records, plan, missing, work):
+    """Writes the `missing` shards, first processing again their samples without a cached example (a complete
+    data set with a deleted shard)."""
+    os.makedirs(work.dir, exist_ok=True)
+    redo = [i for name in missing for i in plan[name] if not os.path.exists(_work_paths(work.dir, i)[0])]
+    for i, meta in _process(records, redo, work, "repair"):
         if "bad" in meta:
             raise DataError(
                 f"Cannot rebuild the missing shards of {output_dir}: {_bad_error(records[i], meta['bad']).problem}. "
                 "Prepare the data set again (overwrite=True)"
             )
     for name in missing:
-        _write_shard(output_dir, work_dir, name, plan[name])
-
-    if status == "complete":
-        result_status = "repaired"
-    else:
-        info = _describe(settings, fingerprint, source_path, format_name, records, plan, metas, bad, source_extra)
-        _write_manifest(output_dir, plan, metas)
-        _atomic_write(os.path.join(output_dir, DATASET_JSON), json.dumps(info, indent=2).encode("utf-8"))
-        result_status = "prepared" if status == "new" else "resumed"
-    shutil.rmtree(work_dir, ignore_errors=True)
-    _log_skipped(bad, source_extra["reader_skipped"], os.path.join(output_dir, DATASET_JSON))
-    _warn_clamped(info, os.path.join(output_dir, DATASET_JSON))
-    seconds = time.perf_counter() - start
-    return dict(info, output_dir=output_dir, status=result_status, shards_written=len(missing), seconds=seconds)
+        _write_shard(output_dir, work.dir, name, plan[name])

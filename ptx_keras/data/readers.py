@@ -23,19 +23,19 @@ Accepted layouts (`discover_source`):
 
 import logging
 import os
+import typing
 import warnings
 
 import numpy as np
 
 from ptx_keras.constants import SIIM_SIZE, SPLITS
-from ptx_keras.data.dicom import read_dicom
+from ptx_keras.data.dicom import DICOM_EXTENSIONS, is_dicom, read_dicom, read_dicom_header
 from ptx_keras.data.limits import check_image_size
 from ptx_keras.data.records import LoadedSample, SampleRecord
 from ptx_keras.data.rle import rle_decode, rle_validate
 from ptx_keras.errors import BadSampleError, DataError
 
 __all__ = [
-    "DICOM_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "MASK_SUFFIX",
@@ -43,7 +43,6 @@ __all__ = [
     "SourceRecords",
     "check_pixels",
     "discover_source",
-    "is_dicom",
     "load_sample",
     "read_csv_manifest",
     "read_folder",
@@ -55,7 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") + DICOM_EXTENSIONS
 MASK_SUFFIX = "_mask"
 SPLIT_ALIASES = {"validation": "val", "valid": "val"}
@@ -99,19 +97,6 @@ class _Skipper:
 
 
 # --- Pixels ---------------------------------------------------------------------------------------------
-
-
-def is_dicom(path):
-    """True if `path` has a DICOM extension or the `DICM` magic at byte 128."""
-    path = os.fspath(path)
-    if path.lower().endswith(DICOM_EXTENSIONS):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def _open_pillow(path, what, max_pixels=None):
@@ -200,7 +185,8 @@ def check_pixels(image, path):
 def read_image(path, *, dicom=None, max_pixels=None):
     """Reads a grayscale image from PNG/JPEG/TIFF/BMP (Pillow) or DICOM.
 
-    DICOM is recognised by the extension `.dcm`/`.dicom` or the `DICM` magic and read with `read_dicom`.
+    DICOM is recognised by `ptx_keras.data.dicom.is_dicom` (extension `.dcm`/`.dicom` or the `DICM` magic) and
+    read with `read_dicom`.
     Colour images become grayscale: exactly when all channels are equal, else with the ITU-R 601 luma
     (Pillow's `L` conversion); palette images are mapped through their palette. Every image passes
     `check_pixels` (non-finite pixels refused, constant images logged).
@@ -570,14 +556,15 @@ def _siim_columns(frame, csv_path):
 
 
 def _dicom_header(path):
-    import pydicom
-
+    """`((rows, cols), patient_id or None)` from the header, pixels not read."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom_header(path)
         size = (int(ds.Rows), int(ds.Columns))
         patient = str(ds.get("PatientID", "") or "").strip() or None
-    except Exception as exc:  # unreadable header: reported by the caller
+    except Exception as exc:  # DataError from the header, or no valid Rows/Columns in it
         read_dicom(path)  # raises the precise diagnosis (truncated, not DICOM, ...) where there is one
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
     return size, patient
 
@@ -610,74 +597,15 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
         raise DataError(f"{root}: SIIM-ACR root folder not found")
-    if rle_csv is None:
-        candidates = _rle_csvs(root)
-        if len(candidates) != 1:
-            found = ", ".join(os.path.basename(c) for c in candidates) or "none"
-            raise DataError(f"{root}: expected exactly one '*rle*.csv' file (found {found}); pass rle_csv")
-        rle_csv = candidates[0]
-    rle_csv = os.path.abspath(os.fspath(rle_csv))
-    frame = _read_csv(rle_csv)
-    id_column, rle_column = _siim_columns(frame, rle_csv)
-
+    rle_csv = _siim_csv(root, rle_csv)
     skip = _Skipper(skip_bad)
-    dicoms, duplicates = {}, {}
-    for path in _find_files(root, DICOM_EXTENSIONS):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in dicoms:
-            if not skip_bad:
-                raise BadSampleError(f"{root}: ImageId {stem!r} has two DICOM files: {dicoms[stem]} and {path}")
-            duplicates.setdefault(stem, [dicoms[stem]]).append(path)
-            continue
-        dicoms[stem] = path
-
-    runs, lines, order = {}, {}, []
-    for index, (image_id, rle) in enumerate(zip(frame[id_column], frame[rle_column])):
-        image_id = image_id.strip()
-        if not image_id:
-            skip(f"{rle_csv}: line {index + 2}", f"{rle_csv}: line {index + 2}: empty ImageId")
-            continue
-        if image_id not in runs:
-            runs[image_id], lines[image_id] = [], []
-            order.append(image_id)
-        runs[image_id].append(rle.strip())
-        lines[image_id].append(index + 2)
-    if not order and not skip.skipped:
-        raise DataError(f"{rle_csv}: RLE CSV has no rows")
-
-    records = []
-    for image_id in order:
-        path = dicoms.get(image_id)
-        if image_id in duplicates:
-            files = ", ".join(duplicates[image_id])
-            skip(image_id, f"{root}: ImageId {image_id!r} has {len(duplicates[image_id])} DICOM files: {files}")
-            continue
-        if path is None:
-            skip(image_id, f"{rle_csv}: line {lines[image_id][0]}: ImageId {image_id!r} has no DICOM file under {root}")
-            continue
-        size, group = (SIIM_SIZE, SIIM_SIZE), None
-        try:
-            if read_headers:
-                size, group = _dicom_header(path)
-            pixels = sum(
-                rle_validate(rle, *size, where=f"{rle_csv}: line {line} ({image_id})")
-                for rle, line in zip(runs[image_id], lines[image_id])
-            )
-        except DataError as exc:
-            skip(image_id, str(exc))
-            continue
-        records.append(
-            SampleRecord(
-                sample_id=image_id,
-                image_path=os.path.abspath(path),
-                kind="dicom",
-                rle=tuple(r for r in runs[image_id] if rle_validate(r) > 0),
-                mask_size=size,
-                label=int(pixels > 0),
-                group=group,
-                source=rle_csv,
-            )
-        )
+    frame = _read_csv(rle_csv)
+    columns = _siim_columns(frame, rle_csv)
+    files = _dicom_files(root, skip_bad)
+    rows = _rle_rows(frame, columns, rle_csv, skip)
+    records = [_siim_record(image_id, files, rows, read_headers, skip) for image_id in rows.runs]
+    records = [record for record in records if record is not None]
+    dicoms, duplicates, runs = files.by_id, files.duplicates, rows.runs
     unlabelled = sorted(
         os.path.abspath(p) for stem, p in dicoms.items() if stem not in runs for p in duplicates.get(stem, [p])
     )
@@ -689,10 +617,100 @@ def read_siim(root, rle_csv=None, *, skip_bad=False, read_headers=True):
         notes.append(f"{len(skip.skipped)} image(s) skipped as bad")
     if not records:
         raise DataError(
-            f"{root}: no usable SIIM-ACR samples ({len(order)} ImageIds in {rle_csv}, {len(dicoms)} DICOM files, "
+            f"{root}: no usable SIIM-ACR samples ({len(runs)} ImageIds in {rle_csv}, {len(dicoms)} DICOM files, "
             f"{len(skip.skipped)} skipped)"
         )
     return SourceRecords(records, format="siim", source=root, unlabelled=unlabelled, skipped=skip.skipped, notes=notes)
+
+
+def _siim_csv(root, rle_csv):
+    """The absolute path of the RLE CSV: `rle_csv`, else the single `*rle*.csv` in `root`."""
+    if rle_csv is None:
+        candidates = _rle_csvs(root)
+        if len(candidates) != 1:
+            found = ", ".join(os.path.basename(c) for c in candidates) or "none"
+            raise DataError(f"{root}: expected exactly one '*rle*.csv' file (found {found}); pass rle_csv")
+        rle_csv = candidates[0]
+    return os.path.abspath(os.fspath(rle_csv))
+
+
+class _DicomFiles(typing.NamedTuple):
+    """The DICOM files of a SIIM-ACR folder: `by_id` `{ImageId: path}`, `duplicates` `{ImageId: [paths]}`."""
+
+    root: str
+    by_id: dict
+    duplicates: dict
+
+
+class _RleRows(typing.NamedTuple):
+    """The rows of a SIIM-ACR RLE CSV, by ImageId in CSV order: `runs` `{ImageId: [RLE]}`, `lines` their lines."""
+
+    csv: str
+    runs: dict
+    lines: dict
+
+
+def _dicom_files(root, skip_bad):
+    """The `_DicomFiles` under `root`; an ImageId two files share is an error without `skip_bad`."""
+    dicoms, duplicates = {}, {}
+    for path in _find_files(root, DICOM_EXTENSIONS):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in dicoms:
+            if not skip_bad:
+                raise BadSampleError(f"{root}: ImageId {stem!r} has two DICOM files: {dicoms[stem]} and {path}")
+            duplicates.setdefault(stem, [dicoms[stem]]).append(path)
+            continue
+        dicoms[stem] = path
+    return _DicomFiles(root, dicoms, duplicates)
+
+
+def _rle_rows(frame, columns, rle_csv, skip):
+    """The `_RleRows` of the CSV read as `frame`; a row without ImageId goes to `skip`."""
+    id_column, rle_column = columns
+    runs, lines = {}, {}
+    for index, (image_id, rle) in enumerate(zip(frame[id_column], frame[rle_column])):
+        image_id = image_id.strip()
+        if not image_id:
+            skip(f"{rle_csv}: line {index + 2}", f"{rle_csv}: line {index + 2}: empty ImageId")
+            continue
+        runs.setdefault(image_id, []).append(rle.strip())
+        lines.setdefault(image_id, []).append(index + 2)
+    if not runs and not skip.skipped:
+        raise DataError(f"{rle_csv}: RLE CSV has no rows")
+    return _RleRows(rle_csv, runs, lines)
+
+
+def _siim_record(image_id, files, rows, read_headers, skip):
+    """The `SampleRecord` of one ImageId, its RLEs checked against its DICOM's size; None if it went to `skip`."""
+    root, rle_csv, duplicates = files.root, rows.csv, files.duplicates
+    runs, lines, path = rows.runs[image_id], rows.lines[image_id], files.by_id.get(image_id)
+    if image_id in duplicates:
+        files = ", ".join(duplicates[image_id])
+        skip(image_id, f"{root}: ImageId {image_id!r} has {len(duplicates[image_id])} DICOM files: {files}")
+        return None
+    if path is None:
+        skip(image_id, f"{rle_csv}: line {lines[0]}: ImageId {image_id!r} has no DICOM file under {root}")
+        return None
+    size, group = (SIIM_SIZE, SIIM_SIZE), None
+    try:
+        if read_headers:
+            size, group = _dicom_header(path)
+        pixels = sum(
+            rle_validate(rle, *size, where=f"{rle_csv}: line {line} ({image_id})") for rle, line in zip(runs, lines)
+        )
+    except DataError as exc:
+        skip(image_id, str(exc))
+        return None
+    return SampleRecord(
+        sample_id=image_id,
+        image_path=os.path.abspath(path),
+        kind="dicom",
+        rle=tuple(r for r in runs if rle_validate(r) > 0),
+        mask_size=size,
+        label=int(pixels > 0),
+        group=group,
+        source=rle_csv,
+    )
 
 
 def discover_source(path, *, skip_bad=False):

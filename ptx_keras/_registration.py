@@ -3,8 +3,8 @@
 Why this module exists: `keras.saving.load_model("m.keras")` finds `"ptx_keras>SCSEBlock"` (and every other
 class of ours in a saved file) only if the module that defines the class has run its
 `@keras.saving.register_keras_serializable(package="ptx_keras")` decorator. `import ptx_keras` must not import
-Keras itself: data-preparation workers (multiprocessing *spawn*) and `--help` would pay ~4 s and ~0.5 GB each
-for TensorFlow they never use. So `install()`, called by `ptx_keras/__init__.py`:
+Keras itself: data-preparation workers (multiprocessing *spawn*) and `--help` would pay TensorFlow's start-up time
+and memory each for TensorFlow they never use. So `install()`, called by `ptx_keras/__init__.py`:
 
 * registers at once if Keras is already imported;
 * otherwise puts a small finder at the front of `sys.meta_path`. It only looks at the import of `keras` and of

@@ -3,9 +3,9 @@
 `batch_normalization` computes a training-mode batch normalization in one fused kernel on the TensorFlow
 backend (`FusedBatchNormV3`: one pass for the batch statistics and the normalization, and one fused op for the
 whole backward pass, where Keras' BatchNormalization runs about ten separate reductions and broadcasts: BN +
-ELU forward and backward 35-40 % cheaper on the CPU) and with `keras.ops` on every other backend. Inference
-(the moving statistics) stays on `keras.ops` everywhere: it is one multiply and one add, which measured ~20 %
-cheaper than the fused kernel on the CPU (docs/benchmarks.md). Layers stay backend-agnostic: they keep their
+ELU forward and backward measured cheaper on the CPU, docs/benchmarks.md) and with `keras.ops` on every
+other backend. Inference (the moving statistics) stays on `keras.ops` everywhere: it is one multiply and one
+add, which measured cheaper than the fused kernel on the CPU (docs/benchmarks.md). Layers stay backend-agnostic: they keep their
 `keras.layers.BatchNormalization` sublayers (same weights, same `.keras` files) and pass its variables here
 (`ptx_keras.layers.dense_block`).
 

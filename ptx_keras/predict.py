@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -490,223 +491,395 @@ def predict_paths(
         ModelError: if the model cannot be found or loaded.
         OutputError: if `output_dir` cannot be written.
     """
-    import pandas as pd
+    _check_options(format, batch_size)
+    max_image_pixels = _image_pixel_limit(max_image_pixels)
+    files = collect_inputs(inputs)
+    if format == "dicom":
+        _check_dicom_inputs(files)
+    predictor = model if isinstance(model, Predictor) else load_predictor(_model_or_latest_run(model))
+    tta = predictor.tta if tta is None else tta
+    runner = predictor.runner_for(tta)
+    uncertainty_info = _check_uncertainty(uncertainty, samples, runner)
+    outputs = _Outputs.create(
+        output_dir,
+        predictor,
+        format=format,
+        overlays=overlays,
+        save_masks=save_masks,
+        uncertainty=uncertainty,
+        dicom_uid_seed=dicom_uid_seed,
+    )
+    staged = _StagedPredictor(predictor, runner, outputs, uncertainty_info, max_image_pixels)
+    seconds = staged.run(files, batch_size, progress)
+    return staged.write_results(seconds, {**predictor.describe(), "tta": tta})
 
-    from ptx_keras.errors import ConfigError, writable_dir
+
+def _check_options(format, batch_size):
+    """Raises ConfigError for an unknown output format or a batch size that is not a positive integer."""
+    from ptx_keras.errors import ConfigError
 
     if format not in FORMATS:
         raise ConfigError(f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+
+
+def _image_pixel_limit(max_image_pixels):
+    """The image size limit in force (`ptx_keras.data.limits.resolve_limit`); a bad one is a ConfigError."""
     from ptx_keras.data.limits import resolve_limit
+    from ptx_keras.errors import ConfigError
 
     try:
-        max_image_pixels = resolve_limit(max_image_pixels)
+        return resolve_limit(max_image_pixels)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    files = collect_inputs(inputs)
-    if format == "dicom":
-        _check_dicom_inputs(files)
-    if isinstance(model, Predictor):
-        predictor = model
-    else:
-        if model is None:
-            model = latest_run(DEFAULT_RUNS_DIR)
-            if model is None:
-                raise ModelError(f"No model given and no trained run found under ./{DEFAULT_RUNS_DIR}; pass --model")
-        predictor = load_predictor(model)
-    tta = predictor.tta if tta is None else tta
-    runner = predictor.runner_for(tta)
-    uncertainty_info = _check_uncertainty(uncertainty, samples, runner)
 
-    output_dir = os.fspath(output_dir)
-    writable_dir(output_dir, "prediction output directory")
-    overlay_dir = os.path.join(output_dir, OVERLAY_DIRNAME) if overlays else None
-    mask_dir = os.path.join(output_dir, MASK_DIRNAME) if save_masks else None
-    uncertainty_dir = os.path.join(output_dir, UNCERTAINTY_DIRNAME) if uncertainty else None
-    for d in (overlay_dir, mask_dir, uncertainty_dir):
-        if d:
-            os.makedirs(d, exist_ok=True)
-    dicom_writer = None
-    if format == "dicom":
-        from ptx_keras.dicom_out import DICOM_DIRNAME, DicomWriter
 
-        dicom_writer = DicomWriter(
-            os.path.join(output_dir, DICOM_DIRNAME),
-            predictor.model_name or predictor.kind,
-            predictor.thresholds,
-            uid_seed=dicom_uid_seed,
-        )
+def _model_or_latest_run(model):
+    """`model`, or, when None, the most recent run under `./runs` (ModelError if there is none)."""
+    if model is not None:
+        return model
+    model = latest_run(DEFAULT_RUNS_DIR)
+    if model is None:
+        raise ModelError(f"No model given and no trained run found under ./{DEFAULT_RUNS_DIR}; pass --model")
+    return model
 
-    from ptx_keras.inference import predict_batches
 
-    items, rle_rows = [], []
-    bar = _progress(len(files), progress)
+@dataclass(frozen=True)
+class _Outputs:
+    """Where one prediction run writes; None for an output that was not asked for."""
 
-    def batches():
-        # Files are read and preprocessed a batch at a time; unreadable ones keep their error row and are not
-        # predicted. The model runs through the shared prediction loop.
+    root: str
+    overlay_dir: str | None
+    mask_dir: str | None
+    uncertainty_dir: str | None
+    dicom_writer: object | None  # a `ptx_keras.dicom_out.DicomWriter` (format "dicom")
+    submission: bool  # format "siim": a SIIM-ACR submission.csv
+
+    @classmethod
+    def create(cls, output_dir, predictor, *, format, overlays, save_masks, uncertainty, dicom_uid_seed):
+        """Checks that `output_dir` is writable and creates the folders asked for.
+
+        Raises:
+            OutputError: if `output_dir` cannot be written.
+        """
+        from ptx_keras.errors import writable_dir
+
+        root = os.fspath(output_dir)
+        writable_dir(root, "prediction output directory")
+        wanted = ((OVERLAY_DIRNAME, overlays), (MASK_DIRNAME, save_masks), (UNCERTAINTY_DIRNAME, uncertainty))
+        overlay_dir, mask_dir, uncertainty_dir = (os.path.join(root, name) if on else None for name, on in wanted)
+        for d in (overlay_dir, mask_dir, uncertainty_dir):
+            if d:
+                os.makedirs(d, exist_ok=True)
+        writer = _dicom_writer(root, predictor, dicom_uid_seed) if format == "dicom" else None
+        return cls(root, overlay_dir, mask_dir, uncertainty_dir, writer, format == "siim")
+
+    def relative(self, path):
+        """`path` as the CSV gives it: relative to the output directory."""
+        return os.path.relpath(path, self.root)
+
+
+def _dicom_writer(root, predictor, uid_seed):
+    from ptx_keras.dicom_out import DICOM_DIRNAME, DicomWriter
+
+    return DicomWriter(
+        os.path.join(root, DICOM_DIRNAME),
+        predictor.model_name or predictor.kind,
+        predictor.thresholds,
+        uid_seed=uid_seed,
+    )
+
+
+# The columns of a row that are not the file's identity; a failed file keeps none of them.
+_OUTPUT_COLUMNS = tuple(c for c in PREDICTION_COLUMNS if c not in ("file", "sample_id", "status", "error"))
+# The columns naming an output file: a failed file's files are removed, since no row lists them.
+_FILE_COLUMNS = ("overlay", "mask", "uncertainty_map", "dicom_seg", "dicom_sr", "dicom_pm")
+
+
+@dataclass(eq=False)
+class _ImageState:
+    """One file on its way through `_StagedPredictor`: its row's values and, while it is predicted, its arrays.
+
+    The arrays are dropped (set to None) as soon as the stage that needs them is done: an image can be 100 MB.
+    """
+
+    file: str
+    sample_id: str
+    status: str = "ok"
+    error: str = ""
+    values: dict = field(default_factory=dict)  # the row's `_OUTPUT_COLUMNS`, as the stages compute them
+    input: np.ndarray | None = None  # float32 (S, S, C), the preprocessed model input
+    image: np.ndarray | None = None  # (height, width), as read
+    value_max: float | None = None  # the value shown white in the overlay
+    spacing: tuple | None = None  # (row, column) pixel spacing in mm, when the file gives it
+    is_dicom: bool = False
+    final_mask: np.ndarray | None = None  # the DICOM Segmentation's mask (emptied when diagnosed negative)
+    std_map: np.ndarray | None = None  # the DICOM Parametric Map's values, at the image's size
+
+    @property
+    def ok(self):
+        return self.status == "ok"
+
+    def row(self):
+        """The file's `PREDICTION_COLUMNS` (None for those not computed)."""
+        identity = {"file": self.file, "sample_id": self.sample_id, "status": self.status, "error": self.error}
+        return {k: identity[k] if k in identity else self.values.get(k) for k in PREDICTION_COLUMNS}
+
+    def drop_arrays(self):
+        self.input = self.image = self.final_mask = self.std_map = None
+
+
+class _StagedPredictor:
+    """The prediction of a list of files, as stages run batch by batch.
+
+    Load (read and preprocess a batch of files), predict (the shared prediction loop), finish each image (mask,
+    diagnosis, overlay, mask PNG, submission row), add its uncertainty, write its DICOM outputs; then write the
+    tables and the summary. Whatever goes wrong with one file in any stage becomes that file's error row.
+    """
+
+    def __init__(self, predictor, runner, outputs, uncertainty=None, max_image_pixels=None):
+        self.predictor, self.runner, self.outputs = predictor, runner, outputs
+        self.uncertainty = uncertainty  # `_check_uncertainty`'s record, or None
+        self.max_image_pixels = max_image_pixels
+        self.items = []  # every file's `_ImageState`, in input order
+        self.rle_rows = []  # the submission's `(ImageId, EncodedPixels)`, when one is written
+
+    def run(self, files, batch_size, progress):
+        """Predicts `files` (`collect_inputs`'s pairs) into `self.items`; returns the seconds it took."""
+        from ptx_keras.inference import predict_batches
+
+        bar = _progress(len(files), progress)
+        started = time.perf_counter()
+        try:
+            for batch in predict_batches(self.runner, self._batches(files, batch_size, bar), progress=False):
+                self._finish_batch(batch)
+                if self.uncertainty:
+                    self._add_uncertainty(batch)
+                if self.outputs.dicom_writer is not None:  # after the uncertainty: its map and figures go in
+                    for item in batch["item"]:
+                        self._write_dicom(item)
+        finally:
+            bar.close()
+        return time.perf_counter() - started
+
+    # Stage 1: load --------------------------------------------------------------------------------------
+    def _batches(self, files, batch_size, bar):
+        """Reads and preprocesses a batch of files at a time; unreadable ones keep their error row and are not
+        predicted."""
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
-            loaded = [_load_one(path, sample_id, predictor, max_image_pixels) for path, sample_id in chunk]
-            items.extend(loaded)
+            loaded = [self._load(path, sample_id) for path, sample_id in chunk]
+            self.items.extend(loaded)
             bar.update(len(chunk))
-            ok = [item for item in loaded if item["status"] == "ok"]
+            ok = [item for item in loaded if item.ok]
             if ok:
-                yield {"image": np.stack([item.pop("input") for item in ok]), "item": np.array(ok, dtype=object)}
+                images = np.stack([item.input for item in ok])
+                for item in ok:
+                    item.input = None
+                yield {"image": images, "item": np.array(ok, dtype=object)}
 
-    started = time.perf_counter()
-    try:
-        for batch in predict_batches(runner, batches(), progress=False):
-            aux = batch.get("aux")
-            for j, (item, p) in enumerate(zip(batch["item"], batch["prob"])):
+    def _load(self, path, sample_id):
+        from ptx_keras.data.readers import read_image
+
+        item = _ImageState(path, sample_id)
+        try:
+            image, info = read_image(path, max_pixels=self.max_image_pixels)
+            value_max = float(info["value_range"][1]) if info.get("value_range") else None
+            item.input = self.predictor.pipeline.preprocess(image, value_max)
+        except Exception as e:  # noqa: BLE001 - one file's failure is its error row, whatever raised it
+            self._fail(item, e)
+            return item
+        item.image, item.value_max, item.spacing = image, value_max, info.get("spacing")
+        item.is_dicom = info.get("photometric") is not None
+        return item
+
+    # Stage 2: finish each predicted image ---------------------------------------------------------------
+    def _finish_batch(self, batch):
+        aux = batch.get("aux")
+        for j, (item, probability) in enumerate(zip(batch["item"], batch["prob"])):
+            try:
+                self._finish(item, probability, None if aux is None else aux[j])
+            except Exception as e:  # noqa: BLE001 - one file's failure is its error row, the run goes on
+                self._fail(item, e, "output failed")
+
+    def _finish(self, item, ptx_probability, aux_probability):
+        """The image's mask and diagnosis at its own size, its overlay, mask PNG and submission row."""
+        image, item.image = item.image, None
+        height, width = image.shape
+        out = self.predictor.pipeline.postprocess(ptx_probability, height, width, aux_probability)
+        values = item.values
+        if aux_probability is not None:
+            values["aux_probability"] = float(aux_probability)
+        mask = out["mask"]
+        values.update(
+            diagnosis=int(out["diagnosis"]),
+            score=float(out["score"]),
+            max_probability=float(out["max_probability"]),
+            area_px=int(out["area"]),
+            height=int(height),
+            width=int(width),
+        )
+        spacing = item.spacing
+        values["area_mm2"] = float(values["area_px"] * spacing[0] * spacing[1]) if spacing else None
+        self._write_image_outputs(item, image, mask)
+        if self.outputs.dicom_writer is not None and item.is_dicom:
+            item.final_mask = mask * np.uint8(values["diagnosis"] == 1)
+
+    def _write_image_outputs(self, item, image, mask):
+        from ptx_keras.data.rle import EMPTY_RLE, rle_encode
+
+        outputs, values, name = self.outputs, item.values, f"{item.sample_id}.png"
+        if outputs.overlay_dir:
+            label = (
+                f"PTX  score {values['score']:.1f}  area {values['area_px']} px" if values["diagnosis"] else "no PTX"
+            )
+            _save_png(os.path.join(outputs.overlay_dir, name), overlay_image(image, mask, item.value_max, label))
+            values["overlay"] = outputs.relative(os.path.join(outputs.overlay_dir, name))
+        if outputs.mask_dir:
+            _save_png(os.path.join(outputs.mask_dir, name), (mask * 255).astype(np.uint8))
+            values["mask"] = outputs.relative(os.path.join(outputs.mask_dir, name))
+        if outputs.submission:  # the submission's run-length encoding: several times the mask's size to compute
+            self.rle_rows.append((item.sample_id, rle_encode(mask) if values["diagnosis"] else EMPTY_RLE))
+
+    # Stage 3: uncertainty -------------------------------------------------------------------------------
+    def _add_uncertainty(self, batch):
+        probs, aux = self.runner.sample(batch["image"], self.uncertainty["method"], self.uncertainty["samples"])
+        for j, item in enumerate(batch["item"]):
+            if not item.ok:
+                continue
+            try:
+                self._add_uncertainty_one(item, probs[:, j], None if aux is None else aux[:, j])
+            except Exception as e:  # noqa: BLE001 - one file's failure is its error row
+                self._fail(item, e, "uncertainty failed")
+
+    def _add_uncertainty_one(self, item, probs, aux):
+        from PIL import Image
+
+        values = item.values
+        u = uncertainty_summary(probs, aux, self.predictor.thresholds, values["diagnosis"])
+        std = Image.fromarray(u["std_map"].astype(np.float32)).resize(
+            (values["width"], values["height"]), Image.BILINEAR
+        )
+        png = np.clip(np.round(np.asarray(std) * UNCERTAINTY_PNG_SCALE), 0, 255).astype(np.uint8)
+        path = os.path.join(self.outputs.uncertainty_dir, f"{item.sample_id}.png")
+        _save_png(path, png)
+        values.update(
+            image_probability_std=u["image_probability_std"],
+            diagnosis_agreement=u["diagnosis_agreement"],
+            uncertainty_map=self.outputs.relative(path),
+        )
+        if self.outputs.dicom_writer is not None and item.is_dicom:
+            item.std_map = np.asarray(std, np.float32)
+
+    # Stage 4: DICOM outputs -----------------------------------------------------------------------------
+    def _write_dicom(self, item):
+        """Writes the SEG (the final mask), the SR and, with uncertainty, the Parametric Map of one DICOM input."""
+        mask, std_map = item.final_mask, item.std_map
+        item.final_mask = item.std_map = None
+        if mask is None or not item.ok:  # not a DICOM input, or failed before
+            return
+        try:
+            seg, sr, pm = self.outputs.dicom_writer.write(item.file, item.sample_id, mask, item.row(), std_map=std_map)
+        except Exception as e:  # noqa: BLE001 - whatever the writer (highdicom) raises for one file's header
+            message = str(e) if isinstance(e, PtxError) else f"{type(e).__name__}: {e}"
+            item.status, item.error = "error", f"DICOM output failed: {message}"
+            logger.warning("%s: %s", item.file, item.error)
+            return
+        item.values.update(
+            dicom_seg=self.outputs.relative(seg),
+            dicom_sr=self.outputs.relative(sr),
+            dicom_pm=self.outputs.relative(pm) if pm else None,
+        )
+
+    # Any stage: one file's failure ----------------------------------------------------------------------
+    def _fail(self, item, error, stage=None):
+        """Turns an item into an error row: status `error`, the message (`stage: ` first when given), no outputs.
+
+        Any exception counts: a decoder or a writer raising something unforeseen for one file must not stop the
+        run. Output files already written for the item are listed in no row, so they are removed.
+        """
+        message = str(error) if isinstance(error, PtxError) else f"{type(error).__name__}: {error}"
+        for column in _FILE_COLUMNS:
+            if item.values.get(column):
                 try:
-                    _finish_one(
-                        item,
-                        p,
-                        predictor,
-                        overlay_dir,
-                        mask_dir,
-                        output_dir,
-                        rle_rows if format == "siim" else None,
-                        None if aux is None else aux[j],
-                        keep_mask=dicom_writer is not None,
-                    )
-                except Exception as e:  # noqa: BLE001 - one file's failure is its error row, the run goes on
-                    _fail(item, e, "output failed")
-            if uncertainty:
-                _add_uncertainty(
-                    batch,
-                    runner,
-                    predictor,
-                    uncertainty_info,
-                    uncertainty_dir,
-                    output_dir,
-                    keep_map=dicom_writer is not None,
-                )
-            if dicom_writer is not None:  # after the uncertainty: its map and figures go into the DICOM output
-                for item in batch["item"]:
-                    _write_dicom(item, dicom_writer, output_dir)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    rows = [_row(item) for item in items]
+                    os.remove(os.path.join(self.outputs.root, item.values[column]))
+                except OSError:
+                    pass
+        item.values.clear()
+        item.drop_arrays()
+        item.status, item.error = "error", f"{stage}: {message}" if stage else message
+        logger.warning("%s", item.error if item.file in item.error else f"{item.file}: {item.error}")
+
+    # The tables and the summary -------------------------------------------------------------------------
+    def write_results(self, seconds, model):
+        """Writes predictions.csv, the submission (format "siim") and summary.json; returns the summary.
+
+        Args:
+            seconds: The time `run` took.
+            model: The model's description for the summary.
+        """
+        rows = [item.row() for item in self.items]
+        predictions_path = _write_predictions(rows, self.outputs.root)
+        submission_path = _write_submission(self.rle_rows, self.outputs.root) if self.outputs.submission else None
+        summary = {
+            **_counts(rows),
+            "predictions": predictions_path,
+            "submission": submission_path,
+            "overlays_dir": self.outputs.overlay_dir,
+            "masks_dir": self.outputs.mask_dir,
+            "model": model,
+            "uncertainty_dir": self.outputs.uncertainty_dir,
+            "uncertainty": self.uncertainty,
+            # Throughput from the first file read to the last output written (model loading excluded).
+            "seconds": round(seconds, 3),
+            "images_per_second": sum(r["status"] == "ok" for r in rows) / seconds if seconds > 0 else None,
+            **_dicom_counts(rows, self.outputs.dicom_writer),
+        }
+        summary_path = os.path.join(self.outputs.root, SUMMARY_FILENAME)
+        with open(summary_path, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+        summary["summary"] = summary_path
+        return summary
+
+
+def _write_predictions(rows, output_dir):
+    import pandas as pd
 
     table = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
     for column in _INT_COLUMNS:  # nullable: failed files have no values, the others stay integers in the CSV
         table[column] = table[column].astype("Int64")
-    predictions_path = os.path.join(output_dir, PREDICTIONS_FILENAME)
-    table.to_csv(predictions_path, index=False)
-    submission_path = None
-    if format == "siim":
-        submission_path = os.path.join(output_dir, SUBMISSION_FILENAME)
-        pd.DataFrame(rle_rows, columns=["ImageId", "EncodedPixels"]).to_csv(submission_path, index=False)
+    path = os.path.join(output_dir, PREDICTIONS_FILENAME)
+    table.to_csv(path, index=False)
+    return path
+
+
+def _write_submission(rle_rows, output_dir):
+    import pandas as pd
+
+    path = os.path.join(output_dir, SUBMISSION_FILENAME)
+    pd.DataFrame(rle_rows, columns=["ImageId", "EncodedPixels"]).to_csv(path, index=False)
+    return path
+
+
+def _counts(rows):
     failed = [(r["file"], r["error"]) for r in rows if r["status"] != "ok"]
-    summary = {
+    return {
         "n_files": len(rows),
         "n_ok": len(rows) - len(failed),
         "n_failed": len(failed),
         "n_positive": int(sum(1 for r in rows if r["status"] == "ok" and r["diagnosis"] == 1)),
         "failed": failed,
-        "predictions": predictions_path,
-        "submission": submission_path,
-        "overlays_dir": overlay_dir,
-        "masks_dir": mask_dir,
-        "model": {**predictor.describe(), "tta": tta},
-        "uncertainty_dir": uncertainty_dir,
-        "uncertainty": uncertainty_info,
-        # Throughput from the first file read to the last output written (model loading excluded).
-        "seconds": round(seconds, 3),
-        "images_per_second": (len(rows) - len(failed)) / seconds if seconds > 0 else None,
-        "dicom_dir": dicom_writer.output_dir if dicom_writer else None,
-        "dicom_skipped": [r["file"] for r in rows if r["status"] == "ok" and not r.get("dicom_seg")]
-        if dicom_writer
-        else [],
     }
-    summary_path = os.path.join(output_dir, SUMMARY_FILENAME)
-    with open(summary_path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    summary["summary"] = summary_path
-    return summary
 
 
-# What a failed file keeps in its row: its name and the error; nothing half-computed.
-_ROW_IDENTITY = ("file", "sample_id", "status", "error")
-
-
-def _fail(item, error, stage=None):
-    """Turns an item into an error record: status `error`, the message (`stage: ` first when given), no outputs.
-
-    Any exception counts: a decoder or a writer raising something unforeseen for one file must not stop the run.
-    Output files already written for the item are listed in no row, so they are removed.
-    """
-    message = str(error) if isinstance(error, PtxError) else f"{type(error).__name__}: {error}"
-    output_dir = item.get("_output_dir")
-    for column in ("overlay", "mask", "uncertainty_map", "dicom_seg", "dicom_sr", "dicom_pm"):
-        if item.get(column) and output_dir:
-            try:
-                os.remove(os.path.join(output_dir, item[column]))
-            except OSError:
-                pass
-    for key in [k for k in item if k not in _ROW_IDENTITY]:
-        del item[key]
-    item.update(status="error", error=f"{stage}: {message}" if stage else message)
-    logger.warning("%s", item["error"] if item["file"] in item["error"] else f"{item['file']}: {item['error']}")
-
-
-def _load_one(path, sample_id, predictor, max_pixels=None):
-    """Reads and preprocesses one file; any failure becomes an error record (the run goes on)."""
-    from ptx_keras.data.readers import read_image
-
-    item = {"file": path, "sample_id": sample_id, "status": "ok", "error": ""}
-    try:
-        image, info = read_image(path, max_pixels=max_pixels)
-        value_max = float(info["value_range"][1]) if info.get("value_range") else None
-        item["input"] = predictor.pipeline.preprocess(image, value_max)
-    except Exception as e:  # noqa: BLE001 - one file's failure is its error row, whatever raised it
-        _fail(item, e)
-        return item
-    item.update(
-        image=image, value_max=value_max, spacing=info.get("spacing"), dicom=info.get("photometric") is not None
-    )
-    return item
-
-
-def _finish_one(
-    item, ptx_probability, predictor, overlay_dir, mask_dir, output_dir, rle_rows, aux_probability=None, keep_mask=False
-):
-    from ptx_keras.data.rle import EMPTY_RLE, rle_encode
-
-    item["_output_dir"] = output_dir
-    image = item.pop("image")
-    height, width = image.shape
-    out = predictor.pipeline.postprocess(ptx_probability, height, width, aux_probability)
-    if aux_probability is not None:
-        item["aux_probability"] = float(aux_probability)
-    mask = out["mask"]
-    item.update(
-        diagnosis=int(out["diagnosis"]),
-        score=float(out["score"]),
-        max_probability=float(out["max_probability"]),
-        area_px=int(out["area"]),
-        height=int(height),
-        width=int(width),
-    )
-    spacing = item.get("spacing")
-    item["area_mm2"] = float(item["area_px"] * spacing[0] * spacing[1]) if spacing else None
-    name = f"{item['sample_id']}.png"
-    if overlay_dir:
-        label = f"PTX  score {item['score']:.1f}  area {item['area_px']} px" if item["diagnosis"] else "no PTX"
-        _save_png(os.path.join(overlay_dir, name), overlay_image(image, mask, item["value_max"], label))
-        item["overlay"] = os.path.relpath(os.path.join(overlay_dir, name), output_dir)
-    if mask_dir:
-        _save_png(os.path.join(mask_dir, name), (mask * 255).astype(np.uint8))
-        item["mask"] = os.path.relpath(os.path.join(mask_dir, name), output_dir)
-    if rle_rows is not None:  # the submission's run-length encoding: several times the mask's size to compute
-        rle_rows.append((item["sample_id"], rle_encode(mask) if item["diagnosis"] else EMPTY_RLE))
-    if keep_mask and item.get("dicom"):
-        item["_final_mask"] = mask * np.uint8(item["diagnosis"] == 1)  # for `_write_dicom`, which pops it
+def _dicom_counts(rows, writer):
+    """The DICOM folder and the predicted files that got no DICOM output (not DICOM)."""
+    if writer is None:
+        return {"dicom_dir": None, "dicom_skipped": []}
+    skipped = [r["file"] for r in rows if r["status"] == "ok" and not r.get("dicom_seg")]
+    return {"dicom_dir": writer.output_dir, "dicom_skipped": skipped}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -775,36 +948,6 @@ def uncertainty_summary(probs, aux, thresholds, diagnosis):
     }
 
 
-def _add_uncertainty(batch, runner, predictor, info, uncertainty_dir, output_dir, keep_map=False):
-    probs, aux = runner.sample(batch["image"], info["method"], info["samples"])
-    for j, item in enumerate(batch["item"]):
-        if item["status"] != "ok":
-            continue
-        try:
-            _add_uncertainty_one(
-                item, probs[:, j], None if aux is None else aux[:, j], predictor, uncertainty_dir, output_dir, keep_map
-            )
-        except Exception as e:  # noqa: BLE001 - one file's failure is its error row
-            _fail(item, e, "uncertainty failed")
-
-
-def _add_uncertainty_one(item, probs, aux, predictor, uncertainty_dir, output_dir, keep_map):
-    from PIL import Image
-
-    u = uncertainty_summary(probs, aux, predictor.thresholds, item["diagnosis"])
-    std = Image.fromarray(u["std_map"].astype(np.float32)).resize((item["width"], item["height"]), Image.BILINEAR)
-    png = np.clip(np.round(np.asarray(std) * UNCERTAINTY_PNG_SCALE), 0, 255).astype(np.uint8)
-    path = os.path.join(uncertainty_dir, f"{item['sample_id']}.png")
-    _save_png(path, png)
-    item.update(
-        image_probability_std=u["image_probability_std"],
-        diagnosis_agreement=u["diagnosis_agreement"],
-        uncertainty_map=os.path.relpath(path, output_dir),
-    )
-    if keep_map and item.get("dicom"):
-        item["_std_map"] = np.asarray(std, np.float32)  # the DICOM Parametric Map's values (`_write_dicom`)
-
-
 def _check_dicom_inputs(files):
     """`format="dicom"`: refuses inputs without any DICOM file and warns about the non-DICOM ones."""
     from ptx_keras.data.readers import is_dicom
@@ -824,27 +967,3 @@ def _check_dicom_inputs(files):
             len(files),
             others[0],
         )
-
-
-def _write_dicom(item, writer, output_dir):
-    """Writes the SEG (the final mask: emptied when diagnosed negative), the SR and, with uncertainty, the
-    Parametric Map of one DICOM input (`_finish_one` and `_add_uncertainty` left the arrays in the item)."""
-    mask, std_map = item.pop("_final_mask", None), item.pop("_std_map", None)
-    if mask is None or item["status"] != "ok":  # not a DICOM input, or failed before
-        return
-    try:
-        seg, sr, pm = writer.write(item["file"], item["sample_id"], mask, item, std_map=std_map)
-    except Exception as e:  # noqa: BLE001 - whatever the writer (highdicom) raises for one file's header
-        message = str(e) if isinstance(e, PtxError) else f"{type(e).__name__}: {e}"
-        item.update(status="error", error=f"DICOM output failed: {message}")
-        logger.warning("%s: %s", item["file"], item["error"])
-        return
-    item.update(
-        dicom_seg=os.path.relpath(seg, output_dir),
-        dicom_sr=os.path.relpath(sr, output_dir),
-        dicom_pm=os.path.relpath(pm, output_dir) if pm else None,
-    )
-
-
-def _row(item):
-    return {k: item.get(k) for k in PREDICTION_COLUMNS}

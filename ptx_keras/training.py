@@ -173,8 +173,12 @@ def _read_history(path):
 
 
 def _callback_classes():
+    """The run's own Keras callbacks, `(HistoryCSV, ResumeBest)` (defined on first use: Keras loads lazily)."""
+    return _history_csv_class(), _resume_best_class()
+
+
+def _history_csv_class():
     import keras
-    import numpy as np
 
     class HistoryCSV(keras.callbacks.Callback):
         """CSV of one row per finished epoch that stays consistent when a run resumes.
@@ -211,6 +215,13 @@ def _callback_classes():
             rows.append({"epoch": epoch, **{k: _fmt(logs.get(k, "")) for k in self.keys}})
             self._rewrite(rows)
 
+    return HistoryCSV
+
+
+def _resume_best_class():
+    import keras
+    import numpy as np
+
     class ResumeBest(keras.callbacks.Callback):
         """Restores the best monitored value and the patience counter of a resumed run from `history.csv`.
 
@@ -243,7 +254,7 @@ def _callback_classes():
                 best_i + 1,
             )
 
-    return HistoryCSV, ResumeBest
+    return ResumeBest
 
 
 def _fmt(v):
@@ -536,130 +547,219 @@ def _initialize(cfg, model, out):
 def _train(cfg, run, out, worker, created, verbose, t0):
     """`train`'s work. `run` is the run directory, `out` where this process writes (`run`, or a non-chief
     worker's scratch copy), `worker` the multi-worker role or None, `created` whether this call made `run`."""
-    from ptx_keras.data.resolve import resolve_data
-
     chief = worker is None or worker.is_chief
     try:
         # What the configuration alone decides is checked first (preparing data can take minutes): the
         # execution settings, the strategy, and the model itself (an unknown option, an input size its
         # poolings cannot divide).
-        mixed, jit, grappler = configure_execution(cfg.train)
-        strategy = choose_strategy(cfg.train.strategy, cfg.train.worker_timeout_s)
-        replicas = strategy.num_replicas_in_sync
-        if cfg.train.batch_size % replicas:
-            raise ConfigError(
-                f"train.batch_size={cfg.train.batch_size} is the global batch size and must be divisible by the "
-                f"{replicas} replicas of the {cfg.train.strategy} strategy"
-            )
-        with strategy.scope():
-            model = build_and_compile(cfg, jit_compile=jit)
-            init = _initialize(cfg, model, out)
-        from ptx_keras.finetune import apply_phase, encoder_layers, training_phases
-
-        t = cfg.train
-        phases = training_phases(t.epochs, t.freeze_encoder_epochs, len(_read_history(out.history_file)))
-        encoder = encoder_layers(model) if t.freeze_encoder_epochs else []
-        try:
-            data = resolve_data(
-                cfg.data.path,
-                cfg.data,
-                cache_dir=cfg.data.cache_dir or run.default_cache_dir,
-                phantoms=cfg.data.phantoms,
-                skip_bad=cfg.data.skip_bad,
-                workers=cfg.data.workers,
-            )
-        except BadSampleError as e:
-            raise e.with_hint(SKIP_HINT) from None
-        prepared = data.prepared_dir
-        from ptx_keras.data.pipeline import count_examples, make_dataset
-
-        n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
-        check_label_balance(cfg, prepared)
-        # Several replicas: every step gives each exactly batch_size / replicas images, so the last, smaller
-        # batch of an epoch is dropped (split unevenly, a replica could get none).
-        drop_remainder = replicas > 1
-        if drop_remainder and n_train < cfg.train.batch_size:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {n_train} training images")
-        steps_per_epoch = cfg.train.steps_per_epoch or (
-            n_train // cfg.train.batch_size if drop_remainder else math.ceil(n_train / cfg.train.batch_size)
-        )
-        common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
-        train_ds = make_dataset(
-            prepared,
-            "train",
-            cfg.train.batch_size,
-            True,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            augment=cfg.data.augmentation(),
-            positive_fraction=cfg.data.positive_fraction,
-            drop_remainder=drop_remainder,
-            # A fixed steps_per_epoch may ask for more batches than the split holds: without repeating, Keras
-            # ends each epoch when the data runs out (a warning only), and the schedules, which count
-            # steps_per_epoch steps per epoch, would never reach their end.
-            repeat=cfg.train.steps_per_epoch is not None,
-            **common,
-        )
-        val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
-        if cfg.model.options.get("aux_head"):
-            train_ds, val_ds = aux_targets(train_ds), aux_targets(val_ds)
+        execution = _execution(cfg.train)
+        setup = _build_model(cfg, out, execution)
+        data = _datasets(cfg, run, execution.replicas)
         if worker is not None:
-            train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
-            patch_keras_for_multi_worker(model, strategy, train_ds.element_spec)
-        schedule_callbacks = _learning_rate_schedule(cfg, model, steps_per_epoch, out)
+            data = dataclasses.replace(data, train=shard_by_data(data.train), val=shard_by_data(data.val))
+            patch_keras_for_multi_worker(setup.model, execution.strategy, data.train.element_spec)
+        schedule_callbacks = _learning_rate_schedule(cfg, setup.model, data.steps_per_epoch, out)
         if chief:
-            run.save_config(cfg)  # only now: the run is accepted
-            distribution = {"strategy": cfg.train.strategy, "replicas": replicas}
-            if worker is not None:
-                distribution["workers"] = worker.cluster
-            run.update_metadata(
-                prepared_dir=prepared,
-                data_kind=data.kind,
-                data_source=data.source,
-                status="training",
-                distribution=distribution,
-            )
-            if init is not None:
-                run.update_metadata(
-                    init_from=init.summary(
-                        report=init.write_csv(run.init_report_file),
-                        freeze_encoder_epochs=cfg.train.freeze_encoder_epochs,
-                    )
-                )
+            _accept_run(cfg, run, data, execution, worker, setup.init)
     except BaseException:
         if created:
             _remove_rejected_run(run)
         raise
+    _log_start(cfg, run, out, worker, execution, data)
+    _fit(cfg, setup, data, schedule_callbacks, out, worker, run, verbose)
+    epochs = len(_read_history(out.history_file))
+    curves = _finish_run(cfg, run, setup.model, epochs) if chief else None
+    seconds = time.time() - t0
+    return TrainResult(run, run.best_model, run.history_file, epochs, seconds, data.prepared, curves, chief)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Execution:
+    """How this process computes: `configure_execution`'s settings and the distribution strategy."""
+
+    mixed: bool
+    jit: object
+    grappler: bool
+    strategy: object
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelSetup:
+    """The compiled model, its `train.init_from` initialization (or None) and its training phases."""
+
+    model: object
+    init: object
+    phases: list
+    encoder: list  # the layers frozen in a frozen-encoder phase (empty without one)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Datasets:
+    """The prepared data set and the `tf.data` pipelines trained and validated on."""
+
+    prepared: str
+    kind: str
+    source: str
+    n_train: int
+    n_val: int
+    steps_per_epoch: int
+    train: object
+    val: object
+
+
+def _execution(train_cfg):
+    """Configures the execution and chooses the strategy; the global batch must split evenly over the replicas.
+
+    Raises:
+        ConfigError: if `train.batch_size` is not divisible by the number of replicas.
+    """
+    mixed, jit, grappler = configure_execution(train_cfg)
+    strategy = choose_strategy(train_cfg.strategy, train_cfg.worker_timeout_s)
+    replicas = strategy.num_replicas_in_sync
+    if train_cfg.batch_size % replicas:
+        raise ConfigError(
+            f"train.batch_size={train_cfg.batch_size} is the global batch size and must be divisible by the "
+            f"{replicas} replicas of the {train_cfg.strategy} strategy"
+        )
+    return _Execution(mixed, jit, grappler, strategy, replicas)
+
+
+def _build_model(cfg, out, execution):
+    """Builds and compiles the model in the strategy's scope, initializes it and plans its training phases."""
+    with execution.strategy.scope():
+        model = build_and_compile(cfg, jit_compile=execution.jit)
+        init = _initialize(cfg, model, out)
+    from ptx_keras.finetune import encoder_layers, training_phases
+
+    t = cfg.train
+    phases = training_phases(t.epochs, t.freeze_encoder_epochs, len(_read_history(out.history_file)))
+    encoder = encoder_layers(model) if t.freeze_encoder_epochs else []
+    return _ModelSetup(model, init, phases, encoder)
+
+
+def _datasets(cfg, run, replicas):
+    """Resolves (prepares when needed) the data and builds the training and validation pipelines.
+
+    Raises:
+        ConfigError: if several replicas need a larger training split than the global batch.
+        BadSampleError: for a bad sample (with the hint to skip bad samples).
+    """
+    from ptx_keras.data.pipeline import count_examples, make_dataset
+
+    data = _resolve(cfg, run)
+    prepared = data.prepared_dir
+    n_train, n_val = count_examples(prepared, "train"), count_examples(prepared, "val")
+    check_label_balance(cfg, prepared)
+    # Several replicas: every step gives each exactly batch_size / replicas images, so the last, smaller
+    # batch of an epoch is dropped (split unevenly, a replica could get none).
+    drop_remainder = replicas > 1
+    if drop_remainder and n_train < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {n_train} training images")
+    steps_per_epoch = cfg.train.steps_per_epoch or (
+        n_train // cfg.train.batch_size if drop_remainder else math.ceil(n_train / cfg.train.batch_size)
+    )
+    common = dict(channels=cfg.data.channels, seed=cfg.train.seed)
+    train_ds = make_dataset(
+        prepared,
+        "train",
+        cfg.train.batch_size,
+        True,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        augment=cfg.data.augmentation(),
+        positive_fraction=cfg.data.positive_fraction,
+        drop_remainder=drop_remainder,
+        # A fixed steps_per_epoch may ask for more batches than the split holds: without repeating, Keras
+        # ends each epoch when the data runs out (a warning only), and the schedules, which count
+        # steps_per_epoch steps per epoch, would never reach their end.
+        repeat=cfg.train.steps_per_epoch is not None,
+        **common,
+    )
+    val_ds = make_dataset(prepared, "val", cfg.train.batch_size, False, **common)
+    if cfg.model.options.get("aux_head"):
+        train_ds, val_ds = aux_targets(train_ds), aux_targets(val_ds)
+    return _Datasets(prepared, data.kind, data.source, n_train, n_val, steps_per_epoch, train_ds, val_ds)
+
+
+def _resolve(cfg, run):
+    """`ptx_keras.data.resolve.resolve_data` for the configuration; a bad sample's error gets the skip hint."""
+    from ptx_keras.data.resolve import resolve_data
+
+    try:
+        return resolve_data(
+            cfg.data.path,
+            cfg.data,
+            cache_dir=cfg.data.cache_dir or run.default_cache_dir,
+            phantoms=cfg.data.phantoms,
+            skip_bad=cfg.data.skip_bad,
+            workers=cfg.data.workers,
+        )
+    except BadSampleError as e:
+        raise e.with_hint(SKIP_HINT) from None
+
+
+def _accept_run(cfg, run, data, execution, worker, init):
+    """The chief accepts the run: writes its configuration, and its data, distribution and initialization to
+    `run.json`."""
+    run.save_config(cfg)  # only now: the run is accepted
+    distribution = {"strategy": cfg.train.strategy, "replicas": execution.replicas}
+    if worker is not None:
+        distribution["workers"] = worker.cluster
+    run.update_metadata(
+        prepared_dir=data.prepared,
+        data_kind=data.kind,
+        data_source=data.source,
+        status="training",
+        distribution=distribution,
+    )
+    if init is not None:
+        run.update_metadata(
+            init_from=init.summary(
+                report=init.write_csv(run.init_report_file),
+                freeze_encoder_epochs=cfg.train.freeze_encoder_epochs,
+            )
+        )
+
+
+def _log_start(cfg, run, out, worker, execution, data):
     logger.info(
         "Run %s: model %s, loss %s, %d train / %d val images at %dpx, batch %d on %d replica(s), mixed precision "
         "%s, XLA %s, Grappler %s",
         run.path,
         cfg.model.name,
         cfg.loss.name,
-        n_train,
-        n_val,
+        data.n_train,
+        data.n_val,
         cfg.data.image_size,
         cfg.train.batch_size,
-        replicas,
-        "on" if mixed else "off",
-        jit,
-        "on" if grappler else "off",
+        execution.replicas,
+        "on" if execution.mixed else "off",
+        execution.jit,
+        "on" if execution.grappler else "off",
     )
     if worker is not None:
+        chief = worker.is_chief
         logger.info(
             "This process is %s of %d workers (%s): %d images per step of the global batch of %d; %s",
             worker.name,
             worker.count,
             "chief" if chief else "not the chief",
-            cfg.train.batch_size // replicas,
+            cfg.train.batch_size // execution.replicas,
             cfg.train.batch_size,
             "it writes the run directory" if chief else f"its checkpoints go to {out.path}, removed at the end",
         )
+
+
+def _fit(cfg, setup, data, schedule_callbacks, out, worker, run, verbose):
+    """Fits the model, phase by phase; a lost worker's error is explained (`lost_worker_error`)."""
+    from ptx_keras.finetune import apply_phase
+
     try:
-        for phase in phases:  # one phase unless the encoder is frozen for the first epochs
-            apply_phase(model, phase, encoder)
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
+        for phase in setup.phases:  # one phase unless the encoder is frozen for the first epochs
+            apply_phase(setup.model, phase, setup.encoder)
+            setup.model.fit(
+                data.train,
+                validation_data=data.val,
                 initial_epoch=phase.start,
                 epochs=phase.end,
                 steps_per_epoch=cfg.train.steps_per_epoch,
@@ -667,22 +767,27 @@ def _train(cfg, run, out, worker, created, verbose, t0):
                 callbacks=schedule_callbacks + make_callbacks(cfg, out),  # a plateau cut must precede the backup
                 verbose=verbose,
             )
-            if model.stop_training:  # early stopping or a NaN loss in the frozen phase
+            if setup.model.stop_training:  # early stopping or a NaN loss in the frozen phase
                 break
     except Exception as e:
         lost = lost_worker_error(e, worker, run) if worker is not None else None
         if lost is None:
             raise
         raise lost from e
-    epochs = len(_read_history(out.history_file))
-    curves = None
-    if chief:
-        if not run.has_model():  # no epoch produced a finite monitored value (e.g. NaN loss)
-            model.save(run.best_model)
-        if epochs:
-            from ptx_keras.figures.evaluation import plot_history
 
-            curves = plot_history(run.history_file, run.curves_file, monitor=monitored(cfg))
-        run.update_metadata(status="trained", epochs=epochs)
-    seconds = time.time() - t0
-    return TrainResult(run, run.best_model, run.history_file, epochs, seconds, prepared, curves, chief)
+
+def _finish_run(cfg, run, model, epochs):
+    """The chief's end of training: a model even when no epoch was best, the curves, status `trained`.
+
+    Returns:
+        `training_curves.png`, or None when no epoch finished.
+    """
+    curves = None
+    if not run.has_model():  # no epoch produced a finite monitored value (e.g. NaN loss)
+        model.save(run.best_model)
+    if epochs:
+        from ptx_keras.figures.evaluation import plot_history
+
+        curves = plot_history(run.history_file, run.curves_file, monitor=monitored(cfg))
+    run.update_metadata(status="trained", epochs=epochs)
+    return curves

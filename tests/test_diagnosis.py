@@ -206,6 +206,18 @@ def test_search_invalid_arguments():
         areas_at_thresholds(np.zeros((8, 8)))
 
 
+def test_check_search_options_names_the_unknown_option():
+    from ptx_keras.diagnosis import check_search_options
+
+    check_search_options("f1", "triplet", "both")  # valid: no error
+    with pytest.raises(ValueError, match=r"objective must be one of .*Received: objective='auc'"):
+        check_search_options("auc", "pair", "area")
+    with pytest.raises(ValueError, match=r"form must be one of .*Received: form='quad'"):
+        check_search_options("f1", "quad", "area")
+    with pytest.raises(ValueError, match=r"gate must be one of .*Received: gate='mask'"):
+        check_search_options("youden", "pair", "mask")
+
+
 def test_search_result_is_a_frozen_dataclass_readable_as_the_old_dict():
     import dataclasses
 

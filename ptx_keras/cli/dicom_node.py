@@ -20,71 +20,78 @@ __all__ = [
 
 
 def build_parser():
-    from ptx_keras.dicom_net import DEFAULT_TIMEOUT
-    from ptx_keras.dicom_node import (
-        DEFAULT_AE_TITLE,
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_PORT,
-        DEFAULT_RETRY_SECONDS,
-    )
-
     p = argparse.ArgumentParser(
         prog="ptx-dicom-node",
         description="DICOM Storage SCP for chest radiographs (CR, DX, Secondary Capture): spools what it receives, "
         "predicts in batches and sends a DICOM Segmentation and a structured report per image to the destination. "
         "Research tool: not a certified medical device.",
     )
-    p.add_argument("--model", required=True, help="run directory or exported model (as ptx-predict --model)")
-    p.add_argument(
-        "--destination",
-        required=True,
-        metavar="AE@HOST:PORT|URL",
-        help="where results go: a DICOM node (C-STORE) or a DICOMweb root (STOW-RS), e.g. "
-        "ORTHANC@127.0.0.1:4242 or http://127.0.0.1:8042/dicom-web",
-    )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"DICOM port to listen on (default {DEFAULT_PORT})")
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)"
-    )
-    p.add_argument(
-        "--ae-title",
-        default=DEFAULT_AE_TITLE,
-        help=f"this node's AE title, called by senders and calling the destination (default {DEFAULT_AE_TITLE})",
-    )
-    p.add_argument(
+    _add_prediction_arguments(p.add_argument_group("prediction"))
+    _add_network_arguments(p.add_argument_group("network"))
+    return p
+
+
+def _add_prediction_arguments(group):
+    from ptx_keras.dicom_node import DEFAULT_BATCH_SIZE
+
+    group.add_argument("--model", required=True, help="run directory or exported model (as ptx-predict --model)")
+    group.add_argument(
         "--spool",
         default="ptx-node-spool",
         metavar="DIR",
         help="folder for received instances (incoming/), failures (failed/) and done markers (done/)",
     )
-    p.add_argument(
+    group.add_argument(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"instances predicted together (default {DEFAULT_BATCH_SIZE})",
     )
-    p.add_argument(
+    group.add_argument(
         "--uncertainty",
         choices=UNCERTAINTY_METHODS,
         help="also send a DICOM Parametric Map of the per-pixel uncertainty (as ptx-predict)",
     )
-    p.add_argument("--samples", type=int, metavar="N", help="samples per image for --uncertainty")
-    p.add_argument(
+    group.add_argument("--samples", type=int, metavar="N", help="samples per image for --uncertainty")
+
+
+def _add_network_arguments(group):
+    from ptx_keras.dicom_net import DEFAULT_TIMEOUT
+    from ptx_keras.dicom_node import DEFAULT_AE_TITLE, DEFAULT_PORT, DEFAULT_RETRY_SECONDS
+
+    group.add_argument(
+        "--destination",
+        required=True,
+        metavar="AE@HOST:PORT|URL",
+        help="where results go: a DICOM node (C-STORE) or a DICOMweb root (STOW-RS), e.g. "
+        "ORTHANC@127.0.0.1:4242 or http://127.0.0.1:8042/dicom-web",
+    )
+    group.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"DICOM port to listen on (default {DEFAULT_PORT})"
+    )
+    group.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)"
+    )
+    group.add_argument(
+        "--ae-title",
+        default=DEFAULT_AE_TITLE,
+        help=f"this node's AE title, called by senders and calling the destination (default {DEFAULT_AE_TITLE})",
+    )
+    group.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help=f"network timeout in seconds (default {DEFAULT_TIMEOUT:g})",
     )
-    p.add_argument(
+    group.add_argument(
         "--retry",
         type=float,
         default=DEFAULT_RETRY_SECONDS,
         metavar="S",
         help=f"first wait before results that could not be sent are tried again (default {DEFAULT_RETRY_SECONDS:g})",
     )
-    return p
 
 
 def _serve(args):

@@ -14,8 +14,6 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser():
-    from ptx_keras.predict import FORMATS
-
     p = argparse.ArgumentParser(
         prog="ptx-predict",
         description="Predict pneumothorax masks and diagnoses for PNG/JPEG/DICOM images (files or folders, "
@@ -24,56 +22,27 @@ def build_parser():
         "medical device.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument(
+    _add_model_arguments(p.add_argument_group("model and inputs"))
+    _add_output_arguments(p.add_argument_group("outputs"))
+    _add_uncertainty_arguments(p.add_argument_group("uncertainty"))
+    _add_send_arguments(p.add_argument_group("sending the DICOM results to a PACS"))
+    return p
+
+
+def _add_model_arguments(group):
+    group.add_argument(
         "--model",
         help="run directory or exported model: a SavedModel, an .onnx or .tflite file (or "
         "the directory ptx-export wrote it into); default: the latest run under ./runs",
     )
-    p.add_argument("--output", default="predictions", metavar="DIR", help="output directory (default: predictions)")
-    p.add_argument(
-        "--format",
-        default="csv",
-        choices=FORMATS,
-        help="csv; siim to also write submission.csv; dicom to also write a DICOM Segmentation and a "
-        "structured report per DICOM input (dicom/)",
-    )
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per model call (default 8)")
-    p.add_argument("--save-masks", action="store_true", help="also write the masks as PNG (0/255)")
-    p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
+    group.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per model call (default 8)")
+    group.add_argument(
         "--tta",
         choices=TTA_MODES,
         help="test-time augmentation: hflip averages the model on the image and its mirror (default: the "
         "run's evaluation.tta, or what the SavedModel was exported with)",
     )
-    p.add_argument(
-        "--uncertainty",
-        choices=UNCERTAINTY_METHODS,
-        help="also write per-pixel standard-deviation maps (uncertainty/<id>.png) and image-level "
-        "uncertainty columns: mc_dropout (a run directory's model with dropout active) or tta "
-        "(mirror and intensity views); with --format dicom also a DICOM Parametric Map per DICOM "
-        "input (dicom/<id>_pm.dcm)",
-    )
-    p.add_argument(
-        "--samples",
-        type=int,
-        metavar="N",
-        help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)",
-    )
-    p.add_argument(
-        "--send",
-        metavar="AE@HOST:PORT|URL",
-        help="with --format dicom: store the DICOM results in a PACS, by C-STORE to AE@HOST:PORT or by "
-        "STOW-RS to a DICOMweb root (http://HOST:PORT/dicom-web); the files stay in DIR/dicom",
-    )
-    p.add_argument(
-        "--calling-ae",
-        default="PTX",
-        metavar="AE",
-        help="this side's AE title for --send AE@HOST:PORT (default PTX; the PACS must know it)",
-    )
-    p.add_argument(
+    group.add_argument(
         "--max-image-pixels",
         type=int,
         default=MAX_IMAGE_PIXELS,
@@ -81,7 +50,54 @@ def build_parser():
         help="refuse images with more pixels (rows x columns x samples x frames, read from the header "
         f"before decoding; that file gets an error row; default {MAX_IMAGE_PIXELS:,})",
     )
-    return p
+
+
+def _add_output_arguments(group):
+    from ptx_keras.predict import FORMATS
+
+    group.add_argument("--output", default="predictions", metavar="DIR", help="output directory (default: predictions)")
+    group.add_argument(
+        "--format",
+        default="csv",
+        choices=FORMATS,
+        help="csv; siim to also write submission.csv; dicom to also write a DICOM Segmentation and a "
+        "structured report per DICOM input (dicom/)",
+    )
+    group.add_argument("--save-masks", action="store_true", help="also write the masks as PNG (0/255)")
+    group.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_uncertainty_arguments(group):
+    group.add_argument(
+        "--uncertainty",
+        choices=UNCERTAINTY_METHODS,
+        help="also write per-pixel standard-deviation maps (uncertainty/<id>.png) and image-level "
+        "uncertainty columns: mc_dropout (a run directory's model with dropout active) or tta "
+        "(mirror and intensity views); with --format dicom also a DICOM Parametric Map per DICOM "
+        "input (dicom/<id>_pm.dcm)",
+    )
+    group.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="samples per image for --uncertainty (default: 10 for mc_dropout, 2 for tta)",
+    )
+
+
+def _add_send_arguments(group):
+    group.add_argument(
+        "--send",
+        metavar="AE@HOST:PORT|URL",
+        help="with --format dicom: store the DICOM results in a PACS, by C-STORE to AE@HOST:PORT or by "
+        "STOW-RS to a DICOMweb root (http://HOST:PORT/dicom-web); the files stay in DIR/dicom",
+    )
+    group.add_argument(
+        "--calling-ae",
+        default="PTX",
+        metavar="AE",
+        help="this side's AE title for --send AE@HOST:PORT (default PTX; the PACS must know it)",
+    )
 
 
 def _predict(args):

@@ -29,6 +29,7 @@ from ptx_keras.diagnosis.search import (
     ThresholdSearch,
     areas_at_thresholds,
     aux_threshold_candidates,
+    check_search_options,
     dice_counts_at_thresholds,
     search_thresholds,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Thresholds",
     "areas_at_thresholds",
     "aux_threshold_candidates",
+    "check_search_options",
     "calibration",
     "diagnose",
     "diagnosis_scores",

@@ -33,6 +33,7 @@ __all__ = [
     "ThresholdSearch",
     "areas_at_thresholds",
     "aux_threshold_candidates",
+    "check_search_options",
     "dice_counts_at_thresholds",
     "search_thresholds",
 ]
@@ -328,57 +329,74 @@ def _candidates(
     aux_thresholds,
 ):
     """Validates the search's options into `_Candidates` (step 1 of `search_thresholds`)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}. Received: objective={objective!r}")
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}. Received: form={form!r}")
-    if gate not in GATES:
-        raise ValueError(f"gate must be one of {GATES}. Received: gate={gate!r}")
+    check_search_options(objective, form, gate)
     reference_size = _check_reference_size(reference_size)
     y = _binary_vector(labels, "labels")
     mask_thresholds = [_check_number(t, "mask_threshold", 0, 1) for t in mask_thresholds]
     min_areas = np.array([_check_number(a, "min_area", 0) for a in min_areas])
     if not mask_thresholds or not min_areas.size:
         raise ValueError("mask_thresholds and min_areas must not be empty")
-    triplet = form == "triplet"
-    if triplet:
+    decision = _decision_thresholds(form, mask_thresholds, top_thresholds)
+    levels = _levels(levels, form, mask_thresholds, decision)
+    aux, aux_grid = _aux_candidates(gate, aux, aux_thresholds, y.size)
+    return _Candidates(
+        y, objective, form, gate, reference_size, mask_thresholds, min_areas, decision, levels, aux, aux_grid
+    )
+
+
+def check_search_options(objective, form, gate):
+    """Checks a threshold search's objective (`OBJECTIVES`), form (`FORMS`) and gate (`GATES`).
+
+    Raises:
+        ValueError: naming the first unknown one.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}. Received: objective={objective!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}. Received: form={form!r}")
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {GATES}. Received: gate={gate!r}")
+
+
+def _decision_thresholds(form, mask_thresholds, top_thresholds):
+    """The thresholds the diagnosis decides with: the top thresholds of a triplet (default
+    `SEARCH_MASK_THRESHOLDS`), else the mask thresholds themselves."""
+    if form == "triplet":
         tops = SEARCH_MASK_THRESHOLDS if top_thresholds is None else top_thresholds
         decision = [_check_number(t, "top_threshold", 0, 1) for t in tops]
         if not decision:
             raise ValueError("top_thresholds must not be empty")
-    elif top_thresholds is not None:
+        return decision
+    if top_thresholds is not None:
         raise ValueError("top_thresholds only apply to form='triplet'")
-    else:
-        decision = mask_thresholds
+    return mask_thresholds
+
+
+def _levels(levels, form, mask_thresholds, decision):
+    """The probability levels areas are counted at (default: every candidate threshold); each candidate needs one."""
     if levels is None:
-        levels = sorted(set(mask_thresholds) | set(decision)) if triplet else mask_thresholds
+        levels = sorted(set(mask_thresholds) | set(decision)) if form == "triplet" else mask_thresholds
     levels = [_check_number(t, "level", 0, 1) for t in levels]
     missing = sorted(set(mask_thresholds + decision) - set(levels))
     if missing:
         raise ValueError(f"levels must hold every candidate threshold; missing {missing}")
-    aux_grid = None
-    if gate != "area":
-        if aux is None:
-            raise ValueError(f"gate={gate!r} needs aux, the image-level probabilities")
-        aux = _aux_vector(aux, y.size, "aux")
-        if aux_thresholds is None:
-            aux_thresholds = aux_threshold_candidates(aux)
-        aux_grid = np.array([_check_number(t, "aux_threshold", 0, 1) for t in aux_thresholds])
-        if not aux_grid.size:
-            raise ValueError("aux_thresholds must not be empty")
-    return _Candidates(
-        y,
-        objective,
-        form,
-        gate,
-        reference_size,
-        mask_thresholds,
-        min_areas,
-        decision,
-        levels,
-        aux if gate != "area" else None,
-        aux_grid,
-    )
+    return levels
+
+
+def _aux_candidates(gate, aux, aux_thresholds, n):
+    """`(aux (n,), aux threshold grid)` for an aux gate (default grid `aux_threshold_candidates(aux)`);
+    `(None, None)` for the area gate."""
+    if gate == "area":
+        return None, None
+    if aux is None:
+        raise ValueError(f"gate={gate!r} needs aux, the image-level probabilities")
+    aux = _aux_vector(aux, n, "aux")
+    if aux_thresholds is None:
+        aux_thresholds = aux_threshold_candidates(aux)
+    aux_grid = np.array([_check_number(t, "aux_threshold", 0, 1) for t in aux_thresholds])
+    if not aux_grid.size:
+        raise ValueError("aux_thresholds must not be empty")
+    return aux, aux_grid
 
 
 def _counts(space, prob_maps, areas, pixels, true_masks, intersections, true_areas):

@@ -151,7 +151,6 @@ def compare_runs(run_dirs, split="test", output=None, names=None):
     """
     from ptx_keras.figures.evaluation import plot_score_histograms
     from ptx_keras.metrics import compare_runs as _compare
-    from ptx_keras.reports import markdown_table, write_text
     from ptx_keras.runs import RunDir
 
     check_split(split)
@@ -159,6 +158,36 @@ def compare_runs(run_dirs, split="test", output=None, names=None):
         raise PtxError("--compare needs at least two run directories")
     names = unique_names(run_dirs, names)
     runs = [RunDir.of(r) for r in run_dirs]
+    scores, summaries = _read_evaluations(names, runs, split)
+    metrics = [m for m in COMPARED_METRICS if all(m in s.columns for s in scores.values())]
+    try:
+        table = _compare(scores, reference=names[0], metrics=metrics)
+    except (DataError, ValueError) as e:
+        raise PtxError(f"Cannot compare these runs: {e}") from None
+    output = output or runs[0].comparison_dir(split)
+    csv_path, md_path = write_comparison(table, output)
+    diagnosis = _diagnosis_table(summaries)
+    diagnosis_csv = os.path.join(output, "comparison_diagnosis.csv")
+    diagnosis.to_csv(diagnosis_csv, index=False)
+    n_images = len(next(iter(scores.values())))
+    header = _markdown_header(split, n_images, names, runs, summaries)
+    _complete_markdown(md_path, header, names[0], table, diagnosis)
+    histogram = plot_score_histograms(
+        {n: s["dsc"].to_numpy() for n, s in scores.items()},
+        os.path.join(output, "dsc_histogram.png"),
+        metric="DSC",
+        title=f"Per-image DSC on the {split} split (cf. Fig. 6)",
+    )
+    logger.info("Comparison of %d runs on %s (%d images): %s", len(runs), split, n_images, md_path)
+    return ComparisonResult(csv_path, md_path, diagnosis_csv, histogram, table)
+
+
+def _read_evaluations(names, runs, split):
+    """`({name: per-image scores}, {name: summary.json's contents or None})` of each run's `split` evaluation.
+
+    Raises:
+        PtxError: if a run has not been evaluated on the split.
+    """
     scores, summaries = {}, {}
     for name, run in zip(names, runs):
         path = run.per_image_file(split)
@@ -173,18 +202,41 @@ def compare_runs(run_dirs, split="test", output=None, names=None):
         if os.path.isfile(summary_path):
             with open(summary_path, encoding="utf-8") as f:
                 summaries[name] = json.load(f)
-    metrics = [m for m in COMPARED_METRICS if all(m in s.columns for s in scores.values())]
-    try:
-        table = _compare(scores, reference=names[0], metrics=metrics)
-    except (DataError, ValueError) as e:
-        raise PtxError(f"Cannot compare these runs: {e}") from None
-    output = output or runs[0].comparison_dir(split)
-    csv_path, md_path = write_comparison(table, output)
-    diagnosis = _diagnosis_table(summaries)
-    diagnosis_csv = os.path.join(output, "comparison_diagnosis.csv")
-    diagnosis.to_csv(diagnosis_csv, index=False)
-    n_images = len(next(iter(scores.values())))
-    shown = pd.DataFrame(
+    return scores, summaries
+
+
+def _markdown_header(split, n_images, names, runs, summaries):
+    """`comparison.md`'s title, the runs compared and which masks their metrics score."""
+    return (
+        f"# Comparison on the {split} split ({n_images} shared images; reference: {names[0]})\n\n"
+        + "\n".join(f"- {n}: {os.path.abspath(r.path)}" for n, r in zip(names, runs))
+        + f"\n\nSegmentation metrics score {_scored_masks(summaries)}.\n\n"
+    )
+
+
+def _complete_markdown(md_path, header, reference, table, diagnosis):
+    """Rewrites `comparison.md` (`write_comparison`'s table) with `header` first, then the p-values against
+    `reference` and the diagnosis table."""
+    from ptx_keras.reports import markdown_table, write_text
+
+    with open(md_path, encoding="utf-8") as f:
+        body = f.read()
+    write_text(
+        md_path,
+        header
+        + "## Segmentation\n\n"
+        + body
+        + f"\np-values against {reference} (Student's t-test / paired Wilcoxon signed-rank):\n\n"
+        + markdown_table(_pvalue_table(table))
+        + "\n\n## Diagnosis (each run's own thresholds)\n\n"
+        + markdown_table(_shown_diagnosis(diagnosis))
+        + "\n",
+    )
+
+
+def _shown_diagnosis(diagnosis):
+    """The diagnosis table as the Markdown shows it: percentages and the ROC AUC to 4 decimals."""
+    return pd.DataFrame(
         [
             {
                 "run": r["run"],
@@ -194,33 +246,13 @@ def compare_runs(run_dirs, split="test", output=None, names=None):
             for r in diagnosis.to_dict("records")
         ]
     )
+
+
+def _scored_masks(summaries):
+    """Which masks the runs' segmentation metrics score, in words."""
     scored = {(s or {}).get("masks", {}).get("scored", "gated") for s in summaries.values()}
-    masks = (
-        "the framework output (mask emptied when the image is diagnosed negative)"
-        if scored == {"gated"}
-        else "the raw mask"
-        if scored == {"raw"}
-        else "different masks per run (see each run's summary)"
-    )
-    with open(md_path, encoding="utf-8") as f:
-        body = f.read()
-    write_text(
-        md_path,
-        f"# Comparison on the {split} split ({n_images} shared images; reference: {names[0]})\n\n"
-        + "\n".join(f"- {n}: {os.path.abspath(r.path)}" for n, r in zip(names, runs))
-        + f"\n\nSegmentation metrics score {masks}.\n\n## Segmentation\n\n"
-        + body
-        + f"\np-values against {names[0]} (Student's t-test / paired Wilcoxon signed-rank):\n\n"
-        + markdown_table(_pvalue_table(table))
-        + "\n\n## Diagnosis (each run's own thresholds)\n\n"
-        + markdown_table(shown)
-        + "\n",
-    )
-    histogram = plot_score_histograms(
-        {n: s["dsc"].to_numpy() for n, s in scores.items()},
-        os.path.join(output, "dsc_histogram.png"),
-        metric="DSC",
-        title=f"Per-image DSC on the {split} split (cf. Fig. 6)",
-    )
-    logger.info("Comparison of %d runs on %s (%d images): %s", len(runs), split, n_images, md_path)
-    return ComparisonResult(csv_path, md_path, diagnosis_csv, histogram, table)
+    if scored == {"gated"}:
+        return "the framework output (mask emptied when the image is diagnosed negative)"
+    if scored == {"raw"}:
+        return "the raw mask"
+    return "different masks per run (see each run's summary)"

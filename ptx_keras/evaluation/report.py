@@ -296,68 +296,86 @@ def write_figures(df, out_dir, thresholds, case_data=None, history_path=None, sp
     Returns:
         dict `{figure name: path}` of the figures written.
     """
-    from ptx_keras.diagnosis import diagnosis_scores, roc_auc, roc_curve
     from ptx_keras.figures import evaluation as fig
 
     paths = {}
     picks = pick_cases(df)
     scored = "framework output" if gate_masks else "raw mask"
     if picks and case_data is not None:
-        rows = [
-            [
-                _case_panel(
-                    df.iloc[i],
-                    case_data[str(df.iloc[i]["sample_id"])],
-                    f"{size}, {pick}",
-                    thresholds.mask_threshold,
-                    gate_masks,
-                )
-                for size, pick, i in row
-            ]
-            for row in picks
-        ]
         paths["cases"] = fig.plot_cases(
-            rows,
+            _case_rows(df, picks, case_data, thresholds.mask_threshold, gate_masks),
             os.path.join(out_dir, "cases.png"),
             title=f"Best / median / worst DSC1 per pneumothorax size ({split} split, {scored})",
             show_image=True,
         )
-    pos = df["label"].to_numpy() == 1
-    paths["dsc_histogram"] = fig.plot_score_histograms(
-        {"DSC, all images": df["dsc"].to_numpy(), "DSC1, PTX-positive images": df["dsc1"].to_numpy()[pos]},
-        os.path.join(out_dir, "dsc_histogram.png"),
-        metric=f"Dice (DSC: mean of both classes; DSC1: pneumothorax; {scored})",
-        title=f"Per-image Dice on the {split} split (cf. Fig. 6)",
-    )
+    paths["dsc_histogram"] = _plot_dice_histogram(df, os.path.join(out_dir, "dsc_histogram.png"), split, scored)
     labels = df["label"].to_numpy()
     if 0 < labels.sum() < len(labels):
-        scores = df["score"].to_numpy()
-        fpr, tpr, _ = roc_curve(labels, scores)
-        dx = diagnosis_scores(labels, df["diagnosis"].to_numpy())
-        point = (1 - dx["specificity"], dx["sensitivity"])
-        t = thresholds
-        label = t.describe()
-        paths["roc"] = fig.plot_roc(
-            fpr,
-            tpr,
-            roc_auc(labels, scores),
-            os.path.join(out_dir, "roc.png"),
-            operating_point=point,
-            operating_label=label,
-            title=f"Diagnosis ROC, {split} split ({int(labels.sum())} positive / {int((1 - labels).sum())} negative)",
-        )
+        paths["roc"] = _plot_roc(df, thresholds, os.path.join(out_dir, "roc.png"), split)
     probability, column = image_probability(df)
     if len(df):
-        from ptx_keras.diagnosis import calibration
-
-        cal = calibration(labels, probability)
-        paths["reliability"] = fig.plot_reliability(
-            cal["bins"],
-            cal["ece"],
-            os.path.join(out_dir, "reliability.png"),
-            probability_name="aux head probability" if column == "aux_prob" else "largest pixel probability",
-            title=f"Reliability, {split} split ({IMAGE_PROBABILITIES[column].split(' (')[0]})",
-        )
+        path = os.path.join(out_dir, "reliability.png")
+        paths["reliability"] = _plot_reliability(labels, probability, column, path, split)
     if history_path and os.path.isfile(history_path):
         paths["training_curves"] = fig.plot_history(history_path, os.path.join(out_dir, "training_curves.png"))
     return paths
+
+
+def _case_rows(df, picks, case_data, mask_threshold, gate_masks):
+    """`cases.png`'s panels: one row per pneumothorax size, its best / median / worst image (`pick_cases`)."""
+    return [
+        [
+            _case_panel(
+                df.iloc[i], case_data[str(df.iloc[i]["sample_id"])], f"{size}, {pick}", mask_threshold, gate_masks
+            )
+            for size, pick, i in row
+        ]
+        for row in picks
+    ]
+
+
+def _plot_dice_histogram(df, path, split, scored):
+    """`dsc_histogram.png`: DSC over all images and DSC1 over the PTX-positive ones (cf. Fig. 6)."""
+    from ptx_keras.figures import evaluation as fig
+
+    pos = df["label"].to_numpy() == 1
+    return fig.plot_score_histograms(
+        {"DSC, all images": df["dsc"].to_numpy(), "DSC1, PTX-positive images": df["dsc1"].to_numpy()[pos]},
+        path,
+        metric=f"Dice (DSC: mean of both classes; DSC1: pneumothorax; {scored})",
+        title=f"Per-image Dice on the {split} split (cf. Fig. 6)",
+    )
+
+
+def _plot_roc(df, thresholds, path, split):
+    """`roc.png`: the ROC of the diagnosis score with the operating point of `thresholds`."""
+    from ptx_keras.diagnosis import diagnosis_scores, roc_auc, roc_curve
+    from ptx_keras.figures import evaluation as fig
+
+    labels, scores = df["label"].to_numpy(), df["score"].to_numpy()
+    fpr, tpr, _ = roc_curve(labels, scores)
+    dx = diagnosis_scores(labels, df["diagnosis"].to_numpy())
+    return fig.plot_roc(
+        fpr,
+        tpr,
+        roc_auc(labels, scores),
+        path,
+        operating_point=(1 - dx["specificity"], dx["sensitivity"]),
+        operating_label=thresholds.describe(),
+        title=f"Diagnosis ROC, {split} split ({int(labels.sum())} positive / {int((1 - labels).sum())} negative)",
+    )
+
+
+def _plot_reliability(labels, probability, column, path, split):
+    """`reliability.png`: the reliability diagram of the image-level probability (`column` says which)."""
+    from ptx_keras.diagnosis import calibration
+    from ptx_keras.figures import evaluation as fig
+
+    cal = calibration(labels, probability)
+    return fig.plot_reliability(
+        cal["bins"],
+        cal["ece"],
+        path,
+        probability_name="aux head probability" if column == "aux_prob" else "largest pixel probability",
+        title=f"Reliability, {split} split ({IMAGE_PROBABILITIES[column].split(' (')[0]})",
+    )

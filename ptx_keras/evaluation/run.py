@@ -137,13 +137,74 @@ def evaluate_run(
             split.
         ConfigError: if the run directory's `config.yaml` or thresholds file is invalid.
     """
-    from ptx_keras.errors import ConfigError
-    from ptx_keras.inference import ModelRunner
-
     check_split(split)
     run, cfg = _load_run(run_dir)
     prepared, other = _resolve_data(run, cfg, data)
     batch_size = batch_size or cfg.evaluation.batch_size
+    search_thresholds = _wants_search(cfg, search_thresholds, other, threshold_form, gate)
+    model = run.load_model()
+    check_input_size(model, prepared)
+    model_sha = run.model_sha256()
+    tta = tta or cfg.evaluation.tta
+    ev = _Evaluation(
+        run,
+        cfg,
+        split,
+        prepared,
+        other,
+        _runner(model, tta),
+        tta,
+        batch_size,
+        model_sha,
+        bool(cfg.diagnosis.gate_masks),
+    )
+    if search_thresholds:
+        saved = _search(ev, objective, threshold_form, gate, progress)
+    else:
+        saved = run.read_thresholds(cfg, model_sha256=model_sha)
+    _check_thresholds(saved, run, model, tta)
+    df, out_dir, per_image = _score(ev, saved, progress)
+    figures = _write_figures(ev, df, saved, out_dir)
+    summary = _summary(ev, df, saved, figures)
+    summary_json, summary_md = _write_summary(run, split, other, summary)
+    _log_result(split, summary, ev.gate_masks, out_dir)
+    return EvaluationResult(summary, out_dir, per_image, summary_json, summary_md, figures, saved, other)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluation:
+    """What one `evaluate_run` call evaluates, and how.
+
+    Attributes:
+        run, cfg: The `RunDir` and its `Config`.
+        split: The split evaluated.
+        prepared: The prepared data directory; `other`: None for the run's own data, else the data given.
+        runner: The `ModelRunner` predicting (with `tta`).
+        batch_size: Prediction batch size.
+        model_sha: `best.keras`'s hash.
+        gate_masks: Whether the framework's output (the mask emptied for a negative diagnosis) is scored.
+    """
+
+    run: object
+    cfg: object
+    split: str
+    prepared: str
+    other: object
+    runner: object
+    tta: str
+    batch_size: int
+    model_sha: str
+    gate_masks: bool
+
+
+def _wants_search(cfg, search_thresholds, other, threshold_form, gate):
+    """Whether to search the thresholds first (None: the configuration's choice, for the run's own data only).
+
+    Raises:
+        ConfigError: for a threshold form or a gate without a search.
+    """
+    from ptx_keras.errors import ConfigError
+
     if search_thresholds is None:
         search_thresholds = bool(cfg.evaluation.search_thresholds) and other is None
     if (threshold_form or gate) and not search_thresholds:
@@ -151,49 +212,60 @@ def evaluate_run(
             "the threshold form and the gate choose what a threshold search looks for: pass "
             "--search-thresholds with them"
         )
-    model = run.load_model()
-    check_input_size(model, prepared)
-    model_sha = run.model_sha256()
-    tta = tta or cfg.evaluation.tta
+    return search_thresholds
+
+
+def _runner(model, tta):
+    """The model's `ModelRunner` with test-time augmentation `tta`; an unknown one is a ConfigError."""
+    from ptx_keras.errors import ConfigError
+    from ptx_keras.inference import ModelRunner
+
     try:
-        runner = ModelRunner.from_keras(model, tta=tta)
+        return ModelRunner.from_keras(model, tta=tta)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if search_thresholds:
-        saved = _search(
-            run, cfg, runner, prepared, other, batch_size, objective, threshold_form, gate, model_sha, progress
-        )
-    else:
-        saved = run.read_thresholds(cfg, model_sha256=model_sha)
-    _check_thresholds(saved, run, model, tta)
-    gate_masks = bool(cfg.diagnosis.gate_masks)
 
+
+def _score(ev, saved, progress):
+    """Predicts and scores the split batch by batch; writes `per_image.csv`.
+
+    Returns:
+        `(per-image DataFrame, evaluation folder, per_image.csv path)`.
+    """
     df = score_predictions(
-        iter_predictions(runner, prepared, split, batch_size, progress=progress),
+        iter_predictions(ev.runner, ev.prepared, ev.split, ev.batch_size, progress=progress),
         saved.thresholds,
-        spacings=spacing_lookup(prepared),
-        gate_masks=gate_masks,
+        spacings=spacing_lookup(ev.prepared),
+        gate_masks=ev.gate_masks,
     )
-    out_dir = run.eval_dir(split, other)
+    out_dir = ev.run.eval_dir(ev.split, ev.other)
     os.makedirs(out_dir, exist_ok=True)
-    per_image = run.per_image_file(split, other)
+    per_image = ev.run.per_image_file(ev.split, ev.other)
     df.to_csv(per_image, index=False)
-    wanted = {df.iloc[i]["sample_id"] for row in pick_cases(df) for _, _, i in row}
-    case_data = collect_cases(iter_predictions(runner, prepared, split, batch_size, progress=False, only_ids=wanted))
-    figures = write_figures(df, out_dir, saved.thresholds, case_data, run.history_file, split, gate_masks=gate_masks)
+    return df, out_dir, per_image
 
-    summary = summarize(df, saved.describe(), split, gate_masks=gate_masks, tta=tta)
+
+def _write_figures(ev, df, saved, out_dir):
+    """The figures; the few cases drawn are predicted again, only the batches holding them."""
+    wanted = {df.iloc[i]["sample_id"] for row in pick_cases(df) for _, _, i in row}
+    cases = iter_predictions(ev.runner, ev.prepared, ev.split, ev.batch_size, progress=False, only_ids=wanted)
+    return write_figures(
+        df, out_dir, saved.thresholds, collect_cases(cases), ev.run.history_file, ev.split, gate_masks=ev.gate_masks
+    )
+
+
+def _summary(ev, df, saved, figures):
+    """`summary.json`'s contents: the scores (`summarize`) and what was evaluated."""
+    summary = summarize(df, saved.describe(), ev.split, gate_masks=ev.gate_masks, tta=ev.tta)
     summary.update(
-        run_dir=os.path.abspath(run.path),
-        model=os.path.abspath(run.best_model),
-        model_sha256=model_sha,
-        data=os.path.abspath(prepared),
-        data_name=None if other is None else os.fspath(other),
+        run_dir=os.path.abspath(ev.run.path),
+        model=os.path.abspath(ev.run.best_model),
+        model_sha256=ev.model_sha,
+        data=os.path.abspath(ev.prepared),
+        data_name=None if ev.other is None else os.fspath(ev.other),
         figures={k: os.path.basename(v) for k, v in figures.items()},
     )
-    summary_json, summary_md = _write_summary(run, split, other, summary)
-    _log_result(split, summary, gate_masks, out_dir)
-    return EvaluationResult(summary, out_dir, per_image, summary_json, summary_md, figures, saved, other)
+    return summary
 
 
 def _load_run(run_dir):
@@ -209,20 +281,21 @@ def _load_run(run_dir):
         raise ModelError(str(e)) from None
 
 
-def _search(run, cfg, runner, prepared, other, batch_size, objective, threshold_form, gate, model_sha, progress):
+def _search(ev, objective, threshold_form, gate, progress):
     """Chooses the thresholds on the validation split (the options given, else the run configuration's)."""
     from ptx_keras.evaluation.thresholds import search_validation_thresholds
 
+    cfg = ev.cfg
     return search_validation_thresholds(
-        runner,
-        prepared,
-        run,
+        ev.runner,
+        ev.prepared,
+        ev.run,
         cfg.diagnosis.reference_size,
-        batch_size,
+        ev.batch_size,
         objective or cfg.evaluation.objective,
         progress,
-        model_sha,
-        data=other,
+        ev.model_sha,
+        data=ev.other,
         form=threshold_form or cfg.evaluation.threshold_form,
         gate=gate or cfg.diagnosis.gate,
     )

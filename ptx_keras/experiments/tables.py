@@ -240,21 +240,39 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
         raise PtxError("No run of the experiment has finished (RUN_DIR/eval/test/per_image.csv); nothing to tabulate")
     os.makedirs(out_dir, exist_ok=True)
     scores = {p.spec.name: _read_scores(p.run_dir) for p in finished}
-    complexity, models = {}, {}
     figure_names = set(experiment.figure_runs)
+    models, complexity = _models_and_complexity(finished, figure_names)
+    seg = segmentation_rows(experiment, scores, complexity)
+    dx = diagnosis_rows(experiment, scores)
+    title = experiment.description.splitlines()[0] if experiment.description else experiment.name
+    paths = {
+        **_write_segmentation(experiment, seg, os.path.join(out_dir, "segmentation"), title, digits),
+        **_write_diagnosis(dx, os.path.join(out_dir, "diagnosis"), title),
+    }
+    fig_runs = [p for p in finished if p.spec.name in figure_names]
+    if fig_runs:  # else none of `figure_runs` has finished yet
+        paths.update(_write_figures(experiment, fig_runs, scores, models, out_dir, progress))
+    models.clear()
+    return paths
+
+
+def _models_and_complexity(finished, figure_names):
+    """`({name: model} of the figure runs, {name: complexity} of every run)`; the other models are let go at once."""
+    complexity, models = {}, {}
     for p in finished:
         model, complexity[p.spec.name] = _complexity(p.run_dir, p.config)
         if p.spec.name in figure_names:
             models[p.spec.name] = model
         else:
             del model
-    seg = segmentation_rows(experiment, scores, complexity)
-    dx = diagnosis_rows(experiment, scores)
+    return models, complexity
+
+
+def _write_segmentation(experiment, seg, base, title, digits):
+    """`segmentation.csv`, `.md` (with the missing-HD note) and `.tex` at `base`; returns their paths."""
     paths = {}
-    base = os.path.join(out_dir, "segmentation")
     seg.to_csv(base + ".csv", index=False)
     paths["segmentation_csv"] = base + ".csv"
-    title = experiment.description.splitlines()[0] if experiment.description else experiment.name
     note = _missing_note(seg)
     md = [f"# {title}", "", _legend(experiment, seg), "", markdown_table(segmentation_display(seg, digits)), ""]
     if note:
@@ -271,7 +289,12 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
             label_columns=2 if "Compared with" in latex.columns else 1,
         ),
     )
-    base = os.path.join(out_dir, "diagnosis")
+    return paths
+
+
+def _write_diagnosis(dx, base, title):
+    """`diagnosis.csv`, `.md` and `.tex` at `base` (cf. Table 3); returns their paths."""
+    paths = {}
     dx.to_csv(base + ".csv", index=False)
     paths["diagnosis_csv"] = base + ".csv"
     shown = diagnosis_display(dx)
@@ -280,18 +303,21 @@ def write_tables(experiment, planned, out_dir, digits=2, progress=True):
         base + ".md", "\n".join([f"# {title}: diagnosis (cf. Table 3)", "", rule, "", markdown_table(shown), ""])
     )
     paths["diagnosis_tex"] = write_text(base + ".tex", latex_table(shown, f"{title}: diagnosis. {rule}"))
-    fig_runs = [p for p in finished if p.spec.name in figure_names]
-    if not fig_runs:  # none of `figure_runs` has finished yet
-        return paths
-    paths["histogram"] = plot_dsc_histogram(
-        {p.spec.label: scores[p.spec.name]["dsc"].to_numpy() for p in fig_runs},
-        os.path.join(out_dir, "fig6_dsc_histogram.png"),
-    )
+    return paths
+
+
+def _write_figures(experiment, fig_runs, scores, models, out_dir, progress):
+    """Fig. 6 (DSC histogram) of the finished figure runs and Fig. 5 (cases picked on the reference run)."""
+    paths = {
+        "histogram": plot_dsc_histogram(
+            {p.spec.label: scores[p.spec.name]["dsc"].to_numpy() for p in fig_runs},
+            os.path.join(out_dir, "fig6_dsc_histogram.png"),
+        )
+    }
     ref_name = experiment.reference if experiment.reference in scores else fig_runs[0].spec.name
     cases = pick_cases(scores[ref_name])
     if cases:
         paths["cases"] = plot_model_cases(
             fig_runs, models, scores, cases, os.path.join(out_dir, "fig5_cases.png"), progress=progress
         )
-    models.clear()
     return paths

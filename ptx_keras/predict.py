@@ -680,6 +680,7 @@ class _StagedPredictor:
                 yield {"image": images, "item": np.array(ok, dtype=object)}
 
     def _load(self, path, sample_id):
+        from ptx_keras.data.dicom import is_dicom
         from ptx_keras.data.readers import read_image
 
         item = _ImageState(path, sample_id)
@@ -691,7 +692,7 @@ class _StagedPredictor:
             self._fail(item, e)
             return item
         item.image, item.value_max, item.spacing = image, value_max, info.get("spacing")
-        item.is_dicom = info.get("photometric") is not None
+        item.is_dicom = is_dicom(path)
         return item
 
     # Stage 2: finish each predicted image ---------------------------------------------------------------
@@ -950,7 +951,7 @@ def uncertainty_summary(probs, aux, thresholds, diagnosis):
 
 def _check_dicom_inputs(files):
     """`format="dicom"`: refuses inputs without any DICOM file and warns about the non-DICOM ones."""
-    from ptx_keras.data.readers import is_dicom
+    from ptx_keras.data.dicom import is_dicom
     from ptx_keras.errors import ConfigError
 
     others = [path for path, _ in files if not is_dicom(path)]

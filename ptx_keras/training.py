@@ -1,15 +1,9 @@
 """Training: distribution strategy, compile, callbacks and resume. `train(cfg)` is the first step of `python
 train.py` (`ptx_keras.workflows` then evaluates and exports).
 
-A run directory (`ptx_keras.runs.RunDir`, `<output_dir>/<name>/`) receives:
-
-* `config.yaml` - the resolved configuration, written once the run is accepted;
-* `run.json` - where its data was prepared, its status and times;
-* `history.csv` - one row per finished epoch, kept consistent across interruptions;
-* `checkpoints/backup/` - `BackupAndRestore` state, so that the same command resumes a killed run;
-* `best.keras` - the model at the best monitored epoch (validation DSC1 by default);
-* `logs/` - TensorBoard;
-* `training_curves.png` - loss and metrics per epoch.
+It writes one run directory, `<output_dir>/<name>/`, whose layout `ptx_keras.runs` defines (its module
+docstring lists every file; `RunDir` names each path): the resolved configuration first, then the history,
+the resumable checkpoint state, the best model, TensorBoard logs and the training curves.
 """
 
 import csv
@@ -154,9 +148,9 @@ def configure_execution(train_cfg):
     # XLA: on CPU it made the quick-start train step ~3x slower and its first step ~2x slower to compile
     # (docs/benchmarks.md), so "auto" uses it only on GPUs.
     jit = {"auto": has_gpu, "on": True, "off": False}[train_cfg.jit_compile]
-    # Grappler: on this CPU the paper model's step was no slower without it (6.3-7.1 vs 6.9-8.5 s), needed
-    # ~700 MiB less memory, and the quick start's first step took 14 s instead of 25 s (docs/benchmarks.md);
-    # on GPUs its layout and fusion passes matter, so "auto" keeps it there.
+    # Grappler: on a CPU the paper model's step was no slower without it, needed less memory and started
+    # faster (docs/benchmarks.md, "Training step"); on GPUs its layout and fusion passes matter, so "auto"
+    # keeps it there.
     grappler = {"auto": has_gpu, "on": True, "off": False}[train_cfg.graph_optimizer]
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not grappler})
     return mp, jit, grappler

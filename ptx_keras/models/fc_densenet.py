@@ -75,6 +75,30 @@ def _blocks(layers_per_block, num_pools):
     return [int(n) for n in layers_per_block], pools
 
 
+class _DenseBlocks:
+    """Applies one dense block (the builder's class and shared arguments) and, with `scse_placement="per_block"`,
+    its `SCSEBlock`."""
+
+    def __init__(self, block_class, dense_layer, block_args, *, scse, scse_placement, scse_reduction, scse_fusion):
+        self.block_class = block_class
+        self.block_args = dict(
+            block_args,
+            scse=scse and scse_placement == "per_layer",
+            scse_reduction=scse_reduction,
+            scse_fusion=scse_fusion,
+        )
+        resolve_layer_class("dense_layer", dense_layer, None)
+        if dense_layer is not None:  # passed only when set, so a `dense_block` of one's own need not take it
+            self.block_args["dense_layer"] = dense_layer
+        self.block_scse = (scse_reduction, scse_fusion) if scse and scse_placement == "per_block" else None
+
+    def __call__(self, x, num_layers, name, return_new_only=False):
+        x = self.block_class(num_layers, return_new_only=return_new_only, name=name, **self.block_args)(x)
+        if self.block_scse is not None:
+            x = SCSEBlock(*self.block_scse, name=f"{name}_scse")(x)
+        return x
+
+
 def FCDenseNet(
     num_classes=NUM_CLASSES,
     input_shape=(None, None, 3),
@@ -129,9 +153,9 @@ def FCDenseNet(
         dropout_rate: Dropout of dense layers and transitions down (paper: 0.2).
         memory_efficient: Recompute every dense layer (concatenation, BN, ELU, convolution, dropout,
             scSE) and every transition down in the backward pass (`keras.remat`) instead of storing
-            their intermediate tensors: 0.42-0.46x the peak of live tensors for 1.25-1.37x the step
-            time (paper model, 256 x 256, batch 4, docs/benchmarks.md); same outputs and gradients
-            (dropout masks are drawn once and reused).
+            their intermediate tensors: a lower peak of live tensors for a longer step (measured in
+            docs/benchmarks.md, "Memory-efficient option"); same outputs and gradients (dropout masks are
+            drawn once and reused).
         aux_head: Add an image-level pneumothorax probability computed from the bottleneck (global average
             pooling -> dense -> sigmoid, `ptx_keras.models.common.image_level_head`).
         dense_layer: The layer class of every dense layer: None for `DenseLayer`, or a registered
@@ -145,7 +169,7 @@ def FCDenseNet(
         name: Model name.
 
     Returns:
-        A functional `keras.Model` mapping `(batch, height, width, channels)` float32 images in [0, 1]
+        A `SegmentationModel` (a functional `keras.Model`) mapping `(batch, height, width, channels)` float32 images in [0, 1]
         to `(batch, height, width, num_classes)` float32 softmax probabilities; with `aux_head`, to the dict
         `{"mask": softmax, "aux": (batch, 1) float32 probability}`.
 
@@ -155,34 +179,22 @@ def FCDenseNet(
     """
     check_num_classes(num_classes)
     blocks, pools = _blocks(layers_per_block, num_pools)
-    check_positive_int("growth_rate", growth_rate)
-    check_positive_int("first_conv_filters", first_conv_filters)
-    check_bool("multiscale", multiscale)
-    check_bool("scse", scse)
+    for key, value in (("growth_rate", growth_rate), ("first_conv_filters", first_conv_filters)):
+        check_positive_int(key, value)
+    for key, value in (("multiscale", multiscale), ("scse", scse), ("memory_efficient", memory_efficient)):
+        check_bool(key, value)
+    check_bool("aux_head", aux_head)
     check_choice("scse_placement", scse_placement, SCSE_PLACEMENTS)
     check_rate("dropout_rate", dropout_rate)
-    check_bool("memory_efficient", memory_efficient)
-    check_bool("aux_head", aux_head)
-    block_class = resolve_layer_class("dense_block", dense_block, DenseBlock)
-    resolve_layer_class("dense_layer", dense_layer, None)
-
-    per_layer = scse and scse_placement == "per_layer"
-    per_block = scse and scse_placement == "per_block"
-    block_args = dict(
-        growth_rate=growth_rate,
-        dropout_rate=dropout_rate,
-        scse=per_layer,
+    dense = _DenseBlocks(
+        resolve_layer_class("dense_block", dense_block, DenseBlock),
+        dense_layer,
+        dict(growth_rate=growth_rate, dropout_rate=dropout_rate, memory_efficient=memory_efficient),
+        scse=scse,
+        scse_placement=scse_placement,
         scse_reduction=scse_reduction,
         scse_fusion=scse_fusion,
-        memory_efficient=memory_efficient,
     )
-    if dense_layer is not None:  # passed only when set, so a `dense_block` of one's own need not take it
-        block_args["dense_layer"] = dense_layer
-
-    def block_scse(x, block_name):
-        if per_block:
-            x = SCSEBlock(scse_reduction, scse_fusion, name=f"{block_name}_scse")(x)
-        return x
 
     inputs, x = image_input(input_shape, pools)
     if multiscale:
@@ -191,25 +203,17 @@ def FCDenseNet(
         x = keras.layers.Conv2D(
             first_conv_filters, 3, padding="same", kernel_initializer="he_uniform", name="first_conv"
         )(x)
-
     skips = []
     for i in range(pools):
-        x = block_class(blocks[i], name=f"down_block_{i}", **block_args)(x)
-        x = block_scse(x, f"down_block_{i}")
+        x = dense(x, blocks[i], f"down_block_{i}")
         skips.append(x)
         x = TransitionDown(dropout_rate, memory_efficient=memory_efficient, name=f"transition_down_{i}")(x)
-
-    x = block_class(blocks[pools], return_new_only=True, name="bottleneck", **block_args)(x)
-    x = block_scse(x, "bottleneck")
+    x = dense(x, blocks[pools], "bottleneck", return_new_only=True)
     aux = image_level_head(x) if aux_head else None
-
     for i in range(pools):
         x = TransitionUp(name=f"transition_up_{i}")(x)
         x = keras.layers.Concatenate(name=f"skip_concat_{i}")([x, skips[-(i + 1)]])
-        last = i == pools - 1
-        x = block_class(blocks[pools + 1 + i], return_new_only=not last, name=f"up_block_{i}", **block_args)(x)
-        x = block_scse(x, f"up_block_{i}")
-
+        x = dense(x, blocks[pools + 1 + i], f"up_block_{i}", return_new_only=i < pools - 1)
     return SegmentationModel(inputs, segmentation_outputs(softmax_head(x, num_classes), aux), name=name)
 
 

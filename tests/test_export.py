@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ptx_keras.errors import ModelError
+from ptx_keras.runs import RunDir
 
 from tiny import smooth_picture
 
@@ -54,8 +55,8 @@ def make_run(run_dir, model, **diagnosis):
         }
     )
     os.makedirs(run_dir, exist_ok=True)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    model.save(os.path.join(run_dir, "best.keras"))
+    save_config(cfg, RunDir(run_dir).config_file)
+    model.save(RunDir(run_dir).best_model)
     return run_dir
 
 
@@ -276,7 +277,7 @@ def test_invalid_arguments(tmp_path):
     with pytest.raises(ModelError, match="no config.yaml"):
         export_saved_model(str(tmp_path / "empty"))
     run = make_run(str(tmp_path / "run"), model)
-    os.remove(os.path.join(run, "best.keras"))
+    os.remove(RunDir(run).best_model)
     with pytest.raises(ModelError, match="best.keras"):
         export_saved_model(run)
     inp = keras.Input((None, None, 1))
@@ -292,7 +293,7 @@ def test_invalid_arguments(tmp_path):
     with open(os.path.join(run, "eval", "val", "thresholds.json"), "w") as f:
         json.dump({"min_area": 50, "mask_threshold": 1.5, "reference_size": 256}, f)
     keras_model = brightness_model()
-    keras_model.save(os.path.join(run, "best.keras"))
+    keras_model.save(RunDir(run).best_model)
     with pytest.raises(ModelError, match="thresholds.json.*mask_threshold"):
         export_saved_model(run)
 

@@ -210,6 +210,7 @@ def run_with_exports(tmp_path_factory):
 
     from ptx_keras.config import load_config, save_config
     from ptx_keras.export import export_model
+    from ptx_keras.runs import RunDir
 
     keras.utils.set_random_seed(5)
     run = str(tmp_path_factory.mktemp("run"))
@@ -221,8 +222,8 @@ def run_with_exports(tmp_path_factory):
             "diagnosis": {"min_area": 5},
         }
     )
-    save_config(cfg, os.path.join(run, "config.yaml"))
-    model.save(os.path.join(run, "best.keras"))
+    save_config(cfg, RunDir(run).config_file)
+    model.save(RunDir(run).best_model)
     paths = {"run": run}
     for fmt in ("savedmodel", "onnx", "litert"):
         paths[fmt] = export_model(run, fmt).path

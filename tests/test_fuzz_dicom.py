@@ -162,13 +162,14 @@ def tiny_run(tmp_path_factory):
     import keras
 
     from ptx_keras.config import load_config, save_config
+    from ptx_keras.runs import RunDir
 
     run = str(tmp_path_factory.mktemp("run"))
     cfg = load_config(extra={"model": {"name": "fuzz"}, "data": {"image_size": MODEL_SIZE, "channels": 1}})
-    save_config(cfg, os.path.join(run, "config.yaml"))
+    save_config(cfg, RunDir(run).config_file)
     inp = keras.Input((MODEL_SIZE, MODEL_SIZE, 1))
     model = keras.Model(inp, keras.layers.Softmax()(keras.layers.Conv2D(2, 1)(inp)), name="fuzz")
-    model.save(os.path.join(run, "best.keras"))
+    model.save(RunDir(run).best_model)
     return run
 
 

@@ -13,6 +13,7 @@ from ptx_keras.cli import train as cli
 SMI = [
     "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-11111111-aaaa)",
     "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-22222222-bbbb)",
+    "MIG 3g.40gb     Device  0: (UUID: MIG-33333333-cccc)",  # GPU 1 split into MIG devices
 ]
 
 
@@ -22,7 +23,7 @@ def _fake_gpus(monkeypatch, gpus, mask=None):
 
     def nvidia_smi():
         calls.append("nvidia-smi")
-        return SMI[:gpus] if gpus else None
+        return SMI[:gpus] + SMI[2:] * (gpus == 2) if gpus else None
 
     monkeypatch.setattr(cli, "_nvidia_smi_list", nvidia_smi)
     monkeypatch.setattr(cli, "PROC_GPUS", os.path.join(os.sep, "nonexistent", "ptx-test-gpus"))
@@ -73,6 +74,8 @@ def test_config_always_wins(monkeypatch, gpus):
         ("GPU-22222222-bbbb,0", ["GPU 1: NVIDIA H100 80GB HBM3", "GPU 0: NVIDIA H100 80GB HBM3"]),
         ("0,7,1", ["GPU 0: NVIDIA H100 80GB HBM3"]),  # CUDA stops at the first invalid entry
         ("7", []),
+        ("MIG-33333333-cccc", ["MIG 3g.40gb Device 0"]),
+        ("MIG-9", []),
     ],
 )
 def test_cuda_visible_devices_filters_the_gpus(monkeypatch, mask, expected):

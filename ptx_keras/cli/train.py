@@ -28,13 +28,13 @@ PROC_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the NVIDIA driver k
 
 
 def _nvidia_smi_list():
-    """`nvidia-smi -L`'s lines (`GPU 0: NAME (UUID: GPU-...)`), or None where it is missing or fails."""
+    """`nvidia-smi -L`'s lines, stripped (`GPU 0: NAME (UUID: GPU-...)`, and `MIG ... (UUID: MIG-...)` below a GPU
+    split into MIG devices), or None where it is missing or fails."""
     try:
         done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = [line.strip() for line in done.stdout.splitlines() if line.startswith("GPU ")]
-    return lines if done.returncode == 0 else None
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else None
 
 
 def _proc_gpu_list():
@@ -70,18 +70,24 @@ def visible_gpus():
     lines = _nvidia_smi_list()
     if lines is None:
         lines = _proc_gpu_list()
-    names = [line.split(" (UUID:")[0] for line in lines]
+    gpus = [line for line in lines if line.startswith("GPU ")]
     if mask is None:
-        return names
+        return [_device_name(line) for line in gpus]
     chosen = []
     for token in (t.strip() for t in mask.split(",")):
-        match = [i for i, line in enumerate(lines) if token.startswith(("GPU-", "MIG-")) and token in line]
-        if token.isdigit() and int(token) < len(lines):
-            match = [int(token)]
+        if token.isdigit():
+            match = [gpus[int(token)]] if int(token) < len(gpus) else []
+        else:  # a GPU or MIG device by (a prefix of) its UUID
+            match = [line for line in lines if token.startswith(("GPU-", "MIG-")) and f"UUID: {token}" in line]
         if len(match) != 1:  # CUDA ignores the entries from the first invalid one on
             break
-        chosen.append(names[match[0]])
+        chosen.append(_device_name(match[0]))
     return chosen
+
+
+def _device_name(line):
+    """`GPU 0: NVIDIA H100 80GB HBM3` from an `nvidia-smi -L` line (without its UUID and padding)."""
+    return " ".join(line.split(" (UUID:")[0].split()).rstrip(":")
 
 
 def _rel(path):

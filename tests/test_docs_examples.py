@@ -12,9 +12,12 @@ how (a mkdocs hook, `docs_hooks.py`, strips these words for the site):
   backend installed the case skips, except with `PTX_REQUIRE_BACKENDS` set, where it fails: `.ci/run` sets it in
   its JAX run, which runs this file's `backends` cases after installing JAX.
 
-Blocks in one page do not share state: each is its own program.
+Blocks in one page do not share state: each is its own program. The programs of the selected cases run two at a time
+(`examples_run`): most of an example's wall time is its Python and TensorFlow start-up, which the other one's
+computation overlaps on a 2-core CI machine; each case still checks its own program's exit status and timeout.
 """
 
+import concurrent.futures
 import importlib.util
 import os
 import pathlib
@@ -30,6 +33,7 @@ TIMEOUT_S = 300  # a generous bound on a shared machine; each example takes well
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 BACKEND_FLAG = re.compile(r"^backend=(?P<backend>tensorflow|jax|torch)$")
 KNOWN_FLAGS = "notest, backend=tensorflow|jax|torch"
+PARALLEL = 2  # example programs run at once
 
 
 def doc_files():
@@ -120,22 +124,49 @@ def test_notest_blocks_say_why():
             )
 
 
-@pytest.mark.parametrize("code, backend", _cases())
-def test_docs_example_runs(code, backend, tmp_path):
-    if backend != "tensorflow" and importlib.util.find_spec(backend) is None:
-        if os.environ.get("PTX_REQUIRE_BACKENDS"):
-            pytest.fail(f"{backend} is not installed, and PTX_REQUIRE_BACKENDS is set (.ci/run's backend runs)")
-        pytest.skip(f"{backend} is not installed (.ci/run installs it and runs this case with -m backends)")
-    script = tmp_path / "example.py"
+def _run_example(code, backend, folder):
+    """Runs one block as a program in `folder`; returns `(returncode, stdout, stderr, seconds)`."""
+    script = folder / "example.py"
     script.write_text(code, encoding="utf-8")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        [sys.executable, str(script)], cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
     )
-    seconds = time.monotonic() - start
-    assert result.returncode == 0, (
-        f"the example exited {result.returncode} after {seconds:.0f} s (KERAS_BACKEND={backend}):\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.returncode, result.stdout, result.stderr, time.monotonic() - start
+
+
+def _installed(backend):
+    return backend == "tensorflow" or importlib.util.find_spec(backend) is not None
+
+
+@pytest.fixture(scope="module")
+def examples_run(request, tmp_path_factory):
+    """Starts every selected example whose backend is installed, `PARALLEL` at a time, in its own empty folder;
+    returns `{(code, backend): future}` (a future's result is `_run_example`'s, or its TimeoutExpired)."""
+    selected = [
+        (item.callspec.params["code"], item.callspec.params["backend"])
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_docs_example_runs" and item.module is request.module
+    ]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL)
+    futures = {}
+    for code, backend in selected:
+        if _installed(backend) and (code, backend) not in futures:
+            futures[(code, backend)] = pool.submit(_run_example, code, backend, tmp_path_factory.mktemp("example"))
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("code, backend", _cases())
+def test_docs_example_runs(code, backend, examples_run):
+    if not _installed(backend):
+        if os.environ.get("PTX_REQUIRE_BACKENDS"):
+            pytest.fail(f"{backend} is not installed, and PTX_REQUIRE_BACKENDS is set (.ci/run's backend runs)")
+        pytest.skip(f"{backend} is not installed (.ci/run installs it and runs this case with -m backends)")
+    returncode, stdout, stderr, seconds = examples_run[(code, backend)].result()
+    assert returncode == 0, (
+        f"the example exited {returncode} after {seconds:.0f} s (KERAS_BACKEND={backend}):\n"
+        f"{stdout[-3000:]}\n{stderr[-5000:]}"
     )

@@ -203,65 +203,16 @@ def test_figure_functions_reject_empty_input(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Thresholds
 # ---------------------------------------------------------------------------------------------------------------
-def _write_thresholds(run, **values):
-    path = run / "eval" / "val" / "thresholds.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values))
-    return path
+def test_a_summary_of_stale_thresholds_warns():
+    """`RunDir.read_thresholds` marks a search made for an earlier model stale (tests/test_runs.py); the summary
+    says so."""
+    from ptx_keras.runs import SavedThresholds
 
-
-def _config_run(root):
-    """A run directory with only its config.yaml (what reading thresholds needs)."""
-    from ptx_keras.config import Config, save_config
-
-    save_config(Config(), str(root / "config.yaml"))
-    return RunDir(str(root))
-
-
-def test_read_thresholds_prefers_the_saved_search_and_flags_a_stale_one(tmp_path, caplog):
-    run = _config_run(tmp_path)
-    saved = run.read_thresholds()
-    assert saved.thresholds == Thresholds() and saved.source == "configuration"
-    assert saved.file == run.config_file and not saved.stale
-    path = _write_thresholds(
-        tmp_path,
-        min_area=20,
-        mask_threshold=0.6,
-        reference_size=256,
-        source="validation search",
-        objective="f1",
-        value=0.9,
-        model_sha256="abc",
-    )
-    saved = run.read_thresholds(model_sha256="abc")
-    assert saved.thresholds == Thresholds(0.6, 20, 256)
-    assert (saved.source, saved.file, saved.stale) == ("validation search", str(path), False)
-    assert saved.search["objective"] == "f1" and saved.search["value"] == 0.9
-    with caplog.at_level("WARNING", logger="ptx_keras"):
-        saved = run.read_thresholds(model_sha256="def")
-    assert saved.stale is True
-    assert "earlier best.keras" in caplog.text
+    saved = SavedThresholds(THRESHOLDS, "validation search", "thresholds.json", stale=True)
     md = ev.summary_markdown(
         ev.summarize(ev.score_predictions(handmade_predictions(), saved.thresholds), saved.describe(), "test")
     )
     assert "WARNING: chosen for an earlier best.keras" in md
-
-
-@pytest.mark.parametrize(
-    "values, match",
-    [
-        ({"min_area": 20, "reference_size": 256}, "missing key"),
-        ({"min_area": 20, "mask_threshold": 1.5, "reference_size": 256}, "mask_threshold"),
-        ({"min_area": "x", "mask_threshold": 0.5, "reference_size": 256}, "min_area"),
-    ],
-)
-def test_read_thresholds_rejects_a_bad_file(tmp_path, values, match):
-    from ptx_keras.errors import ConfigError
-
-    run = _config_run(tmp_path)
-    _write_thresholds(tmp_path, **values)
-    with pytest.raises(ConfigError, match=f"thresholds.json.*{match}"):
-        run.read_thresholds()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,7 +295,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_api_errors_name_the_problem(tmp_path):
     with pytest.raises(ModelError, match="not a run directory"):
         ev.evaluate_run(str(tmp_path))
-    _config_run(tmp_path)
+    from ptx_keras.config import Config
+
+    RunDir(str(tmp_path)).save_config(Config())  # a run with only its configuration
     with pytest.raises(ModelError, match="no trained model"):
         ev.evaluate_run(str(tmp_path))
     with pytest.raises(DataError, match="Unknown split"):

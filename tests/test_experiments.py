@@ -286,18 +286,6 @@ def test_pick_cases_small_moderate_large_and_negative():
     assert ex.pick_cases(df[df["label"] == 0]) == [("no PTX", "s7")]
 
 
-def test_markdown_and_latex_rendering():
-    df = pd.DataFrame({"Method": ["A_b & c", "x|y"], "DSC1": ["0.50 (0.10)$^{*}$", "1"]})
-    from ptx_keras.reports import latex_escape, latex_table, markdown_table
-
-    md = markdown_table(df)
-    assert md.splitlines()[:2] == ["| Method | DSC1 |", "|---|---|"] and "x\\|y" in md
-    tex = latex_table(df, "Cap 50%", raw_columns=["DSC1"])
-    assert r"\begin{tabular}{lr}" in tex and r"A\_b \& c & 0.50 (0.10)$^{*}$ \\" in tex
-    assert r"\caption{Cap 50\%}" in tex
-    assert latex_escape("a_b^c~") == r"a\_b\^{}c\textasciitilde{}"
-
-
 def test_dsc_histogram_writes_png(tmp_path):
     path = ex.plot_dsc_histogram({"a": [0.05, 0.95, 0.97, np.nan], "b": [0.5]}, str(tmp_path / "h.png"))
     with open(path, "rb") as f:

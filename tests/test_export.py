@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from ptx_keras.errors import ModelError
+from ptx_keras.runs import RunDir
+
+from tiny import smooth_picture
 
 SIZE = 64
 
@@ -52,17 +55,9 @@ def make_run(run_dir, model, **diagnosis):
         }
     )
     os.makedirs(run_dir, exist_ok=True)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    model.save(os.path.join(run_dir, "best.keras"))
+    save_config(cfg, RunDir(run_dir).config_file)
+    model.save(RunDir(run_dir).best_model)
     return run_dir
-
-
-def smooth_picture(shape, seed=0):
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    x = ndimage.gaussian_filter(rng.random(shape), 4)
-    return (x - x.min()) / (x.max() - x.min())
 
 
 @pytest.fixture(scope="module")
@@ -174,73 +169,6 @@ def test_reload_without_ptx_keras_matches_keras(exported, tmp_path):
         np.testing.assert_array_equal(out[f"u8/{key}"], out[f"u16/{key}"])
 
 
-def test_diagnosis_in_graph_matches_numpy_rule():
-    from ptx_keras.diagnosis import Thresholds, diagnose
-    from ptx_keras.serving import GraphPipeline
-
-    th = Thresholds(min_area=50, mask_threshold=0.5, reference_size=256)
-    pipeline = GraphPipeline(SIZE, 3, th)
-    # At 64 x 64, 50 pixels at 256 x 256 scale to 50 / 16 = 3.125 pixels: 3 is negative, 4 positive.
-    for n_pixels, expected in [(0, 0), (3, 0), (4, 1), (40, 1)]:
-        p = np.full((SIZE, SIZE), 0.2, np.float32)
-        p.flat[:n_pixels] = 0.9
-        p[10, 10] = 0.5 if n_pixels < 40 else 0.9  # exactly at the threshold: not pneumothorax
-        out = pipeline.postprocess(p, SIZE, SIZE)
-        ref = diagnose(p, thresholds=th)
-        assert out["diagnosis"] == ref.label == expected
-        assert out["score"] == pytest.approx(ref.score, rel=1e-6)
-        assert out["max_probability"] == pytest.approx(ref.max_prob)
-        assert out["area"] == ref.area  # at the model size the two areas coincide
-
-
-def test_postprocess_resizes_to_the_input_size():
-    from ptx_keras.diagnosis import Thresholds
-    from ptx_keras.serving import GraphPipeline
-
-    pipeline = GraphPipeline(SIZE, 1, Thresholds(min_area=0))
-    p = np.zeros((SIZE, SIZE), np.float32)
-    p[:, SIZE // 2 :] = 1.0  # right half
-    out = pipeline.postprocess(p, 128, 256)
-    assert out["probability"].shape == out["mask"].shape == (128, 256)
-    assert out["mask"][:, :120].sum() == 0 and out["mask"][:, 136:].all()
-    assert out["area"] == out["mask"].sum() == 128 * 128  # bilinear: half the columns exceed 0.5
-    assert out["diagnosis"] == 1
-
-
-def test_preprocessing_matches_data_preparation():
-    from ptx_keras.data.arrays import resize_image
-    from ptx_keras.diagnosis import Thresholds
-    from ptx_keras.serving import GraphPipeline
-
-    pipeline = GraphPipeline(SIZE, 3, Thresholds())
-    picture = smooth_picture((300, 417))
-    for image, value_max in [
-        (np.round(picture * 255).astype(np.uint8), 255),
-        (np.round(picture * 4095).astype(np.uint16), 4095),  # a 12-bit DICOM stored as uint16
-        (picture.astype(np.float32), 1.0),
-    ]:
-        x = pipeline.preprocess(image, value_max)
-        assert x.shape == (SIZE, SIZE, 3) and x.dtype == np.float32
-        np.testing.assert_array_equal(x[..., 0], x[..., 2])
-        prepared = resize_image(image, SIZE, value_max, 8)
-        # One 8-bit level at most (rounding ties of values computed in a different order).
-        assert np.abs(x[..., 0] * 255 - prepared).max() <= 1.0 + 1e-4
-        assert np.mean(np.abs(x[..., 0] * 255 - prepared)) < 0.01
-
-
-def test_preprocess_rejects_bad_images():
-    from ptx_keras.diagnosis import Thresholds
-    from ptx_keras.serving import GraphPipeline
-
-    pipeline = GraphPipeline(SIZE, 1, Thresholds())
-    with pytest.raises(ValueError, match="Thresholds"):
-        GraphPipeline(SIZE, 1, {"min_area": 50, "mask_threshold": 0.5, "reference_size": 256})
-    with pytest.raises(ValueError, match="2-D"):
-        pipeline.preprocess(np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(ValueError, match="value_max"):
-        pipeline.preprocess(np.zeros((4, 4), np.uint8), 0)
-
-
 def test_serving_rejects_colour_input(exported):
     import tensorflow as tf
 
@@ -349,7 +277,7 @@ def test_invalid_arguments(tmp_path):
     with pytest.raises(ModelError, match="no config.yaml"):
         export_saved_model(str(tmp_path / "empty"))
     run = make_run(str(tmp_path / "run"), model)
-    os.remove(os.path.join(run, "best.keras"))
+    os.remove(RunDir(run).best_model)
     with pytest.raises(ModelError, match="best.keras"):
         export_saved_model(run)
     inp = keras.Input((None, None, 1))
@@ -365,7 +293,7 @@ def test_invalid_arguments(tmp_path):
     with open(os.path.join(run, "eval", "val", "thresholds.json"), "w") as f:
         json.dump({"min_area": 50, "mask_threshold": 1.5, "reference_size": 256}, f)
     keras_model = brightness_model()
-    keras_model.save(os.path.join(run, "best.keras"))
+    keras_model.save(RunDir(run).best_model)
     with pytest.raises(ModelError, match="thresholds.json.*mask_threshold"):
         export_saved_model(run)
 

@@ -33,9 +33,3 @@ def test_file_sha256_is_the_bytes_hash(tmp_path):
     data = os.urandom(3 << 20)  # more than one 1 MiB read chunk
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
-
-
-def test_runs_keeps_the_json_helpers_importable():
-    from ptx_keras import files, runs
-
-    assert runs.write_json is files.write_json and runs.file_sha256 is files.file_sha256

@@ -21,7 +21,9 @@ import pytest
 
 SEED = 25
 BASE_N = 24  # phantoms; the held-out style draws all four transfer syntaxes among them
-MUTANTS_PER_FILE = 13  # 312 mutated files
+# 312 mutated files; `fuzzed` checks that this seed's draw applies every mutation kind to every transfer syntax, alone
+# and in pairs. (8 per file would be enough for that, but timed no faster: the two CLI runs' start-up dominates.)
+MUTANTS_PER_FILE = 13
 SIZE = 64
 MODEL_SIZE = 32
 TIMEOUT = 600  # seconds per CLI call: a hang fails the test
@@ -138,14 +140,19 @@ def fuzzed(tmp_path_factory):
     source = root / "siim"
     (source / "dicom").mkdir(parents=True)
     rng = np.random.default_rng(SEED)
-    rows, kinds = [], {}
+    rows, kinds, syntax_kinds = [], {}, {}
     for path in sources:
         image_id = os.path.splitext(os.path.basename(path))[0]
+        syntax = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
         own = rle[rle.iloc[:, 0] == image_id].iloc[:, 1].tolist()
         for k in range(MUTANTS_PER_FILE):
             name = f"{image_id}_m{k:02d}"
             kinds[name] = _mutant(path, source / "dicom" / f"{name}.dcm", rng)
+            syntax_kinds.setdefault(syntax, set()).update(kinds[name])
             rows += [(name, r) for r in own]
+    # What the fixed draw covers: every kind of mutation on each transfer syntax, alone and in pairs.
+    assert all(found == set(BYTE_KINDS + DATASET_KINDS) for found in syntax_kinds.values()), syntax_kinds
+    assert {len(k) for k in kinds.values()} == {1, 2}
     pd.DataFrame(rows, columns=["ImageId", " EncodedPixels"]).to_csv(source / "train-rle.csv", index=False)
     return source, kinds
 
@@ -155,13 +162,14 @@ def tiny_run(tmp_path_factory):
     import keras
 
     from ptx_keras.config import load_config, save_config
+    from ptx_keras.runs import RunDir
 
     run = str(tmp_path_factory.mktemp("run"))
     cfg = load_config(extra={"model": {"name": "fuzz"}, "data": {"image_size": MODEL_SIZE, "channels": 1}})
-    save_config(cfg, os.path.join(run, "config.yaml"))
+    save_config(cfg, RunDir(run).config_file)
     inp = keras.Input((MODEL_SIZE, MODEL_SIZE, 1))
     model = keras.Model(inp, keras.layers.Softmax()(keras.layers.Conv2D(2, 1)(inp)), name="fuzz")
-    model.save(os.path.join(run, "best.keras"))
+    model.save(RunDir(run).best_model)
     return run
 
 
@@ -175,7 +183,7 @@ def test_fuzzed_dicom_through_predict_and_prepare(fuzzed, tiny_run, tmp_path, mo
 
     source, kinds = fuzzed
     files = sorted(str(p) for p in (source / "dicom").glob("*.dcm"))
-    assert len(files) == len(kinds) >= 300
+    assert len(files) == len(kinds) == BASE_N * MUTANTS_PER_FILE
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)

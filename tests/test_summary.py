@@ -7,7 +7,6 @@ from ptx_keras.cli.summary import main
 from ptx_keras.layers import SCSEBlock
 from ptx_keras.models import build_model, count_macs, count_parameters, summary_table
 from ptx_keras.models.summary import PAPER_ROW_OF_PRESET, layer_macs
-from ptx_keras.reports import markdown_table
 
 
 def _single(layer, shape):
@@ -103,11 +102,7 @@ def test_summary_table_columns_and_paper_values():
     assert PAPER_ROW_OF_PRESET["ms_scse_fc_densenet103"] == "MS_scSE_FC-DenseNet"
 
 
-def test_markdown_and_main(capsys):
-    import pandas as pd
-
-    text = markdown_table(pd.DataFrame({"preset": ["a"], "params": [1234567], "paper": [pd.NA]}))
-    assert text.splitlines() == ["| preset | params | paper |", "|---|---|---|", "| a | 1,234,567 |  |"]
+def test_main(capsys):
     assert main(["unet", "--input-size", "32", "--channels", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| preset | trainable_params |") and "| unet | 7,765,442 |" in out

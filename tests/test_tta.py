@@ -91,34 +91,6 @@ def test_graph_model_function_tta_is_the_hand_made_average_and_flip_equivariant(
         ModelRunner.from_keras(model, tta="dihedral")
 
 
-def test_one_tta_check_raises_the_callers_error_class():
-    from ptx_keras.constants import TTA_MODES
-    from ptx_keras.errors import ConfigError, ModelError
-    from ptx_keras.inference import check_tta
-
-    assert [check_tta(t) for t in TTA_MODES] == list(TTA_MODES)
-    with pytest.raises(ModelError, match=r"tta must be one of \('none', 'hflip'\). Received: tta='vflip'"):
-        check_tta("vflip")
-    with pytest.raises(ConfigError, match="Received: tta=None"):
-        check_tta(None, ConfigError)
-
-
-def test_input_contract_reads_size_and_channels_once():
-    import keras
-
-    from ptx_keras.errors import ModelError
-    from ptx_keras.inference import input_contract
-
-    assert input_contract(tiny_model()) == (SIZE, 1)
-    free = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)])
-    assert input_contract(free) == (None, 3)
-    with pytest.raises(ModelError, match="fixed square input"):
-        input_contract(free, "the export", fixed=True)
-    oblong = keras.Sequential([keras.Input((8, 16, 1)), keras.layers.Conv2D(2, 1)])
-    with pytest.raises(ModelError, match=r"square input .*input_shape=\(None, 8, 16, 1\)"):
-        input_contract(oblong)
-
-
 @pytest.fixture(scope="module")
 def exported_tta(tmp_path_factory):
     """An aux-head model exported with TTA and an aux-gated diagnosis (the graph carries both)."""

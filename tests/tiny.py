@@ -134,3 +134,12 @@ def make_tiny_run(root, name="tiny", overrides=()):
         "epoch,dsc1,loss,mpa,val_dsc1,val_loss,val_mpa\n0,0.1,2.0,0.5,0.2,1.9,0.55\n1,0.3,1.5,0.6,0.25,1.6,0.6\n"
     )
     return run, cfg, prepared
+
+
+def smooth_picture(shape, seed=0):
+    """A smooth random picture of `shape` in [0, 1] (Gaussian-filtered noise, sigma 4, stretched to the range)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.random(shape), 4)
+    return (x - x.min()) / (x.max() - x.min())

@@ -3,10 +3,20 @@ a CPU)."""
 
 import argparse
 import os
+import subprocess
 
 from ptx_keras.cli.common import run_cli
 
-__all__ = ["CONFIGS_DIR", "CPU_RECIPE", "DEFAULT_CONFIG", "GPU_CONFIG", "build_parser", "choose_config", "main"]
+__all__ = [
+    "CONFIGS_DIR",
+    "CPU_RECIPE",
+    "DEFAULT_CONFIG",
+    "GPU_CONFIG",
+    "build_parser",
+    "choose_config",
+    "main",
+    "visible_gpus",
+]
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIGS_DIR, "quickstart.yaml")  # no --config on a machine without a GPU
@@ -14,10 +24,70 @@ GPU_CONFIG = os.path.join(CONFIGS_DIR, "ms_scse_fc_densenet103.yaml")  # no --co
 CPU_RECIPE = os.path.join(CONFIGS_DIR, "small_cpu.yaml")  # what the first line suggests for --data on a CPU
 
 
-def _visible_gpus():
-    import tensorflow as tf
+PROC_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the NVIDIA driver knows, with an `information` file
 
-    return tf.config.list_physical_devices("GPU")
+
+def _nvidia_smi_list():
+    """`nvidia-smi -L`'s lines, stripped (`GPU 0: NAME (UUID: GPU-...)`, and `MIG ... (UUID: MIG-...)` below a GPU
+    split into MIG devices), or None where it is missing or fails."""
+    try:
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else None
+
+
+def _proc_gpu_list():
+    """The driver's GPUs from `PROC_GPUS` as `GPU i: MODEL` lines (in bus order, as CUDA numbers them)."""
+    try:
+        buses = sorted(os.listdir(PROC_GPUS))
+    except OSError:
+        return []
+    lines = []
+    for i, bus in enumerate(buses):
+        model = "NVIDIA GPU"
+        try:
+            with open(os.path.join(PROC_GPUS, bus, "information"), encoding="utf-8", errors="replace") as f:
+                model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("Model:")), model)
+        except OSError:
+            pass
+        lines.append(f"GPU {i}: {model}")
+    return lines
+
+
+def visible_gpus():
+    """The NVIDIA GPUs this process may use, found without importing TensorFlow (whose start-up log lines would
+    otherwise come before `choose_config`'s line): `nvidia-smi -L`, else the driver's `/proc` folder, filtered by
+    `CUDA_VISIBLE_DEVICES` as CUDA reads it (indices or `GPU-`/`MIG-` UUIDs up to the first invalid entry; empty
+    or `-1`: none).
+
+    Returns:
+        A list of names such as `"GPU 0: NVIDIA H100 80GB HBM3"`, empty on a machine without a visible GPU.
+    """
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is not None and mask.strip() in ("", "-1"):
+        return []
+    lines = _nvidia_smi_list()
+    if lines is None:
+        lines = _proc_gpu_list()
+    gpus = [line for line in lines if line.startswith("GPU ")]
+    if mask is None:
+        return [_device_name(line) for line in gpus]
+    chosen = []
+    for token in (t.strip() for t in mask.split(",")):
+        if token.isdigit():
+            match = [gpus[int(token)]] if int(token) < len(gpus) else []
+        else:  # a GPU or MIG device by (a prefix of) its UUID
+            match = [line for line in lines if token.startswith(("GPU-", "MIG-")) and f"UUID: {token}" in line]
+        if len(match) != 1:  # CUDA ignores the entries from the first invalid one on
+            break
+        chosen.append(_device_name(match[0]))
+    return chosen
+
+
+def _device_name(line):
+    """`GPU 0: NVIDIA H100 80GB HBM3` from an `nvidia-smi -L` line (without its UUID and padding)."""
+    return " ".join(line.split(" (UUID:")[0].split()).rstrip(":")
 
 
 def _rel(path):
@@ -31,18 +101,18 @@ def choose_config(config, data):
 
     `--config` always wins. Without it a visible GPU selects the paper's model (`GPU_CONFIG`) and a CPU the
     quick start (`DEFAULT_CONFIG`); with `--data` on a CPU the line points to the CPU recipe (`CPU_RECIPE`).
+    The GPUs are found without importing TensorFlow (`visible_gpus`), so that the line is the command's first.
 
     Returns:
         `(path, line)`.
     """
     if config:
         return config, f"Configuration: {config} (--config)"
-    gpus = _visible_gpus()
+    gpus = visible_gpus()
     if gpus:
-        names = ", ".join(g.name.replace("/physical_device:", "") for g in gpus)
         return GPU_CONFIG, (
             f"Configuration: {_rel(GPU_CONFIG)}, the paper's model (no --config and {len(gpus)} "
-            f"GPU(s) visible: {names}); --config FILE chooses another"
+            f"GPU(s) visible: {'; '.join(gpus)}); --config FILE chooses another"
         )
     line = f"Configuration: {_rel(DEFAULT_CONFIG)}, the CPU quick start (no --config and no GPU visible)"
     if data:

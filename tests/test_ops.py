@@ -310,20 +310,33 @@ def test_segmentation_model_predicts_single_images_with_xla_as_keras_does(rng, m
     )
     assert isinstance(model, common.SegmentationModel)
     one = rng.random((1, 16, 16, 3)).astype("float32")
+    three = rng.random((3, 16, 16, 3)).astype("float32")
     eight = rng.random((8, 16, 16, 3)).astype("float32")
     with ptx_ops.fused_ops(False):
+        # Keras' own methods (the base class's, XLA off): what the model must reproduce.
         ptx_ops.set_small_batch_xla(False)
         try:
-            expected = [model.predict_on_batch(one), model.predict(one, verbose=0), model.predict(eight, verbose=0)]
+            expected = [
+                keras.Model.predict_on_batch(model, one),
+                keras.Model.predict(model, one, verbose=0),
+                keras.Model.predict(model, three, batch_size=1, verbose=0),
+                keras.Model.predict(model, eight, verbose=0),
+            ]
         finally:
             ptx_ops.set_small_batch_xla(None)
         plain_function = model.predict_function
         assert model not in common._xla_predict_functions
-        got = [model.predict_on_batch(one), model.predict(one, verbose=0), model.predict(eight, verbose=0)]
-    # Single images ran the XLA function (kept apart); Keras' own is back in place, and batch 8 used it.
+        got = [
+            model.predict_on_batch(one),  # XLA
+            model.predict(one, verbose=0),  # one step: as predict_on_batch, XLA
+            model.predict(three, batch_size=1, verbose=0),  # Keras' loop of three steps, XLA function swapped in
+            model.predict(eight, verbose=0),  # one step of 8: Keras' own function
+        ]
+    # Single images ran the XLA function (kept apart); Keras' own is back in place.
     assert model in common._xla_predict_functions
     assert model.predict_function is plain_function and not model.jit_compile
     for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
+        assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -16,6 +16,7 @@ import numbers
 import weakref
 
 import keras
+import numpy as np
 
 from ptx_keras.constants import AUX_OUTPUT, MASK_OUTPUT
 from ptx_keras.errors import ModelError
@@ -60,8 +61,16 @@ class SegmentationModel(keras.Model):
     """
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Keras' `Model.predict`; single-image steps XLA-compiled where faster (see the class)."""
-        with self._predict_function_for(_prediction_batch(x, batch_size)):
+        """Keras' `Model.predict`; single-image steps XLA-compiled where faster (see the class).
+
+        Arrays that fit in one batch (no `steps`, no `callbacks`) are predicted as `predict_on_batch` does: the
+        same predict function on the same batch, without building a `tf.data` pipeline, callbacks and a
+        progress bar for a single step (a fixed cost that is a large part of a single image's prediction).
+        """
+        batch = _prediction_batch(x, batch_size)
+        if steps is None and callbacks is None and batch and batch == _images_in(x):
+            return self.predict_on_batch(x)
+        with self._predict_function_for(batch):
             return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     def predict_on_batch(self, x):
@@ -87,15 +96,20 @@ class SegmentationModel(keras.Model):
             self.predict_function, self.jit_compile = plain_function, plain_jit
 
 
-def _prediction_batch(x, batch_size):
-    """Images per prediction step for `predict(x, batch_size)` (Keras' default 32), None when `x` is not arrays."""
+def _images_in(x):
+    """The number of images in `x` when it is an array or tensor (or a list/dict of them), else None."""
     first = x
     while isinstance(first, (list, tuple, dict)) and first:
         first = next(iter(first.values())) if isinstance(first, dict) else first[0]
-    shape = getattr(first, "shape", None)
-    if not shape or shape[0] is None:
+    if not (isinstance(first, np.ndarray) or keras.ops.is_tensor(first)) or not first.shape:
         return None
-    return min(int(shape[0]), 32 if batch_size is None else int(batch_size))
+    return None if first.shape[0] is None else int(first.shape[0])
+
+
+def _prediction_batch(x, batch_size):
+    """Images per prediction step for `predict(x, batch_size)` (Keras' default 32), None when `x` is not arrays."""
+    images = _images_in(x)
+    return None if images is None else min(images, 32 if batch_size is None else int(batch_size))
 
 
 def image_input(input_shape, num_pools, name="image"):

@@ -31,6 +31,7 @@ Outputs in `output_dir`:
 Run as `ptx-predict` (`python -m ptx_keras.cli.predict`).
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ __all__ = [
     "OVERLAY_DIRNAME",
     "PREDICTIONS_FILENAME",
     "PREDICTION_COLUMNS",
+    "PredictionResult",
     "SUBMISSION_FILENAME",
     "SUMMARY_FILENAME",
     "UNCERTAINTY_DIRNAME",
@@ -66,6 +68,56 @@ __all__ = [
 
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What `predict_paths` did (also written to `summary.json`, without `summary`).
+
+    Attributes:
+        n_files, n_ok, n_failed, n_positive: Files found, predicted, failed, and diagnosed positive.
+        failed: `(file, error)` of every failed file (each also has its row in predictions.csv).
+        predictions: The predictions.csv path.
+        submission: The SIIM-ACR submission.csv path (format "siim"), else None.
+        overlays_dir, masks_dir, uncertainty_dir, dicom_dir: Output folders, None when not written.
+        model: The predictor's description (kind, path, size, TTA, ...).
+        uncertainty: The uncertainty method and samples, or None.
+        seconds: From the first file read to the last output written (model loading excluded).
+        images_per_second: Predicted files per second over `seconds` (None when no time passed).
+        dicom_skipped: Predicted files that got no DICOM output (not DICOM).
+        summary: The summary.json path.
+    """
+
+    n_files: int
+    n_ok: int
+    n_failed: int
+    n_positive: int
+    failed: list
+    predictions: str
+    submission: object
+    overlays_dir: object
+    masks_dir: object
+    model: dict
+    uncertainty_dir: object
+    uncertainty: object
+    seconds: float
+    images_per_second: object
+    dicom_dir: object
+    dicom_skipped: list
+    summary: str
+
+    def __getitem__(self, key):
+        """`result[key]`: the dict interface of earlier versions."""
+        if key not in _PREDICTION_RESULT_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def to_dict(self):
+        """The fields as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+_PREDICTION_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(PredictionResult))
 
 FORMATS = ("csv", "siim", "dicom")
 PREDICTIONS_FILENAME = "predictions.csv"
@@ -477,12 +529,8 @@ def predict_paths(
             image, as its header claims, gets an error row without being decoded.
 
     Returns:
-        dict with `n_files`, `n_ok`, `n_failed`, `n_positive`, `failed` (list of `(file, error)`),
-        `predictions` (the CSV path), `submission` (or None), `overlays_dir`, `masks_dir` (or None),
-        `summary` (summary.json path), `model` (the predictor's description), `uncertainty_dir` (or None),
-        `uncertainty` (the method and samples, or None), `seconds` and `images_per_second` (from the first
-        file read to the last output written, model loading excluded), `dicom_dir` (or None) and
-        `dicom_skipped` (predicted files that got no DICOM output: not DICOM).
+        A frozen `PredictionResult` (counts, failed files, output paths, the model's description, timing);
+        `result["n_ok"]` etc. still reads it as the dict of earlier versions.
 
     Raises:
         ConfigError: for an unknown format, `"dicom"` without any DICOM input, an unknown TTA or uncertainty method, a non-positive batch size, fewer than 2
@@ -841,8 +889,7 @@ class _StagedPredictor:
         with open(summary_path, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
             f.write("\n")
-        summary["summary"] = summary_path
-        return summary
+        return PredictionResult(**summary, summary=summary_path)
 
 
 def _write_predictions(rows, output_dir):

@@ -1,5 +1,7 @@
 """Prediction CLI and library: inputs, batching over mixed sizes, errors per file, CSV/overlays/masks/SIIM."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -59,7 +61,7 @@ def read_table(output):
 
 
 def test_folder_with_a_corrupt_file(run_dir, folder, tmp_path):
-    from ptx_keras.predict import predict_paths
+    from ptx_keras.predict import PredictionResult, predict_paths
 
     out = tmp_path / "out"
     s = predict_paths([str(folder)], run_dir, str(out), batch_size=3, save_masks=True, progress=False)
@@ -88,6 +90,15 @@ def test_folder_with_a_corrupt_file(run_dir, folder, tmp_path):
     assert float(ok.loc["study", "area_mm2"]) == pytest.approx(int(ok.loc["study", "area_px"]) * 0.5 * 0.25)
     assert ok.loc["pos", "area_mm2"] == ""
     assert s["failed"] == [(str(folder / "corrupt.png"), table.loc["corrupt", "error"])]
+    # A frozen result; the dict interface of earlier versions reads it; summary.json holds the same fields.
+    assert isinstance(s, PredictionResult) and s.n_ok == s["n_ok"] == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.n_ok = 5
+    with pytest.raises(KeyError):
+        s["n_images"]
+    with open(s.summary, encoding="utf-8") as f:
+        written = json.load(f)
+    assert written == json.loads(json.dumps({k: v for k, v in s.to_dict().items() if k != "summary"}))
 
 
 def test_non_finite_image_is_an_error_row_and_a_constant_one_a_warning(run_dir, tmp_path, caplog):

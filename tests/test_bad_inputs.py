@@ -516,6 +516,39 @@ def test_a_jpeg_dicom_claiming_a_huge_image_is_refused_before_decoding(tmp_path,
         read_dicom(path)
 
 
+def test_an_rle_dicom_whose_pixels_hold_a_jpeg2000_marker_is_read(tmp_path):
+    """RLE data can hold any bytes: a J2K SOC+SIZ sequence in it (one 1024 px SIIM-layout phantom in 300 had
+    one) once read as a 'claimed size' of 3,259,418,164 x 0 and refused the valid image."""
+    import pydicom
+    from pydicom.encaps import generate_fragments
+
+    from ptx_keras.data.dicom import read_dicom, write_dicom
+
+    image = _image()
+    # Differing neighbours make the RLE encoder copy them literally: SOC (ff 4f), SIZ (ff 51), then a huge
+    # Xsiz/Ysiz, as a codestream header would have them.
+    image[0, :12] = [0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0, 0xC2, 0x47, 0x11, 0x34]
+    path = write_dicom(str(tmp_path / "x.dcm"), image, compress="rle")
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+    assert any(b"\xff\x4f\xff\x51" in f for f in generate_fragments(ds.PixelData))
+    read, info = read_dicom(path)
+    assert info["transfer_syntax"] == pydicom.uid.RLELossless and read.shape == image.shape
+
+
+def test_j2k_frame_size_reads_a_codestream_or_jp2_header_and_nothing_else():
+    from ptx_keras.data.limits import j2k_frame_size
+
+    # SIZ: Lsiz, Rsiz, Xsiz=640, Ysiz=480, XOsiz=YOsiz=0, tile sizes and offsets, Csiz=1
+    siz = b"\x00\x29\x00\x00" + (640).to_bytes(4, "big") + (480).to_bytes(4, "big") + bytes(24) + b"\x00\x01"
+    codestream = b"\xff\x4f\xff\x51" + siz + bytes(8)
+    jp2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x14ftypjp2 " + bytes(8) + codestream
+    assert j2k_frame_size(codestream) == (480, 640, 1)
+    assert j2k_frame_size(jp2) == (480, 640, 1)
+    assert j2k_frame_size(b"\x17" * 9 + codestream) is None  # a marker inside other data is not a header
+    assert j2k_frame_size(codestream[:30]) is None  # too short to hold SIZ
+
+
 def test_preparation_skips_an_image_over_the_size_limit(tmp_path):
     src = _folder(str(tmp_path / "src"), size=24)
     Image.fromarray(_image(40)).save(tmp_path / "src" / "images" / "big.png")

@@ -203,7 +203,8 @@ def read_dicom(path, max_pixels=None):
 def _check_size(ds, path, rows, cols, samples, frames, max_pixels):
     """`check_image_size` on the header's size, and on what a JPEG / JPEG 2000 stream's own header claims."""
     check_image_size(path, rows, cols, samples, frames, max_pixels)
-    if not getattr(ds.file_meta, "TransferSyntaxUID", None) or not ds.file_meta.TransferSyntaxUID.is_compressed:
+    parse = _stream_header_parser(getattr(ds.file_meta, "TransferSyntaxUID", None))
+    if parse is None:
         return
     from pydicom.encaps import generate_fragments
 
@@ -212,11 +213,26 @@ def _check_size(ds, path, rows, cols, samples, frames, max_pixels):
     except Exception:  # malformed encapsulation: left to the decoder, which reports it
         return
     for fragment in fragments:
-        for parse in (jpeg_frame_size, j2k_frame_size):
-            claimed = parse(fragment)
-            if claimed is not None:
-                check_image_size(path, claimed[0], claimed[1], claimed[2] or 1, frames, max_pixels)
-                return
+        claimed = parse(fragment)
+        if claimed is not None:
+            check_image_size(path, claimed[0], claimed[1], claimed[2] or 1, frames, max_pixels)
+            return
+
+
+def _stream_header_parser(transfer_syntax):
+    """The parser of the image header inside the pixel data of `transfer_syntax`, or None where it has none.
+
+    Only the stream of the file's own syntax is parsed: RLE or deflated data can hold any byte sequence,
+    including a JPEG 2000 SIZ marker, whose "size" would refuse a valid image.
+    """
+    import pydicom.uid
+
+    syntax = str(transfer_syntax or "")
+    if syntax in pydicom.uid.JPEG2000TransferSyntaxes:
+        return j2k_frame_size
+    if syntax in pydicom.uid.JPEGTransferSyntaxes:  # JPEG-LS frame headers (SOF55) are not read
+        return jpeg_frame_size
+    return None
 
 
 def _read_dicom(path, max_pixels):

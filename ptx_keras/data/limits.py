@@ -96,10 +96,24 @@ def jpeg_frame_size(data):
     return None
 
 
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the image and tile size marker
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file format's first box
+
+
 def j2k_frame_size(data):
-    """`(rows, cols, components)` from a JPEG 2000 codestream's SIZ marker (or a JP2 file's), or None."""
+    """`(rows, cols, components)` from a JPEG 2000 codestream's SIZ marker (or a JP2 file's), or None.
+
+    A codestream starts with its SOC and SIZ markers; a JP2 file with its signature box, the codestream
+    following in its boxes. Other data (an RLE or deflated stream) is not searched: any byte sequence can
+    occur in it.
+    """
     data = bytes(data[: 1 << 16])
-    start = data.find(b"\xff\x4f\xff\x51")
+    if data.startswith(_J2K_SOC_SIZ):
+        start = 0
+    elif data.startswith(_JP2_SIGNATURE):
+        start = data.find(_J2K_SOC_SIZ)
+    else:
+        return None
     if start < 0 or len(data) < start + 42:
         return None
     siz = data[start + 4 :]

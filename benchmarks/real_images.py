@@ -278,7 +278,12 @@ def run(args):
     starts = ["scratch"]
     init_from = None
     if not args.scratch_only:
-        init_from = os.path.abspath(args.init_from) if args.init_from else pretrain(args, os.path.join(out, "runs"))
+        if not args.init_from:
+            init_from = pretrain(args, os.path.join(out, "runs"))
+        elif _is_checkpoint_name(args.init_from):  # a shipped checkpoint, e.g. phantom_small_cpu
+            init_from = args.init_from
+        else:
+            init_from = os.path.abspath(args.init_from)
         starts.append("pretrained")
 
     rows, per_image = [], {s: [] for s in starts}
@@ -366,7 +371,8 @@ def build_parser():
     )
     p.add_argument(
         "--init-from",
-        help="the pre-trained start (run directory or .keras); default: pre-train the recipe on its phantoms first",
+        help="the pre-trained start (run directory, .keras file or shipped checkpoint, e.g. phantom_small_cpu, "
+        "for the small-CPU recipe); default: pre-train the recipe on its phantoms first",
     )
     p.add_argument(
         "--freeze-encoder-epochs",
@@ -385,6 +391,12 @@ def build_parser():
     p.add_argument("--out", default="real_images", help="working folder: prepared folds, runs, tables")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output")
     return p
+
+
+def _is_checkpoint_name(source):
+    from ptx_keras.pretrained import is_checkpoint_name
+
+    return is_checkpoint_name(source)
 
 
 def main(argv=None):

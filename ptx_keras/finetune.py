@@ -32,6 +32,7 @@ import os
 import numpy as np
 
 from ptx_keras.errors import ModelError
+from ptx_keras.pretrained import CHECKPOINTS, checkpoint_file, is_checkpoint_name
 from ptx_keras.runs import RunDir, file_sha256
 
 __all__ = [
@@ -96,7 +97,7 @@ class InitReport:
     """The result of `initialize_from`.
 
     Attributes:
-        source: The path given (a run directory or a `.keras` file).
+        source: The source given: a run directory or `.keras` file (absolute), or a shipped checkpoint's name.
         model_file: The `.keras` file read.
         model_sha256: Its SHA-256.
         layers: One `LayerInit` per layer with weights of either model.
@@ -159,16 +160,22 @@ def _shape_text(shape):
 
 
 def source_model_file(source):
-    """The `.keras` file named by `source`: a run directory's `best.keras`, or the file itself.
+    """The `.keras` file named by `source`: a run directory's `best.keras`, the file itself, or the file of a
+    checkpoint shipped with the package (`ptx_keras.pretrained`, e.g. `phantom_small_cpu`).
 
     Raises:
-        ModelError: if `source` is neither a trained run directory nor a `.keras` file.
+        ModelError: if `source` is neither a trained run directory, a `.keras` file nor a shipped checkpoint.
     """
     path = os.fspath(source)
+    if is_checkpoint_name(path):
+        return checkpoint_file(path)
     if os.path.isdir(path):
         return RunDir(path).require_model()
     if not os.path.exists(path):
-        raise ModelError(f"train.init_from: no run directory or .keras file at {path}")
+        raise ModelError(
+            f"train.init_from: no run directory or .keras file at {path}, and no shipped checkpoint of that name "
+            f"(shipped: {', '.join(sorted(CHECKPOINTS))})"
+        )
     if not path.endswith(".keras"):
         raise ModelError(f"train.init_from must be a run directory or a .keras file. Received: {path}")
     return path
@@ -342,7 +349,7 @@ def initialize_from(model, source):
 
     Args:
         model: The configured, built `keras.Model` (changed in place).
-        source: A run directory or a `.keras` file.
+        source: A run directory, a `.keras` file or the name of a shipped checkpoint (`ptx_keras.pretrained`).
 
     Returns:
         `InitReport`.
@@ -355,7 +362,9 @@ def initialize_from(model, source):
     path = source_model_file(source)
     source_model = load_model(path, compile=False)
     layers = transfer_weights(source_model, model)
-    report = InitReport(os.path.abspath(os.fspath(source)), os.path.abspath(path), file_sha256(path), layers)
+    given = os.fspath(source)
+    given = given if is_checkpoint_name(given) else os.path.abspath(given)
+    report = InitReport(given, os.path.abspath(path), file_sha256(path), layers)
     counts = report.counts()
     if not counts[LOADED] + counts[RESHAPED]:
         wanted = [layer.layer for layer in layers if layer.status == SKIPPED][:4]

@@ -54,7 +54,7 @@ def test_data_on_a_cpu_points_to_the_cpu_recipe(monkeypatch):
     _fake_gpus(monkeypatch, 0)
     path, line = cli.choose_config(None, "/data/siim")
     assert path == cli.DEFAULT_CONFIG
-    assert "small_cpu.yaml" in line and os.path.isfile(cli.CPU_RECIPE)
+    assert "finetune_cpu.yaml" in line and os.path.isfile(cli.CPU_RECIPE)
 
 
 @pytest.mark.parametrize("gpus", [0, 1])

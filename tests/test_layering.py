@@ -19,7 +19,7 @@ LAYERS = (
     ("errors", "constants", "targets", "runtime", "files", "_deprecation"),
     ("ops", "layers", "losses", "metrics", "diagnosis", "data", "optimizers", "schedules"),
     ("models", "config", "loading"),
-    ("runs", "serving", "reports", "figures", "inference", "artifacts", "finetune"),
+    ("runs", "serving", "reports", "figures", "inference", "artifacts", "finetune", "pretrained"),
     ("training", "multiworker", "evaluation", "export", "predict", "dicom_out", "dicom_net"),
     ("workflows", "experiments", "dicom_node"),
     ("cli",),

@@ -21,7 +21,9 @@ __all__ = [
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIGS_DIR, "quickstart.yaml")  # no --config on a machine without a GPU
 GPU_CONFIG = os.path.join(CONFIGS_DIR, "ms_scse_fc_densenet103.yaml")  # no --config with a visible GPU: the paper's
-CPU_RECIPE = os.path.join(CONFIGS_DIR, "small_cpu.yaml")  # what the first line suggests for --data on a CPU
+# What the first line suggests for --data on a CPU: the small-CPU recipe fine-tuned from the shipped phantom
+# checkpoint (docs/training.md, "Learning a new kind of image").
+CPU_RECIPE = os.path.join(CONFIGS_DIR, "finetune_cpu.yaml")
 
 
 PROC_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the NVIDIA driver knows, with an `information` file
@@ -117,7 +119,8 @@ def choose_config(config, data):
     line = f"Configuration: {_rel(DEFAULT_CONFIG)}, the CPU quick start (no --config and no GPU visible)"
     if data:
         line += (
-            f"; for a data set of your own on a CPU use the CPU recipe: --config {_rel(CPU_RECIPE)} (docs/training.md)"
+            f"; for a data set of your own on a CPU use the CPU recipe, which fine-tunes the shipped phantom "
+            f"checkpoint: --config {_rel(CPU_RECIPE)} (docs/training.md)"
         )
     return DEFAULT_CONFIG, line
 
@@ -136,9 +139,9 @@ def build_parser():
     p.add_argument("--data", help="raw source (image/mask folder, CSV manifest, SIIM-ACR folder) or prepared directory")
     p.add_argument(
         "--init-from",
-        metavar="RUN_DIR|FILE.keras",
-        help="start from the weights of a run (its best.keras) or a .keras file, matched by layer name "
-        "(train.init_from; docs/training.md, Fine-tuning)",
+        metavar="RUN_DIR|FILE.keras|CHECKPOINT",
+        help="start from the weights of a run (its best.keras), a .keras file or a shipped checkpoint "
+        "(phantom_small_cpu), matched by layer name (train.init_from; docs/training.md, Fine-tuning)",
     )
     p.add_argument("--output-dir", help="parent of the run directory (default: runs)")
     p.add_argument("--name", help="run name (the run directory is OUTPUT_DIR/NAME)")

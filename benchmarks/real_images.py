@@ -300,6 +300,14 @@ def run(args):
                 f"fold {fold}: the validation split holds one label only: configured thresholds, no search",
                 file=sys.stderr,
             )
+        # A set of positive images only (public segmentation sets often keep only those) still trains the
+        # masks; the run says so (train.allow_positive_only) and the accuracy is then the sensitivity.
+        positive_only = 0 not in {y for y, s in zip(labels, split) if s == "train"}
+        if positive_only:
+            print(
+                f"fold {fold}: the training split holds positive images only: train.allow_positive_only",
+                file=sys.stderr,
+            )
         for start in starts:
             sets = [
                 f"data.path={prepared}",
@@ -308,6 +316,7 @@ def run(args):
                 "train.evaluate=false",
                 "train.export=false",
                 f"evaluation.search_thresholds={str(search).lower()}",
+                f"train.allow_positive_only={str(positive_only).lower()}",
             ]
             if start == "pretrained":
                 sets += [f"train.init_from={init_from}", f"train.freeze_encoder_epochs={args.freeze_encoder_epochs}"]

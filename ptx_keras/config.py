@@ -206,6 +206,9 @@ class TrainConfig:
     # layer name; and how many first epochs train with its encoder frozen (0: none; needs init_from).
     init_from: Optional[str] = None
     freeze_encoder_epochs: int = 0
+    # A training split of positive images only is refused unless this is set: the masks can be learnt from it
+    # (public segmentation sets often keep only positives), but no training image shows the model a negative.
+    allow_positive_only: bool = False
 
 
 @dataclass(frozen=True)

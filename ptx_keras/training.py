@@ -444,7 +444,7 @@ SKIP_HINT = "Fix or remove it, or set data.skip_bad: true (--set data.skip_bad=t
 def check_label_balance(cfg, prepared_dir):
     """Refuses, before the first epoch, training data the run could not use: a training split with only positive
     or only negative images (the model cannot learn to tell them apart, and the diagnosis has nothing to
-    separate), or, when the thresholds are searched at the end (`evaluation.search_thresholds` with
+    separate; positive images alone are accepted, with a warning, under `train.allow_positive_only`), or, when the thresholds are searched at the end (`evaluation.search_thresholds` with
     `train.evaluate`), a validation split with only one kind (the search needs both).
 
     Raises:
@@ -465,12 +465,29 @@ def check_label_balance(cfg, prepared_dir):
         )
     for split, why in needs:
         count = counts[split]
-        if count["total"] and (count["positive"] == 0 or count["negative"] == 0):
-            raise DataError(
-                f"The {split} split of {prepared_dir} has {count['positive']} positive and {count['negative']} "
-                f"negative images: {why}. Add images of the missing kind to the source (the split is stratified by "
-                "label)"
+        if not count["total"] or (count["positive"] and count["negative"]):
+            continue
+        positive_only = split == "train" and not count["negative"]
+        if positive_only and cfg.train.allow_positive_only:
+            logger.warning(
+                "The train split of %s has %d positive and no negative images (train.allow_positive_only): the "
+                "model learns the masks but never sees a negative image, so its diagnosis is not trained to "
+                "reject one",
+                prepared_dir,
+                count["positive"],
             )
+            continue
+        hint = (
+            "; to learn the masks from positive images alone, set train.allow_positive_only: true "
+            "(--set train.allow_positive_only=true)"
+            if positive_only
+            else ""
+        )
+        raise DataError(
+            f"The {split} split of {prepared_dir} has {count['positive']} positive and {count['negative']} "
+            f"negative images: {why}. Add images of the missing kind to the source (the split is stratified by "
+            f"label){hint}"
+        )
 
 
 def _remove_rejected_run(run):

@@ -573,10 +573,8 @@ def test_a_malformed_dicom_element_is_a_data_error(tmp_path):
         read_dicom(path)
 
 
-@pytest.mark.parametrize("kind", ["negative", "positive"])
-def test_training_data_of_one_kind_is_refused_before_the_first_epoch(tmp_path, capsys, monkeypatch, kind):
-    import ptx_keras.training as training
-
+def _one_kind_source(tmp_path, kind):
+    """An image/mask folder of 10 images, all `kind` ("positive" or "negative")."""
     src = tmp_path / "src"
     os.makedirs(src / "images")
     os.makedirs(src / "masks")
@@ -586,12 +584,46 @@ def test_training_data_of_one_kind_is_refused_before_the_first_epoch(tmp_path, c
             mask = np.zeros((64, 64), np.uint8)
             mask[10:30, 12:34] = 255
             Image.fromarray(mask).save(src / "masks" / f"s{i}.png")
+    return src
+
+
+@pytest.mark.parametrize("kind", ["negative", "positive"])
+def test_training_data_of_one_kind_is_refused_before_the_first_epoch(tmp_path, capsys, monkeypatch, kind):
+    import ptx_keras.training as training
+
+    src = _one_kind_source(tmp_path, kind)
     monkeypatch.setattr(training, "make_callbacks", lambda *a: pytest.fail("training started"))
     assert _train(tmp_path, data=src) == 2
     err = _one_line(capsys)
     count = "0 positive and 6 negative" if kind == "negative" else "6 positive and 0 negative"
     assert f"The train split of {tmp_path / 'cache'}" in err and f"has {count} images: training needs both" in err
+    assert ("train.allow_positive_only" in err) == (kind == "positive")  # the way out, where there is one
     assert not (tmp_path / "runs" / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["negative", "positive"])
+def test_allow_positive_only_trains_on_positives_alone_with_a_warning(tmp_path, capsys, caplog, monkeypatch, kind):
+    """Positive images alone train the masks when the user says so (a warning names the split); negative images
+    alone are still refused: there is nothing to segment."""
+    import ptx_keras.training as training
+
+    src = _one_kind_source(tmp_path, kind)
+
+    class Started(Exception):
+        pass
+
+    def started(*args):
+        raise Started
+
+    monkeypatch.setattr(training, "make_callbacks", started)
+    sets = ("train.allow_positive_only=true", "evaluation.search_thresholds=false")
+    if kind == "positive":
+        with caplog.at_level(logging.WARNING, logger="ptx_keras.training"), pytest.raises(Started):
+            _train(tmp_path, *sets, data=src)
+        assert "has 6 positive and no negative images (train.allow_positive_only)" in caplog.text
+    else:
+        assert _train(tmp_path, *sets, data=src) == 2
+        assert "has 0 positive and 6 negative images: training needs both" in _one_line(capsys)
 
 
 # --- 8. An export never replaces a model file that is not ptx_keras's (issue 25) ---------------------------

@@ -23,10 +23,13 @@ in one process.
 
 Printed JSON lines (each with the machine and the 1-minute load average):
 
-* `side_by_side_process`: one per worker process: images/s of every task, and the process's wall, user and
-  system CPU-seconds and minor page faults for each task (where the allocator churn shows);
+* `side_by_side_process`: one per worker process: images/s of every task (over all its timed calls, and from
+  its median call), each call's wall time, the process's wall, user and system CPU-seconds and minor page
+  faults for each task (where the allocator churn shows), and the host's steal time during the timed calls
+  (`host_steal_s`: CPU time the hypervisor gave to other machines, which stalls a call without costing CPU);
 * `side_by_side`: per task, the package's and the peer's images/s (median over rounds) and
-  `ratio` = package / peer (> 1: the package is faster), with every round's ratio.
+  `ratio` = package / peer (> 1: the package is faster), with every round's ratio, and `ratio_median_call`, the
+  same from each process's median call (robust to one stalled call).
 
     python benchmarks/side_by_side.py [--quick] [--rounds 2] [--threads N] [--tasks infer train]
         [--paths cli library] [--infer-batches 1 8] [--package-models fc_densenet103 ms_scse_fc_densenet103]
@@ -90,18 +93,41 @@ def _data(batch, seed=0):
     return images, labels
 
 
+def _host_steal_s():
+    """Seconds of CPU time the hypervisor took from this machine's CPUs so far (all CPUs; `/proc/stat`'s
+    steal column), or None where the system does not report it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _time_calls(fn, calls):
-    """`calls` timed calls of `fn` after a first call timed apart; returns (first call's usage, timed usage)."""
+    """`calls` timed calls of `fn` after a first call timed apart.
+
+    Returns:
+        `(first call's usage, timed usage)`; the timed usage also holds each call's wall time (`call_s`) and the
+        host's steal time during the timed calls (`host_steal_s`, None where unknown).
+    """
     usage = _usage()
     fn()
     first = _delta(usage)
-    usage = _usage()
+    usage, steal, each = _usage(), _host_steal_s(), []
     for _ in range(calls):
+        began = time.perf_counter()
         fn()
-    return first, _delta(usage)
+        each.append(time.perf_counter() - began)
+    timed = _delta(usage)
+    after = _host_steal_s()
+    timed["call_s"] = [round(t, 3) for t in each]
+    timed["host_steal_s"] = None if steal is None or after is None else round(after - steal, 2)
+    return first, timed
 
 
 def _result(task, batch, first, usage, calls):
+    median_call = statistics.median(usage["call_s"])
     return {
         "task": task,
         "batch": batch,
@@ -110,6 +136,8 @@ def _result(task, batch, first, usage, calls):
         "calls": calls,
         "s_per_call": round(usage["wall_s"] / calls, 3),
         "images_per_s": round(batch * calls / usage["wall_s"], 3),
+        # One stalled call (the host taking a CPU away for seconds: host_steal_s) moves the mean, not this.
+        "images_per_s_median_call": round(batch / median_call, 3),
         "cpu_s_per_call": round((usage["user_s"] + usage["system_s"]) / calls, 3),
         **usage,
         "load_average": round(os.getloadavg()[0], 2),
@@ -362,19 +390,26 @@ def schedule(rounds, package_configs, peer):
 
 
 def summarize(processes):
-    """`side_by_side` lines: per (variant, model, task, batch) the median images/s against the peer's."""
-    rates = {}
+    """`side_by_side` lines: per (variant, model, task, batch) the median images/s against the peer's.
+
+    `ratio` uses each process's images/s over all its timed calls (the mean call); `ratio_median_call` uses each
+    process's median call instead, which a single stalled call does not move.
+    """
+    rates, median_rates = {}, {}
     for p in processes:
         if "error" in p:
             continue
         for r in p["results"]:
             key = (p["variant"], p["info"]["model"], r["task"], r["batch"])
             rates.setdefault(key, {})[p["round"]] = r["images_per_s"]
+            if "images_per_s_median_call" in r:
+                median_rates.setdefault(key, {})[p["round"]] = r["images_per_s_median_call"]
     lines = []
     for (variant, model, task, batch), by_round in sorted(rates.items()):
         if variant == "peer":
             continue
-        peer = rates.get(("peer", PEER_MODEL, task, batch), {})
+        peer_key = ("peer", PEER_MODEL, task, batch)
+        peer = rates.get(peer_key, {})
         rounds = sorted(set(by_round) & set(peer))
         line = {
             "variant": variant,
@@ -389,6 +424,11 @@ def summarize(processes):
             ratios = [by_round[r] / peer[r] for r in rounds]
             line["ratio"] = round(line["package_images_per_s"] / line["peer_images_per_s"], 3)
             line["ratio_per_round"] = [round(x, 3) for x in ratios]
+            ours, theirs = median_rates.get((variant, model, task, batch), {}), median_rates.get(peer_key, {})
+            if ours and theirs:
+                line["ratio_median_call"] = round(
+                    statistics.median(ours.values()) / statistics.median(theirs.values()), 3
+                )
             line["target"] = ">= 1.5"
         lines.append(line)
     return lines

@@ -136,7 +136,8 @@ def _result(task, batch, first, usage, calls):
         "calls": calls,
         "s_per_call": round(usage["wall_s"] / calls, 3),
         "images_per_s": round(batch * calls / usage["wall_s"], 3),
-        # One stalled call (the host taking a CPU away for seconds: host_steal_s) moves the mean, not this.
+        # One stalled call (a wait in the process, or the host taking a CPU away: host_steal_s) moves the
+        # mean, not this.
         "images_per_s_median_call": round(batch / median_call, 3),
         "cpu_s_per_call": round((usage["user_s"] + usage["system_s"]) / calls, 3),
         **usage,
@@ -395,40 +396,36 @@ def summarize(processes):
     `ratio` uses each process's images/s over all its timed calls (the mean call); `ratio_median_call` uses each
     process's median call instead, which a single stalled call does not move.
     """
-    rates, median_rates = {}, {}
+    results = {}  # (variant, model, task, batch) -> {round: result}
     for p in processes:
         if "error" in p:
             continue
         for r in p["results"]:
-            key = (p["variant"], p["info"]["model"], r["task"], r["batch"])
-            rates.setdefault(key, {})[p["round"]] = r["images_per_s"]
-            if "images_per_s_median_call" in r:
-                median_rates.setdefault(key, {})[p["round"]] = r["images_per_s_median_call"]
+            results.setdefault((p["variant"], p["info"]["model"], r["task"], r["batch"]), {})[p["round"]] = r
+
+    def median(by_round, field):
+        return statistics.median(r[field] for r in by_round.values())
+
     lines = []
-    for (variant, model, task, batch), by_round in sorted(rates.items()):
+    for (variant, model, task, batch), ours in sorted(results.items()):
         if variant == "peer":
             continue
-        peer_key = ("peer", PEER_MODEL, task, batch)
-        peer = rates.get(peer_key, {})
-        rounds = sorted(set(by_round) & set(peer))
+        peer = results.get(("peer", PEER_MODEL, task, batch), {})
         line = {
             "variant": variant,
             "model": model,
             "task": task,
             "batch": batch,
-            "package_images_per_s": round(statistics.median(by_round.values()), 3),
+            "package_images_per_s": round(median(ours, "images_per_s"), 3),
             "peer_model": PEER_MODEL,
-            "peer_images_per_s": round(statistics.median(peer.values()), 3) if peer else None,
+            "peer_images_per_s": round(median(peer, "images_per_s"), 3) if peer else None,
         }
+        rounds = sorted(set(ours) & set(peer))
         if rounds:
-            ratios = [by_round[r] / peer[r] for r in rounds]
             line["ratio"] = round(line["package_images_per_s"] / line["peer_images_per_s"], 3)
-            line["ratio_per_round"] = [round(x, 3) for x in ratios]
-            ours, theirs = median_rates.get((variant, model, task, batch), {}), median_rates.get(peer_key, {})
-            if ours and theirs:
-                line["ratio_median_call"] = round(
-                    statistics.median(ours.values()) / statistics.median(theirs.values()), 3
-                )
+            line["ratio_per_round"] = [round(ours[r]["images_per_s"] / peer[r]["images_per_s"], 3) for r in rounds]
+            field = "images_per_s_median_call"
+            line["ratio_median_call"] = round(median(ours, field) / median(peer, field), 3)
             line["target"] = ">= 1.5"
         lines.append(line)
     return lines

@@ -32,13 +32,32 @@ Rules, in order:
   result (`"not_applied"`) and, for the training settings, by one log warning per process, which names the fix.
 
 On a GPU machine these settings only concern the few operations left on the CPU.
+
+One more setting is not an environment variable: `tf.data`'s autotuning model (`tf.data.Options().autotune`),
+which TensorFlow runs in a thread beside every iterator of a dataset. Its wake-up at the end of a pass over the
+data (an epoch, an `evaluate`, a `fit` call) can be lost: TensorFlow's cancellation notifies the thread before
+it marks the iterator cancelled, the thread sees "not cancelled" and sleeps out the rest of its optimisation
+period (10 ms, doubling after each optimisation up to 60 s), and the main thread waits for it (measured in
+docs/benchmarks.md, "The 10-second `fit` stall"). `dataset_options()` turns that model off: the package's own
+input pipelines always use it, and `keras_array_datasets_without_autotune()` (installed when `ptx_keras.models` is imported, so by `import keras`
+in a process that imported ptx_keras, in either order) adds it to the datasets Keras builds from arrays for
+`fit`, `evaluate` and `predict`, unless `PTX_KERAS_PROCESS_TUNING=0`. A `tf.data.Dataset` a user passes keeps
+its own options: `dataset.with_options(ptx_keras.runtime.dataset_options())` applies the same fix.
 """
 
+import functools
 import logging
 import os
 import sys
 
-__all__ = ["PROCESS_SETTINGS", "TUNING_VARIABLE", "configure_process", "tuning_enabled"]
+__all__ = [
+    "PROCESS_SETTINGS",
+    "TUNING_VARIABLE",
+    "configure_process",
+    "dataset_options",
+    "keras_array_datasets_without_autotune",
+    "tuning_enabled",
+]
 
 
 logger = logging.getLogger(__name__)
@@ -170,3 +189,62 @@ def serving_batch_size(inputs, batch_size):
     if inputs and all(os.path.isfile(path) for path in inputs):
         return max(1, min(batch_size, len(inputs)))
     return batch_size
+
+
+def dataset_options():
+    """The `tf.data.Options` of the package's input pipelines: the autotuning model thread off (see the module).
+
+    Without that thread, `num_parallel_calls=tf.data.AUTOTUNE` runs as many parallel calls as the machine has
+    cores and `prefetch(tf.data.AUTOTUNE)` keeps its own buffer tuning (which does not use the thread).
+
+    Returns:
+        `tf.data.Options` with `autotune.enabled = False`; merge it with `dataset.with_options(...)`.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+# Marks a `get_tf_dataset` that `keras_array_datasets_without_autotune` has wrapped (installing is idempotent).
+_WRAPPED_MARK = "_ptx_keras_without_autotune"
+
+
+def keras_array_datasets_without_autotune():
+    """Makes the `tf.data` datasets Keras builds from arrays (`fit(x, y)`, `evaluate`, `predict`) use
+    `dataset_options()`, so that the end of each pass does not wait out the autotuner's sleep (see the module).
+
+    Wraps `keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter.get_tf_dataset` once per
+    process; does nothing with `PTX_KERAS_PROCESS_TUNING=0`, or (with a debug log) when a Keras version no
+    longer has that method. Never raises: a failure is logged as a warning.
+
+    Returns:
+        bool: whether Keras' array datasets now use `dataset_options()`.
+    """
+    if not tuning_enabled():
+        return False
+    try:
+        from keras.src.trainers.data_adapters import array_data_adapter
+    except ImportError as e:
+        logger.debug("tf.data autotune fix not installed: %s", e)
+        return False
+    adapter = getattr(array_data_adapter, "ArrayDataAdapter", None)
+    original = getattr(adapter, "get_tf_dataset", None)
+    if original is None:
+        logger.debug("tf.data autotune fix not installed: Keras has no ArrayDataAdapter.get_tf_dataset")
+        return False
+    if getattr(original, _WRAPPED_MARK, False):
+        return True
+    try:
+
+        @functools.wraps(original)
+        def get_tf_dataset(self, *args, **kwargs):
+            return original(self, *args, **kwargs).with_options(dataset_options())
+
+        setattr(get_tf_dataset, _WRAPPED_MARK, True)
+        adapter.get_tf_dataset = get_tf_dataset
+    except Exception as e:  # noqa: BLE001 - a speed fix must never break importing the models
+        logger.warning("ptx_keras could not install its tf.data autotune fix (%s: %s)", type(e).__name__, e)
+        return False
+    return True

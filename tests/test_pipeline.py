@@ -195,6 +195,15 @@ def test_on_the_fly_matches_prepared(tmp_path, prepared):
         make_dataset_from_source(src, 8, training=False, channels=4)
 
 
+def test_pipelines_run_without_the_tf_data_autotuning_thread(tmp_path, prepared):
+    """Its lost wake-up stalls the end of each epoch (ptx_keras.runtime); both pipelines turn it off."""
+    out, _, src = prepared
+    for training in (True, False):
+        assert make_dataset(out, "train", 4, training=training).options().autotune.enabled is False
+    live = make_dataset_from_source(src, 8, training=True, image_size=16, channels=1)
+    assert live.options().autotune.enabled is False
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Augmentation and oversampling (ptx_keras.data.augment)
 # ---------------------------------------------------------------------------------------------------------

@@ -157,3 +157,62 @@ def test_too_late_once_tensorflow_started(monkeypatch, caplog):
 def test_tuning_variable(monkeypatch, value, enabled):
     monkeypatch.setenv(runtime.TUNING_VARIABLE, value)
     assert runtime.tuning_enabled() is enabled
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tf.data's autotuning thread (its lost wake-up stalls the end of each pass over the data)
+# ---------------------------------------------------------------------------------------------------------
+
+ARRAY_DATASET = (
+    "import numpy as np\n"
+    "from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter\n"
+    "ds = ArrayDataAdapter(np.zeros((4, 2), 'float32'), batch_size=2).get_tf_dataset()\n"
+    "print(json.dumps([ds.options().autotune.enabled, len(list(ds))]))\n"
+)
+
+
+def _last_json(code, **env):
+    clean = {k: v for k, v in os.environ.items() if k not in NAMES}
+    clean.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run(
+        [sys.executable, "-c", f"import json, os, sys\n{code}"],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        check=True,
+        timeout=300,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("imports", ["import ptx_keras\nimport keras", "import keras\nimport ptx_keras"])
+def test_keras_array_datasets_run_without_the_autotuning_thread_in_either_import_order(imports):
+    # Keras' own datasets from arrays (fit, evaluate, predict) get the option; the data are unchanged (2 batches).
+    assert _last_json(f"{imports}\n{ARRAY_DATASET}") == [False, 2]
+
+
+def test_keras_array_datasets_untouched_with_tuning_off():
+    assert _last_json(f"import ptx_keras\nimport keras\n{ARRAY_DATASET}", PTX_KERAS_PROCESS_TUNING="0") == [None, 2]
+
+
+def test_installing_the_array_dataset_fix_twice_wraps_once():
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    import ptx_keras.models  # noqa: F401 - installs the fix (this test process runs with tuning on)
+
+    first = ArrayDataAdapter.get_tf_dataset
+    assert runtime.keras_array_datasets_without_autotune() is True
+    assert ArrayDataAdapter.get_tf_dataset is first
+    assert not getattr(first.__wrapped__, "_ptx_keras_without_autotune", False)
+
+
+def test_dataset_options_turn_the_autotuning_model_off_and_keep_the_datasets_own_options():
+    import tensorflow as tf
+
+    assert runtime.dataset_options().autotune.enabled is False
+    own = tf.data.Options()
+    own.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = tf.data.Dataset.range(4).with_options(own).with_options(runtime.dataset_options())
+    assert ds.options().autotune.enabled is False
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert list(ds.as_numpy_iterator()) == [0, 1, 2, 3]

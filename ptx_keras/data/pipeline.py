@@ -26,6 +26,7 @@ from ptx_keras.data.augment import as_augmentation, augment_batch
 from ptx_keras.data.prepared import MANIFEST_CSV, load_prepared_info
 from ptx_keras.data.settings import PrepareSettings
 from ptx_keras.errors import DataError, require_tensorflow
+from ptx_keras.runtime import dataset_options
 from ptx_keras.targets import pack_targets
 
 __all__ = ["CHANNELS", "count_examples", "make_dataset", "make_dataset_from_source"]
@@ -99,7 +100,8 @@ def _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, dro
         return (image, y_true, sample_id) if with_ids else (image, y_true)
 
     ds = ds.map(finalize, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Without tf.data's autotuning thread: its lost wake-up stalls the end of every epoch (`ptx_keras.runtime`).
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(dataset_options())
 
 
 def _augmentation(augment, flip):

@@ -23,6 +23,7 @@ from ptx_keras.errors import ModelError
 from ptx_keras.layers import InputSizeCheck, check_spatial_size
 from ptx_keras.layers._validation import check_positive_int
 from ptx_keras.ops import small_batch_xla_enabled
+from ptx_keras.runtime import keras_array_datasets_without_autotune
 
 __all__ = [
     "AUX_OUTPUT",
@@ -38,6 +39,10 @@ __all__ = [
     "split_outputs",
 ]
 
+
+# `fit`/`evaluate`/`predict` on arrays: Keras' datasets without tf.data's autotuning thread, whose lost wake-up
+# makes the end of a pass wait up to its sleep period (`ptx_keras.runtime`). Here because Keras is imported now.
+keras_array_datasets_without_autotune()
 
 # Each model's XLA-compiled predict function, kept apart from Keras' own (weak keys: dies with the model).
 _xla_predict_functions = weakref.WeakKeyDictionary()

@@ -39,9 +39,9 @@ data (an epoch, an `evaluate`, a `fit` call) can be lost: TensorFlow's cancellat
 it marks the iterator cancelled, the thread sees "not cancelled" and sleeps out the rest of its optimisation
 period (10 ms, doubling after each optimisation up to 60 s), and the main thread waits for it (measured in
 docs/benchmarks.md, "The 10-second `fit` stall"). `dataset_options()` turns that model off: the package's own
-input pipelines always use it, and `keras_array_datasets_without_autotune()` (installed when `ptx_keras.models` is imported, so by `import keras`
-in a process that imported ptx_keras, in either order) adds it to the datasets Keras builds from arrays for
-`fit`, `evaluate` and `predict`, unless `PTX_KERAS_PROCESS_TUNING=0`. A `tf.data.Dataset` a user passes keeps
+input pipelines always use it, and `keras_array_datasets_without_autotune()` (installed when `ptx_keras.models`
+is imported, so by `import keras` in a process that imported ptx_keras, in either order) adds it to the
+datasets Keras builds from arrays for `fit`, `evaluate` and `predict`, unless `PTX_KERAS_PROCESS_TUNING=0`. A `tf.data.Dataset` a user passes keeps
 its own options: `dataset.with_options(ptx_keras.runtime.dataset_options())` applies the same fix.
 """
 

@@ -42,7 +42,8 @@ docs/benchmarks.md, "The 10-second `fit` stall"). `dataset_options()` turns that
 input pipelines always use it, and `keras_array_datasets_without_autotune()` (installed when `ptx_keras.models`
 is imported, so by `import keras` in a process that imported ptx_keras, in either order) adds it to the
 datasets Keras builds from arrays for `fit`, `evaluate` and `predict`, unless `PTX_KERAS_PROCESS_TUNING=0`.
-A `tf.data.Dataset` a user passes keeps its own options: `dataset.with_options(ptx_keras.runtime.dataset_options())` applies the same fix.
+A `tf.data.Dataset` a user passes keeps its own options:
+`dataset.with_options(ptx_keras.runtime.dataset_options())` applies the same fix.
 """
 
 import functools

@@ -775,6 +775,7 @@ def _fit(cfg, setup, data, schedule_callbacks, out, worker, run, verbose):
                 epochs=phase.end,
                 steps_per_epoch=cfg.train.steps_per_epoch,
                 validation_steps=cfg.train.validation_steps,
+                shuffle=False,  # the pipeline shuffles (make_dataset); Keras' default True only warns on a dataset
                 callbacks=schedule_callbacks + make_callbacks(cfg, out),  # a plateau cut must precede the backup
                 verbose=verbose,
             )

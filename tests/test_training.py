@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 
@@ -37,8 +38,12 @@ def _args(tmp_path, *extra, cache=None):
 
 @pytest.mark.slow
 def test_two_epochs_end_to_end_writes_the_run_directory(tmp_path):
-    rc = train_main(_args(tmp_path, "train.epochs=2", "name=e2e"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = train_main(_args(tmp_path, "train.epochs=2", "name=e2e"))
     assert rc == 0
+    # The pipeline shuffles; Keras' `shuffle=True` default would warn that it ignores it on a dataset.
+    assert not [w for w in caught if "shuffle=True" in str(w.message)]
     run = tmp_path / "runs" / "e2e"
     for name in ("config.yaml", "history.csv", "best.keras", "training_curves.png"):
         assert (run / name).is_file(), name

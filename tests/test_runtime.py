@@ -18,15 +18,25 @@ REPORT = "print(json.dumps([{k: os.environ.get(k) for k in PROCESS_SETTINGS}, 't
 TRAIN = {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
-def _fresh_process(code, **env):
-    """Runs `code` (after `import json, os, sys`) in a new interpreter; returns (JSON of its last line, stderr)."""
+def _run_fresh(code, **env):
+    """Runs `code` (after `import json, os, sys`) in a new interpreter with an environment cleaned of the
+    variables involved; returns (JSON of its last line, stderr)."""
     clean = {k: v for k, v in os.environ.items() if k not in NAMES}
     clean["KERAS_BACKEND"] = "tensorflow"
-    source = f"import json, os, sys\n{code}\nfrom ptx_keras.runtime import PROCESS_SETTINGS\n{REPORT}"
     out = subprocess.run(
-        [sys.executable, "-c", source], capture_output=True, text=True, env={**clean, **env}, check=True, timeout=300
+        [sys.executable, "-c", f"import json, os, sys\n{code}"],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        check=True,
+        timeout=300,
     )
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def _fresh_process(code, **env):
+    """`_run_fresh(code)` that reports the process settings in effect and whether TensorFlow started."""
+    return _run_fresh(f"{code}\nfrom ptx_keras.runtime import PROCESS_SETTINGS\n{REPORT}", **env)
 
 
 def test_import_sets_the_settings_before_tensorflow_starts():
@@ -172,17 +182,7 @@ ARRAY_DATASET = (
 
 
 def _last_json(code, **env):
-    clean = {k: v for k, v in os.environ.items() if k not in NAMES}
-    clean.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run(
-        [sys.executable, "-c", f"import json, os, sys\n{code}"],
-        capture_output=True,
-        text=True,
-        env={**clean, **env},
-        check=True,
-        timeout=300,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run_fresh(code, TF_CPP_MIN_LOG_LEVEL="3", **env)[0]
 
 
 @pytest.mark.parametrize("imports", ["import ptx_keras\nimport keras", "import keras\nimport ptx_keras"])

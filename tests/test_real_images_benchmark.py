@@ -1,7 +1,6 @@
 """`benchmarks/real_images.py`: the folds by hand, and the whole script end to end on a tiny phantom folder."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,15 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tiny import ROOT, load_benchmark
+
 SCRIPT = os.path.join(ROOT, "benchmarks", "real_images.py")
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("real_images_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(SCRIPT)
 
 
 def test_folds_are_stratified_and_keep_groups_together():

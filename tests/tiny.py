@@ -143,3 +143,14 @@ def smooth_picture(shape, seed=0):
     rng = np.random.default_rng(seed)
     x = ndimage.gaussian_filter(rng.random(shape), 4)
     return (x - x.min()) / (x.max() - x.min())
+
+
+def load_benchmark(script):
+    """Imports a script of `benchmarks/` (not a package module) from its path, for its tests."""
+    import importlib.util
+
+    name = os.path.splitext(os.path.basename(script))[0] + "_benchmark"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -128,6 +128,10 @@ class DataConfig(PrepareSettings):
     flip: Optional[bool] = None  # the older name of augment.flip, kept for older files; null = augment's
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     positive_fraction: Optional[float] = None  # null = natural order; e.g. 0.5: half the training draws positive
+    # null = train on whole images; an int below image_size: train on random crops of that side (validation,
+    # evaluation and deployment see whole images), a share crop_foreground of them centred on a pneumothorax
+    crop_size: Optional[int] = None
+    crop_foreground: float = C.CROP_FOREGROUND
     shuffle_buffer: int = 512
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
 
@@ -531,6 +535,12 @@ def validate_config(cfg):
     pf = cfg.data.positive_fraction
     if pf is not None and not 0.0 < pf < 1.0:
         raise ConfigError(f"data.positive_fraction must be null or in (0, 1). Received: {pf!r}")
+    crop, size = cfg.data.crop_size, cfg.data.image_size
+    if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or not 0 < crop < size):
+        raise ConfigError(f"data.crop_size must be null or an int below data.image_size={size}. Received: {crop!r}")
+    cf = cfg.data.crop_foreground
+    if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not 0.0 <= cf <= 1.0:
+        raise ConfigError(f"data.crop_foreground must be a number in [0, 1]. Received: {cf!r}")
     t = cfg.train
     try:
         schedules.check_schedule(

@@ -8,6 +8,7 @@ __all__ = [
     "BETA_1",
     "BETA_2",
     "BOUNDARY_WIDTH",
+    "CROP_FOREGROUND",
     "DEEPLAB_ASPP_FILTERS",
     "DEEPLAB_ASPP_RATES",
     "DEEPLAB_BACKBONE",
@@ -147,6 +148,9 @@ SIGNIFICANCE_LEVEL = 0.05
 
 # --- Data preparation and the tf.data pipeline -----------------------------------------------------------
 SHUFFLE_BUFFER = 512  # examples held by the training shuffle buffer (serialized, about 100-300 KB each)
+# With training crops (data.crop_size): the share of crops centred on a pneumothorax pixel (nnU-Net's
+# oversample_foreground_percent, 0.33); the rest are placed uniformly.
+CROP_FOREGROUND = 0.33
 
 # --- Losses (ptx_keras.losses) ---------------------------------------------------------------------------
 LOSS_EPSILON = 1e-7  # probabilities are clipped to [eps, 1 - eps] before the log (as keras.backend.epsilon())

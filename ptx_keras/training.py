@@ -41,6 +41,7 @@ __all__ = [
     "choose_strategy",
     "configure_execution",
     "describe_task",
+    "fixed_size_model",
     "lost_worker_error",
     "make_callbacks",
     "monitored",
@@ -345,6 +346,52 @@ def aux_targets(dataset):
     )
 
 
+def _train_input_shape(cfg):
+    """The trained model's input: `(S, S, C)` at the prepared size, or `(None, None, C)` when training on crops
+    (`data.crop_size`), so that the same network trains on crops and validates on whole images."""
+    size = None if cfg.data.crop_size is not None else cfg.data.image_size
+    return (size, size, cfg.data.channels)
+
+
+def _check_crop_divisible(model, size, crop):
+    """Applies the model's own size checks (`InputSizeCheck`) to the crop and to the whole image.
+
+    Raises:
+        ModelError: for a size the model's poolings cannot divide.
+    """
+    from ptx_keras.layers.checks import InputSizeCheck, check_spatial_size
+
+    for layer in model.layers:
+        if isinstance(layer, InputSizeCheck):
+            check_spatial_size(crop, crop, layer.num_pools)
+            check_spatial_size(size, size, layer.num_pools)
+
+
+def fixed_size_model(cfg, model):
+    """A copy of a model trained on crops (built on `(None, None, C)`) with the prepared size as its input, the
+    form every deployment needs (`ptx_keras.serving.model_input`); the same model when it already has one.
+
+    Args:
+        cfg: The run's `Config`.
+        model: The trained Keras model.
+
+    Returns:
+        A Keras model with input `(batch, data.image_size, data.image_size, channels)` and the same weights.
+    """
+    from ptx_keras.models import build_model
+
+    if model.input_shape[1] is not None:
+        return model
+    size = cfg.data.image_size
+    fixed = build_model(
+        cfg.model.name, input_shape=(size, size, cfg.data.channels), num_classes=C.NUM_CLASSES, **cfg.model.options
+    )
+    if cfg.train.bn_momentum is not None:
+        set_bn_momentum(fixed, cfg.train.bn_momentum)
+    fixed.set_weights(model.get_weights())
+    return fixed
+
+
 def build_and_compile(cfg, jit_compile="auto"):
     """Builds `cfg.model`, compiles it with `make_optimizer` (paper: Adam, lr 1e-4, weight decay 1e-4) and the loss.
 
@@ -362,13 +409,16 @@ def build_and_compile(cfg, jit_compile="auto"):
     from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT, has_aux_output
     from ptx_keras.optimizers import make_optimizer
 
-    size = cfg.data.image_size
+    size, crop = cfg.data.image_size, cfg.data.crop_size
     try:
         model = build_model(
-            cfg.model.name, input_shape=(size, size, cfg.data.channels), num_classes=C.NUM_CLASSES, **cfg.model.options
+            cfg.model.name, input_shape=_train_input_shape(cfg), num_classes=C.NUM_CLASSES, **cfg.model.options
         )
+        if crop is not None:  # built on any size: the poolings must divide the crops and the whole images
+            _check_crop_divisible(model, size, crop)
     except (TypeError, ValueError) as e:  # ModelError is a ValueError: unknown name, option or input size
-        raise ConfigError(f"model {cfg.model.name!r} (model.options, data.image_size={size}): {e}") from None
+        where = f"data.image_size={size}" + ("" if crop is None else f", data.crop_size={crop}")
+        raise ConfigError(f"model {cfg.model.name!r} (model.options, {where}): {e}") from None
     if cfg.train.bn_momentum is not None:
         set_bn_momentum(model, cfg.train.bn_momentum)
     try:
@@ -679,6 +729,8 @@ def _datasets(cfg, run, replicas):
         shuffle_buffer=cfg.data.shuffle_buffer,
         augment=cfg.data.augmentation(),
         positive_fraction=cfg.data.positive_fraction,
+        crop_size=cfg.data.crop_size,
+        crop_foreground=cfg.data.crop_foreground,
         drop_remainder=drop_remainder,
         # A fixed steps_per_epoch may ask for more batches than the split holds: without repeating, Keras
         # ends each epoch when the data runs out (a warning only), and the schedules, which count
@@ -797,6 +849,8 @@ def _finish_run(cfg, run, model, epochs):
     curves = None
     if not run.has_model():  # no epoch produced a finite monitored value (e.g. NaN loss)
         model.save(run.best_model)
+    if cfg.data.crop_size is not None:  # trained on crops: best.keras takes whole images at the prepared size
+        fixed_size_model(cfg, run.load_model()).save(run.best_model)
     if epochs:
         from ptx_keras.figures.evaluation import plot_history
 

@@ -424,3 +424,99 @@ def test_older_prepared_data_is_refused_with_a_clear_error(tmp_path):
     )
     assert summary["status"] == "prepared" and load_prepared_info(out)["format_version"] == 2
     assert len(_weights_by_id(out)) == 4
+
+
+# --- Training crops (crop_size, crop_foreground) ----------------------------------------------------------------
+def _coordinates(size):
+    """An image whose pixel (r, c) holds r * size + c: a crop says where it was taken."""
+    return np.arange(size * size, dtype=np.float32).reshape(size, size)
+
+
+def test_random_crop_centres_on_the_only_pneumothorax_pixel_and_keeps_the_three_aligned():
+    import tensorflow as tf
+
+    from ptx_keras.data.pipeline import random_crop
+
+    size, crop = 16, 6
+    image = tf.constant(_coordinates(size)[..., None])
+    weight = tf.constant(_coordinates(size) + 0.5)
+    for (r, c), corner in (((8, 9), (5, 6)), ((1, 14), (0, 10)), ((15, 0), (10, 0))):  # clipped at the borders
+        mask = np.zeros((size, size), np.uint8)
+        mask[r, c] = 1
+        mask = tf.constant(mask)
+        for seed in range(5):
+            i, m, w = (t.numpy() for t in random_crop(image, mask, weight, tf.constant(seed, tf.int64), crop, 1.0))
+            assert i.shape == (crop, crop, 1) and m.shape == (crop, crop) and w.shape == (crop, crop)
+            assert i[0, 0, 0] == corner[0] * size + corner[1]  # centre = pixel - crop // 2, inside the image
+            np.testing.assert_array_equal(w, i[..., 0] + 0.5)
+            assert m.sum() == 1 and m[r - corner[0], c - corner[1]] == 1
+
+
+def test_random_crop_without_foreground_is_uniform_and_seeded():
+    import tensorflow as tf
+
+    from ptx_keras.data.pipeline import random_crop
+
+    size, crop = 10, 4
+    image = tf.constant(_coordinates(size)[..., None])
+    mask = np.zeros((size, size), np.uint8)
+    mask[5, 5] = 1
+    mask = tf.constant(mask)
+    corners = []
+    for seed in range(300):
+        i, _, _ = random_crop(image, mask, image[..., 0], tf.constant(seed, tf.int64), crop, 0.0)
+        corners.append(divmod(int(i.numpy()[0, 0, 0]), size))
+    rows, cols = zip(*corners)
+    assert set(rows) == set(range(size - crop + 1)) and set(cols) == set(range(size - crop + 1))  # all 7 offsets
+    again, _, _ = random_crop(image, mask, image[..., 0], tf.constant(3, tf.int64), crop, 0.0)
+    assert divmod(int(again.numpy()[0, 0, 0]), size) == corners[3]
+    # A healthy image has no pixel to centre on: its crop is placed uniformly even with crop_foreground 1.
+    i, m, _ = random_crop(image, tf.zeros_like(mask), image[..., 0], tf.constant(0, tf.int64), crop, 1.0)
+    assert i.shape == (crop, crop, 1) and m.numpy().sum() == 0
+
+
+def test_training_crops_shapes_foreground_share_and_whole_validation(prepared):
+    out, expected, _ = prepared
+    crop = 16
+    ds = make_dataset(out, "train", 4, True, with_ids=True, crop_size=crop, crop_foreground=1.0, seed=3, augment="none")
+    n = 0
+    for images, y_true, ids in ds:
+        assert images.shape[1:] == (crop, crop, 3) and y_true.shape[1:] == (crop, crop, 2)
+        for image, y, sample_id in zip(images.numpy(), y_true.numpy(), ids.numpy()):
+            full_image, full_mask, full_weight = expected[sample_id.decode()]
+            if full_mask.any():  # centred on a pneumothorax pixel: the crop holds some
+                assert y[..., MASK_CHANNEL].any()
+            # The crop is a window of the whole image, at the same place in the image and the weight map.
+            matches = [
+                (r, c)
+                for r in range(SIZE - crop + 1)
+                for c in range(SIZE - crop + 1)
+                if np.allclose(full_image[r : r + crop, c : c + crop], image[..., 0])
+                and np.allclose(full_weight[r : r + crop, c : c + crop], y[..., WEIGHT_CHANNEL])
+                and np.array_equal(full_mask[r : r + crop, c : c + crop], y[..., MASK_CHANNEL])
+            ]
+            assert matches, sample_id
+            n += 1
+    assert n == count_examples(out, "train")
+    images, _ = next(iter(make_dataset(out, "val", 4, False)))
+    assert images.shape[1:3] == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(crop_size=32), r"crop_size must be null or an int in \(0, 32\)"),
+        (dict(crop_size=0), r"crop_size must be null or an int in \(0, 32\)"),
+        (dict(crop_size=16.0), r"Received: crop_size=16.0"),
+        (dict(crop_size=16, crop_foreground=1.5), r"crop_foreground must be a number in \[0, 1\]"),
+        (dict(crop_size=16, crop_foreground=True), r"Received: crop_foreground=True"),
+    ],
+)
+def test_training_crops_bad_values(prepared, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_dataset(prepared[0], "train", 4, True, **kwargs)
+
+
+def test_training_crops_are_refused_for_evaluation_streams(prepared):
+    with pytest.raises(ValueError, match="crop_size applies to training streams only"):
+        make_dataset(prepared[0], "val", 4, False, crop_size=16)

@@ -276,3 +276,61 @@ def test_graph_optimizer_bad_choice_is_refused():
 
     with pytest.raises(ConfigError, match="train.graph_optimizer"):
         load_config(QUICKSTART, ["train.graph_optimizer=sometimes"])
+
+
+# --- Training on crops (data.crop_size) -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["data.crop_size=64"], r"data.crop_size must be null or an int below data.image_size=64. Received: 64"),
+        (["data.crop_size=half"], r"data.crop_size must be an integer. Received: 'half'"),
+        (["data.crop_size=32", "data.crop_foreground=2"], r"data.crop_foreground must be a number in \[0, 1\]"),
+    ],
+)
+def test_crop_settings_are_checked(sets, message):
+    from ptx_keras.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(QUICKSTART, TINY + sets)
+
+
+def test_crop_size_the_poolings_cannot_divide_is_a_config_error():
+    from ptx_keras.errors import ConfigError
+    from ptx_keras.training import build_and_compile
+
+    cfg = load_config(QUICKSTART, TINY + ["data.crop_size=36"])  # 3 poolings: multiples of 8
+    with pytest.raises(ConfigError, match=r"data.crop_size=36.*36 is not divisible by 8"):
+        build_and_compile(cfg, jit_compile=False)
+
+
+def test_crop_model_takes_any_size_and_its_fixed_copy_gives_the_same_outputs():
+    import numpy as np
+
+    from ptx_keras.training import build_and_compile, fixed_size_model
+
+    cfg = load_config(QUICKSTART, TINY + ["data.crop_size=32", "model.options.dropout_rate=0.0"])
+    model = build_and_compile(cfg, jit_compile=False)
+    assert model.input_shape[1:3] == (None, None)
+    images = np.random.default_rng(0).uniform(size=(2, 64, 64, cfg.data.channels)).astype(np.float32)
+    crops = images[:, :32, :32]
+    assert model.predict(crops, verbose=0).shape == (2, 32, 32, 2)  # trains on crops
+    fixed = fixed_size_model(cfg, model)
+    assert fixed.input_shape == (None, 64, 64, cfg.data.channels)
+    np.testing.assert_allclose(fixed.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    plain = build_and_compile(load_config(QUICKSTART, TINY), jit_compile=False)
+    assert fixed_size_model(cfg, plain) is plain  # already at a fixed size: unchanged
+
+
+@pytest.mark.slow
+def test_training_on_crops_validates_whole_images_and_deploys_at_the_prepared_size(tmp_path):
+    import keras
+
+    sets = ["train.epochs=1", "train.steps_per_epoch=2", "data.crop_size=32", "name=crops"]
+    assert train_main(_args(tmp_path, *sets)) == 0
+    run = tmp_path / "runs" / "crops"
+    rows = _history(str(run))
+    assert len(rows) == 1 and rows[0]["val_dsc1"] != ""
+    model = keras.models.load_model(str(run / "best.keras"))
+    assert model.input_shape[1:3] == (64, 64)  # the whole image, as every export needs
+    if (run / "saved_model").exists():
+        assert (run / "saved_model" / "1").is_dir()

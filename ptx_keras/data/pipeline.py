@@ -4,8 +4,9 @@ Each batch is `image` float32 `(batch, height, width, channels)` with intensitie
 divided by 255 or 65535, as `dataset.json` says) and grayscale replicated to `channels`, and `y_true`
 float32 `(batch, height, width, 2)` packed by `ptx_keras.targets.pack_targets` (mask, weight map). Training
 adds a seeded shuffle and seeded augmentation (`ptx_keras.data.augment`; by default the paper's random
-horizontal flip), geometric transforms applied to the image, the mask and the weight map together, and can
-oversample positive images (`positive_fraction`).
+horizontal flip), geometric transforms applied to the image, the mask and the weight map together, can
+oversample positive images (`positive_fraction`) and can train on random crops of the prepared images
+(`crop_size`, a share `crop_foreground` of them centred on a pneumothorax pixel, as nnU-Net samples patches).
 
 `make_dataset_from_source` skips preparation: it reads a raw source and computes resizing and weight maps
 inside the pipeline (`tf.numpy_function`, serialised by Python's GIL). It is much slower than reading
@@ -115,6 +116,61 @@ def _augmentation(augment, flip):
     return augmentation
 
 
+def _check_crop(crop_size, crop_foreground, training, size):
+    if crop_size is None:
+        return
+    if not isinstance(crop_size, numbers.Integral) or isinstance(crop_size, bool) or not 0 < crop_size < size:
+        raise ValueError(
+            f"crop_size must be null or an int in (0, {size}) (the prepared images' side). "
+            f"Received: crop_size={crop_size!r}"
+        )
+    ok = isinstance(crop_foreground, numbers.Real) and not isinstance(crop_foreground, bool)
+    if not ok or not 0.0 <= crop_foreground <= 1.0:
+        raise ValueError(f"crop_foreground must be a number in [0, 1]. Received: crop_foreground={crop_foreground!r}")
+    if not training:
+        raise ValueError("crop_size applies to training streams only (evaluation sees whole images)")
+
+
+def random_crop(image, mask, weight, seed, crop_size, crop_foreground):
+    """One `crop_size` square of an example, the same window for the image, the mask and the weight map.
+
+    With probability `crop_foreground`, and when the mask has pneumothorax pixels, the window is centred on one of
+    them drawn uniformly (moved inside the image where the centre is closer than `crop_size / 2` to a border);
+    otherwise its corner is drawn uniformly. The weight map is the full image's (its class term counts the whole
+    image's pixels), cropped like the mask.
+
+    Args:
+        image: `(S, S, 1)` image as stored.
+        mask: `(S, S)` mask.
+        weight: `(S, S)` weight map.
+        seed: int64 scalar tensor, this example's draw from a seeded stream.
+        crop_size: Side of the crop, < S.
+        crop_foreground: Probability in [0, 1] of a window centred on a pneumothorax pixel.
+
+    Returns:
+        `(image, mask, weight)` cropped to `(crop_size, crop_size[, 1])`.
+    """
+    size = mask.shape[0]
+    limit = size - crop_size  # the largest corner offset
+    u = tf.random.stateless_uniform([4], seed=tf.stack([seed, tf.constant(7, tf.int64)]), dtype=tf.float32)
+    corner = tf.minimum(tf.cast(u[2:] * float(limit + 1), tf.int32), limit)
+    foreground = tf.cast(tf.where(mask > 0), tf.int32)  # (k, 2) row, column
+    k = tf.shape(foreground)[0]
+
+    def centred():
+        pick = foreground[tf.minimum(tf.cast(u[1] * tf.cast(k, tf.float32), tf.int32), k - 1)]
+        return tf.clip_by_value(pick - crop_size // 2, 0, limit)
+
+    use = tf.logical_and(u[0] < crop_foreground, k > 0)
+    corner = tf.cond(use, centred, lambda: corner)
+    r, c = corner[0], corner[1]
+    return (
+        image[r : r + crop_size, c : c + crop_size],
+        mask[r : r + crop_size, c : c + crop_size],
+        weight[r : r + crop_size, c : c + crop_size],
+    )
+
+
 def _label(serialized):
     return tf.io.parse_single_example(serialized, _LABEL_SPEC)["label"]
 
@@ -177,6 +233,8 @@ def make_dataset(
     flip=None,
     augment=None,
     positive_fraction=None,
+    crop_size=None,
+    crop_foreground=constants.CROP_FOREGROUND,
 ):
     """Reads one split of a prepared data set as batches for training or evaluation.
 
@@ -202,15 +260,21 @@ def make_dataset(
         positive_fraction: None keeps the natural order; a number in (0, 1) draws positive examples (stored
             label 1) with that probability, seeded, and makes an epoch as many examples as the split has
             (training only).
+        crop_size: None for whole images; an int below the prepared side: each training example becomes a
+            random `crop_size` square (`random_crop`, seeded, before augmentation; training only).
+        crop_foreground: With `crop_size`, the probability in [0, 1] that a crop is centred on a pneumothorax
+            pixel of a positive image.
 
     Returns:
         `tf.data.Dataset` of `(image, y_true)`: float32 `(batch, H, W, channels)` in [0, 1] and float32
-        `(batch, H, W, 2)` (mask, weight map); or `(image, y_true, sample_id)` with `with_ids`.
+        `(batch, H, W, 2)` (mask, weight map), H = W = `crop_size` when cropping; or `(image, y_true,
+        sample_id)` with `with_ids`.
 
     Raises:
         DataError: if the split is unknown or empty, the directory is not a prepared data set, or a shard is
             missing.
-        ValueError: if `batch_size`, `channels`, `shuffle_buffer`, `augment` or `positive_fraction` is invalid.
+        ValueError: if `batch_size`, `channels`, `shuffle_buffer`, `augment`, `positive_fraction`, `crop_size` or
+            `crop_foreground` is invalid.
     """
     _check_split(split)
     _check_options(batch_size, channels, shuffle_buffer)
@@ -226,6 +290,7 @@ def make_dataset(
             raise DataError(f"Shard {path} is missing; run ptx-prepare again on the same source to rebuild it")
 
     size = info["image_size"]
+    _check_crop(crop_size, crop_foreground, training, size)
     image_dtype = tf.uint8 if info["bit_depth"] == 8 else tf.uint16
     full_scale = float(2 ** info["bit_depth"] - 1)
     weight_dtype = tf.as_dtype(info["weight_dtype"])
@@ -260,6 +325,16 @@ def make_dataset(
         else:
             # The manifest knows the count: Keras then shows a progress bar with a total from the first epoch.
             ds = ds.apply(tf.data.experimental.assert_cardinality(int(counts["total"])))
+    if crop_size is not None:
+        # Each example carries its own draw from a seeded stream (a new one each epoch), as augmentation does.
+        draws = tf.data.Dataset.random(seed=seed + 5, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, draws)).map(lambda s, r: {"serialized": s, "crop": r})
+        whole = decode
+
+        def decode(item):
+            image, mask, weight, sample_id = whole(item["serialized"])
+            return (*random_crop(image, mask, weight, item["crop"], crop_size, crop_foreground), sample_id)
+
     return _batch(ds, batch_size, training, augmentation, seed, channels, with_ids, drop_remainder, decode, full_scale)
 
 

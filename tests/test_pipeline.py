@@ -517,6 +517,15 @@ def test_training_crops_bad_values(prepared, kwargs, message):
         make_dataset(prepared[0], "train", 4, True, **kwargs)
 
 
+def test_training_crops_take_every_augmentation(prepared):
+    """The geometric augmentations need the crop's static size (a crop at tensor offsets has none by itself)."""
+    out = prepared[0]
+    ds = make_dataset(out, "train", 4, True, crop_size=16, augment="strong", seed=1)
+    images, y_true = next(iter(ds))
+    assert images.shape[1:3] == (16, 16) and y_true.shape[1:3] == (16, 16)
+    assert np.isfinite(y_true.numpy()).all()
+
+
 def test_training_crops_are_refused_for_evaluation_streams(prepared):
     with pytest.raises(ValueError, match="crop_size applies to training streams only"):
         make_dataset(prepared[0], "val", 4, False, crop_size=16)

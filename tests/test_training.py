@@ -325,7 +325,14 @@ def test_crop_model_takes_any_size_and_its_fixed_copy_gives_the_same_outputs():
 def test_training_on_crops_validates_whole_images_and_deploys_at_the_prepared_size(tmp_path):
     import keras
 
-    sets = ["train.epochs=1", "train.steps_per_epoch=2", "data.crop_size=32", "name=crops"]
+    # The standard augmentation's geometric transforms need the crops' static size.
+    sets = [
+        "train.epochs=1",
+        "train.steps_per_epoch=2",
+        "data.crop_size=32",
+        "data.augment.preset=standard",
+        "name=crops",
+    ]
     assert train_main(_args(tmp_path, *sets)) == 0
     run = tmp_path / "runs" / "crops"
     rows = _history(str(run))

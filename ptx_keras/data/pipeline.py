@@ -164,10 +164,11 @@ def random_crop(image, mask, weight, seed, crop_size, crop_foreground):
     use = tf.logical_and(u[0] < crop_foreground, k > 0)
     corner = tf.cond(use, centred, lambda: corner)
     r, c = corner[0], corner[1]
+    # Slicing at tensor offsets loses the static shape, which the batched augmentation needs.
     return (
-        image[r : r + crop_size, c : c + crop_size],
-        mask[r : r + crop_size, c : c + crop_size],
-        weight[r : r + crop_size, c : c + crop_size],
+        tf.ensure_shape(image[r : r + crop_size, c : c + crop_size], (crop_size, crop_size, image.shape[-1])),
+        tf.ensure_shape(mask[r : r + crop_size, c : c + crop_size], (crop_size, crop_size)),
+        tf.ensure_shape(weight[r : r + crop_size, c : c + crop_size], (crop_size, crop_size)),
     )
 
 

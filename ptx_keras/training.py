@@ -346,6 +346,13 @@ def aux_targets(dataset):
     )
 
 
+def _build(cfg, input_shape):
+    """`cfg.model` built on `input_shape` (the one call training and `fixed_size_model` share)."""
+    from ptx_keras.models import build_model
+
+    return build_model(cfg.model.name, input_shape=input_shape, num_classes=C.NUM_CLASSES, **cfg.model.options)
+
+
 def _train_input_shape(cfg):
     """The trained model's input: `(S, S, C)` at the prepared size, or `(None, None, C)` when training on crops
     (`data.crop_size`), so that the same network trains on crops and validates on whole images."""
@@ -378,14 +385,10 @@ def fixed_size_model(cfg, model):
     Returns:
         A Keras model with input `(batch, data.image_size, data.image_size, channels)` and the same weights.
     """
-    from ptx_keras.models import build_model
-
     if model.input_shape[1] is not None:
         return model
     size = cfg.data.image_size
-    fixed = build_model(
-        cfg.model.name, input_shape=(size, size, cfg.data.channels), num_classes=C.NUM_CLASSES, **cfg.model.options
-    )
+    fixed = _build(cfg, (size, size, cfg.data.channels))
     if cfg.train.bn_momentum is not None:
         set_bn_momentum(fixed, cfg.train.bn_momentum)
     fixed.set_weights(model.get_weights())
@@ -405,15 +408,12 @@ def build_and_compile(cfg, jit_compile="auto"):
     """
     from ptx_keras.losses import aux_loss, get_loss
     from ptx_keras.metrics import DSC1, MPA
-    from ptx_keras.models import build_model
     from ptx_keras.models.common import AUX_OUTPUT, MASK_OUTPUT, has_aux_output
     from ptx_keras.optimizers import make_optimizer
 
     size, crop = cfg.data.image_size, cfg.data.crop_size
     try:
-        model = build_model(
-            cfg.model.name, input_shape=_train_input_shape(cfg), num_classes=C.NUM_CLASSES, **cfg.model.options
-        )
+        model = _build(cfg, _train_input_shape(cfg))
         if crop is not None:  # built on any size: the poolings must divide the crops and the whole images
             _check_crop_divisible(model, size, crop)
     except (TypeError, ValueError) as e:  # ModelError is a ValueError: unknown name, option or input size
